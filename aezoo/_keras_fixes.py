@@ -1,0 +1,61 @@
+"""The one place where aezoo works around Keras bugs.
+
+keras-team/keras#20585 (open for Keras 3.15): `model.fit` under
+`tf.distribute.MultiWorkerMirroredStrategy` fails in two places of the TensorFlow trainer:
+
+1. `_maybe_symbolic_build` reduces the first *distributed* batch with
+   `strategy.reduce("MEAN", batch, axis=None)` just to learn its shapes; across workers that is
+   a collective over the raw data, which breaks.  Any one local replica's batch has the right
+   shapes, so we build from the first local replica's batch instead.
+2. `reduce_per_replica` reduces the step's logs with `strategy.reduce("MEAN", v, axis=0)`, which
+   fails for the scalar metrics `train_step`/`test_step` return.  Returning them with shape [1]
+   makes that reduction a plain mean over replicas, which is what Keras means to compute.
+
+Both changes apply only under multi-worker collective strategies, so single-device and
+MirroredStrategy training run the unmodified Keras code.  `tests/test_distributed.py` has a
+strict-xfail test that trains a plain `keras.Model` on two workers: when Keras fixes the bug,
+that test starts to pass, fails as XPASS, and tells us to delete this module.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+from keras.src import tree  # the structure utilities Keras's own trainer uses
+
+
+def is_multi_worker(strategy: tf.distribute.Strategy) -> bool:
+    """True under MultiWorkerMirroredStrategy with more than one worker."""
+    return isinstance(
+        strategy, tf.distribute.MultiWorkerMirroredStrategy
+    ) and strategy.extended._in_multi_worker_mode()
+
+
+def _rank1(logs):
+    return tree.map_structure(lambda v: tf.reshape(v, [1]) if v.shape.rank == 0 else v, logs)
+
+
+class MultiWorkerFitMixin:
+    """Mixed into `aezoo.Autoencoder` (before `keras.Model`) to fix #20585."""
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        strategy = self._distribute_strategy
+        if strategy is None or iterator is None or not is_multi_worker(strategy):
+            return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+        for _, _, distributed_iterator in iterator:
+            data_batch = tree.map_structure(
+                lambda v: strategy.experimental_local_results(v)[0]
+                if isinstance(v, tf.distribute.DistributedValues)
+                else v,
+                next(distributed_iterator),
+            )
+            break
+        with strategy.scope():
+            self._symbolic_build(data_batch=data_batch)
+
+    def train_step(self, data):
+        logs = super().train_step(data)
+        return _rank1(logs) if is_multi_worker(self.distribute_strategy) else logs
+
+    def test_step(self, data):
+        logs = super().test_step(data)
+        return _rank1(logs) if is_multi_worker(self.distribute_strategy) else logs

@@ -1,0 +1,81 @@
+"""Custom layers, each registered so `.keras` files load with no `custom_objects`."""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from aezoo import noise
+
+
+@keras.saving.register_keras_serializable(package="aezoo")
+class Corruption(keras.layers.Layer):
+    """Corrupts its input with `aezoo.noise` noise in training; the identity at inference.
+
+    Args:
+        kind: one of `aezoo.noise.NOISE_KINDS`.
+        level: sigma, fraction or peak (see `aezoo.noise`).
+        seed: optional int, for reproducible training.
+    """
+
+    def __init__(self, kind: str, level: float, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        noise.check_noise(kind, level)
+        self.kind, self.level, self.seed = kind, float(level), seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.supports_masking = True
+
+    def call(self, x, training=False):
+        if not training:
+            return x
+        return noise.add_noise(x, self.kind, self.level, self.seed_generator.next())
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "kind": self.kind, "level": self.level, "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package="aezoo")
+class PadToMultiple(keras.layers.Layer):
+    """Zero-pads height and width at the bottom/right up to a multiple of `multiple`.
+
+    Works on sizes known only at call time, so fully convolutional models take any image.
+    """
+
+    def __init__(self, multiple: int, **kwargs):
+        super().__init__(**kwargs)
+        self.multiple = int(multiple)
+
+    def call(self, x):
+        shape = tf.shape(x)
+        pad_h = (-shape[1]) % self.multiple
+        pad_w = (-shape[2]) % self.multiple
+        return tf.pad(x, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]])
+
+    def compute_output_shape(self, input_shape):
+        def up(size):
+            return None if size is None else -(-size // self.multiple) * self.multiple
+
+        return (input_shape[0], up(input_shape[1]), up(input_shape[2]), input_shape[3])
+
+    def get_config(self):
+        return {**super().get_config(), "multiple": self.multiple}
+
+
+@keras.saving.register_keras_serializable(package="aezoo")
+class CropLike(keras.layers.Layer):
+    """Crops `x` (top-left anchored) to the height and width of `reference`.
+
+    Undoes `PadToMultiple` at the end of a decoder, whose skip input carries the original size.
+    """
+
+    def call(self, inputs):
+        x, reference = inputs
+        shape = tf.shape(reference)
+        return x[:, : shape[1], : shape[2], :]
+
+    def compute_output_shape(self, input_shapes):
+        x_shape, reference_shape = input_shapes
+        return (x_shape[0], reference_shape[1], reference_shape[2], x_shape[3])

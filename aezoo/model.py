@@ -1,0 +1,204 @@
+"""The `Autoencoder` model class every builder returns, and argument checks they share.
+
+An `Autoencoder` is a plain Keras functional model `x -> [corruption] -> encoder -> decoder`
+whose encoder and decoder are themselves functional models, so they can be used, saved and
+served alone while sharing their variables with the whole.  What it adds to `keras.Model`:
+
+* `ae.encoder` / `ae.decoder` properties (the nested models named "encoder" and "decoder");
+* `get_config()` is the builder's keyword arguments, and `from_config` calls the builder again,
+  so a `.keras` file reloads with no `custom_objects` once `aezoo` is imported;
+* `compile()` defaults to Adam and the mean squared reconstruction error.
+"""
+
+from __future__ import annotations
+
+import json
+import numbers
+from collections.abc import Sequence
+from typing import Any
+
+import keras
+
+from aezoo._keras_fixes import MultiWorkerFitMixin
+
+# Short names accepted by `compile(loss=...)` and by the training command line.
+LOSSES = {"mse": "mean_squared_error", "bce": "binary_crossentropy"}
+
+
+@keras.saving.register_keras_serializable(package="aezoo")
+class Autoencoder(MultiWorkerFitMixin, keras.Model):
+    """Functional autoencoder that remembers the builder call that made it.
+
+    Args:
+        inputs: the model's input tensor (a `keras.Input`).
+        outputs: the reconstruction tensor.
+        config: the builder's keyword arguments, plus `"model"`, the builder's name in
+            `aezoo.MODELS`. `get_config()` returns it and `from_config` rebuilds from it.
+        name: model name.
+    """
+
+    def __init__(self, inputs, outputs, *, config: dict[str, Any], name: str | None = None):
+        super().__init__(inputs=inputs, outputs=outputs, name=name)
+        self._builder_config = dict(config)
+
+    @property
+    def encoder(self) -> keras.Model:
+        return self.get_layer("encoder")
+
+    @property
+    def decoder(self) -> keras.Model:
+        return self.get_layer("decoder")
+
+    @property
+    def builder_name(self) -> str:
+        """The key of this model's builder in `aezoo.MODELS`."""
+        return self._builder_config["model"]
+
+    def get_config(self) -> dict[str, Any]:
+        return dict(self._builder_config)
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], custom_objects=None) -> "Autoencoder":
+        from aezoo import MODELS  # late import: the table imports this module
+
+        config = dict(config)
+        builder = config.pop("model")
+        if builder not in MODELS:
+            raise ValueError(
+                f"This file was saved by an aezoo model '{builder}' that this version of "
+                f"aezoo does not have. Known models: {', '.join(MODELS)}."
+            )
+        return MODELS[builder](**config)
+
+    def compile(self, optimizer="adam", loss="mse", **kwargs):
+        """`keras.Model.compile` with Adam and the mean squared error as defaults.
+
+        `loss` also takes "bce" (binary cross-entropy, for images in [0, 1]).
+        """
+        super().compile(optimizer=optimizer, loss=keras_loss(loss), **kwargs)
+
+    def compile_from_config(self, config: dict[str, Any]) -> None:
+        # Keras skips recompiling models whose compile() is overridden, since it cannot know
+        # their signature; ours takes what keras.Model.compile takes, so do what Keras does.
+        config = keras.saving.deserialize_keras_object(config)
+        self.compile(**config)
+        if self.built:
+            self.optimizer.build(self.trainable_variables)  # so its saved state can load
+
+
+def keras_loss(loss):
+    """Keras's name for aezoo's short loss names ("mse", "bce"); other losses pass through."""
+    return LOSSES.get(loss, loss) if isinstance(loss, str) else loss
+
+
+def make_autoencoder(
+    model: str,
+    kwargs: dict[str, Any],
+    encoder: keras.Model,
+    decoder: keras.Model,
+    corruption: keras.layers.Layer | None = None,
+) -> Autoencoder:
+    """Composes `x -> [corruption] -> encoder -> decoder` into an `Autoencoder`.
+
+    The corruption layer sits in front of the encoder, not inside it, so that the encoder
+    used alone (features, serving) always sees clean inputs.
+    """
+    x = keras.Input(encoder.input_shape[1:], name="x")
+    h = corruption(x) if corruption is not None else x
+    x_hat = decoder(encoder(h))
+    # Stored as it comes back from a .keras file's JSON (tuples as lists), so that
+    # get_config() is the same before saving and after loading.
+    config = json.loads(json.dumps({"model": model, **kwargs}))
+    return Autoencoder(x, x_hat, config=config, name=kwargs["name"])
+
+
+# ---------------------------------------------------------------- argument checks
+# Builders check every argument before building anything, and say which argument was
+# wrong and what they received, in the keras.applications manner.
+
+
+def check_int(name: str, value: Any, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ValueError(f"`{name}` must be {what}. Received: {name}={value!r}")
+    return int(value)
+
+
+def check_ints(name: str, value: Any, minimum: int = 1) -> tuple[int, ...]:
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        value = (value,)
+    if (
+        not isinstance(value, Sequence)
+        or isinstance(value, str)
+        or not value
+        or any(
+            isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < minimum
+            for v in value
+        )
+    ):
+        raise ValueError(
+            f"`{name}` must be a non-empty sequence of positive integers. "
+            f"Received: {name}={value!r}"
+        )
+    return tuple(int(v) for v in value)
+
+
+def check_choice(name: str, value: Any, choices: Sequence[Any]) -> Any:
+    if value not in choices:
+        options = ", ".join(repr(c) for c in choices)
+        raise ValueError(f"`{name}` must be one of {options}. Received: {name}={value!r}")
+    return value
+
+
+def check_fraction(name: str, value: Any, upper: float = 1.0) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value <= upper:
+        raise ValueError(
+            f"`{name}` must be a number between 0 and {upper:g}. Received: {name}={value!r}"
+        )
+    return float(value)
+
+
+def check_input_shape(
+    value: Any, ranks: Sequence[int], dynamic: bool = False, channels: Sequence[int] = ()
+) -> tuple[int | None, ...]:
+    """Checks `input_shape` (no batch axis): its rank, positive sizes, channel count.
+
+    With `dynamic=True`, spatial sizes may be None (any size at call time).
+    """
+
+    def bad(reason: str) -> ValueError:
+        return ValueError(f"`input_shape` {reason}. Received: input_shape={value!r}")
+
+    if not isinstance(value, Sequence) or isinstance(value, str):
+        raise bad("must be a tuple of sizes without the batch axis, such as (28, 28, 1)")
+    if len(value) not in ranks:
+        raise bad(f"must have {' or '.join(map(str, ranks))} axes (no batch axis)")
+    for i, size in enumerate(value):
+        spatial = i < len(value) - 1
+        if size is None and dynamic and spatial:
+            continue
+        if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 1:
+            raise bad("must hold positive integers" + (" or None" if dynamic else ""))
+    if channels and value[-1] not in channels:
+        raise bad(f"must end in {' or '.join(map(str, channels))} channels")
+    return tuple(None if s is None else int(s) for s in value)
+
+
+def check_activation(name: str, value: Any) -> str | None:
+    try:
+        keras.activations.get(value)
+    except (ValueError, TypeError):
+        raise ValueError(
+            f"`{name}` must be the name of a Keras activation such as 'relu', 'sigmoid' "
+            f"or 'linear'. Received: {name}={value!r}"
+        ) from None
+    return value
+
+
+def corruption_layer(corruption: str | None, corruption_level: float):
+    """Checks the shared `corruption`/`corruption_level` arguments; returns the layer or None."""
+    if corruption is None:
+        return None
+    from aezoo.layers import Corruption
+
+    return Corruption(corruption, corruption_level, name="corruption")

@@ -1,0 +1,107 @@
+"""Noise models for denoising: one definition used by the model's corruption layer, the
+training data pipelines and the evaluation of denoisers.
+
+All work on images scaled to [0, 1] and take an explicit stateless seed (a pair of integers),
+so a fixed seed gives the same noise in any process, and a fresh seed per step or per epoch
+gives fresh noise.
+
+| kind          | level                          | definition                                   |
+|---------------|--------------------------------|----------------------------------------------|
+| `gaussian`    | sigma, in [0, 1] units         | x + sigma * N(0, 1), not clipped (as DnCNN)  |
+| `salt_pepper` | fraction p of pixels           | p of the pixels set to 0 or 1, half each     |
+| `poisson`     | peak (photons at x = 1)        | Poisson(peak * x) / peak                     |
+| `mask`        | fraction p of pixels           | p of the pixels set to 0                     |
+
+Pixel-wise kinds (`salt_pepper`, `mask`) hit all channels of a chosen pixel (or time step)
+together; on flat vectors (batch, features) they hit single elements.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+NOISE_KINDS = ("gaussian", "salt_pepper", "poisson", "mask")
+
+
+def parse_noise(spec: str, scale: float = 255.0) -> tuple[str, float]:
+    """Parses a command-line noise spec such as "gaussian:25" into (kind, level).
+
+    Gaussian sigmas are given on the 0..`scale` scale of 8-bit images (sigma 25 means 25/255)
+    and returned in [0, 1] units; salt-and-pepper and mask fractions are in [0, 1]; the
+    Poisson level is the peak photon count.
+
+    Raises:
+        ValueError: for an unknown kind or a level out of range.
+    """
+    kind, _, level_text = str(spec).partition(":")
+    if kind not in NOISE_KINDS or not level_text:
+        raise ValueError(
+            f"Unknown noise spec {spec!r}: use gaussian:SIGMA (0-{scale:g} scale), "
+            "salt_pepper:P, poisson:PEAK or mask:P."
+        )
+    try:
+        level = float(level_text)
+    except ValueError:
+        raise ValueError(f"Noise level in {spec!r} must be a number.") from None
+    if kind == "gaussian":
+        if not 0 <= level <= scale:
+            raise ValueError(f"Gaussian sigma must be in [0, {scale:g}]. Received: {spec!r}")
+        return kind, level / scale
+    if kind == "poisson":
+        if not level > 0:
+            raise ValueError(f"Poisson peak must be positive. Received: {spec!r}")
+        return kind, level
+    if not 0 <= level <= 1:
+        raise ValueError(f"The fraction in {spec!r} must be in [0, 1].")
+    return kind, level
+
+
+def check_noise(kind: str, level: float) -> None:
+    """Raises ValueError unless (kind, level) is a valid noise in [0, 1] units."""
+    if kind not in NOISE_KINDS:
+        raise ValueError(
+            f"`corruption` must be one of {', '.join(NOISE_KINDS)} or None. Received: {kind!r}"
+        )
+    if kind == "poisson":
+        ok = level > 0
+    else:
+        ok = 0 <= level <= 1
+    if not ok:
+        raise ValueError(
+            f"`corruption_level` is out of range for {kind} noise. Received: {level!r}"
+        )
+
+
+def add_noise(x: tf.Tensor, kind: str, level: float, seed) -> tf.Tensor:
+    """Returns `x` with noise added, using stateless random ops.
+
+    Args:
+        x: images in [0, 1], shape (..., height, width, channels), any float dtype.
+        kind: one of `NOISE_KINDS`.
+        level: sigma, fraction or peak as in the table above.
+        seed: shape-[2] integer tensor or pair of ints; the same seed gives the same noise.
+    """
+    check_noise(kind, level)
+    x = tf.convert_to_tensor(x)
+    seed = tf.cast(seed, tf.int64)
+    dtype = x.dtype
+    if kind == "gaussian":
+        noise = tf.random.stateless_normal(tf.shape(x), seed, dtype=tf.float32)
+        return x + tf.cast(level * noise, dtype)
+    if kind == "poisson":
+        counts = tf.random.stateless_poisson(
+            tf.shape(x), seed, lam=tf.cast(x, tf.float32) * level, dtype=tf.float32
+        )
+        return tf.cast(counts / level, dtype)
+    # Pixel-wise kinds: one draw per pixel, shared by its channels; per element for vectors.
+    if x.shape.rank is not None and x.shape.rank <= 2:
+        pixel_shape = tf.shape(x)
+    else:
+        pixel_shape = tf.concat([tf.shape(x)[:-1], [1]], axis=0)
+    u = tf.random.stateless_uniform(pixel_shape, seed, dtype=tf.float32)
+    hit = u < level
+    if kind == "mask":
+        return tf.where(hit, tf.zeros_like(x), x)
+    # salt_pepper: of the hit pixels (u < p), the lower half become pepper (0), the rest salt.
+    value = tf.cast(u >= level / 2, dtype)
+    return tf.where(hit, tf.broadcast_to(value, tf.shape(x)), x)

@@ -1,0 +1,88 @@
+"""PNG plots shared by the training command and the applications (matplotlib, no screen)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: works on machines without a display
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_history(history: dict[str, list[float]], path: str | os.PathLike, title: str = "") -> None:
+    """Loss curves (training, and validation when present) per epoch, log-scaled."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for key, values in history.items():
+        if key.endswith("loss") and values:
+            ax.plot(range(1, len(values) + 1), values, marker="o", label=key)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.set_yscale("log")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    ax.set_title(title or "training history")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def image_grid(
+    rows: Sequence[np.ndarray],
+    path: str | os.PathLike,
+    row_titles: Sequence[str] = (),
+    title: str = "",
+) -> None:
+    """Saves rows of images (each an array (n, height, width, channels) in [0, 1]) as a grid."""
+    plt = _pyplot()
+    n_rows, n_cols = len(rows), max(len(r) for r in rows)
+    fig, axes = plt.subplots(
+        n_rows, n_cols, figsize=(1.6 * n_cols + 1, 1.6 * n_rows + 0.4), squeeze=False
+    )
+    for r, images in enumerate(rows):
+        for c in range(n_cols):
+            ax = axes[r][c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c < len(images):
+                image = np.clip(np.asarray(images[c], dtype=np.float32), 0, 1)
+                if image.ndim == 3 and image.shape[-1] == 1:
+                    ax.imshow(image[..., 0], cmap="gray", vmin=0, vmax=1)
+                else:
+                    ax.imshow(image)
+            else:
+                ax.axis("off")
+        if r < len(row_titles):
+            axes[r][0].set_ylabel(row_titles[r])
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_reconstructions(model, x: np.ndarray, path: str | os.PathLike, title: str = "") -> None:
+    """Inputs next to the model's reconstructions: a grid for images (n, h, w, c), line
+    plots for signals and vectors."""
+    x_hat = np.asarray(model.predict(x, verbose=0))
+    if x.ndim == 4:
+        image_grid([x, x_hat], path, row_titles=["input", "reconstruction"], title=title)
+        return
+    plt = _pyplot()
+    fig, axes = plt.subplots(len(x), 1, figsize=(7, 1.6 * len(x) + 0.5), squeeze=False)
+    for ax, signal, rebuilt in zip(axes[:, 0], x, x_hat):
+        ax.plot(signal.reshape(len(signal), -1), color="tab:blue", label="input")
+        ax.plot(rebuilt.reshape(len(rebuilt), -1), color="tab:red", alpha=0.8, label="reconstruction")
+    axes[0, 0].legend(loc="upper right")
+    fig.suptitle(title or "reconstructions")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

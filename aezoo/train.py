@@ -1,0 +1,169 @@
+"""Train any model of the zoo on your data.
+
+One device (or all GPUs of this machine, with --strategy auto):
+
+    python -m aezoo.train --model conv --dataset mnist --latent-dim 32 --epochs 10 \\
+        --strategy auto --out runs/mnist_conv
+
+A folder of images cut into 64x64 patches, or a NumPy array file:
+
+    python -m aezoo.train --model denoising --images photos/ --patch 64 --noise gaussian:25 \\
+        --out runs/photos
+    python -m aezoo.train --model dense --arrays x.npy --output-activation linear --out runs/x
+
+Several machines: the same command on each, with TF_CONFIG naming the cluster and this task:
+
+    TF_CONFIG='{"cluster": {"worker": ["host1:12345", "host2:12345"]},
+                "task": {"type": "worker", "index": 0}}' \\
+    python -m aezoo.train --model conv --dataset mnist --strategy multiworker --out runs/mw
+
+Writes OUT/model.keras, OUT/history.json, OUT/loss.png and OUT/reconstructions.png, plus a
+checkpoint per epoch in OUT/checkpoints/.  If the run is killed, the same command continues
+from the last finished epoch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from aezoo import cli  # first: imports TensorFlow quietly
+
+import numpy as np  # noqa: E402
+
+from aezoo import data, noise, plots, training  # noqa: E402
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = cli.ArgumentParser(
+        prog="python -m aezoo.train",
+        description="Train an aezoo model under a tf.distribute strategy.",
+    )
+    add_data_arguments(parser)
+    cli.add_model_arguments(parser, default_model="conv")
+    add_training_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """--dataset | --images | --arrays and their options (shared with the applications)."""
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--dataset", help="tensorflow-datasets name, e.g. mnist")
+    source.add_argument("--images", type=Path, help="folder of PNG/JPEG images")
+    source.add_argument("--arrays", type=Path, help=".npy or .npz file of examples (N, ...)")
+    group = parser.add_argument_group("data options")
+    group.add_argument("--split", default="train", help="tfds split to train on")
+    group.add_argument(
+        "--val-split", default="auto", help="tfds split to validate on ('auto': test if any; 'none')"
+    )
+    group.add_argument("--data-dir", help="tfds data_dir (default: TFDS_DATA_DIR)")
+    group.add_argument("--key", help="array name in an .npz file")
+    group.add_argument("--channels", type=int, choices=(1, 3), help="images: 1 gray, 3 RGB")
+    group.add_argument("--patch", type=int, help="images: random square patches of this side")
+    group.add_argument("--patches-per-image", type=int, default=1, metavar="N")
+    group.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"), help="images: resize")
+
+
+def add_training_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("training options")
+    group.add_argument("--out", type=Path, required=True, help="output folder of the run")
+    group.add_argument("--epochs", type=int, default=10)
+    group.add_argument("--batch-size", type=int, default=128, help="global batch size")
+    group.add_argument("--learning-rate", type=float, default=1e-3)
+    group.add_argument("--loss", default="mse", choices=("mse", "bce"))
+    group.add_argument("--noise", help="train a denoiser: gaussian:SIGMA (0-255), salt_pepper:P, "
+                       "poisson:PEAK or mask:P")
+    group.add_argument("--strategy", default="auto", choices=training.STRATEGIES)
+    group.add_argument("--mixed-precision", default="off", choices=training.MIXED_PRECISION)
+    group.add_argument("--jit-compile", default="auto", choices=("auto", "on", "off"))
+    group.add_argument("--steps-per-epoch", type=int)
+    group.add_argument("--seed", type=int, default=0)
+    group.add_argument("--log-dir", type=Path, help="TensorBoard log folder")
+
+
+def load_data(args: argparse.Namespace):
+    """(training examples, validation examples or None) for the data options."""
+    if args.dataset:
+        train = data.from_tfds(args.dataset, args.split, data_dir=args.data_dir)
+        val_split = args.val_split
+        if val_split == "auto":
+            val_split = "test" if args.split != "test" and _has_split(args, "test") else "none"
+        val = None if val_split == "none" else data.from_tfds(args.dataset, val_split, data_dir=args.data_dir)
+        return train, val
+    if args.images:
+        images = data.from_directory(
+            args.images,
+            channels=args.channels,
+            patch_size=args.patch,
+            patches_per_image=args.patches_per_image,
+            image_size=tuple(args.image_size) if args.image_size else None,
+            seed=args.seed,
+        )
+        return images, None
+    return data.from_arrays(args.arrays, key=args.key), None
+
+
+def _has_split(args: argparse.Namespace, split: str) -> bool:
+    import tensorflow_datasets as tfds
+
+    try:
+        return split in tfds.builder(args.dataset, data_dir=args.data_dir).info.splits
+    except Exception:  # an unknown dataset is reported by from_tfds with a clear message
+        return False
+
+
+@cli.guarded
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    for name in ("epochs", "batch_size", "patches_per_image"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1.")
+    kwargs = cli.model_kwargs(args)
+    noise_spec = noise.parse_noise(args.noise) if args.noise else None
+    # The strategy comes before any dataset: multi-worker collectives must be set up first.
+    strategy = training.resolve_strategy(args.strategy)
+    train_examples, val_examples = load_data(args)
+    resuming = (args.out / "backup").exists()
+    if resuming:
+        print(f"Resuming the interrupted run in {args.out}", flush=True)
+
+    model, history = training.train(
+        args.model,
+        train_examples,
+        model_kwargs=kwargs,
+        validation_data=val_examples,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        strategy=strategy,
+        out_dir=args.out,
+        loss=args.loss,
+        learning_rate=args.learning_rate,
+        noise=noise_spec,
+        mixed_precision=args.mixed_precision,
+        jit_compile={"on": True, "off": False}.get(args.jit_compile, "auto"),
+        seed=args.seed,
+        log_dir=args.log_dir,
+        steps_per_epoch=args.steps_per_epoch,
+        verbose=1 if sys.stdout.isatty() else 2,
+    )
+    if not training.is_chief(strategy):
+        return 0
+    (args.out / "history.json").write_text(json.dumps(history, indent=2))
+    plots.plot_history(history, args.out / "loss.png", title=f"{args.model} on {_source(args)}")
+    examples = val_examples if val_examples is not None else train_examples
+    x = np.stack([np.asarray(e) for e in examples.take(8)])
+    plots.plot_reconstructions(model, x, args.out / "reconstructions.png", title=args.model)
+    summary = ", ".join(f"{k} {v[-1]:.5f}" for k, v in history.items() if k.endswith("loss"))
+    print(f"Saved {args.out / 'model.keras'} ({summary})")
+    return 0
+
+
+def _source(args: argparse.Namespace) -> str:
+    return args.dataset or str(args.images or args.arrays)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

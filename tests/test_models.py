@@ -1,0 +1,154 @@
+"""One helper run over every model in `aezoo.MODELS`, on tiny and deliberately odd shapes."""
+
+import inspect
+
+import keras
+import numpy as np
+import pytest
+
+import aezoo
+
+# Shapes each model is tried on: odd sizes (not multiples of 2**depth, H != W) catch
+# hard-coded sizes.  Every model of the table must appear here (see the test below).
+EXAMPLE_SHAPES = {
+    "dense": [(12, 20, 3), (5, 7, 1), (13,)],
+    "conv": [(12, 20, 3), (5, 7, 1)],
+    "denoising": [(12, 20, 3), (5, 7, 1)],
+}
+
+# count_params() of MODELS[name](input_shape=shape, latent_dim=8) with all other defaults.
+# A change here means a change of architecture: update deliberately, never to make a test pass.
+GOLDEN_PARAMS = {
+    ("dense", (12, 20, 3)): 437720,
+    ("dense", (5, 7, 1)): 86315,
+    ("dense", (13,)): 75029,  # 13*256+256 + 256*128+128 + 128*8+8, mirrored: checked by hand
+    ("conv", (12, 20, 3)): 347019,
+    ("conv", (5, 7, 1)): 334985,
+    ("denoising", (12, 20, 3)): 220403,
+    ("denoising", (5, 7, 1)): 219249,
+}
+
+CASES = [(name, shape) for name, shapes in EXAMPLE_SHAPES.items() for shape in shapes]
+IDS = [f"{name}-{'x'.join(map(str, shape))}" for name, shape in CASES]
+
+
+def build(name, shape, **kwargs):
+    keras.utils.set_random_seed(1)
+    return aezoo.MODELS[name](input_shape=shape, latent_dim=8, **kwargs)
+
+
+def batch(shape, n=3, seed=0):
+    return np.random.default_rng(seed).random((n, *shape), dtype=np.float32)
+
+
+def max_weight_difference(a, b):
+    return max(float(np.max(np.abs(x - y))) for x, y in zip(a.get_weights(), b.get_weights()))
+
+
+def test_every_model_is_covered_by_these_tests():
+    assert set(EXAMPLE_SHAPES) == set(aezoo.MODELS)
+
+
+@pytest.mark.parametrize("name,shape", CASES, ids=IDS)
+def test_reconstruction_has_the_input_shape(name, shape):
+    ae = build(name, shape)
+    x = batch(shape)
+    assert ae.predict(x, verbose=0).shape == x.shape
+    assert ae.encoder.name == "encoder" and ae.decoder.name == "decoder"
+
+
+@pytest.mark.parametrize("name,shape", CASES, ids=IDS)
+def test_encoder_then_decoder_equals_the_whole_model(name, shape):
+    ae = build(name, shape)
+    x = batch(shape)
+    z = ae.encoder.predict(x, verbose=0)
+    # Same float32 ops in the same order, but predict batches and XLA-free kernels may fuse
+    # differently: allow float32 round-off only.
+    np.testing.assert_allclose(
+        ae.decoder.predict(z, verbose=0), ae.predict(x, verbose=0), rtol=1e-5, atol=1e-6
+    )
+
+
+@pytest.mark.parametrize("name,shape", CASES, ids=IDS)
+def test_keras_file_round_trip_needs_no_custom_objects(name, shape, tmp_path):
+    ae = build(name, shape)
+    ae.compile()
+    x = batch(shape)
+    ae.fit(x, x, epochs=1, verbose=0)  # so the optimizer has state to save and restore
+    ae.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    assert isinstance(loaded, aezoo.Autoencoder)
+    assert loaded.get_config() == ae.get_config()
+    assert max_weight_difference(ae, loaded) == 0.0
+    assert loaded.optimizer.iterations.numpy() == 1
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), ae.predict(x, verbose=0), atol=1e-6)
+    z = loaded.encoder.predict(x, verbose=0)
+    np.testing.assert_allclose(
+        loaded.decoder.predict(z, verbose=0), ae.predict(x, verbose=0), rtol=1e-5, atol=1e-6
+    )
+
+
+@pytest.mark.parametrize("name,shape", CASES, ids=IDS)
+def test_encoder_and_decoder_save_and_load_alone(name, shape, tmp_path):
+    ae = build(name, shape)
+    x = batch(shape)
+    ae.encoder.save(tmp_path / "encoder.keras")
+    ae.decoder.save(tmp_path / "decoder.keras")
+    encoder = keras.models.load_model(tmp_path / "encoder.keras")
+    decoder = keras.models.load_model(tmp_path / "decoder.keras")
+    z = encoder.predict(x, verbose=0)
+    np.testing.assert_allclose(
+        decoder.predict(z, verbose=0), ae.predict(x, verbose=0), rtol=1e-5, atol=1e-6
+    )
+
+
+@pytest.mark.parametrize("name,shape", CASES, ids=IDS)
+def test_training_the_whole_updates_the_submodels_variables(name, shape):
+    ae = build(name, shape)
+    encoder_before = [w.copy() for w in ae.encoder.get_weights()]
+    decoder_before = [w.copy() for w in ae.decoder.get_weights()]
+    ids = {id(v) for v in ae.trainable_variables}
+    assert all(id(v) in ids for v in ae.encoder.trainable_variables + ae.decoder.trainable_variables)
+    ae.compile(optimizer=keras.optimizers.SGD(0.1))
+    x = batch(shape, n=8)
+    ae.fit(x, x, epochs=1, batch_size=8, verbose=0)
+    assert any(not np.array_equal(a, b) for a, b in zip(encoder_before, ae.encoder.get_weights()))
+    assert any(not np.array_equal(a, b) for a, b in zip(decoder_before, ae.decoder.get_weights()))
+
+
+@pytest.mark.parametrize("name,shape", CASES, ids=IDS)
+def test_parameter_count_matches_the_golden_value(name, shape):
+    assert build(name, shape).count_params() == GOLDEN_PARAMS[(name, shape)]
+
+
+@pytest.mark.parametrize("name", list(EXAMPLE_SHAPES))
+@pytest.mark.parametrize(
+    "argument,value",
+    [("latent_dim", 0), ("latent_dim", 2.5), ("input_shape", (0, 4, 1)), ("input_shape", "28x28"),
+     ("activation", "no_such_activation")],
+)
+def test_bad_arguments_raise_a_value_error_naming_them(name, argument, value):
+    kwargs = {"input_shape": EXAMPLE_SHAPES[name][0], "latent_dim": 8, argument: value}
+    with pytest.raises(ValueError, match=f"`{argument}`.*Received: {argument}="):
+        aezoo.MODELS[name](**kwargs)
+
+
+@pytest.mark.parametrize("name", list(EXAMPLE_SHAPES))
+def test_every_builder_takes_the_shared_vocabulary(name):
+    params = inspect.signature(aezoo.MODELS[name]).parameters
+    for argument in ("input_shape", "latent_dim", "activation", "output_activation", "name"):
+        assert argument in params
+    assert "units" in params or "filters" in params
+
+
+@pytest.mark.parametrize("name", [n for n in EXAMPLE_SHAPES if "corruption" in inspect.signature(aezoo.MODELS[n]).parameters])
+def test_corruption_is_active_in_training_only(name):
+    shape = EXAMPLE_SHAPES[name][0]
+    ae = build(name, shape, corruption="gaussian", corruption_level=0.5)
+    x = batch(shape)
+    corruption = ae.get_layer("corruption")
+    np.testing.assert_array_equal(corruption(x, training=False), x)
+    noisy = np.asarray(corruption(x, training=True))
+    # sigma 0.5 on 3*shape elements: the noise's std is 0.5 within a few percent.
+    assert abs(float(np.std(noisy - x)) - 0.5) < 0.05
+    np.testing.assert_allclose(ae(x, training=False), ae.decoder(ae.encoder(x)), atol=1e-6)
