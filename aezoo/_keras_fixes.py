@@ -12,7 +12,8 @@ keras-team/keras#20585 (open for Keras 3.15): `model.fit` under
    makes that reduction a plain mean over replicas, which is what Keras means to compute.
 
 Both changes apply only under multi-worker collective strategies, so single-device and
-MirroredStrategy training run the unmodified Keras code.  `tests/test_distributed.py` has a
+MirroredStrategy training run the unmodified Keras code.  `aezoo.training.train` gives the fix
+to other models too (`fix_multi_worker_fit`).  `tests/test_distributed.py` has a
 strict-xfail test that trains a plain `keras.Model` on two workers: when Keras fixes the bug,
 that test starts to pass, fails as XPASS, and tells us to delete this module.
 """
@@ -59,3 +60,17 @@ class MultiWorkerFitMixin:
     def test_step(self, data):
         logs = super().test_step(data)
         return _rank1(logs) if is_multi_worker(self.distribute_strategy) else logs
+
+
+def fix_multi_worker_fit(model, strategy: tf.distribute.Strategy) -> None:
+    """Gives a model that lacks `MultiWorkerFitMixin` the fix when `strategy` needs it (for
+    models that are not aezoo Autoencoders, e.g. from a user's model function).
+
+    The model's class becomes a subclass that mixes the fix in, under the same name and
+    module, so that it still saves and loads as its own class.
+    """
+    cls = type(model)
+    if is_multi_worker(strategy) and not issubclass(cls, MultiWorkerFitMixin):
+        model.__class__ = type(
+            cls.__name__, (MultiWorkerFitMixin, cls), {"__module__": cls.__module__}
+        )

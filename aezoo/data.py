@@ -27,11 +27,14 @@ import numpy as np
 import tensorflow as tf
 
 from aezoo import noise as noise_lib
+from aezoo.model import check_int
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 AUTOTUNE = tf.data.AUTOTUNE
 # Sources keep decoded data in memory when it takes less than this.
 CACHE_LIMIT_BYTES = 4 * 2**30
+# The shuffle buffer holds at most this much (float32 examples).
+SHUFFLE_BUFFER_BYTES = 2**30
 
 
 # ------------------------------------------------------------------------- images
@@ -53,9 +56,10 @@ def decode_image(data: tf.Tensor, channels: int) -> tf.Tensor:
     rgb = tf.cond(tf.io.is_jpeg(data), jpeg, png)
     if channels == 3:
         return rgb
-    # Pillow's "L": (299 R + 587 G + 114 B) / 1000, rounded.
-    luma = tf.tensordot(tf.cast(rgb, tf.float32), [0.299, 0.587, 0.114], axes=[[2], [0]])
-    return tf.cast(tf.round(luma), tf.uint8)[..., None]
+    # Pillow's "L" conversion exactly: ITU-R 601 weights in 16-bit fixed point, rounded.
+    weighted = tf.cast(rgb, tf.int32) * [19595, 38470, 7471]
+    luma = tf.bitwise.right_shift(tf.reduce_sum(weighted, axis=-1, keepdims=True) + 0x8000, 16)
+    return tf.cast(luma, tf.uint8)
 
 
 def read_image(path: str | os.PathLike, channels: int | None = None) -> np.ndarray:
@@ -198,7 +202,8 @@ def from_directory(
     each pass over the data cuts `patches_per_image` fresh random patches out of every image;
     with neither, images keep their own sizes (so they cannot be batched unless equal).
 
-    The decoded images are cached in memory as uint8, so later epochs read no files.
+    The decoded images are cached in memory as uint8 when they take less than
+    `CACHE_LIMIT_BYTES`, so later epochs read no files.
 
     Args:
         directory: the folder of PNG/JPEG files.
@@ -210,7 +215,8 @@ def from_directory(
 
     Raises:
         FileNotFoundError, ValueError: for a missing folder, no images, an image smaller than
-        the patch, or a file that is not a readable image.
+        the patch, images of different sizes with neither `image_size` nor `patch_size`,
+        or a file that is not a readable image.
     """
     files = list_images(directory)
     sizes = [probe_image(path) for path in files]  # headers only: fails early on bad files
@@ -220,6 +226,7 @@ def from_directory(
         raise ValueError(f"`channels` must be 1 or 3. Received: channels={channels!r}")
     if image_size is not None and patch_size is not None:
         raise ValueError("Give `image_size` (resize) or `patch_size` (crop), not both.")
+    patches_per_image = check_int("patches_per_image", patches_per_image)
     patch = (patch_size, patch_size) if isinstance(patch_size, int) else patch_size
     if patch is not None:
         for path, (height, width, _) in zip(files, sizes):
@@ -228,13 +235,26 @@ def from_directory(
                     f"{path} is {height}x{width}, smaller than the "
                     f"{patch[0]}x{patch[1]} patches asked for."
                 )
+    shape = [None, None, channels]
+    if image_size is None and patch is None:
+        shapes = sorted({(height, width) for height, width, _ in sizes})
+        if len(shapes) > 1:
+            listed = ", ".join(f"{h}x{w}" for h, w in shapes[:3])
+            raise ValueError(
+                f"{directory} holds images of {len(shapes)} different sizes ({listed}"
+                f"{', ...' if len(shapes) > 3 else ''}); resize them (image_size) or cut "
+                "patches (patch_size) so that they can be batched."
+            )
+        shape = [*shapes[0], channels]  # static, so that models can be built from it
 
     ds = tf.data.Dataset.from_tensor_slices([str(path) for path in files])
     ds = ds.map(
-        lambda path: decode_image(tf.io.read_file(path), channels),
+        lambda path: tf.ensure_shape(decode_image(tf.io.read_file(path), channels), shape),
         num_parallel_calls=AUTOTUNE,
         deterministic=True,
-    ).cache()
+    )
+    if sum(height * width * channels for height, width, _ in sizes) < CACHE_LIMIT_BYTES:
+        ds = ds.cache()  # decoded uint8: later epochs read no files
 
     if image_size is not None:
         size = list(image_size)
@@ -249,6 +269,8 @@ def from_directory(
         ds = ds.flat_map(
             lambda image: tf.data.Dataset.from_tensors(image).repeat(patches_per_image)
         )
+        # flat_map hides the count, which pipeline() needs to split the data evenly.
+        ds = ds.apply(tf.data.experimental.assert_cardinality(len(files) * patches_per_image))
     seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
 
     def crop(image, crop_seed):
@@ -319,6 +341,7 @@ def pipeline(
     shuffle: bool = True,
     seed: int = 0,
     drop_remainder: bool = False,
+    num_replicas: int = 1,
 ) -> tf.data.Dataset:
     """Batches of `(x, x)`, or `(noisy x, x)` when `noise` is given, ready for `model.fit`.
 
@@ -328,15 +351,40 @@ def pipeline(
         batch_size: the global batch size; under a tf.distribute strategy Keras splits it
             across replicas.
         noise: `(kind, level)` from `aezoo.noise.parse_noise`; fresh noise each epoch.
-        shuffle: reshuffle each epoch (buffer of 10,000 examples).
+        shuffle: reshuffle each epoch (a buffer of up to 10,000 examples, less for large
+            examples, so that it fits in `SHUFFLE_BUFFER_BYTES`).
         seed: seed of the shuffle order and of the noise.  Workers of a multi-worker job must
             share it, so that they shard one and the same order of examples.
         drop_remainder: drop the last, smaller batch.
+        num_replicas: the replicas the batches will be split across
+            (`strategy.num_replicas_in_sync`).  With more than one, each pass leaves out
+            the fewest examples (fewer than `num_replicas`, picked anew each epoch when
+            shuffling) that make the last batch split evenly: tf.distribute gives a
+            replica an empty batch otherwise, which fails.
+
+    Raises:
+        ValueError: if there are fewer examples than replicas.
     """
+    check_int("batch_size", batch_size)
+    check_int("num_replicas", num_replicas)
     if isinstance(examples.element_spec, tuple):
         examples = examples.map(lambda x, *_: x)
+    size = int(examples.cardinality())
     if shuffle:
-        examples = examples.shuffle(10_000, seed=seed, reshuffle_each_iteration=True)
+        examples = examples.shuffle(
+            _shuffle_buffer(examples.element_spec, size), seed=seed, reshuffle_each_iteration=True
+        )
+    if num_replicas > 1 and not drop_remainder:
+        if size == tf.data.UNKNOWN_CARDINALITY:
+            drop_remainder = True  # cannot know the last batch: keep whole batches only
+        elif size != tf.data.INFINITE_CARDINALITY:
+            keep = size - size % batch_size % num_replicas
+            if keep == 0:
+                raise ValueError(
+                    f"{size} examples cannot be split across {num_replicas} replicas; "
+                    "give at least as many examples as replicas."
+                )
+            examples = examples.take(keep)
     batches = examples.batch(batch_size, drop_remainder=drop_remainder)
     if noise is None:
         batches = batches.map(lambda x: (x, x))
@@ -351,8 +399,19 @@ def pipeline(
             num_parallel_calls=AUTOTUNE,
         )
     options = tf.data.Options()
-    # Shard by examples, not files: sources are in memory or single files, and every worker
-    # builds the same (seeded) order, so each takes its own part of every global batch.
+    # Shard by examples, not files: every worker builds the same (seeded) sequence of global
+    # batches, tf.distribute splits each into per-replica parts, and each worker keeps its
+    # own parts, so the workers together train on exactly the batches one process would.
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return batches.with_options(options).prefetch(AUTOTUNE)
 
+
+def _shuffle_buffer(spec: tf.TensorSpec, size: int) -> int:
+    """Up to 10,000 examples, fewer if the data has fewer or they would not fit in memory."""
+    buffer = 10_000
+    if size > 0:
+        buffer = min(buffer, size)
+    elements = spec.shape.num_elements()
+    if elements is not None:
+        buffer = min(buffer, max(1, SHUFFLE_BUFFER_BYTES // (elements * spec.dtype.size)))
+    return buffer

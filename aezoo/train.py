@@ -11,6 +11,11 @@ A folder of images cut into 64x64 patches, or a NumPy array file:
         --out runs/photos
     python -m aezoo.train --model dense --arrays x.npy --output-activation linear --out runs/x
 
+Data parallelism on a machine without GPUs (to try it: the replicas share the same cores):
+
+    python -m aezoo.train --model conv --dataset mnist --strategy mirrored --cpu-devices 2 \\
+        --out runs/mnist_mirrored
+
 Several machines: the same command on each, with TF_CONFIG naming the cluster and this task:
 
     TF_CONFIG='{"cluster": {"worker": ["host1:12345", "host2:12345"]},
@@ -32,6 +37,7 @@ from pathlib import Path
 
 from aezoo import cli  # first: imports TensorFlow quietly
 
+import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from aezoo import data, noise, plots, training  # noqa: E402
@@ -76,7 +82,20 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--loss", default="mse", choices=("mse", "bce"))
     group.add_argument("--noise", help="train a denoiser: gaussian:SIGMA (0-255), salt_pepper:P, "
                        "poisson:PEAK or mask:P")
-    group.add_argument("--strategy", default="auto", choices=training.STRATEGIES)
+    group.add_argument(
+        "--strategy",
+        default="auto",
+        choices=training.STRATEGIES,
+        help="auto: all GPUs of this machine, else the CPU; multiworker: the cluster in TF_CONFIG",
+    )
+    group.add_argument(
+        "--cpu-devices",
+        type=int,
+        default=1,
+        metavar="N",
+        help="split the CPU into N logical devices, so that --strategy mirrored has N "
+        "replicas without GPUs (to try data-parallel training; not faster)",
+    )
     group.add_argument("--mixed-precision", default="off", choices=training.MIXED_PRECISION)
     group.add_argument("--jit-compile", default="auto", choices=("auto", "on", "off"))
     group.add_argument("--steps-per-epoch", type=int)
@@ -118,16 +137,16 @@ def _has_split(args: argparse.Namespace, split: str) -> bool:
 @cli.guarded
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    for name in ("epochs", "batch_size", "patches_per_image"):
+    for name in ("epochs", "batch_size", "patches_per_image", "cpu_devices"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1.")
     kwargs = cli.model_kwargs(args)
     noise_spec = noise.parse_noise(args.noise) if args.noise else None
+    training.split_cpu(args.cpu_devices)  # before TensorFlow starts
     # The strategy comes before any dataset: multi-worker collectives must be set up first.
     strategy = training.resolve_strategy(args.strategy)
     train_examples, val_examples = load_data(args)
-    resuming = (args.out / "backup").exists()
-    if resuming:
+    if (training.run_dir(args.out, strategy) / "backup").exists():
         print(f"Resuming the interrupted run in {args.out}", flush=True)
 
     model, history = training.train(
@@ -155,7 +174,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     plots.plot_history(history, args.out / "loss.png", title=f"{args.model} on {_source(args)}")
     examples = val_examples if val_examples is not None else train_examples
     x = np.stack([np.asarray(e) for e in examples.take(8)])
-    plots.plot_reconstructions(model, x, args.out / "reconstructions.png", title=args.model)
+    # From the saved file, outside the strategy: predicting with `model` under
+    # MultiWorkerMirroredStrategy would wait for the other workers, which have finished.
+    saved = keras.models.load_model(args.out / "model.keras")
+    plots.plot_reconstructions(saved, x, args.out / "reconstructions.png", title=args.model)
     summary = ", ".join(f"{k} {v[-1]:.5f}" for k, v in history.items() if k.endswith("loss"))
     print(f"Saved {args.out / 'model.keras'} ({summary})")
     return 0

@@ -17,6 +17,8 @@ import inspect
 import json
 import math
 import os
+import shutil
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,8 +28,8 @@ import numpy as np
 import tensorflow as tf
 
 from aezoo import data as data_lib
-from aezoo._keras_fixes import is_multi_worker
-from aezoo.model import check_choice, keras_loss
+from aezoo._keras_fixes import fix_multi_worker_fit, is_multi_worker
+from aezoo.model import check_choice, check_int, keras_loss
 
 STRATEGIES = ("auto", "cpu", "gpu", "mirrored", "multiworker", "tpu")
 MIXED_PRECISION = ("off", "auto", "mixed_float16", "mixed_bfloat16")
@@ -132,15 +134,69 @@ def resolve_mixed_precision(value: str | bool | None, strategy: tf.distribute.St
 def resolve_jit_compile(value: bool | str, strategy: tf.distribute.Strategy) -> bool:
     """Whether to compile the training step with XLA.
 
-    Keras's own "auto" turns XLA off on CPU and under every tf.distribute strategy, so aezoo
-    decides explicitly: on GPU and TPU XLA fuses the many small ops of a convolutional
-    autoencoder and is on; on CPU it is off (see benchmarks/README.md for the measurements).
+    Keras 3 compiles its whole distributed step, `strategy.run` over every local replica,
+    as one XLA cluster.  That works for one replica but not for several: XLA then reads
+    the other replicas' variables from the first device and fails ("Trying to access
+    resource ... located in device CPU:1 from device CPU:0", keras-team/keras#19005;
+    checked here under MirroredStrategy over 2 logical CPUs), and on CPU XLA has no
+    collective ops, which MultiWorkerMirroredStrategy needs ("Collectives are not yet
+    implemented for CPU devices when compiling with XLA", checked with 2 workers).
+    Keras's own "auto" therefore turns XLA off under every strategy and on CPU.
+
+    * "auto": on for a single GPU, where XLA fuses the many small ops of an autoencoder;
+      off on CPU, under several replicas or workers, and on TPUs (TPUStrategy compiles
+      every step with XLA by itself).
+    * True: XLA, where it can work: one local replica; across workers only on GPUs
+      (XLA's GPU collectives; not tested here, as this project's test machines have no GPU).
+    * False: no XLA.
+
+    Raises:
+        ValueError: for True where XLA cannot work, as above.
     """
-    if isinstance(value, bool):
-        return value
     check_choice("jit_compile", value, ("auto", True, False))
-    devices = " ".join(strategy.extended.worker_devices).upper()
-    return "GPU" in devices or "TPU" in devices
+    devices = strategy.extended.worker_devices
+    on_gpu = all("GPU" in d.upper() for d in devices)
+    if value == "auto":
+        return on_gpu and len(devices) == 1 and not is_multi_worker(strategy)
+    if value and isinstance(strategy, tf.distribute.TPUStrategy):
+        raise ValueError("TPUStrategy compiles with XLA by itself; leave jit_compile on 'auto'.")
+    if value and len(devices) > 1:
+        raise ValueError(
+            f"XLA (jit_compile) does not work with {len(devices)} replicas on one machine "
+            "in Keras 3 (keras-team/keras#19005); turn it off."
+        )
+    if value and is_multi_worker(strategy) and not on_gpu:
+        raise ValueError(
+            "XLA (jit_compile) has no collective ops on CPU, which multi-worker training "
+            "needs; turn it off."
+        )
+    return bool(value)
+
+
+def split_cpu(devices: int) -> None:
+    """Splits this machine's CPU into `devices` logical devices, so that the `mirrored`
+    strategy has that many replicas without GPUs: a way to try or test data-parallel
+    training on any machine (the replicas share the same cores, so it is not faster).
+
+    Call it before TensorFlow runs anything (before `resolve_strategy`).
+
+    Raises:
+        ValueError: if `devices` is not a positive integer or TensorFlow has already started
+            with another split.
+    """
+    check_int("devices", devices)
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    if len(tf.config.get_logical_device_configuration(cpu) or [None]) == devices:
+        return
+    try:
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(devices)]
+        )
+    except RuntimeError:
+        raise ValueError(
+            f"Cannot split the CPU into {devices} devices: TensorFlow has already started; "
+            "split it first thing in the program."
+        ) from None
 
 
 # --------------------------------------------------------------------- training
@@ -205,15 +261,30 @@ def train(
     if not isinstance(strategy, tf.distribute.Strategy):
         strategy = resolve_strategy(strategy)
     keras.utils.set_random_seed(seed)
-    if out_dir is not None:
-        _check_out_dir(Path(out_dir))
+    replicas = strategy.num_replicas_in_sync
+    if check_int("batch_size", batch_size) < replicas:
+        raise ValueError(f"`batch_size` {batch_size} is smaller than the {replicas} replicas.")
+    if batch_size % replicas:
+        warnings.warn(
+            f"The batch size {batch_size} is not a multiple of the {replicas} replicas; the "
+            "replicas get unequal shares, which the gradient average does not weigh.",
+            stacklevel=2,
+        )
+    run = run_dir(out_dir, strategy) if out_dir is not None else None
+    if run is not None:
+        _check_run_dir(run)
     data = _as_dataset(data)
     example_spec = _example_spec(data)
-    train_ds = data_lib.pipeline(data, batch_size, noise=noise, seed=seed)
+    train_ds = data_lib.pipeline(data, batch_size, noise=noise, seed=seed, num_replicas=replicas)
     val_ds = None
     if validation_data is not None:
         val_ds = data_lib.pipeline(
-            _as_dataset(validation_data), batch_size, noise=noise, shuffle=False, seed=seed + 1
+            _as_dataset(validation_data),
+            batch_size,
+            noise=noise,
+            shuffle=False,
+            seed=seed + 1,
+            num_replicas=replicas,
         )
 
     policy = resolve_mixed_precision(mixed_precision, strategy)
@@ -223,6 +294,11 @@ def train(
             keras.config.set_dtype_policy(policy)
         with strategy.scope():
             ae = _build(model, model_kwargs or {}, example_spec, noise)
+            if policy and ae.output.dtype != "float32":
+                raise ValueError(
+                    f"Model '{ae.name}' gives {ae.output.dtype} outputs under {policy}; its "
+                    "last layer needs dtype='float32' so that the loss is computed in float32."
+                )
             ae.compile(
                 optimizer=keras.optimizers.Adam(learning_rate),
                 loss=keras_loss(loss),
@@ -230,6 +306,7 @@ def train(
             )
     finally:
         keras.config.set_dtype_policy(previous_policy)
+    fix_multi_worker_fit(ae, strategy)
 
     all_callbacks = default_callbacks(out_dir, strategy, log_dir) + list(callbacks)
     ae.fit(
@@ -241,49 +318,130 @@ def train(
         verbose=verbose,
         shuffle=False,  # the pipeline shuffles; Keras would warn about a Dataset otherwise
     )
-    history = _history(ae, out_dir)
+    history = _history(ae, run)
     if any(not math.isfinite(v) for v in history.get("loss", [])):
+        if run is not None:
+            # The backup holds the epoch that failed: a new run must not resume from it.
+            shutil.rmtree(run / "backup", ignore_errors=True)
         raise ValueError(
             "Training stopped because the loss became NaN or infinite; lower the learning "
             "rate, or check the data."
         )
-    if out_dir is not None and is_chief(strategy):
-        ae.save(Path(out_dir) / "model.keras")
+    if run is not None:
+        # The model first, then the backup goes: a crash in between resumes (and finishes
+        # at once), and a run is finished exactly when model.keras is there without backup.
+        save_model(ae, run / "model.keras")
+        shutil.rmtree(run / "backup", ignore_errors=True)
     return ae, history
 
 
-def _check_out_dir(out: Path) -> None:
-    """A finished run is never overwritten; a crashed one (backup present) is resumed."""
-    if (out / "model.keras").exists() and not (out / "backup").exists():
+def run_dir(out_dir: str | os.PathLike, strategy: tf.distribute.Strategy) -> Path:
+    """Where this worker writes: `out_dir` for the chief (and outside multi-worker jobs),
+    `out_dir/workers/<task>` for the other workers, whose checkpoints are identical copies
+    kept apart so that no two processes write one file, on a shared file system or not."""
+    out = Path(out_dir)
+    if is_chief(strategy):
+        return out
+    resolver = strategy.cluster_resolver
+    return out / "workers" / f"{resolver.task_type}_{resolver.task_id}"
+
+
+def _check_run_dir(run: Path) -> None:
+    """A finished run is never overwritten; an interrupted one (backup present) resumes."""
+    if (run / "backup").exists():
+        return
+    if (run / "model.keras").exists():
         raise FileExistsError(
-            f"{out} already holds a finished run (model.keras); choose another output folder."
+            f"{run} already holds a finished run (model.keras); choose another output folder."
         )
-    if not (out / "backup").exists() and (out / "history.csv").exists():
-        (out / "history.csv").unlink()  # from a run that crashed before its first epoch ended
+    # A fresh start, or a crash before the first backup: no earlier epochs to keep.
+    (run / "history.csv").unlink(missing_ok=True)
+
+
+def save_model(model: keras.Model, path: str | os.PathLike) -> None:
+    """Saves a `.keras` file whole or not at all (written aside, then renamed), so that a
+    crash while saving never leaves a truncated file behind."""
+    path = Path(path)
+    partial = path.with_name(path.stem + ".partial.keras")
+    model.save(partial)
+    os.replace(partial, path)
 
 
 def default_callbacks(
     out_dir: str | os.PathLike | None, strategy: tf.distribute.Strategy, log_dir=None
 ) -> list[keras.callbacks.Callback]:
-    """NaN stop always; checkpoints, backup and history with `out_dir`; TensorBoard with
-    `log_dir`.  In a multi-worker job only the chief writes to `out_dir`; the other workers
-    keep their (identical) checkpoints in `out_dir/workers/<task>`."""
+    """NaN stop always; history, backup and checkpoints with `out_dir`; TensorBoard with
+    `log_dir`.  In a multi-worker job each worker writes to its own `run_dir`, and only the
+    chief writes TensorBoard logs."""
     callbacks: list[keras.callbacks.Callback] = [keras.callbacks.TerminateOnNaN()]
     if out_dir is not None:
-        out = Path(out_dir)
-        if not is_chief(strategy):
-            resolver = strategy.cluster_resolver
-            out = out / "workers" / f"{resolver.task_type}_{resolver.task_id}"
-        (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+        run = run_dir(out_dir, strategy)
+        (run / "checkpoints").mkdir(parents=True, exist_ok=True)
+        # Order matters at the end of an epoch: the history row, then the backup, then the
+        # checkpoint.  So a checkpoint file means its epoch is backed up (a restart goes on
+        # after it), and a crash before the backup redoes the epoch, whose repeated history
+        # row _history() drops.
         callbacks += [
-            # A crash between two saves leaves the previous backup intact (double_checkpoint).
-            keras.callbacks.BackupAndRestore(out / "backup", double_checkpoint=True),
-            keras.callbacks.ModelCheckpoint(str(out / "checkpoints" / "epoch_{epoch:03d}.keras")),
-            keras.callbacks.CSVLogger(str(out / "history.csv"), append=True),
+            keras.callbacks.CSVLogger(str(run / "history.csv"), append=True),
+            _SyncedBackupAndRestore(run / "backup", strategy),
+            _EpochCheckpoint(run / "checkpoints"),
         ]
-    if log_dir is not None:
+    if log_dir is not None and is_chief(strategy):
         callbacks.append(keras.callbacks.TensorBoard(str(log_dir)))
     return callbacks
+
+
+class _SyncedBackupAndRestore(keras.callbacks.BackupAndRestore):
+    """`BackupAndRestore` (weights, optimizer state and epoch) whose workers agree.
+
+    Each worker of a multi-worker job keeps its own backup, and a crash can fall between
+    two workers' writes at the end of an epoch, leaving them one epoch apart; resumed as
+    they are, they would train different epochs and wait for each other forever.  So on
+    resuming, the workers compare epochs, and those ahead step back to their previous
+    backup (`double_checkpoint` keeps it).  The backup is deleted by `train` once the
+    final model is saved, not at the end of `fit`.
+    """
+
+    def __init__(self, backup_dir: Path, strategy: tf.distribute.Strategy):
+        super().__init__(backup_dir, double_checkpoint=True, delete_checkpoint=False)
+        self._strategy = strategy
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        if not is_multi_worker(self._strategy):
+            return
+        epoch = self.model._initial_epoch or 0  # where Keras's fit() will start
+        common = int(tf.reduce_min(self._strategy.gather(tf.constant([epoch]), axis=0)))
+        if common == epoch:
+            return
+        previous = Path(self._prev_training_metadata_path)
+        if not previous.is_file() or json.loads(previous.read_text())["epoch"] != common:
+            raise ValueError(
+                f"This worker's backup in {self.backup_dir} is at epoch {epoch}, another "
+                f"worker's at {common}; delete the backups of all workers to start again."
+            )
+        self.model.load_weights(self._prev_weights_path)
+        self.model._initial_epoch = common
+
+
+class _EpochCheckpoint(keras.callbacks.Callback):
+    """Saves `epoch_NNN.keras` (model and optimizer state) after each epoch, whole or not at
+    all; on resuming, also the restored epoch's if a crash came before it was saved."""
+
+    def __init__(self, directory: Path):
+        super().__init__()
+        self.directory = directory
+
+    def on_train_begin(self, logs=None):
+        epoch = self.model._initial_epoch or 0  # set by BackupAndRestore when resuming
+        if epoch and not self._path(epoch - 1).exists():
+            save_model(self.model, self._path(epoch - 1))
+
+    def on_epoch_end(self, epoch, logs=None):
+        save_model(self.model, self._path(epoch))
+
+    def _path(self, epoch: int) -> Path:
+        return self.directory / f"epoch_{epoch + 1:03d}.keras"
 
 
 def _build(model, kwargs: dict[str, Any], example_spec: tf.TensorSpec, noise) -> keras.Model:
@@ -342,15 +500,15 @@ def _example_spec(data: tf.data.Dataset) -> tf.TensorSpec:
     return spec
 
 
-def _history(model: keras.Model, out_dir) -> dict[str, list[float]]:
-    """The whole history: from history.csv when there is one (it spans resumed runs)."""
-    path = Path(out_dir) / "history.csv" if out_dir is not None else None
-    if path is not None and path.is_file():
-        with open(path, newline="") as f:
-            rows = list(csv.DictReader(f))
-        return {
-            key: [float(r[key]) for r in rows if r.get(key) not in (None, "")]
-            for key in (rows[0] if rows else {})
-            if key != "epoch"
-        }
-    return {k: [float(v) for v in values] for k, values in model.history.history.items()}
+def _history(model: keras.Model, run: Path | None) -> dict[str, list[float]]:
+    """The whole history: from history.csv when there is one (it spans resumed runs; an
+    epoch redone after a crash keeps its last row)."""
+    path = run / "history.csv" if run is not None else None
+    if path is None or not path.is_file():
+        return {k: [float(v) for v in values] for k, values in model.history.history.items()}
+    with open(path, newline="") as f:
+        rows = {int(row["epoch"]): row for row in csv.DictReader(f)}
+    rows = [rows[epoch] for epoch in sorted(rows)]
+    keys = [key for key in (rows[0] if rows else {}) if key != "epoch"]
+    # CSVLogger writes "NA" for a value an epoch did not log (e.g. stopped on NaN).
+    return {key: [float(row[key].replace("NA", "nan")) for row in rows] for key in keys}

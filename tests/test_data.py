@@ -1,0 +1,239 @@
+"""The data sources (tfds, image folders, arrays) and the training pipeline of aezoo.data."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from aezoo import data
+from conftest import shared_data
+
+
+def examples(ds):
+    return np.stack([np.asarray(x) for x in ds])
+
+
+def write_images(folder, sizes, mode, suffix, seed=0):
+    """Random images of the given (height, width), saved with Pillow; returns their pixels."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    pixels = []
+    for i, (height, width) in enumerate(sizes):
+        shape = (height, width) if mode == "L" else (height, width, 3)
+        array = rng.integers(0, 256, shape, dtype=np.uint8)
+        Image.fromarray(array, mode).save(folder / f"im{i:02d}{suffix}", quality=90)
+        pixels.append(np.asarray(Image.open(folder / f"im{i:02d}{suffix}")))
+    return pixels
+
+
+# ------------------------------------------------------------------------- sources
+
+
+def test_tfds_source_gives_the_split_scaled_to_unit_range(tfds_dir):
+    import tensorflow_datasets as tfds
+
+    ds = data.from_tfds("mnist", "test[:50]", data_dir=tfds_dir)
+    x = examples(ds)
+    # Independent: the same split straight from tfds, as uint8.
+    raw = np.stack([e["image"] for e in tfds.as_numpy(tfds.load("mnist", split="test[:50]", data_dir=tfds_dir))])
+    assert x.shape == (50, 28, 28, 1) and x.dtype == np.float32
+    np.testing.assert_array_equal(x, raw.astype(np.float32) / 255)
+    assert x.min() == 0.0 and x.max() == 1.0
+
+
+def test_tfds_source_can_keep_the_labels(tfds_dir):
+    ds = data.from_tfds("mnist", "test[:20]", data_dir=tfds_dir, with_labels=True)
+    labels = [int(y) for _, y in ds]
+    assert len(labels) == 20 and set(labels) <= set(range(10))
+
+
+def test_unknown_tfds_dataset_is_a_value_error(tfds_dir):
+    with pytest.raises(ValueError, match="no_such_dataset"):
+        data.from_tfds("no_such_dataset", data_dir=tfds_dir)
+
+
+def test_jpeg_is_read_with_pillows_pixels():
+    path = shared_data("raw", "cbsd432", "100007.jpg")
+    with Image.open(path) as image:
+        rgb, gray = np.asarray(image), np.asarray(image.convert("L"))
+    np.testing.assert_array_equal(data.read_image(path), rgb)
+    np.testing.assert_array_equal(data.read_image(path, channels=1)[..., 0], gray)
+
+
+def test_gray_png_folder_is_resized_to_the_asked_size(tmp_path):
+    pixels = write_images(tmp_path, [(20, 30), (24, 18), (20, 30)], "L", ".png")
+    x = examples(data.from_directory(tmp_path, image_size=(20, 30)))
+    assert x.shape == (3, 20, 30, 1) and x.dtype == np.float32
+    assert 0 <= x.min() and x.max() <= 1
+    # An image already of that size passes unchanged (resizing by 1 is the identity).
+    np.testing.assert_allclose(x[0, ..., 0], pixels[0] / 255, atol=1e-6)
+
+
+def test_equal_sized_images_need_no_resizing_and_have_a_static_shape(tmp_path):
+    pixels = write_images(tmp_path, [(12, 20)] * 3, "RGB", ".png")
+    ds = data.from_directory(tmp_path)
+    assert tuple(ds.element_spec.shape) == (12, 20, 3)
+    np.testing.assert_allclose(examples(ds), np.stack(pixels) / 255, atol=1e-7)
+
+
+def test_images_of_different_sizes_need_resizing_or_patches(tmp_path):
+    write_images(tmp_path, [(12, 20), (14, 20)], "L", ".png")
+    with pytest.raises(ValueError, match="2 different sizes"):
+        data.from_directory(tmp_path)
+
+
+def test_rgb_jpeg_patches_are_real_crops_drawn_afresh_each_epoch(tmp_path):
+    pixels = write_images(tmp_path, [(40, 50), (45, 40)], "RGB", ".jpg")
+    ds = data.from_directory(tmp_path, patch_size=16, patches_per_image=3, seed=1)
+    assert int(ds.cardinality()) == 6
+    first, second = examples(ds), examples(ds)
+    assert first.shape == (6, 16, 16, 3) and first.dtype == np.float32
+    for i, patch in enumerate(first):
+        image = pixels[i // 3].astype(np.float32) / 255  # Pillow's pixels (same decoder)
+        windows = np.lib.stride_tricks.sliding_window_view(image, (16, 16, 3))[..., 0, :, :, :]
+        assert np.any(np.all(np.abs(windows - patch) < 1e-6, axis=(-3, -2, -1)))
+    assert not np.array_equal(first, second)
+
+
+def test_gray_images_read_as_rgb_and_rgb_as_gray(tmp_path):
+    gray = write_images(tmp_path / "gray", [(8, 8)], "L", ".png")[0]
+    rgb = write_images(tmp_path / "rgb", [(8, 8)], "RGB", ".png")[0]
+    as_rgb = examples(data.from_directory(tmp_path / "gray", channels=3))[0]
+    np.testing.assert_allclose(as_rgb, np.repeat(gray[..., None], 3, axis=-1) / 255, atol=1e-7)
+    as_gray = examples(data.from_directory(tmp_path / "rgb", channels=1))[0]
+    luma = np.asarray(Image.fromarray(rgb).convert("L"))
+    np.testing.assert_allclose(as_gray[..., 0], luma / 255, atol=1e-7)
+
+
+def test_missing_or_empty_folders_are_rejected(tmp_path):
+    with pytest.raises(FileNotFoundError, match="No such folder"):
+        data.from_directory(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no PNG or JPEG"):
+        data.from_directory(tmp_path / "empty")
+
+
+def test_patches_larger_than_an_image_are_rejected(tmp_path):
+    write_images(tmp_path, [(10, 30)], "L", ".png")
+    with pytest.raises(ValueError, match="smaller than the 16x16 patches"):
+        data.from_directory(tmp_path, patch_size=16)
+
+
+def test_uint8_npy_gets_a_channel_axis_and_unit_range(tmp_path):
+    raw = np.random.default_rng(0).integers(0, 256, (7, 5, 6), dtype=np.uint8)
+    np.save(tmp_path / "x.npy", raw)
+    x = examples(data.from_arrays(tmp_path / "x.npy"))
+    assert x.shape == (7, 5, 6, 1) and x.dtype == np.float32
+    np.testing.assert_array_equal(x[..., 0], raw.astype(np.float32) / 255)
+
+
+def test_npz_arrays_are_chosen_by_key_and_16_bit_scaled(tmp_path):
+    signals = np.random.default_rng(0).normal(size=(9, 140)).astype(np.float64)
+    depth = np.full((4, 3, 3, 1), 65535, dtype=np.uint16)
+    np.savez(tmp_path / "d.npz", signals=signals, depth=depth)
+    x = examples(data.from_arrays(tmp_path / "d.npz", key="signals"))
+    assert x.shape == (9, 140) and x.dtype == np.float32
+    np.testing.assert_allclose(x, signals, rtol=1e-6)  # float data is used as it is
+    np.testing.assert_array_equal(examples(data.from_arrays(tmp_path / "d.npz", key="depth")), 1.0)
+    with pytest.raises(ValueError, match="no array 'x'"):
+        data.from_arrays(tmp_path / "d.npz", key="x")
+
+
+@pytest.mark.parametrize(
+    "array,message",
+    [
+        (np.zeros((0, 4, 4, 1), np.float32), "N > 0"),
+        (np.array([[0.5, np.nan], [0.1, 0.2]], np.float32), "1 NaN or infinite"),
+        (np.array([[0.5, np.inf]], np.float32), "1 NaN or infinite"),
+    ],
+    ids=["empty", "nan", "inf"],
+)
+def test_empty_or_non_finite_arrays_are_rejected(tmp_path, array, message):
+    np.save(tmp_path / "bad.npy", array)
+    with pytest.raises(ValueError, match=message):
+        data.from_arrays(tmp_path / "bad.npy")
+
+
+def test_missing_array_file_is_a_file_not_found_error(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        data.from_arrays(tmp_path / "missing.npy")
+
+
+# ------------------------------------------------------------------------ pipeline
+
+
+def numbered(n):
+    """n examples whose single value is their index, so that batches show which they hold."""
+    return data.from_arrays(np.arange(n, dtype=np.float32).reshape(n, 1))
+
+
+def indices(batches):
+    return [np.asarray(x)[:, 0].astype(int).tolist() for x, _ in batches]
+
+
+def test_pipeline_yields_input_target_pairs_of_the_same_examples():
+    batches = list(data.pipeline(numbered(10), 4, shuffle=False))
+    assert [len(x) for x, _ in batches] == [4, 4, 2]
+    for x, y in batches:
+        np.testing.assert_array_equal(x, y)
+
+
+def test_pipeline_shuffles_each_epoch_the_same_way_for_the_same_seed():
+    ds = data.pipeline(numbered(50), 50, seed=3)
+    first, second = indices(ds)[0], indices(ds)[0]
+    assert sorted(first) == sorted(second) == list(range(50)) and first != second
+    # Another worker building the same pipeline sees the same orders.
+    again = data.pipeline(numbered(50), 50, seed=3)
+    assert indices(again)[0] == first and indices(again)[0] == second
+
+
+def test_denoising_pipeline_pairs_noisy_inputs_with_clean_targets():
+    clean = np.full((8, 4, 4, 1), 0.5, np.float32)
+    ds = data.pipeline(data.from_arrays(clean), 4, noise=("gaussian", 0.1), shuffle=False)
+    noisy, target = map(np.concatenate, zip(*[(np.asarray(x), np.asarray(y)) for x, y in ds]))
+    np.testing.assert_array_equal(target, clean)
+    # Gaussian noise of sigma 0.1 on 128 pixels: the sample sigma is within 30% of it.
+    assert 0.07 < np.std(noisy - clean) < 0.13
+    # Validation-style pipelines (shuffle=False) draw the same noise every epoch.
+    np.testing.assert_array_equal(noisy, np.concatenate([np.asarray(x) for x, _ in ds]))
+
+
+def test_pipeline_asks_tf_distribute_to_shard_by_data():
+    ds = data.pipeline(numbered(10), 4)
+    policy = ds.options().experimental_distribute.auto_shard_policy
+    assert policy == tf.data.experimental.AutoShardPolicy.DATA
+
+
+@pytest.mark.parametrize(
+    "n,batch,replicas,sizes",
+    [
+        (37, 16, 2, [16, 16, 4]),  # last batch 5 -> 4: 2 each
+        (37, 16, 4, [16, 16, 4]),  # last batch 5 -> 4: 1 each
+        (38, 16, 4, [16, 16, 4]),  # last batch 6 -> 4
+        (36, 16, 2, [16, 16, 4]),  # already even: nothing left out
+        (35, 10, 3, [10, 10, 10, 3]),  # batch not a multiple of the replicas
+        (3, 16, 2, [2]),
+    ],
+)
+def test_pipeline_leaves_out_the_fewest_examples_for_an_even_last_batch(n, batch, replicas, sizes):
+    first = indices(data.pipeline(numbered(n), batch, num_replicas=replicas, seed=1))
+    assert [len(b) for b in first] == sizes
+    assert len(set(sum(first, []))) == sum(sizes)  # no example twice
+
+
+def test_examples_left_out_for_replicas_change_from_epoch_to_epoch():
+    ds = data.pipeline(numbered(37), 16, num_replicas=2, seed=1)
+    left_out = [set(range(37)) - set(sum(indices(ds), [])) for _ in range(3)]
+    assert all(len(s) == 1 for s in left_out) and len(set.union(*left_out)) > 1
+
+
+def test_pipeline_without_a_known_size_keeps_whole_batches_for_replicas():
+    unknown = numbered(37).filter(lambda x: True)
+    assert int(unknown.cardinality()) == tf.data.UNKNOWN_CARDINALITY
+    sizes = [len(b) for b in indices(data.pipeline(unknown, 16, num_replicas=2))]
+    assert sizes == [16, 16]
+
+
+def test_fewer_examples_than_replicas_are_rejected():
+    with pytest.raises(ValueError, match="1 examples cannot be split across 2 replicas"):
+        data.pipeline(numbered(1), 16, num_replicas=2)

@@ -1,0 +1,308 @@
+"""aezoo.training on one device: strategies, options, bad input, resume, logs.
+
+Training on several replicas and workers is in test_distributed.py (it needs processes whose
+CPU is split before TensorFlow starts).
+"""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import aezoo
+from aezoo import data, training
+from test_models import EXAMPLE_SHAPES
+
+TINY = {"filters": (8, 16), "latent_dim": 8}
+
+
+def images(n=64, seed=0, shape=(8, 8, 1)):
+    return np.random.default_rng(seed).random((n, *shape), dtype=np.float32)
+
+
+def max_difference(a, b):
+    return max(float(np.max(np.abs(x - y))) for x, y in zip(a, b))
+
+
+# ----------------------------------------------------------------------- strategies
+
+
+def test_auto_strategy_is_one_cpu_without_gpus():
+    if tf.config.list_physical_devices("GPU"):
+        pytest.skip("this machine has a GPU")
+    strategy = training.resolve_strategy("auto")
+    assert isinstance(strategy, tf.distribute.OneDeviceStrategy)
+    assert strategy.extended.worker_devices[0].endswith("CPU:0")
+
+
+@pytest.mark.parametrize(
+    "name,message", [("gpu", "sees no GPU"), ("nccl", "`strategy` must be one of")]
+)
+def test_unavailable_or_unknown_strategies_are_value_errors(name, message):
+    if name == "gpu" and tf.config.list_physical_devices("GPU"):
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(ValueError, match=message):
+        training.resolve_strategy(name)
+
+
+@pytest.mark.parametrize(
+    "tf_config,message",
+    [
+        (None, "needs TF_CONFIG"),
+        ("{not json", "must be JSON"),
+        ('{"cluster": {"worker": ["a:1", "b:1"]}}', "must be JSON"),
+        (
+            '{"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "worker", "index": 2}}',
+            r"names task worker:2, which is not in its cluster \(worker x2\)",
+        ),
+        (
+            '{"cluster": {"worker": ["a:1"]}, "task": {"type": "chief", "index": 0}}',
+            "names task chief:0",
+        ),
+    ],
+    ids=["missing", "not-json", "no-task", "index-out-of-range", "no-such-job"],
+)
+def test_a_tf_config_naming_no_such_task_is_a_value_error(monkeypatch, tf_config, message):
+    if tf_config is None:
+        monkeypatch.delenv("TF_CONFIG", raising=False)
+    else:
+        monkeypatch.setenv("TF_CONFIG", tf_config)
+    with pytest.raises(ValueError, match=message):
+        training.resolve_strategy("multiworker")
+
+
+def test_a_valid_tf_config_is_returned_parsed():
+    text = '{"cluster": {"chief": ["a:1"], "worker": ["b:1"]}, "task": {"type": "worker", "index": 0}}'
+    assert training.check_tf_config(text)["task"] == {"type": "worker", "index": 0}
+
+
+def test_the_one_process_of_a_single_device_job_is_the_chief():
+    assert training.is_chief(training.resolve_strategy("cpu"))
+
+
+def test_splitting_the_cpu_after_tensorflow_started_is_a_value_error():
+    tf.constant(1.0) + 1  # TensorFlow has started in this process
+    with pytest.raises(ValueError, match="TensorFlow has already started"):
+        training.split_cpu(3)
+    training.split_cpu(1)  # what the process has already: nothing to do
+
+
+# ---------------------------------------------------------- mixed precision and XLA
+
+# A strategy on a GPU this machine may lack: creating it touches no device, and it is what
+# resolve_strategy gives on a one-GPU machine.
+GPU = tf.distribute.OneDeviceStrategy("/gpu:0")
+
+
+def test_auto_mixed_precision_is_float16_on_gpu_and_bfloat16_on_cpu():
+    cpu = training.resolve_strategy("cpu")
+    assert training.resolve_mixed_precision("auto", GPU) == "mixed_float16"
+    assert training.resolve_mixed_precision("auto", cpu) == "mixed_bfloat16"
+    assert training.resolve_mixed_precision(True, cpu) == "mixed_bfloat16"
+    assert training.resolve_mixed_precision("mixed_float16", cpu) == "mixed_float16"
+    assert training.resolve_mixed_precision("off", cpu) is None
+    with pytest.raises(ValueError, match="`mixed_precision` must be one of"):
+        training.resolve_mixed_precision("float8", cpu)
+
+
+@pytest.mark.parametrize("name", list(EXAMPLE_SHAPES))
+def test_every_model_keeps_a_float32_output_under_mixed_precision(name):
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        ae = aezoo.MODELS[name](input_shape=EXAMPLE_SHAPES[name][0], latent_dim=8)
+    finally:
+        keras.config.set_dtype_policy("float32")
+    assert ae.output.dtype == "float32"
+    assert ae.decoder.layers[-1].dtype_policy.compute_dtype == "float32"
+    assert ae.encoder.layers[-1].dtype_policy.compute_dtype == "bfloat16"
+
+
+def test_bfloat16_training_on_cpu_computes_in_bfloat16_and_keeps_float32_weights():
+    x = images()
+    ae, history = training.train(
+        "conv", x, model_kwargs=TINY, epochs=2, batch_size=16, strategy="cpu",
+        mixed_precision="mixed_bfloat16", verbose=0,
+    )
+    assert ae.encoder.get_layer("down1_conv").compute_dtype == "bfloat16"
+    assert all(w.dtype == np.float32 for w in ae.get_weights())
+    assert ae.output.dtype == "float32" and ae.predict(x[:2], verbose=0).dtype == np.float32
+    assert np.isfinite(history["loss"]).all() and history["loss"][1] < history["loss"][0]
+    assert keras.config.dtype_policy().name == "float32"  # the global policy is restored
+
+
+def test_float16_training_builds_and_runs_with_loss_scaling():
+    # Written for GPUs; on CPU it runs (slowly), which is what can be tested here.
+    ae, history = training.train(
+        "conv", images(32), model_kwargs=TINY, epochs=1, batch_size=16, strategy="cpu",
+        mixed_precision="mixed_float16", verbose=0,
+    )
+    assert isinstance(ae.optimizer, keras.optimizers.LossScaleOptimizer)
+    assert ae.encoder.get_layer("down1_conv").compute_dtype == "float16"
+    assert ae.output.dtype == "float32" and np.isfinite(history["loss"]).all()
+
+
+def test_a_model_with_a_low_precision_output_is_rejected_under_mixed_precision():
+    def half_output(**_):
+        inputs = keras.Input((8, 8, 1))
+        return keras.Model(inputs, keras.layers.Dense(1)(inputs))
+
+    with pytest.raises(ValueError, match="bfloat16 outputs under mixed_bfloat16"):
+        training.train(half_output, images(16), epochs=1, strategy="cpu",
+                       mixed_precision="mixed_bfloat16", verbose=0)
+
+
+def test_xla_is_on_automatically_for_one_gpu_only():
+    assert training.resolve_jit_compile("auto", GPU) is True
+    assert training.resolve_jit_compile("auto", training.resolve_strategy("cpu")) is False
+    assert training.resolve_jit_compile(False, GPU) is False
+
+
+def test_xla_on_one_cpu_trains_to_the_same_weights_as_without():
+    # A dense model: XLA compiles it in a second (a conv one takes 10-30 s on CPU).
+    x = images(shape=(12,))
+    results = [
+        training.train("dense", x, model_kwargs={"units": (16,), "latent_dim": 4}, epochs=2,
+                       batch_size=16, strategy="cpu", jit_compile=jit, verbose=0)
+        for jit in (False, True)
+    ]
+    assert results[1][0].jit_compile is True
+    # XLA fuses and reorders float32 arithmetic: measured 3e-7 after 8 Adam steps, which move
+    # the weights by about 8e-3.  1e-5 leaves room for round-off, none for a different step.
+    assert max_difference(results[0][0].get_weights(), results[1][0].get_weights()) < 1e-5
+    np.testing.assert_allclose(results[0][1]["loss"], results[1][1]["loss"], rtol=1e-5)
+
+
+# ------------------------------------------------------------------------ bad input
+
+
+def test_empty_data_is_a_value_error():
+    empty = tf.data.Dataset.from_tensor_slices(np.zeros((0, 8, 8, 1), np.float32))
+    with pytest.raises(ValueError, match="training data is empty"):
+        training.train("conv", empty, model_kwargs=TINY, epochs=1, strategy="cpu", verbose=0)
+
+
+def test_nan_in_array_data_is_a_value_error():
+    x = images(16)
+    x[3, 4, 4, 0] = np.nan
+    with pytest.raises(ValueError, match="1 NaN or infinite"):
+        training.train("conv", x, model_kwargs=TINY, epochs=1, strategy="cpu", verbose=0)
+
+
+def test_nan_reaching_the_loss_stops_training_with_a_value_error(tmp_path):
+    x = images(32)
+    x[5, 0, 0, 0] = np.nan  # in a tf.data dataset, which is not scanned beforehand
+    ds = tf.data.Dataset.from_tensor_slices(x)
+    with pytest.raises(ValueError, match="loss became NaN"):
+        training.train("conv", ds, model_kwargs=TINY, epochs=3, batch_size=16, strategy="cpu",
+                       out_dir=tmp_path, verbose=0)
+    assert not (tmp_path / "backup").exists()  # a new run starts afresh, not from NaN weights
+    assert not (tmp_path / "model.keras").exists()
+
+
+def test_examples_that_do_not_fit_the_model_are_a_value_error():
+    def fixed_size(**_):
+        return aezoo.MODELS["conv"](input_shape=(28, 28, 1), **TINY)
+
+    with pytest.raises(ValueError, match=r"shape \(8, 8, 1\), but model .* takes \(28, 28, 1\)"):
+        training.train(fixed_size, images(16), epochs=1, strategy="cpu", verbose=0)
+
+
+def test_a_finished_run_is_never_overwritten(tmp_path):
+    training.train("conv", images(16), model_kwargs=TINY, epochs=1, batch_size=16,
+                   strategy="cpu", out_dir=tmp_path, verbose=0)
+    before = (tmp_path / "model.keras").read_bytes()
+    with pytest.raises(FileExistsError, match="already holds a finished run"):
+        training.train("conv", images(16, seed=1), model_kwargs=TINY, epochs=2,
+                       strategy="cpu", out_dir=tmp_path, verbose=0)
+    assert (tmp_path / "model.keras").read_bytes() == before
+
+
+# --------------------------------------------------------------------------- resume
+
+
+class Crash(keras.callbacks.Callback):
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise KeyboardInterrupt  # as if the process were stopped here
+
+
+class State(keras.callbacks.Callback):
+    """Records the weights and optimizer variables fit() starts from (after the restore)."""
+
+    def on_train_begin(self, logs=None):
+        self.weights = [v.numpy().copy() for v in self.model.weights]
+        self.optimizer = [v.numpy().copy() for v in self.model.optimizer.variables]
+        self.epochs = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epochs.append(epoch)
+
+
+def test_resumed_training_restores_weights_optimizer_and_epoch(tmp_path):
+    x = images(48)
+    run = dict(model_kwargs=TINY, batch_size=16, strategy="cpu", out_dir=tmp_path, verbose=0)
+    with pytest.raises(KeyboardInterrupt):
+        training.train("conv", x, epochs=4, callbacks=[Crash(2)], **run)
+    assert (tmp_path / "backup").is_dir() and not (tmp_path / "model.keras").exists()
+    # As if the crash had come after epoch 3's history row but before its backup: the row
+    # is written again by the redone epoch, and the first one must not count.
+    with open(tmp_path / "history.csv", "a") as f:
+        f.write("2,123.0\n")
+
+    state = State()
+    ae, history = training.train("conv", x, epochs=4, callbacks=[state], **run)
+    # Independent: epoch 2's checkpoint, a full .keras file with its optimizer state.
+    checkpoint = keras.models.load_model(tmp_path / "checkpoints" / "epoch_002.keras")
+    assert state.epochs == [2, 3]
+    assert max_difference(state.weights, [v.numpy() for v in checkpoint.weights]) == 0
+    assert len(state.optimizer) == len(checkpoint.optimizer.variables) > 2  # Adam's moments
+    assert max_difference(state.optimizer, [v.numpy() for v in checkpoint.optimizer.variables]) == 0
+    assert int(ae.optimizer.iterations) == 4 * 3  # 4 epochs of 3 steps: none lost or redone
+    assert len(history["loss"]) == 4 and 123.0 not in history["loss"]
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
+        f"epoch_00{i}.keras" for i in range(1, 5)
+    ]
+    assert (tmp_path / "model.keras").is_file() and not (tmp_path / "backup").exists()
+
+
+# -------------------------------------------------------------------- logs and models
+
+
+def test_tensorboard_logs_hold_the_loss_of_every_epoch(tmp_path):
+    _, history = training.train("conv", images(32), model_kwargs=TINY, epochs=2, batch_size=16,
+                                strategy="cpu", log_dir=tmp_path / "tb", verbose=0)
+    logged = {}
+    for path in (tmp_path / "tb" / "train").glob("events.out.tfevents.*"):
+        for record in tf.data.TFRecordDataset(str(path)):
+            event = tf.compat.v1.Event.FromString(record.numpy())
+            for value in event.summary.value:
+                if value.tag == "epoch_loss":
+                    logged[event.step] = float(tf.make_ndarray(value.tensor))
+    assert [logged[e] for e in sorted(logged)] == pytest.approx(history["loss"], rel=1e-6)
+
+
+def test_any_model_function_can_be_trained():
+    def plain(input_shape=(8, 8, 1)):
+        inputs = keras.Input(input_shape)
+        h = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(inputs)
+        return keras.Model(inputs, keras.layers.Conv2D(1, 3, padding="same")(h))
+
+    ae, history = training.train(plain, images(32), epochs=2, batch_size=16, strategy="cpu",
+                                 verbose=0)
+    assert ae.output_shape == (None, 8, 8, 1) and history["loss"][1] < history["loss"][0]
+
+
+def test_history_is_json_serialisable_with_one_value_per_epoch(tmp_path):
+    _, history = training.train(
+        "dense", data.from_arrays(images(32, shape=(6,))), model_kwargs={"latent_dim": 2},
+        validation_data=images(8, seed=1, shape=(6,)), epochs=3, batch_size=16,
+        strategy="cpu", out_dir=tmp_path, verbose=0,
+    )
+    assert json.loads(json.dumps(history)) == history
+    assert set(history) == {"loss", "val_loss"} and all(len(v) == 3 for v in history.values())
