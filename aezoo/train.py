@@ -145,6 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     training.split_cpu(args.cpu_devices)  # before TensorFlow starts
     # The strategy comes before any dataset: multi-worker collectives must be set up first.
     strategy = training.resolve_strategy(args.strategy)
+    print(training.describe_strategy(strategy), flush=True)
     train_examples, val_examples = load_data(args)
     if (training.run_dir(args.out, strategy) / "backup").exists():
         print(f"Resuming the interrupted run in {args.out}", flush=True)

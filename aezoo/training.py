@@ -74,6 +74,15 @@ def resolve_strategy(name: str = "auto") -> tf.distribute.Strategy:
     return tf.distribute.TPUStrategy(resolver)
 
 
+def describe_strategy(strategy: tf.distribute.Strategy) -> str:
+    """One line for logs: "MirroredStrategy: 2 replica(s) in sync; on this machine: CPU:0, CPU:1"."""
+    name = type(strategy).__name__
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        name = "MultiWorkerMirroredStrategy"  # not its implementation's class name
+    here = ", ".join(d.rsplit("device:", 1)[-1] for d in strategy.extended.worker_devices)
+    return f"{name}: {strategy.num_replicas_in_sync} replica(s) in sync; on this machine: {here}"
+
+
 def check_tf_config(text: str | None) -> dict[str, Any]:
     """Parses and checks `TF_CONFIG` for a multi-worker job.
 
