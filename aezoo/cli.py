@@ -70,7 +70,7 @@ def guarded(main: Callable[[Sequence[str] | None], int | None]):
 
     @functools.wraps(main)
     def wrapper(argv: Sequence[str] | None = None) -> int:
-        prog = os.path.basename(sys.argv[0]) if argv is None else main.__module__
+        prog = _program_name() if argv is None else main.__module__
         try:
             return main(argv) or 0
         except SystemExit as exit_:  # argparse's --help and usage errors
@@ -83,6 +83,12 @@ def guarded(main: Callable[[Sequence[str] | None], int | None]):
             return 130
 
     return wrapper
+
+
+def _program_name() -> str:
+    """How the user started this program: "python -m aezoo.train" or "compress.py"."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    return f"python -m {spec.name}" if spec is not None else os.path.basename(sys.argv[0])
 
 
 # --------------------------------------------------------------- model options

@@ -75,7 +75,8 @@ def resolve_strategy(name: str = "auto") -> tf.distribute.Strategy:
 
 
 def describe_strategy(strategy: tf.distribute.Strategy) -> str:
-    """One line for logs: "MirroredStrategy: 2 replica(s) in sync; on this machine: CPU:0, CPU:1"."""
+    """One line for logs, e.g.
+    "MirroredStrategy: 2 replica(s) in sync; on this machine: CPU:0, CPU:1"."""
     name = type(strategy).__name__
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         name = "MultiWorkerMirroredStrategy"  # not its implementation's class name
@@ -429,7 +430,11 @@ class _SyncedBackupAndRestore(keras.callbacks.BackupAndRestore):
                 f"This worker's backup in {self.backup_dir} is at epoch {epoch}, another "
                 f"worker's at {common}; delete the backups of all workers to start again."
             )
-        self.model.load_weights(self._prev_weights_path)
+        # Step back on disk too (as BackupAndRestore does for a corrupt backup): Keras loads
+        # only files named *.weights.h5.
+        shutil.copy(self._prev_weights_path, self._weights_path)
+        shutil.copy(previous, self._training_metadata_path)
+        self.model.load_weights(self._weights_path)
         self.model._initial_epoch = common
 
 

@@ -35,7 +35,8 @@ def test_tfds_source_gives_the_split_scaled_to_unit_range(tfds_dir):
     ds = data.from_tfds("mnist", "test[:50]", data_dir=tfds_dir)
     x = examples(ds)
     # Independent: the same split straight from tfds, as uint8.
-    raw = np.stack([e["image"] for e in tfds.as_numpy(tfds.load("mnist", split="test[:50]", data_dir=tfds_dir))])
+    split = tfds.load("mnist", split="test[:50]", data_dir=tfds_dir)
+    raw = np.stack([e["image"] for e in tfds.as_numpy(split)])
     assert x.shape == (50, 28, 28, 1) and x.dtype == np.float32
     np.testing.assert_array_equal(x, raw.astype(np.float32) / 255)
     assert x.min() == 0.0 and x.max() == 1.0

@@ -20,7 +20,14 @@ import tensorflow as tf
 
 from aezoo import data, training
 import workers
-from workers import SHARD_EXAMPLES, environment, plain_data, plain_model, shard_pipeline, start_workers
+from workers import (
+    SHARD_EXAMPLES,
+    environment,
+    plain_data,
+    plain_model,
+    shard_pipeline,
+    start_workers,
+)
 
 TINY = ["--filters", "8", "16", "--latent-dim", "8", "--batch-size", "16", "--epochs", "2"]
 TINY_KWARGS = {"filters": (8, 16), "latent_dim": 8}
@@ -67,7 +74,8 @@ def test_mirrored_strategy_on_two_cpu_devices_trains_like_one_device(mirrored_ru
     assert "MirroredStrategy: 2 replica(s) in sync" in done.stdout  # the split took effect
     model, history = training.train("conv", x, model_kwargs=TINY_KWARGS, epochs=2,
                                     batch_size=16, strategy="cpu", verbose=0)
-    assert max_difference(weights_of(folder / "run" / "model.keras"), model.get_weights()) < TOLERANCE
+    mirrored = weights_of(folder / "run" / "model.keras")
+    assert max_difference(mirrored, model.get_weights()) < TOLERANCE
     logged = json.loads((folder / "run" / "history.json").read_text())
     np.testing.assert_allclose(logged["loss"], history["loss"], rtol=1e-5)
 
@@ -197,3 +205,26 @@ def test_keras_still_fails_to_fit_a_plain_model_on_several_workers(two_workers):
     assert all(code == 0 for code, _, _ in results)
     outcomes = [str(np.load(folder / f"shards_{i}.npz")["plain_keras_fit"]) for i in range(2)]
     check_known_bug(outcomes, "PerReplica")
+
+
+@pytest.mark.slow
+def test_workers_resuming_from_backups_an_epoch_apart_agree_on_the_earlier(tmp_path):
+    # Both workers die after epoch 2's backup; then worker 1's backup is set back to epoch
+    # 1, as if it had died just before writing epoch 2's.  Resumed as they were, the chief
+    # would run 1 epoch and worker 1 two, and each would wait for the other for ever.
+    args = [workers.__file__, "resume", "resumed_", "--", "3"]
+    crashed = start_workers([*args, "2"], tmp_path)
+    assert [code for code, _, _ in crashed] == [9, 9], crashed[0][2][-2000:]
+    backup = tmp_path / "run" / "workers" / "worker_1" / "backup"
+    for name in ("latest.weights.h5", "training_metadata.json"):
+        os.replace(backup / f"{name}.bkp", backup / name)
+    assert json.loads((backup / "training_metadata.json").read_text())["epoch"] == 1
+
+    resumed = start_workers(args, tmp_path)
+    assert [code for code, _, _ in resumed] == [0, 0], resumed[0][2][-2000:]
+    results = [np.load(tmp_path / f"resumed_{i}.npz") for i in range(2)]
+    for result in results:
+        assert result["started"].tolist() == [1, 2]  # both went on from epoch 1's backup
+        assert len(result["loss"]) == 3
+    weights = [[r[f"w{i}"] for i in range(len(r.files) - 2)] for r in results]
+    assert max_difference(weights[0], weights[1]) == 0

@@ -74,7 +74,10 @@ def test_a_tf_config_naming_no_such_task_is_a_value_error(monkeypatch, tf_config
 
 
 def test_a_valid_tf_config_is_returned_parsed():
-    text = '{"cluster": {"chief": ["a:1"], "worker": ["b:1"]}, "task": {"type": "worker", "index": 0}}'
+    text = (
+        '{"cluster": {"chief": ["a:1"], "worker": ["b:1"]}, '
+        '"task": {"type": "worker", "index": 0}}'
+    )
     assert training.check_tf_config(text)["task"] == {"type": "worker", "index": 0}
 
 

@@ -15,6 +15,9 @@ a script, it is what such a process does (the tests' modes):
         runs `python -m aezoo.train TRAIN_ARGS` (with --cpu-devices), then fits a plain Keras
         model with XLA under MirroredStrategy on the split CPU (keras-team/keras#19005), and
         writes how that ended in OUTCOME_FILE.
+    python tests/workers.py resume PREFIX -- EPOCHS [CRASH]
+        A worker of `aezoo.training.train(..., out_dir="run")` that dies (as if killed) after
+        epoch CRASH; saves the epochs it ran, its history and weights in PREFIX<index>.npz.
 """
 
 from __future__ import annotations
@@ -178,7 +181,39 @@ def _mirrored(outcome_file: str, train_args: list[str]) -> int:
     return status
 
 
+def _resume(prefix: str, args: list[str]) -> int:
+    """A worker of `training.train(..., out_dir="run")` for `epochs` epochs that dies at
+    once (as if killed) after epoch `crash`'s end, if given."""
+    from aezoo import cli  # noqa: F401
+
+    import keras
+    import numpy as np
+
+    from aezoo import training
+
+    epochs, crash = int(args[0]), int(args[1]) if len(args) > 1 else None
+    strategy = training.resolve_strategy("multiworker")
+    started = []
+
+    class Record(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            started.append(epoch)
+
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch + 1 == crash:
+                os._exit(9)
+
+    model, history = training.train(
+        "conv", plain_data(), model_kwargs={"filters": (8, 16), "latent_dim": 8},
+        epochs=epochs, batch_size=16, strategy=strategy, out_dir="run",
+        callbacks=[Record()], verbose=0,
+    )
+    np.savez(f"{prefix}{strategy.cluster_resolver.task_id}.npz", started=started,
+             loss=history["loss"], **{f"w{i}": w for i, w in enumerate(model.get_weights())})
+    return 0
+
+
 if __name__ == "__main__":
     mode, output = sys.argv[1:3]
     rest = sys.argv[sys.argv.index("--") + 1:]
-    sys.exit({"shards": _shards, "mirrored": _mirrored}[mode](output, rest))
+    sys.exit({"shards": _shards, "mirrored": _mirrored, "resume": _resume}[mode](output, rest))

@@ -1,0 +1,175 @@
+"""`python -m aezoo.train`: its outputs, its one-line errors, and resuming after SIGKILL."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+
+from aezoo import train
+from workers import environment
+
+TINY = ["--filters", "8", "16", "--latent-dim", "8", "--batch-size", "16"]
+
+
+def check_png(path, min_size=(300, 200)):
+    """A readable PNG of at least `min_size` pixels that is not one flat colour."""
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+        assert image.size[0] >= min_size[0] and image.size[1] >= min_size[1]
+        pixels = np.asarray(image.convert("L"), dtype=np.float32)
+    assert pixels.std() > 5
+
+
+def test_training_on_mnist_writes_model_history_and_plots(tfds_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    status = train.main(["--dataset", "mnist", "--split", "train[:96]", "--val-split",
+                         "test[:32]", *TINY, "--epochs", "2", "--out", str(out)])
+    assert status == 0
+    stdout = capsys.readouterr().out
+    assert "OneDeviceStrategy: 1 replica(s) in sync" in stdout
+    assert "Epoch 1/2" in stdout and "Epoch 2/2" in stdout and "val_loss" in stdout  # progress
+    model = keras.models.load_model(out / "model.keras")
+    assert model.input_shape == (None, 28, 28, 1)
+    history = json.loads((out / "history.json").read_text())
+    assert set(history) == {"loss", "val_loss"} and all(len(v) == 2 for v in history.values())
+    # The history is the model's own: its last validation loss is that of the saved model.
+    x = np.stack([e for e in train.data.from_tfds("mnist", "test[:32]").as_numpy_iterator()])
+    assert model.evaluate(x, x, verbose=0) == pytest.approx(history["val_loss"][-1], rel=1e-4)
+    check_png(out / "loss.png")
+    check_png(out / "reconstructions.png")
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [
+        "epoch_001.keras", "epoch_002.keras"
+    ]
+
+
+def test_a_denoiser_trains_on_random_patches_of_an_image_folder(tmp_path):
+    rng = np.random.default_rng(0)
+    (tmp_path / "photos").mkdir()
+    for i in range(3):
+        pixels = rng.integers(0, 256, (40 + 5 * i, 48, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(tmp_path / "photos" / f"{i}.jpg")
+    status = train.main(["--model", "denoising", "--images", str(tmp_path / "photos"),
+                         "--patch", "16", "--patches-per-image", "4", "--noise", "gaussian:25",
+                         "--latent-dim", "8", "--batch-size", "4", "--epochs", "1",
+                         "--out", str(tmp_path / "run")])
+    assert status == 0
+    model = keras.models.load_model(tmp_path / "run" / "model.keras")
+    assert model.get_config()["model"] == "denoising" and model.input_shape[-1] == 3
+    assert len(json.loads((tmp_path / "run" / "history.json").read_text())["loss"]) == 1
+    check_png(tmp_path / "run" / "reconstructions.png")
+
+
+# ------------------------------------------------------------------------ bad input
+
+
+# name -> (arguments, part of the one-line message); make_bad_inputs writes their files.
+BAD_INPUTS = {
+    "empty-array": (["--arrays", "empty.npy"], "N > 0"),
+    "nan": (["--arrays", "nan.npy"], "1 NaN or infinite values"),
+    "shape-not-fitting": (["--arrays", "vectors.npy"], "`input_shape` must have 3 axes"),
+    "images-of-two-sizes": (["--images", "sizes"], "2 different sizes"),
+    "missing-folder": (["--images", "missing"], "No such folder: missing"),
+    "empty-folder": (["--images", "none"], "holds no PNG or JPEG"),
+    "unknown-dataset": (["--dataset", "no_such_set"], "Cannot load tensorflow-datasets"),
+    "no-epochs": (["--arrays", "nan.npy", "--epochs", "0"], "--epochs must be at least 1"),
+    "usage": (["--arrays"], "expected one argument"),
+}
+
+
+def make_bad_inputs(folder):
+    rng = np.random.default_rng(0)
+    np.save(folder / "empty.npy", np.zeros((0, 8, 8, 1), np.float32))
+    nan = rng.random((16, 8, 8, 1), dtype=np.float32)
+    nan[2, 3, 3, 0] = np.nan
+    np.save(folder / "nan.npy", nan)
+    np.save(folder / "vectors.npy", rng.random((16, 5), dtype=np.float32))
+    (folder / "sizes").mkdir()
+    for i, size in enumerate([(12, 20), (14, 20)]):
+        pixels = rng.integers(0, 256, size, dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / "sizes" / f"{i}.png")
+    (folder / "none").mkdir()
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_is_one_line_on_stderr_and_status_2(case, tmp_path, monkeypatch, capfd):
+    monkeypatch.chdir(tmp_path)
+    make_bad_inputs(tmp_path)
+    args, message = BAD_INPUTS[case]
+    status = train.main([*args, *TINY, "--out", "run"])
+    stderr = capfd.readouterr().err
+    assert status == 2
+    assert stderr.count("\n") == 1 and message in stderr, stderr
+    assert not (tmp_path / "run" / "model.keras").exists()
+
+
+def test_a_tf_config_naming_no_such_task_is_one_line(tmp_path, monkeypatch, capfd):
+    np.save(tmp_path / "x.npy", np.zeros((8, 4), np.float32))
+    monkeypatch.setenv(
+        "TF_CONFIG",
+        '{"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker", "index": 1}}',
+    )
+    status = train.main(["--arrays", str(tmp_path / "x.npy"), "--model", "dense",
+                         "--strategy", "multiworker", "--out", str(tmp_path / "run")])
+    stderr = capfd.readouterr().err
+    assert status == 2 and stderr.count("\n") == 1
+    assert "TF_CONFIG names task worker:1, which is not in its cluster (worker x1)" in stderr
+
+
+# --------------------------------------------------------------------------- resume
+
+
+def test_a_killed_run_started_again_goes_on_after_its_last_checkpoint(tmp_path):
+    # 1024 examples in 64 steps of 16 per epoch: long enough to kill the process within
+    # epoch 2, after epoch 1's checkpoint (the test finds out where it was killed anyway).
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).random((1024, 8, 8, 1), np.float32))
+    command = [sys.executable, "-m", "aezoo.train", "--arrays", "x.npy", *TINY,
+               "--epochs", "3", "--out", "run"]
+    run = tmp_path / "run"
+    first = subprocess.Popen(command, cwd=tmp_path, env=environment(),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not (run / "checkpoints" / "epoch_001.keras").exists():
+        assert first.poll() is None and time.time() < deadline, first.communicate()
+        time.sleep(0.02)
+    first.send_signal(signal.SIGKILL)
+    first.communicate()
+    assert first.returncode == -signal.SIGKILL
+    backup = json.loads((run / "backup" / "training_metadata.json").read_text())
+    done_epochs = backup["epoch"]
+    assert 1 <= done_epochs < 3, "the run was not killed within its last epochs"
+    assert not (run / "model.keras").exists()
+
+    second = subprocess.run(command, cwd=tmp_path, env=environment(), capture_output=True,
+                            text=True, timeout=300)
+    assert second.returncode == 0, second.stderr
+    assert "Resuming the interrupted run" in second.stdout
+    lines = second.stdout.splitlines()
+    epochs_run = [line.split()[1] for line in lines if line.startswith("Epoch ")]
+    assert epochs_run == [f"{e}/3" for e in range(done_epochs + 1, 4)]
+    history = json.loads((run / "history.json").read_text())
+    assert len(history["loss"]) == 3 and np.isfinite(history["loss"]).all()
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
+        "epoch_001.keras", "epoch_002.keras", "epoch_003.keras"
+    ]
+    # The optimizer state came back too: its step count spans both runs.
+    assert int(keras.models.load_model(run / "model.keras").optimizer.iterations) == 3 * 64
+    assert not (run / "backup").exists()
+
+    # Done: the same command again must not overwrite the finished run.
+    before = (run / "model.keras").read_bytes()
+    third = subprocess.run(command, cwd=tmp_path, env=environment(), capture_output=True,
+                           text=True, timeout=300)
+    # A fresh process prints the one line and nothing else: no TensorFlow start-up logs.
+    assert third.returncode == 2
+    assert third.stderr == (
+        "python -m aezoo.train: error: run already holds a finished run (model.keras); "
+        "choose another output folder.\n"
+    )
+    assert (run / "model.keras").read_bytes() == before
