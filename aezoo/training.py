@@ -244,11 +244,16 @@ def train(
         validation_data: examples to evaluate on after each epoch (noise, if any, is drawn
             once with a fixed seed, so the figures are comparable across epochs).
         epochs: total number of epochs, counting those done before a resume.
-        batch_size: global batch size, split across all replicas.
+        batch_size: global batch size, split across all replicas (best a multiple of
+            their number).  With several replicas each epoch leaves out the fewest
+            examples that split the last batch evenly (see `aezoo.data.pipeline`).
         strategy: a name in `STRATEGIES` or a strategy object.
         out_dir: where checkpoints (`checkpoints/epoch_NNN.keras`), the crash-recovery backup
-            (`backup/`), `history.csv` and the final `model.keras` go.  Running again with
-            the same `out_dir` after a crash continues from the last finished epoch.
+            (`backup/`), `history.csv` and the final `model.keras` go (on workers other than
+            the chief, in `out_dir/workers/<task>`).  Running again with the same `out_dir`
+            after a crash continues after the last finished epoch, with its weights and
+            optimizer state; a finished run (`model.keras` and no backup) is never
+            overwritten.
         loss: "mse", "bce" or any Keras loss.
         learning_rate: Adam's learning rate.
         noise: `(kind, level)` to train a denoiser on `(noisy x, x)` pairs.
@@ -267,6 +272,7 @@ def train(
     Raises:
         ValueError: for empty data, data whose examples do not fit the model, NaN in the
             data or in the loss, or bad arguments.
+        FileExistsError: if `out_dir` holds a finished run.
     """
     if not isinstance(strategy, tf.distribute.Strategy):
         strategy = resolve_strategy(strategy)
