@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -143,6 +144,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     kwargs = cli.model_kwargs(args)
     noise_spec = noise.parse_noise(args.noise) if args.noise else None
     training.split_cpu(args.cpu_devices)  # before TensorFlow starts
+    if args.strategy == "multiworker":
+        task = training.check_tf_config(os.environ.get("TF_CONFIG"))["task"]
+        # Creating the strategy waits until every worker of TF_CONFIG has started.
+        print(f"Joining the cluster of TF_CONFIG as {task['type']} {task['index']}...", flush=True)
     # The strategy comes before any dataset: multi-worker collectives must be set up first.
     strategy = training.resolve_strategy(args.strategy)
     print(training.describe_strategy(strategy), flush=True)
