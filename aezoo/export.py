@@ -57,7 +57,7 @@ import argparse
 import os
 import shutil
 import sys
-import tempfile
+import uuid
 import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -103,18 +103,8 @@ def export_saved_model(
             f"Received: {type(model).__name__}"
         )
     base_dir = Path(base_dir)
-    if base_dir.exists() and not base_dir.is_dir():
-        raise NotADirectoryError(f"{base_dir} is a file, not a folder of model versions.")
-    existing = versions(base_dir)
-    if version is None:
-        version = max(existing, default=0) + 1
-    version = check_int("version", version)
+    version = new_version(base_dir, version)
     target = base_dir / str(version)
-    if version in existing or target.exists():
-        raise FileExistsError(
-            f"Version {version} already exists in {base_dir}; versions are never overwritten. "
-            f"Leave out the version to write {max(existing, default=0) + 1}."
-        )
 
     endpoints = default_endpoints(model)
     hook = getattr(model, "serving_endpoints", None)
@@ -129,8 +119,11 @@ def export_saved_model(
         archive.add_endpoint(name, endpoint.fn, input_signature=[endpoint.inputs])
 
     base_dir.mkdir(parents=True, exist_ok=True)
-    # Hidden and not all digits: TF Serving never takes it for a version.
-    temporary = Path(tempfile.mkdtemp(prefix=".export-", dir=base_dir))
+    # Hidden and not all digits: TF Serving never takes it for a version.  Made by mkdir
+    # (not tempfile.mkdtemp, which is private to its owner) so a server running as another
+    # user can read it.
+    temporary = base_dir / f".export-{uuid.uuid4().hex}"
+    temporary.mkdir()
     try:
         archive.write_out(temporary, verbose=False)
         if target.exists():  # another export took this version meanwhile
@@ -140,6 +133,28 @@ def export_saved_model(
         shutil.rmtree(temporary, ignore_errors=True)
         raise
     return target
+
+
+def new_version(base_dir: str | os.PathLike, version: int | None = None) -> int:
+    """The version an export to `base_dir` writes: `version`, or the next one when None.
+
+    Raises:
+        FileExistsError: if `version` exists already.
+        NotADirectoryError: if `base_dir` is a file.
+        ValueError: if `version` is not a positive integer.
+    """
+    base_dir = Path(base_dir)
+    if base_dir.exists() and not base_dir.is_dir():
+        raise NotADirectoryError(f"{base_dir} is a file, not a folder of model versions.")
+    existing = versions(base_dir)
+    following = max(existing, default=0) + 1
+    version = check_int("version", following if version is None else version)
+    if version in existing or (base_dir / str(version)).exists():
+        raise FileExistsError(
+            f"Version {version} already exists in {base_dir}; versions are never overwritten. "
+            f"Leave out the version to write {following}."
+        )
+    return version
 
 
 def versions(base_dir: str | os.PathLike) -> list[int]:
@@ -306,9 +321,9 @@ def load_autoencoder(path: str | os.PathLike) -> keras.Model:
 @cli.guarded
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.version is not None and args.version < 1:
-        raise ValueError(f"--version must be a positive integer, got {args.version}.")
+    new_version(args.base_dir, args.version)  # fails before the slow part
     model = load_autoencoder(args.model)
+    print(f"Exporting {args.model} ...", flush=True)
     target = export_saved_model(model, args.base_dir, version=args.version)
     print(f"Exported {args.model} to {target} (signatures: {', '.join(signature_names(target))})")
     return 0

@@ -315,6 +315,9 @@ def test_exporting_twice_gives_versions_1_and_2_then_the_next_after_the_highest(
     assert export.export_saved_model(small_model, base) == base / "8"
     assert sorted(p.name for p in base.iterdir()) == ["1", "2", "7", "8"]
     assert export.versions(base) == [1, 2, 7, 8]
+    # Readable as any folder made here is (a server may run as another user).
+    (tmp_path / "plain").mkdir()
+    assert (base / "8").stat().st_mode == (tmp_path / "plain").stat().st_mode
 
 
 def test_an_existing_version_is_never_overwritten(small_model, tmp_path):
@@ -419,7 +422,8 @@ def test_the_command_exports_a_keras_file(small_model, tmp_path, capsys):
         ("text", "is not a Keras model file"),
         ("zip", "could not be loaded as a Keras model"),
         ("existing", "Version 1 already exists"),
-        ("version", "--version must be a positive integer"),
+        ("version", "`version` must be a positive integer. Received: version=0"),
+        ("base is a file", "is a file, not a folder of model versions"),
     ],
 )
 def test_the_command_rejects_bad_input_with_one_line(
@@ -437,6 +441,9 @@ def test_the_command_rejects_bad_input_with_one_line(
         small_model.save(model_file)
         export.export_saved_model(small_model, base)
         args += ["--version", "1" if problem == "existing" else "0"]
+    elif problem == "base is a file":
+        small_model.save(model_file)
+        base.write_text("a file")
     before = listing(tmp_path)
     assert export.main(args) == 2
     err = capsys.readouterr().err
