@@ -34,6 +34,7 @@ def _load_zoo() -> None:
     from aezoo.dense import dense
     from aezoo.denoising import denoising
     from aezoo.model import Autoencoder
+    from aezoo.sequence import sequence, sequence_lstm
 
     # The table: name -> builder.  Builders share one vocabulary of keyword arguments
     # (input_shape, latent_dim, units | filters, activation, output_activation,
@@ -42,4 +43,6 @@ def _load_zoo() -> None:
         "dense": dense,
         "conv": conv,
         "denoising": denoising,
+        "sequence": sequence,
+        "sequence_lstm": sequence_lstm,
     }
