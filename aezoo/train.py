@@ -84,6 +84,31 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--log-dir", type=Path, help="TensorBoard log folder")
 
 
+def training_options(args: argparse.Namespace) -> dict:
+    """`training.train`'s keyword arguments from the options of `add_training_arguments`.
+
+    Raises:
+        ValueError: for fewer than one epoch or example per batch, or a bad noise spec.
+    """
+    for name in ("epochs", "batch_size"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1.")
+    return dict(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        out_dir=args.out,
+        loss=args.loss,
+        learning_rate=args.learning_rate,
+        noise=noise.parse_noise(args.noise) if args.noise else None,
+        mixed_precision=args.mixed_precision,
+        jit_compile={"on": True, "off": False}.get(args.jit_compile, "auto"),
+        seed=args.seed,
+        log_dir=args.log_dir,
+        steps_per_epoch=args.steps_per_epoch,
+        verbose=1 if sys.stdout.isatty() else 2,
+    )
+
+
 def load_data(args: argparse.Namespace):
     """(training examples, validation examples or None) for the data options."""
     if args.dataset:
@@ -118,11 +143,10 @@ def _has_split(args: argparse.Namespace, split: str) -> bool:
 @cli.guarded
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    for name in ("epochs", "batch_size", "patches_per_image"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be at least 1.")
+    if args.patches_per_image < 1:
+        raise ValueError("--patches-per-image must be at least 1.")
     kwargs = cli.model_kwargs(args)
-    noise_spec = noise.parse_noise(args.noise) if args.noise else None
+    options = training_options(args)
     # The strategy comes before any dataset: multi-worker collectives must be set up first.
     strategy = training.resolve_strategy(args.strategy)
     train_examples, val_examples = load_data(args)
@@ -135,19 +159,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         train_examples,
         model_kwargs=kwargs,
         validation_data=val_examples,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
         strategy=strategy,
-        out_dir=args.out,
-        loss=args.loss,
-        learning_rate=args.learning_rate,
-        noise=noise_spec,
-        mixed_precision=args.mixed_precision,
-        jit_compile={"on": True, "off": False}.get(args.jit_compile, "auto"),
-        seed=args.seed,
-        log_dir=args.log_dir,
-        steps_per_epoch=args.steps_per_epoch,
-        verbose=1 if sys.stdout.isatty() else 2,
+        **options,
     )
     if not training.is_chief(strategy):
         return 0
