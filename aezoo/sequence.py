@@ -48,7 +48,10 @@ def sequence(
         filters: channels of the encoder's levels, from the input down; the decoder mirrors
             them.  Its length is the number of halvings.
         kernel_size: length of every convolution kernel.
-        activation: activation of the hidden layers.
+        activation: activation of the hidden layers.  ReLU (unlike `conv` and `dense`, whose
+            sigmoid outputs made ReLU units die on MNIST): with a linear output it trains
+            well on signals, and on ECG5000 it detected anomalies better than ELU (ROC-AUC
+            0.992 against 0.982 after 30 epochs, same settings).
         output_activation: activation of the reconstruction ("linear": signals are not
             bounded to [0, 1]).
         corruption: None or a noise kind of `aezoo.noise`, applied in training only ("mask"

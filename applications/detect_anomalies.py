@@ -141,8 +141,14 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
         "--images: all (default), or train or test of train_test_split(--test-size, "
         "--split-seed)",
     )
-    group.add_argument("--test-size", type=float, help="fraction (or count) held out (0.2)")
-    group.add_argument("--split-seed", type=int, help="random_state of the split (0)")
+    group.add_argument(
+        "--test-size", type=float,
+        help="fraction (or count) held out (train: default 0.2; score: the one trained with)",
+    )
+    group.add_argument(
+        "--split-seed", type=int,
+        help="random_state of the split (train: default 0; score: the one trained with)",
+    )
     group.add_argument("--data-dir", help="tfds data_dir (default: TFDS_DATA_DIR)")
     group.add_argument("--channels", type=int, choices=(1, 3), help="images: 1 gray, 3 RGB")
     group.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"), help="resize")
@@ -174,12 +180,11 @@ def load_images(directory: Path, channels: int | None, image_size) -> Examples:
     folders = sorted(p for p in directory.iterdir() if p.is_dir())
     groups = [(p, data.list_images(p)) for p in folders] or [(directory, data.list_images(directory))]
     files = [f for _, group in groups for f in group]
-    sizes = {data.probe_image(f) for f in files}
-    channels = channels or next(iter(sizes))[2]
-    if image_size is None and len({s[:2] for s in sizes}) > 1:
+    sizes = [data.probe_image(f) for f in files]
+    channels = channels or sizes[0][2]
+    if image_size is None and len({size[:2] for size in sizes}) > 1:
         raise ValueError(
-            f"The images in {directory} differ in size ({len(sizes)} sizes); give "
-            "--image-size H W to resize them."
+            f"The images in {directory} differ in size; give --image-size H W to resize them."
         )
     x = np.concatenate([
         data.to_arrays(data.from_directory(
@@ -244,10 +249,10 @@ def normal_mask(examples: Examples, normal_label: str | None) -> np.ndarray:
 
 def fit_scaling(kind: str, x: np.ndarray) -> dict:
     """Offset and scale, fitted on the normal training examples; `apply_scaling` applies them."""
-    if kind == "auto":
-        kind = "none" if x.ndim > 2 else "minmax" if x.shape[1] >= SIGNAL_LENGTH else (
-            "standard_per_feature"
-        )
+    if kind == "auto" and x.ndim > 2:
+        kind = "none"  # images, already in [0, 1]
+    elif kind == "auto":
+        kind = "minmax" if x.shape[1] >= SIGNAL_LENGTH else "standard_per_feature"
     if kind == "minmax":
         offset, scale = float(x.min()), float(x.max() - x.min())
     elif kind == "standard":
@@ -283,7 +288,8 @@ def default_model(x: np.ndarray) -> str:
 
 def reconstruction_errors(model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
     """The anomaly score: each example's mean squared reconstruction error."""
-    x_hat = np.asarray(model.predict(x, batch_size=batch_size, verbose=0))
+    verbose = 1 if sys.stdout.isatty() else 0  # a progress bar for people, none in logs
+    x_hat = np.asarray(model.predict(x, batch_size=batch_size, verbose=verbose))
     return np.mean(np.square(x_hat - x).reshape(len(x), -1), axis=1, dtype=np.float64)
 
 
@@ -414,7 +420,15 @@ def score(args: argparse.Namespace) -> int:
     normal_label = args.normal_label if args.normal_label is not None else run["normal_label"]
     examples = load_examples(args, default_split="test")
     rank = len(model.input_shape) - 1
-    training.check_fits(model, as_model_input(examples.x[:1], rank).shape[1:])
+    try:
+        training.check_fits(model, as_model_input(examples.x[:1], rank).shape[1:])
+    except ValueError as error:
+        if args.csv and args.label_column is None and stored["label_column"] is not None:
+            raise ValueError(
+                f"{error} It was trained with --label-column {stored['label_column']}: give "
+                "it here too if this file has labels."
+            ) from None
+        raise
     x = as_model_input(apply_scaling(run["scaling"], examples.x), rank)
     if (args.out / "scores.csv").exists():
         raise FileExistsError(f"{args.out} already holds scores.csv; choose another folder.")

@@ -5,12 +5,12 @@ and scores the 10,000 test images (about 9,000 anomalous), next to an IsolationF
 fitted on the same training images:
 
     python applications/detect_anomalies.py train --dataset mnist --normal-class K \\
-        --epochs 3 --batch-size 32 --loss bce --seed 0 --out RUNS/digitK
+        --epochs 3 --batch-size 32 --seed 0 --out RUNS/digitK
     python applications/detect_anomalies.py score --model RUNS/digitK --dataset mnist \\
         --out RUNS/digitK/test
 
-Binary cross-entropy trains the sigmoid decoder out of its early plateau sooner than the
-squared error within a few epochs; the anomaly score is the squared error either way.
+Batches of 32 give the few epochs four times as many steps as the default 128 (on digit 3,
+ROC-AUC 0.93 against 0.86 after 3 epochs; binary cross-entropy as the loss: 0.92).
 Finished runs are reused.
 
     python benchmarks/anomaly_mnist.py                    # all ten digits, 3 epochs each
@@ -38,7 +38,7 @@ def parse_args(argv):
     parser.add_argument("--digits", type=int, nargs="+", default=list(range(10)))
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--loss", default="bce", choices=("mse", "bce"))
+    parser.add_argument("--loss", default="mse", choices=("mse", "bce"))
     parser.add_argument("--json", type=Path, help="default: RUNS/results.json")
     return parser.parse_args(argv)
 

@@ -312,6 +312,13 @@ def test_scoring_data_that_does_not_fit_the_model_is_refused(ecg_like, tmp_path,
     assert not (tmp_path / "scored").exists()
 
 
+def test_a_forgotten_label_column_is_pointed_out(ecg_like, tmp_path, capsys):
+    assert run(["score", "--model", ecg_like["run"], "--csv", ecg_like["csv"],
+                "--out", tmp_path / "scored"]) == 2
+    error = capsys.readouterr().err
+    assert "(41, 1)" in error and "trained with --label-column -1" in error
+
+
 def test_scoring_with_a_folder_that_is_not_a_run_is_refused(small_csv, tmp_path, capsys):
     assert run(["score", "--model", tmp_path, "--csv", small_csv, "--out", tmp_path / "s"]) == 2
     assert "not a finished run" in capsys.readouterr().err

@@ -1,8 +1,6 @@
 """applications/explore_latent.py on small MNIST subsets."""
 
 import json
-import os
-from pathlib import Path
 
 import keras
 import numpy as np
@@ -36,9 +34,7 @@ def saved_model(path, name, **kwargs):
 
 
 @pytest.fixture(scope="module")
-def explored_2d(tmp_path_factory):
-    if not Path(os.environ.get("TFDS_DATA_DIR", "/nonexistent"), "mnist").is_dir():
-        pytest.skip("needs the prepared tensorflow-datasets (TFDS_DATA_DIR)")
+def explored_2d(tfds_dir, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("latent2")
     model = saved_model(tmp / "dense2.keras", "dense", latent_dim=2)
     assert app.main(["--model", str(model), "--dataset", "mnist", "--out", str(tmp / "out"),
