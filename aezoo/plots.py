@@ -110,9 +110,11 @@ def plot_score_histogram(
     else:
         bins = np.linspace(low, high if high > low else low + 1, 51)
     fig, ax = plt.subplots(figsize=(6, 4))
-    for mask, label, color in ((~is_anomaly, "normal", "tab:blue"), (is_anomaly, "anomalous", "tab:red")):
+    groups = ((~is_anomaly, "normal", "tab:blue"), (is_anomaly, "anomalous", "tab:red"))
+    for mask, label, color in groups:
         if mask.any():
-            ax.hist(scores[mask], bins=bins, alpha=0.6, color=color, label=f"{label} ({mask.sum()})")
+            label = f"{label} ({mask.sum()})"
+            ax.hist(scores[mask], bins=bins, alpha=0.6, color=color, label=label)
     ax.axvline(threshold, color="black", linestyle="--", label=f"threshold {threshold:.4g}")
     if log:
         ax.set_xscale("log")
@@ -126,7 +128,9 @@ def plot_score_histogram(
 
 
 def plot_roc(
-    curves: dict[str, tuple[np.ndarray, np.ndarray, float]], path: str | os.PathLike, title: str = ""
+    curves: dict[str, tuple[np.ndarray, np.ndarray, float]],
+    path: str | os.PathLike,
+    title: str = "",
 ) -> None:
     """ROC curves: detector name -> (false positive rates, true positive rates, ROC-AUC)."""
     plt = _pyplot()
@@ -147,7 +151,10 @@ def plot_roc(
 
 
 def plot_scatter(
-    points: np.ndarray, labels: np.ndarray, path: str | os.PathLike, title: str = "",
+    points: np.ndarray,
+    labels: np.ndarray,
+    path: str | os.PathLike,
+    title: str = "",
     axis_labels: tuple[str, str] = ("1", "2"),
 ) -> None:
     """A 2-D scatter of points (n, 2) coloured by label, one legend entry per label."""

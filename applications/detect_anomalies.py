@@ -38,7 +38,14 @@ Several machines (training; the same command on each, with TF_CONFIG naming this
 threshold with the model: RUN_DIR/model.keras, RUN_DIR/anomaly.json (threshold, scaling,
 training data), loss.png, train_scores.png.  The threshold is a percentile of the training
 scores (`--threshold percentile:95`, the default), mean + k std (`mean_std:K`), or an
-expected contamination (`contamination:C`, the (1 - C) quantile).
+expected contamination (`contamination:C`, the (1 - C) quantile).  It also exports the
+detector for TF Serving as RUN_DIR/export/1 (`--no-export`: not): its `score` signature
+(also `serving_default`) takes examples as they come, before scaling (`x`: CSV rows,
+images), and returns their anomaly `score` and `anomaly` (0/1); `encode` returns codes.
+
+    saved_model_cli show --dir runs/ecg/export/1 --signature_def score
+    docker run -p 8501:8501 -v "$PWD/runs/ecg/export:/models/ecg" -e MODEL_NAME=ecg \\
+        tensorflow/serving
 
 `score` writes OUT/scores.csv (index, score, anomaly 0/1, and label when labels are given;
 file for images), one row per example in input order.  With labels it also writes
@@ -102,6 +109,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--threshold", default="percentile:95",
         help="percentile:P, mean_std:K or contamination:C of the training scores "
         "(default percentile:95)",
+    )
+    group.add_argument(
+        "--export", action=argparse.BooleanOptionalAction, default=True,
+        help="write the SavedModel RUN_DIR/export/1 for TF Serving (default: yes)",
     )
     group.add_argument(
         "--scaling", default="auto", choices=SCALINGS,
@@ -178,7 +189,7 @@ def load_images(directory: Path, channels: int | None, image_size) -> Examples:
     if not directory.is_dir():
         raise FileNotFoundError(f"No such folder: {directory}")
     folders = sorted(p for p in directory.iterdir() if p.is_dir())
-    groups = [(p, data.list_images(p)) for p in folders] or [(directory, data.list_images(directory))]
+    groups = [(p, data.list_images(p)) for p in folders or [directory]]
     files = [f for _, group in groups for f in group]
     sizes = [data.probe_image(f) for f in files]
     channels = channels or sizes[0][2]
@@ -265,14 +276,16 @@ def fit_scaling(kind: str, x: np.ndarray) -> dict:
     return {"kind": kind, "offset": offset, "scale": scale}
 
 
-def apply_scaling(scaling: dict, x: np.ndarray) -> np.ndarray:
+def apply_scaling(scaling: dict, x):
+    """(x - offset) / scale in float32, for NumPy arrays and TensorFlow tensors alike."""
     offset = np.asarray(scaling["offset"], dtype=np.float32)
     scale = np.asarray(scaling["scale"], dtype=np.float32)
-    return ((x - offset) / scale).astype(np.float32)
+    return (x - offset) / scale
 
 
-def as_model_input(x: np.ndarray, rank: int) -> np.ndarray:
-    """Rows of numbers become one-channel signals for models that take (timesteps, channels)."""
+def as_model_input(x, rank: int):
+    """Rows of numbers become one-channel signals for models that take (timesteps, channels)
+    (NumPy arrays and TensorFlow tensors alike)."""
     return x[..., None] if x.ndim == 2 and rank == 2 else x
 
 
@@ -394,6 +407,9 @@ def train(args: argparse.Namespace) -> int:
         },
     }
     (args.out / RUN_FILE).write_text(json.dumps(run, indent=2))
+    if args.export:
+        path = export_detector(model, run, examples.x.shape[1:], args.out / "export")
+        print(f"Exported the detector as the SavedModel {path}")
     plots.plot_history(history, args.out / "loss.png", title=f"{args.model} on {describe(args)}")
     plots.plot_score_histogram(
         scores, np.zeros(len(scores), dtype=bool), threshold, args.out / "train_scores.png",
@@ -470,6 +486,39 @@ def score(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------- helpers
+
+
+def export_detector(model, run: dict, example_shape, base_dir: Path) -> Path:
+    """The SavedModel of the detector, whose signatures take examples as `score` reads them
+    (before scaling): `score` and `serving_default` return each example's anomaly `score`
+    and `anomaly` (1 above the threshold), `encode` its latent code."""
+    import tensorflow as tf
+
+    from aezoo import export
+
+    raw = {"x": tf.TensorSpec((None, *example_shape), tf.float32, name="x")}
+    rank = len(model.input_shape) - 1
+
+    def from_raw(endpoint):
+        def fn(inputs):
+            x = as_model_input(apply_scaling(run["scaling"], inputs["x"]), rank)
+            return endpoint.fn({"x": x})
+
+        return export.Endpoint(raw, fn)
+
+    def edit(endpoints):
+        score = from_raw(endpoints["score"])
+
+        def detect(inputs):
+            value = score.fn(inputs)["score"]
+            return {"score": value, "anomaly": tf.cast(value > run["threshold"], tf.int32)}
+
+        detector = export.Endpoint(raw, detect)
+        # decode and reconstruct_image would work in the scaled units: left to model.keras.
+        return {"serving_default": detector, "score": detector,
+                "encode": from_raw(endpoints["encode"])}
+
+    return export.export_saved_model(model, base_dir, edit_endpoints=edit)
 
 
 def describe(args: argparse.Namespace) -> str:

@@ -56,8 +56,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--train-split", default="train", help="split the probe trains on")
     parser.add_argument("--examples", type=int, default=2000, help="examples mapped and probed")
     parser.add_argument("--probe-train", type=int, default=5000, help="probe training examples")
-    parser.add_argument("--walk", type=int, nargs=2, metavar=("A", "B"),
-                        help="indices of the walk's ends (default: the first two of different labels)")
+    parser.add_argument(
+        "--walk", type=int, nargs=2, metavar=("A", "B"),
+        help="indices of the walk's ends (default: the first two of different labels)",
+    )
     parser.add_argument("--steps", type=int, default=10, help="images along the walk")
     parser.add_argument("--batch-size", type=int, default=256)
     args = parser.parse_args(argv)
@@ -107,7 +109,10 @@ def scatter(codes: np.ndarray, labels: np.ndarray, path: Path, name: str) -> str
         pca = PCA(2).fit(codes)
         points, projection = pca.transform(codes), "pca"
         explained = 100 * pca.explained_variance_ratio_.sum()
-        title = f"{name}: PCA of the {codes.shape[1]}-D latent codes ({explained:.0f}% of variance)"
+        title = (
+            f"{name}: PCA of the {codes.shape[1]}-D latent codes "
+            f"({explained:.0f}% of variance)"
+        )
         axes = ("PC1", "PC2")
     plots.plot_scatter(points, labels, path, title=title, axis_labels=axes)
     return projection

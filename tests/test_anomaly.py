@@ -167,6 +167,17 @@ def test_isolation_forest_baseline_is_fitted_on_the_normal_training_rows(ecg_lik
     assert metrics["isolation_forest"]["roc_auc"] == pytest.approx(expected, abs=1e-12)
 
 
+def test_the_exported_score_signature_is_the_anomaly_score(ecg_like):
+    import tensorflow as tf
+
+    score = tf.saved_model.load(str(ecg_like["run"] / "export" / "1")).signatures["score"]
+    result = score(x=tf.constant(ecg_like["x"][ecg_like["test_rows"]]))  # before scaling
+    rows = read_scores(ecg_like["scored"] / "scores.csv")
+    # float32 means in the SavedModel against float64 ones in scores.csv: ~1e-7 relative.
+    np.testing.assert_allclose(result["score"], [float(r["score"]) for r in rows], rtol=1e-5)
+    assert result["anomaly"].numpy().tolist() == [int(r["anomaly"]) for r in rows]
+
+
 def test_scores_csv_has_one_row_per_example_in_input_order(ecg_like):
     rows = read_scores(ecg_like["scored"] / "scores.csv")
     assert list(rows[0]) == ["index", "score", "anomaly", "label"]
@@ -211,7 +222,7 @@ def test_header_names_text_labels_and_short_rows_train_a_dense_model(tmp_path):
     header = [f"f{i}" for i in range(5)] + ["kind"]
     data = write_csv(tmp_path / "records.csv", x, labels, header=header)
     assert run(["train", "--csv", data, "--label-column", "kind", "--normal-label", "ok",
-                "--epochs", 1, "--out", tmp_path / "run"]) == 0
+                "--epochs", 1, "--no-export", "--out", tmp_path / "run"]) == 0
     stored = json.loads((tmp_path / "run" / "anomaly.json").read_text())
     assert stored["architecture"] == "dense"
     assert stored["train_examples"] == 45
@@ -242,7 +253,8 @@ def test_image_folders_with_one_subfolder_per_label(tmp_path):
             files.append(str(path))
     images = tmp_path / "images"
     assert run(["train", "--images", images, "--normal-label", "good", "--epochs", 2,
-                "--filters", 8, 16, "--latent-dim", 4, "--out", tmp_path / "run"]) == 0
+                "--filters", 8, 16, "--latent-dim", 4, "--no-export",
+                "--out", tmp_path / "run"]) == 0
     assert run(["score", "--model", tmp_path / "run", "--images", images,
                 "--out", tmp_path / "scored"]) == 0
     rows = read_scores(tmp_path / "scored" / "scores.csv")
@@ -254,7 +266,7 @@ def test_image_folders_with_one_subfolder_per_label(tmp_path):
 
 def test_mnist_one_class_scores_the_test_split_by_digit(tfds_dir, tmp_path):
     assert run(["train", "--dataset", "mnist", "--split", "train[:600]", "--normal-class", 3,
-                "--epochs", 1, "--filters", 8, 16, "--out", tmp_path / "run"]) == 0
+                "--epochs", 1, "--filters", 8, 16, "--no-export", "--out", tmp_path / "run"]) == 0
     assert run(["score", "--model", tmp_path / "run", "--dataset", "mnist",
                 "--split", "test[:200]", "--out", tmp_path / "scored"]) == 0
     stored = json.loads((tmp_path / "run" / "anomaly.json").read_text())
@@ -287,7 +299,9 @@ def small_csv(tmp_path):
         (["--label-column", "-1", "--normal-label", "1", "--model", "conv"], "`input_shape`"),
     ],
 )
-def test_bad_training_input_is_one_line_and_status_two(small_csv, tmp_path, capsys, extra, message):
+def test_bad_training_input_is_one_line_and_status_two(
+    small_csv, tmp_path, capsys, extra, message
+):
     out = tmp_path / "run"
     assert run(["train", "--csv", small_csv, *extra, "--epochs", 1, "--out", out]) == 2
     error = capsys.readouterr().err
