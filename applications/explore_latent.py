@@ -83,6 +83,17 @@ def load_model(path: Path):
 
 
 def load_split(args: argparse.Namespace, split: str, count: int):
+    """(images, labels) of the first `count` examples of a split."""
+    import tensorflow_datasets as tfds
+
+    if "[" not in split:
+        # Reading a slice rather than take(count) of the whole split, which tf.data would
+        # cache only partly and warn about.
+        try:
+            size = tfds.builder(args.dataset, data_dir=args.data_dir).info.splits[split]
+            split = f"{split}[:{min(count, size.num_examples)}]"
+        except Exception:  # an unknown dataset or split: from_tfds says so clearly
+            pass
     source = data.from_tfds(args.dataset, split, data_dir=args.data_dir, with_labels=True)
     return data.to_arrays(source.take(count))
 
