@@ -336,3 +336,20 @@ def test_a_forgotten_label_column_is_pointed_out(ecg_like, tmp_path, capsys):
 def test_scoring_with_a_folder_that_is_not_a_run_is_refused(small_csv, tmp_path, capsys):
     assert run(["score", "--model", tmp_path, "--csv", small_csv, "--out", tmp_path / "s"]) == 2
     assert "not a finished run" in capsys.readouterr().err
+
+
+def docstring_commands(module, script):
+    """The commands of a script's docstring that run it, as argument lists."""
+    import shlex
+
+    text = module.__doc__.replace("\\\n", " ")
+    return [shlex.split(line.split(script, 1)[1]) for line in text.splitlines() if script in line]
+
+
+def test_the_docstring_commands_name_real_options():
+    commands = docstring_commands(app, "applications/detect_anomalies.py")
+    assert len(commands) == 7  # ECG, MNIST and images, train and score; a multi-worker run
+    for argv in commands:
+        args = app.parse_args(argv)
+        assert args.action in ("train", "score")
+    assert app.parse_args(commands[-1]).strategy == "multiworker"

@@ -116,3 +116,12 @@ def test_bad_models_are_one_line_and_status_two(tfds_dir, tmp_path, capsys):
     assert explore(tmp_path / "plain.keras") == 2
     assert "not an aezoo autoencoder" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_the_docstring_commands_name_real_options():
+    from test_anomaly import docstring_commands
+
+    commands = docstring_commands(app, "applications/explore_latent.py")
+    assert len(commands) == 2
+    for argv in commands:
+        assert app.parse_args(argv).dataset in ("mnist", "fashion_mnist")
