@@ -27,6 +27,7 @@ from aezoo.conv import conv  # noqa: E402
 from aezoo.dense import dense  # noqa: E402
 from aezoo.denoising import denoising  # noqa: E402
 from aezoo.model import Autoencoder  # noqa: E402
+from aezoo.sequence import sequence, sequence_lstm  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -37,6 +38,8 @@ MODELS = {
     "dense": dense,
     "conv": conv,
     "denoising": denoising,
+    "sequence": sequence,
+    "sequence_lstm": sequence_lstm,
 }
 
 __all__ = ["MODELS", "Autoencoder", "__version__"]

@@ -99,11 +99,16 @@ def _none_or_str(text: str) -> str | None:
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, default_model: str) -> None:
-    """Adds `--model NAME` and one option per builder argument of any model in the table."""
+    """Adds `--model NAME` and one option per builder argument of any model in the table.
+
+    A `default_model` outside the table (such as "auto", for a command that picks the model
+    from the data) is one more choice.
+    """
+    extra = [] if default_model in aezoo.MODELS else [default_model]
     parser.add_argument(
         "--model",
         default=default_model,
-        choices=sorted(aezoo.MODELS),
+        choices=sorted(aezoo.MODELS) + extra,
         help=f"model of the zoo (default: {default_model})",
     )
     group = parser.add_argument_group(

@@ -74,7 +74,7 @@ def conv(
     corrupt = corruption_layer(corruption, corruption_level)
 
     multiple = 2 ** len(filters)
-    margins = [_split_margin(size, multiple) for size in (height, width)]
+    margins = [split_margin(size, multiple) for size in (height, width)]
     inner_h = (height + sum(margins[0])) // multiple
     inner_w = (width + sum(margins[1])) // multiple
 
@@ -115,7 +115,7 @@ def conv(
     return make_autoencoder("conv", kwargs, encoder, decoder, corrupt)
 
 
-def _split_margin(size: int, multiple: int) -> tuple[int, int]:
+def split_margin(size: int, multiple: int) -> tuple[int, int]:
     """Padding (before, after) that brings `size` up to a multiple, centred."""
     total = -size % multiple
     return total // 2, total - total // 2

@@ -5,7 +5,9 @@ Sources yield single examples (no batch axis), images as float32 in [0, 1]:
 * `from_tfds(name, split)`: a tensorflow-datasets dataset (honours `data_dir` and
   `TFDS_DATA_DIR`);
 * `from_directory(path)`: a folder of PNG/JPEG files, resized or cut into random patches;
-* `from_arrays(x)`: a NumPy array, or a `.npy`/`.npz` file.
+* `from_arrays(x)`: a NumPy array, or a `.npy`/`.npz` file;
+* `read_csv(path, label_column)`: rows of numbers (signals or records) and their labels, as
+  arrays (`to_arrays` turns any source into arrays too).
 
 `pipeline(examples, batch_size)` turns a source into what `model.fit` takes: batches of
 `(x, x)` pairs, or `(noisy x, x)` for denoising, shuffled, prefetched and ready to be sharded
@@ -20,6 +22,7 @@ Pillow by up to 21 grey levels on BSDS500 files).
 
 from __future__ import annotations
 
+import csv
 import os
 from pathlib import Path
 
@@ -200,7 +203,8 @@ def from_directory(
 
     With `image_size` each image is resized (bilinear, with antialiasing); with `patch_size`
     each pass over the data cuts `patches_per_image` fresh random patches out of every image;
-    with neither, images keep their own sizes (so they cannot be batched unless equal).
+    with neither, images keep their own sizes: the examples' shape is then static if all
+    are equal, and (None, None, channels) otherwise (fine one by one, not for batches).
 
     The decoded images are cached in memory as uint8 when they take less than
     `CACHE_LIMIT_BYTES`, so later epochs read no files.
@@ -215,8 +219,7 @@ def from_directory(
 
     Raises:
         FileNotFoundError, ValueError: for a missing folder, no images, an image smaller than
-        the patch, images of different sizes with neither `image_size` nor `patch_size`,
-        or a file that is not a readable image.
+        the patch, or a file that is not a readable image.
     """
     files = list_images(directory)
     sizes = [probe_image(path) for path in files]  # headers only: fails early on bad files
@@ -236,16 +239,8 @@ def from_directory(
                     f"{patch[0]}x{patch[1]} patches asked for."
                 )
     shape = [None, None, channels]
-    if image_size is None and patch is None:
-        shapes = sorted({(height, width) for height, width, _ in sizes})
-        if len(shapes) > 1:
-            listed = ", ".join(f"{h}x{w}" for h, w in shapes[:3])
-            raise ValueError(
-                f"{directory} holds images of {len(shapes)} different sizes ({listed}"
-                f"{', ...' if len(shapes) > 3 else ''}); resize them (image_size) or cut "
-                "patches (patch_size) so that they can be batched."
-            )
-        shape = [*shapes[0], channels]  # static, so that models can be built from it
+    if image_size is None and patch is None and len({size[:2] for size in sizes}) == 1:
+        shape = [*sizes[0][:2], channels]  # static, so that models can be built from it
 
     ds = tf.data.Dataset.from_tensor_slices([str(path) for path in files])
     ds = ds.map(
@@ -328,6 +323,104 @@ def load_array(source: np.ndarray | str | os.PathLike, *, key: str | None = None
 def to_float(image: tf.Tensor) -> tf.Tensor:
     """uint8 image -> float32 in [0, 1]."""
     return tf.cast(image, tf.float32) / 255.0
+
+
+def to_arrays(examples: tf.data.Dataset, batch_size: int = 1024):
+    """Stacks a source's examples into one NumPy array (a tuple of arrays for pairs).
+
+    Raises:
+        ValueError: if there are no examples.
+    """
+    parts = list(examples.batch(batch_size).as_numpy_iterator())
+    if not parts:
+        raise ValueError("The data holds no examples.")
+    if isinstance(parts[0], tuple):
+        return tuple(np.concatenate(column) for column in zip(*parts))
+    return np.concatenate(parts)
+
+
+def read_csv(
+    path: str | os.PathLike, label_column: int | str | None = None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The rows of a CSV file as float32 features (N, F), and its label column as strings.
+
+    The first row is a header when it holds text where the second row holds numbers.
+
+    Args:
+        path: the file.
+        label_column: None (no labels), a 0-based index (negative ones count from the end;
+            a string of digits is an index too), or a name in the header.
+
+    Raises:
+        FileNotFoundError: if there is no such file.
+        ValueError: no data rows, rows of different lengths, a label column that is not
+            there, or a feature that is not a finite number.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No such CSV file: {path}")
+    with open(path, newline="") as f:
+        rows = [row for row in csv.reader(f) if any(cell.strip() for cell in row)]
+    header = None
+    if rows and any(not _is_number(a) for a in rows[0]):
+        if len(rows) == 1 or any(
+            not _is_number(a) and _is_number(b) for a, b in zip(rows[0], rows[1])
+        ):
+            header, rows = [cell.strip() for cell in rows[0]], rows[1:]
+    if not rows:
+        raise ValueError(f"{path} holds no rows of data.")
+    width = len(header or rows[0])
+    for i, row in enumerate(rows):
+        if len(row) != width:
+            raise ValueError(f"{path}: data row {i} has {len(row)} columns, not {width}.")
+
+    labels = None
+    column = _column_index(path, label_column, header, width)
+    if column is not None:
+        labels = np.array([row[column].strip() for row in rows])
+        rows = [row[:column] + row[column + 1 :] for row in rows]
+    if width - (column is not None) < 1:
+        raise ValueError(f"{path} has no feature columns besides the label column.")
+    try:
+        features = np.array(rows, dtype=np.float32)
+    except ValueError:
+        i, j, cell = next(
+            (i, j, cell) for i, row in enumerate(rows) for j, cell in enumerate(row)
+            if not _is_number(cell)
+        )
+        raise ValueError(f"{path}: data row {i}, feature {j} is not a number: {cell!r}.") from None
+    if not np.isfinite(features).all():
+        raise ValueError(f"{path} holds NaN or infinite values; clean them first.")
+    return features, labels
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _column_index(path: Path, column: int | str | None, header, width: int) -> int | None:
+    if column is None:
+        return None
+    if isinstance(column, int) or str(column).lstrip("-").isdigit():
+        index = int(column)
+        if not -width <= index < width:
+            raise ValueError(
+                f"{path} has {width} columns (0 to {width - 1}); there is no label column "
+                f"{index}."
+            )
+        return index % width
+    if header is None:
+        raise ValueError(
+            f"{path} has no header row, so the label column must be a 0-based index, "
+            f"not {column!r}."
+        )
+    if column not in header:
+        raise ValueError(f"{path} has no column {column!r}; its header is {', '.join(header)}.")
+    return header.index(column)
 
 
 # ----------------------------------------------------------------------- pipeline

@@ -80,7 +80,10 @@ class Endpoint(NamedTuple):
 
 
 def export_saved_model(
-    model: keras.Model, base_dir: str | os.PathLike, version: int | None = None
+    model: keras.Model,
+    base_dir: str | os.PathLike,
+    version: int | None = None,
+    edit_endpoints: Callable[[dict[str, Endpoint]], dict[str, Endpoint]] | None = None,
 ) -> Path:
     """Writes `model` as the SavedModel `base_dir/<version>/` for TF Serving.
 
@@ -89,6 +92,9 @@ def export_saved_model(
         base_dir: the model's folder (TF Serving's `model_base_path`); created if missing.
         version: positive integer; None takes one more than the highest existing version,
             or 1.
+        edit_endpoints: edits the endpoints after `model.serving_endpoints`, for this export
+            only: an application adds what it fitted around the model (the scaling and the
+            threshold of an anomaly detector, say).
 
     Returns:
         The path of the new version folder.
@@ -110,6 +116,8 @@ def export_saved_model(
     hook = getattr(model, "serving_endpoints", None)
     if hook is not None:
         endpoints = hook(endpoints)
+    if edit_endpoints is not None:
+        endpoints = edit_endpoints(endpoints)
     if "serving_default" not in endpoints:
         raise ValueError("A model's serving_endpoints() must keep 'serving_default'.")
 

@@ -86,3 +86,92 @@ def plot_reconstructions(model, x: np.ndarray, path: str | os.PathLike, title: s
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def plot_score_histogram(
+    scores: np.ndarray,
+    is_anomaly: np.ndarray,
+    threshold: float,
+    path: str | os.PathLike,
+    title: str = "",
+) -> None:
+    """Histograms of anomaly scores, normal and anomalous examples apart, with the threshold.
+
+    The bins are log-spaced when every score is positive, since reconstruction errors span
+    orders of magnitude.
+    """
+    plt = _pyplot()
+    scores = np.asarray(scores, dtype=np.float64)
+    is_anomaly = np.asarray(is_anomaly, dtype=bool)
+    low, high = float(scores.min()), float(scores.max())
+    log = low > 0
+    if log:
+        bins = np.geomspace(low, high if high > low else low * 1.01, 51)
+    else:
+        bins = np.linspace(low, high if high > low else low + 1, 51)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    groups = ((~is_anomaly, "normal", "tab:blue"), (is_anomaly, "anomalous", "tab:red"))
+    for mask, label, color in groups:
+        if mask.any():
+            label = f"{label} ({mask.sum()})"
+            ax.hist(scores[mask], bins=bins, alpha=0.6, color=color, label=label)
+    ax.axvline(threshold, color="black", linestyle="--", label=f"threshold {threshold:.4g}")
+    if log:
+        ax.set_xscale("log")
+    ax.set_xlabel("anomaly score")
+    ax.set_ylabel("examples")
+    ax.legend()
+    ax.set_title(title or "anomaly scores")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_roc(
+    curves: dict[str, tuple[np.ndarray, np.ndarray, float]],
+    path: str | os.PathLike,
+    title: str = "",
+) -> None:
+    """ROC curves: detector name -> (false positive rates, true positive rates, ROC-AUC)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 5))
+    for name, (fpr, tpr, auc) in curves.items():
+        ax.plot(fpr, tpr, label=f"{name} (AUC {auc:.3f})")
+    ax.plot([0, 1], [0, 1], color="gray", linestyle=":", label="chance")
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.01)
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="lower right")
+    ax.set_title(title or "ROC")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_scatter(
+    points: np.ndarray,
+    labels: np.ndarray,
+    path: str | os.PathLike,
+    title: str = "",
+    axis_labels: tuple[str, str] = ("1", "2"),
+) -> None:
+    """A 2-D scatter of points (n, 2) coloured by label, one legend entry per label."""
+    plt = _pyplot()
+    points = np.asarray(points)
+    labels = np.asarray(labels)
+    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    classes = np.unique(labels)
+    cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
+    for i, label in enumerate(classes):
+        mask = labels == label
+        ax.scatter(*points[mask].T, s=6, alpha=0.7, color=cmap(i % cmap.N), label=str(label))
+    ax.set_xlabel(axis_labels[0])
+    ax.set_ylabel(axis_labels[1])
+    if len(classes) <= 20:
+        ax.legend(markerscale=3, fontsize="small", loc="best")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -52,6 +52,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add_data_arguments(parser)
     cli.add_model_arguments(parser, default_model="conv")
     add_training_arguments(parser)
+    # Only here, not in add_training_arguments: it must act before the strategy is made.
+    parser.add_argument(
+        "--cpu-devices",
+        type=int,
+        default=1,
+        metavar="N",
+        help="split the CPU into N logical devices, so that --strategy mirrored has N "
+        "replicas without GPUs (to try data-parallel training; not faster)",
+    )
     return parser.parse_args(argv)
 
 
@@ -89,19 +98,36 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
         choices=training.STRATEGIES,
         help="auto: all GPUs of this machine, else the CPU; multiworker: the cluster in TF_CONFIG",
     )
-    group.add_argument(
-        "--cpu-devices",
-        type=int,
-        default=1,
-        metavar="N",
-        help="split the CPU into N logical devices, so that --strategy mirrored has N "
-        "replicas without GPUs (to try data-parallel training; not faster)",
-    )
     group.add_argument("--mixed-precision", default="off", choices=training.MIXED_PRECISION)
     group.add_argument("--jit-compile", default="auto", choices=("auto", "on", "off"))
     group.add_argument("--steps-per-epoch", type=int)
     group.add_argument("--seed", type=int, default=0)
     group.add_argument("--log-dir", type=Path, help="TensorBoard log folder")
+
+
+def training_options(args: argparse.Namespace) -> dict:
+    """`training.train`'s keyword arguments from the options of `add_training_arguments`.
+
+    Raises:
+        ValueError: for fewer than one epoch or example per batch, or a bad noise spec.
+    """
+    for name in ("epochs", "batch_size"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1.")
+    return dict(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        out_dir=args.out,
+        loss=args.loss,
+        learning_rate=args.learning_rate,
+        noise=noise.parse_noise(args.noise) if args.noise else None,
+        mixed_precision=args.mixed_precision,
+        jit_compile={"on": True, "off": False}.get(args.jit_compile, "auto"),
+        seed=args.seed,
+        log_dir=args.log_dir,
+        steps_per_epoch=args.steps_per_epoch,
+        verbose=1 if sys.stdout.isatty() else 2,
+    )
 
 
 def load_data(args: argparse.Namespace):
@@ -138,11 +164,11 @@ def _has_split(args: argparse.Namespace, split: str) -> bool:
 @cli.guarded
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    for name in ("epochs", "batch_size", "patches_per_image", "cpu_devices"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be at least 1.")
+    if args.patches_per_image < 1 or args.cpu_devices < 1:
+        name = "--patches-per-image" if args.patches_per_image < 1 else "--cpu-devices"
+        raise ValueError(f"{name} must be at least 1.")
     kwargs = cli.model_kwargs(args)
-    noise_spec = noise.parse_noise(args.noise) if args.noise else None
+    options = training_options(args)
     training.split_cpu(args.cpu_devices)  # before TensorFlow starts
     if args.strategy == "multiworker":
         task = training.check_tf_config(os.environ.get("TF_CONFIG"))["task"]
@@ -160,19 +186,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         train_examples,
         model_kwargs=kwargs,
         validation_data=val_examples,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
         strategy=strategy,
-        out_dir=args.out,
-        loss=args.loss,
-        learning_rate=args.learning_rate,
-        noise=noise_spec,
-        mixed_precision=args.mixed_precision,
-        jit_compile={"on": True, "off": False}.get(args.jit_compile, "auto"),
-        seed=args.seed,
-        log_dir=args.log_dir,
-        steps_per_epoch=args.steps_per_epoch,
-        verbose=1 if sys.stdout.isatty() else 2,
+        **options,
     )
     if not training.is_chief(strategy):
         return 0

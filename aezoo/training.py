@@ -511,9 +511,16 @@ def _as_dataset(data) -> tf.data.Dataset:
 
 
 def _example_spec(data: tf.data.Dataset) -> tf.TensorSpec:
-    """The spec of one example, after checking that there is at least one."""
+    """The spec of one example, after checking that there is at least one and that examples
+    have one shape (batches need it)."""
     spec = data.element_spec
     spec = spec[0] if isinstance(spec, tuple) else spec
+    if not spec.shape.is_fully_defined():
+        raise ValueError(
+            f"The examples have no fixed shape ({tuple(spec.shape)}), so they cannot be "
+            "batched: resize images of different sizes or cut patches (--image-size or "
+            "--patch; image_size or patch_size of aezoo.data.from_directory)."
+        )
     size = int(data.cardinality())
     if size == 0 or (size < 0 and not any(True for _ in data.take(1))):
         raise ValueError("The training data is empty.")
@@ -529,6 +536,10 @@ def _history(model: keras.Model, run: Path | None) -> dict[str, list[float]]:
     with open(path, newline="") as f:
         rows = {int(row["epoch"]): row for row in csv.DictReader(f)}
     rows = [rows[epoch] for epoch in sorted(rows)]
-    keys = [key for key in (rows[0] if rows else {}) if key != "epoch"]
-    # CSVLogger writes "NA" for a value an epoch did not log (e.g. stopped on NaN).
-    return {key: [float(row[key].replace("NA", "nan")) for row in rows] for key in keys}
+    # CSVLogger writes "NA" for the val_ columns it adds even without validation data.
+    history = {
+        key: [float(row[key]) for row in rows if row.get(key) not in (None, "", "NA")]
+        for key in (rows[0] if rows else {})
+        if key != "epoch"
+    }
+    return {key: values for key, values in history.items() if values}

@@ -28,3 +28,16 @@ def tfds_dir() -> str:
     if not path or not Path(path, "mnist").is_dir():
         pytest.skip("needs the prepared tensorflow-datasets (TFDS_DATA_DIR)")
     return path
+
+
+def application(name: str):
+    """Imports applications/<name>.py (the scripts are not a package) and returns it."""
+    import importlib.util
+    import sys
+
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, ROOT / "applications" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]

@@ -77,10 +77,12 @@ def test_equal_sized_images_need_no_resizing_and_have_a_static_shape(tmp_path):
     np.testing.assert_allclose(examples(ds), np.stack(pixels) / 255, atol=1e-7)
 
 
-def test_images_of_different_sizes_need_resizing_or_patches(tmp_path):
-    write_images(tmp_path, [(12, 20), (14, 20)], "L", ".png")
-    with pytest.raises(ValueError, match="2 different sizes"):
-        data.from_directory(tmp_path)
+def test_images_of_different_sizes_keep_them_one_by_one(tmp_path):
+    pixels = write_images(tmp_path, [(12, 20), (14, 20)], "L", ".png")
+    ds = data.from_directory(tmp_path)
+    assert tuple(ds.element_spec.shape) == (None, None, 1)
+    for image, expected in zip(ds, pixels):
+        np.testing.assert_allclose(image[..., 0], expected / 255, atol=1e-7)
 
 
 def test_rgb_jpeg_patches_are_real_crops_drawn_afresh_each_epoch(tmp_path):

@@ -14,6 +14,8 @@ EXAMPLE_SHAPES = {
     "dense": [(12, 20, 3), (5, 7, 1), (13,)],
     "conv": [(12, 20, 3), (5, 7, 1)],
     "denoising": [(12, 20, 3), (5, 7, 1)],
+    "sequence": [(140, 1), (13, 2)],
+    "sequence_lstm": [(140, 1), (13, 2)],
 }
 
 # count_params() of MODELS[name](input_shape=shape, latent_dim=8) with all other defaults.
@@ -26,6 +28,15 @@ GOLDEN_PARAMS = {
     ("conv", (5, 7, 1)): 334985,
     ("denoising", (12, 20, 3)): 220403,
     ("denoising", (5, 7, 1)): 219249,
+    ("sequence", (140, 1)): 96073,
+    # 13 steps padded to 16, halved twice to 4 x 64 = 256 features; kernels of 7:
+    # 7*2*32+32 + 7*32*64+64 + 256*8+8 (encoder) + 8*256+256 + 7*64*64+64 + 7*64*32+32
+    # + 7*32*2+2 (decoder): checked by hand.
+    ("sequence", (13, 2)): 62794,
+    ("sequence_lstm", (140, 1)): 36169,
+    # LSTM(64) on 2 channels 4*(64*(2+64)+64), latent 64*8+8, LSTM(64) on the repeated code
+    # 4*(64*(8+64)+64), per-step output 64*2+2: checked by hand (the length does not count).
+    ("sequence_lstm", (13, 2)): 36490,
 }
 
 CASES = [(name, shape) for name, shapes in EXAMPLE_SHAPES.items() for shape in shapes]

@@ -74,7 +74,7 @@ BAD_INPUTS = {
     "empty-array": (["--arrays", "empty.npy"], "N > 0"),
     "nan": (["--arrays", "nan.npy"], "1 NaN or infinite values"),
     "shape-not-fitting": (["--arrays", "vectors.npy"], "`input_shape` must have 3 axes"),
-    "images-of-two-sizes": (["--images", "sizes"], "2 different sizes"),
+    "images-of-two-sizes": (["--images", "sizes"], "have no fixed shape ((None, None, 1))"),
     "missing-folder": (["--images", "missing"], "No such folder: missing"),
     "empty-folder": (["--images", "none"], "holds no PNG or JPEG"),
     "unknown-dataset": (["--dataset", "no_such_set"], "Cannot load tensorflow-datasets"),
