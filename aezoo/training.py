@@ -270,8 +270,8 @@ def train(
         those before a resume included when `out_dir` is given).
 
     Raises:
-        ValueError: for empty data, data whose examples do not fit the model, NaN in the
-            data or in the loss, or bad arguments.
+        ValueError: for empty data, examples without a fixed shape or that do not fit the
+            model, NaN in the data or in the loss, or bad arguments.
         FileExistsError: if `out_dir` holds a finished run.
     """
     if not isinstance(strategy, tf.distribute.Strategy):
