@@ -26,12 +26,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from aezoo import cli  # first: imports TensorFlow quietly
 
+import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from aezoo import data, noise, plots, training  # noqa: E402
@@ -73,6 +76,14 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--epochs", type=int, default=10)
     group.add_argument("--batch-size", type=int, default=128, help="global batch size")
     group.add_argument("--learning-rate", type=float, default=1e-3)
+    group.add_argument(
+        "--lr-schedule", default="constant", choices=("constant", "cosine"),
+        help="cosine: decay the learning rate to 1%% of --learning-rate over the epochs",
+    )
+    group.add_argument(
+        "--time-limit", type=float, metavar="MINUTES",
+        help="stop after the first epoch that ends past this many minutes of training",
+    )
     group.add_argument("--loss", default="mse", choices=("mse", "bce"))
     group.add_argument("--noise", help="train a denoiser: gaussian:SIGMA (0-255), salt_pepper:P, "
                        "poisson:PEAK or mask:P")
@@ -118,9 +129,34 @@ def _has_split(args: argparse.Namespace, split: str) -> bool:
 @cli.guarded
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    model, history, examples = run(args)
+    if model is None:
+        return 0
+    x = np.stack([np.asarray(e) for e in examples.take(8)])
+    plots.plot_reconstructions(model, x, args.out / "reconstructions.png", title=args.model)
+    summary = ", ".join(f"{k} {v[-1]:.5f}" for k, v in history.items() if k.endswith("loss"))
+    print(f"Saved {args.out / 'model.keras'} ({summary})")
+    return 0
+
+
+def run(args: argparse.Namespace, callbacks: Sequence[keras.callbacks.Callback] = ()):
+    """Trains as the parsed options say; writes OUT/model.keras, history.json and loss.png.
+
+    The applications call it with their own parsers built from the same argument groups.
+
+    Returns:
+        (model, history, examples): the trained model (None on a worker that is not the
+        chief, which writes nothing), its history, and the validation examples (the
+        training examples when there are none) for sample plots.
+    """
     for name in ("epochs", "batch_size", "patches_per_image"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1.")
+    if args.time_limit is not None and not args.time_limit > 0:
+        raise ValueError("--time-limit must be a positive number of minutes.")
+    if args.time_limit is not None and args.strategy == "multiworker":
+        # Each worker would read its own clock and stop after a different epoch.
+        raise ValueError("--time-limit cannot be used with --strategy multiworker.")
     kwargs = cli.model_kwargs(args)
     noise_spec = noise.parse_noise(args.noise) if args.noise else None
     # The strategy comes before any dataset: multi-worker collectives must be set up first.
@@ -146,19 +182,49 @@ def main(argv: Sequence[str] | None = None) -> int:
         jit_compile={"on": True, "off": False}.get(args.jit_compile, "auto"),
         seed=args.seed,
         log_dir=args.log_dir,
+        callbacks=[Schedule(args.learning_rate, args.lr_schedule, args.epochs, args.time_limit),
+                   *callbacks],
         steps_per_epoch=args.steps_per_epoch,
         verbose=1 if sys.stdout.isatty() else 2,
     )
     if not training.is_chief(strategy):
-        return 0
+        return None, history, None
     (args.out / "history.json").write_text(json.dumps(history, indent=2))
     plots.plot_history(history, args.out / "loss.png", title=f"{args.model} on {_source(args)}")
-    examples = val_examples if val_examples is not None else train_examples
-    x = np.stack([np.asarray(e) for e in examples.take(8)])
-    plots.plot_reconstructions(model, x, args.out / "reconstructions.png", title=args.model)
-    summary = ", ".join(f"{k} {v[-1]:.5f}" for k, v in history.items() if k.endswith("loss"))
-    print(f"Saved {args.out / 'model.keras'} ({summary})")
-    return 0
+    return model, history, val_examples if val_examples is not None else train_examples
+
+
+class Schedule(keras.callbacks.Callback):
+    """`--lr-schedule` and `--time-limit`: sets the learning rate before each epoch and stops
+    at the end of the first epoch that ends past the time limit.
+
+    With "cosine" the rate falls from its start to 1% of it along half a cosine of the
+    progress, the larger of the fraction of epochs done and the fraction of the time limit
+    used, so that a run cut short by its time limit still ends at a low rate.  The time
+    limit counts from the start of this process's training (a resumed run starts anew).
+    """
+
+    def __init__(self, learning_rate: float, schedule: str, epochs: int, minutes: float | None):
+        super().__init__()
+        self.start, self.schedule, self.epochs = learning_rate, schedule, epochs
+        self.seconds = None if minutes is None else 60.0 * minutes
+
+    def on_train_begin(self, logs=None):
+        self.began = time.monotonic()
+
+    def _time_used(self) -> float:
+        return 0.0 if self.seconds is None else (time.monotonic() - self.began) / self.seconds
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.schedule == "cosine":
+            progress = min(1.0, max(epoch / self.epochs, self._time_used()))
+            rate = self.start * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress)))
+            self.model.optimizer.learning_rate.assign(rate)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self._time_used() >= 1.0:
+            print(f"Stopping after epoch {epoch + 1}: the time limit is reached.", flush=True)
+            self.model.stop_training = True
 
 
 def _source(args: argparse.Namespace) -> str:
