@@ -33,9 +33,10 @@ Measure PSNR and SSIM against the classical denoisers, with noise of a fixed see
     python applications/denoise.py evaluate --model runs/mnist --dataset mnist --limit 1000 \\
         --noise gaussian:102 --seed 0 --out results/mnist
 
-`train` writes RUN_DIR/model.keras, denoiser.json (the training noise and channels, which
-`denoise` and `evaluate` read), history.json, loss.png, samples.png (clean / noisy /
-denoised) and a checkpoint per epoch; a killed run continues when the command is run again.
+`train` writes RUN_DIR/model.keras, the SavedModel RUN_DIR/export/1/ for TF Serving,
+denoiser.json (the training noise and channels, which `denoise` and `evaluate` read),
+history.json, loss.png, samples.png (clean / noisy / denoised) and a checkpoint per epoch;
+a killed run continues when the command is run again.
 `evaluate` writes results.json, results.md and samples.png.  No command overwrites a file
 unless given --overwrite, and none ever writes over its inputs.
 """
@@ -59,6 +60,7 @@ import numpy as np  # noqa: E402
 from aezoo import baselines, data, metrics, noise, plots  # noqa: E402
 from aezoo import train as train_lib  # noqa: E402
 from aezoo.denoising import denoise as denoise_image  # noqa: E402
+from aezoo.export import export_saved_model  # noqa: E402
 
 METADATA = "denoiser.json"  # what makes a run folder a denoiser's
 METHODS = ("noisy", *baselines.CLASSICAL, "aezoo")
@@ -121,6 +123,7 @@ def train(args: argparse.Namespace) -> None:
         "data": args.dataset or str(args.images or args.arrays),
     }
     (args.out / METADATA).write_text(json.dumps(metadata, indent=2) + "\n")
+    export_saved_model(model, args.out / "export")  # for TF Serving: export/1/
     clean = np.stack([np.asarray(e) for e in examples.take(8)])
     noisy = noise.add_noise(clean, kind, level, (args.seed, 0)).numpy()
     denoised = model.predict(noisy, verbose=0)

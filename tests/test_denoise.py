@@ -141,6 +141,11 @@ def test_short_training_on_mnist_beats_the_noisy_input_by_far(mnist_run, tmp_pat
         p.name for p in mnist_run.iterdir()
     }
     assert json.loads((mnist_run / "denoiser.json").read_text())["level"] == pytest.approx(0.4)
+    # The SavedModel for TF Serving denoises as the Keras model does (any size: 20x36 here).
+    x = np.random.default_rng(0).random((2, 20, 36, 1)).astype(np.float32)
+    served = tf.saved_model.load(str(mnist_run / "export" / "1")).signatures["serving_default"]
+    model, _ = app.load_denoiser(mnist_run)
+    np.testing.assert_allclose(served(x=tf.constant(x))["reconstruction"], model(x), atol=1e-5)
     out = tmp_path / "eval"
     status = app.main([
         "evaluate", "--model", str(mnist_run), "--dataset", "mnist", "--limit", "6",
