@@ -123,6 +123,8 @@ def train(args: argparse.Namespace) -> None:
         "data": args.dataset or str(args.images or args.arrays),
     }
     (args.out / METADATA).write_text(json.dumps(metadata, indent=2) + "\n")
+    # The model as saved (float32 also after mixed-precision training), for serving anywhere.
+    model, _ = load_denoiser(args.out)
     export_saved_model(model, args.out / "export")  # for TF Serving: export/1/
     clean = np.stack([np.asarray(e) for e in examples.take(8)])
     noisy = noise.add_noise(clean, kind, level, (args.seed, 0)).numpy()
