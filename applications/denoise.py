@@ -257,6 +257,8 @@ def evaluate(args: argparse.Namespace) -> None:
     kind, level = noise.parse_noise(args.noise)
     if args.limit is not None and args.limit < 1:
         raise ValueError("--limit must be at least 1.")
+    if args.samples < 1:
+        raise ValueError("--samples must be at least 1.")
     results_file = args.out / "results.json"
     if results_file.exists() and not args.overwrite:
         raise FileExistsError(f"{results_file} exists; choose another --out or pass --overwrite.")
