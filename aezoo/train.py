@@ -31,8 +31,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -89,6 +91,14 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--epochs", type=int, default=10)
     group.add_argument("--batch-size", type=int, default=128, help="global batch size")
     group.add_argument("--learning-rate", type=float, default=1e-3)
+    group.add_argument(
+        "--lr-schedule", default="constant", choices=("constant", "cosine"),
+        help="cosine: decay the learning rate to 1%% of --learning-rate over the epochs",
+    )
+    group.add_argument(
+        "--time-limit", type=float, metavar="MINUTES",
+        help="stop after the first epoch that ends past this many minutes of training",
+    )
     group.add_argument("--loss", default="mse", choices=("mse", "bce"))
     group.add_argument("--noise", help="train a denoiser: gaussian:SIGMA (0-255), salt_pepper:P, "
                        "poisson:PEAK or mask:P")
@@ -164,12 +174,41 @@ def _has_split(args: argparse.Namespace, split: str) -> bool:
 @cli.guarded
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.patches_per_image < 1 or args.cpu_devices < 1:
+    model, history, examples = run(args)
+    if model is None:  # a worker other than the chief: it writes nothing
+        return 0
+    x = np.stack([np.asarray(e) for e in examples.take(8)])
+    # From the saved file, outside the strategy: predicting with `model` under
+    # MultiWorkerMirroredStrategy would wait for the other workers, which have finished.
+    saved = keras.models.load_model(args.out / "model.keras")
+    plots.plot_reconstructions(saved, x, args.out / "reconstructions.png", title=args.model)
+    summary = ", ".join(f"{k} {v[-1]:.5f}" for k, v in history.items() if k.endswith("loss"))
+    print(f"Saved {args.out / 'model.keras'} ({summary})")
+    return 0
+
+
+def run(args: argparse.Namespace, callbacks: Sequence[keras.callbacks.Callback] = ()):
+    """Trains as the parsed options say; writes OUT/model.keras, history.json and loss.png.
+
+    The applications call it with their own parsers built from the same argument groups.
+
+    Returns:
+        (model, history, examples): the trained model (None on a worker that is not the
+        chief, which writes nothing), its history, and the validation examples (the
+        training examples when there are none) for sample plots.
+    """
+    cpu_devices = getattr(args, "cpu_devices", 1)  # only `python -m aezoo.train` has it
+    if args.patches_per_image < 1 or cpu_devices < 1:
         name = "--patches-per-image" if args.patches_per_image < 1 else "--cpu-devices"
         raise ValueError(f"{name} must be at least 1.")
+    if args.time_limit is not None and not args.time_limit > 0:
+        raise ValueError("--time-limit must be a positive number of minutes.")
+    if args.time_limit is not None and args.strategy == "multiworker":
+        # Each worker would read its own clock and stop after a different epoch.
+        raise ValueError("--time-limit cannot be used with --strategy multiworker.")
     kwargs = cli.model_kwargs(args)
     options = training_options(args)
-    training.split_cpu(args.cpu_devices)  # before TensorFlow starts
+    training.split_cpu(cpu_devices)  # before TensorFlow starts
     if args.strategy == "multiworker":
         task = training.check_tf_config(os.environ.get("TF_CONFIG"))["task"]
         # Creating the strategy waits until every worker of TF_CONFIG has started.
@@ -181,27 +220,54 @@ def main(argv: Sequence[str] | None = None) -> int:
     if (training.run_dir(args.out, strategy) / "backup").exists():
         print(f"Resuming the interrupted run in {args.out}", flush=True)
 
+    schedule = Schedule(args.learning_rate, args.lr_schedule, args.epochs, args.time_limit)
     model, history = training.train(
         args.model,
         train_examples,
         model_kwargs=kwargs,
         validation_data=val_examples,
         strategy=strategy,
+        callbacks=[schedule, *callbacks],
         **options,
     )
     if not training.is_chief(strategy):
-        return 0
+        return None, history, None
     (args.out / "history.json").write_text(json.dumps(history, indent=2))
     plots.plot_history(history, args.out / "loss.png", title=f"{args.model} on {_source(args)}")
-    examples = val_examples if val_examples is not None else train_examples
-    x = np.stack([np.asarray(e) for e in examples.take(8)])
-    # From the saved file, outside the strategy: predicting with `model` under
-    # MultiWorkerMirroredStrategy would wait for the other workers, which have finished.
-    saved = keras.models.load_model(args.out / "model.keras")
-    plots.plot_reconstructions(saved, x, args.out / "reconstructions.png", title=args.model)
-    summary = ", ".join(f"{k} {v[-1]:.5f}" for k, v in history.items() if k.endswith("loss"))
-    print(f"Saved {args.out / 'model.keras'} ({summary})")
-    return 0
+    return model, history, val_examples if val_examples is not None else train_examples
+
+
+class Schedule(keras.callbacks.Callback):
+    """`--lr-schedule` and `--time-limit`: sets the learning rate before each epoch and stops
+    at the end of the first epoch that ends past the time limit.
+
+    With "cosine" the rate falls from its start to 1% of it along half a cosine of the
+    progress, the larger of the fraction of epochs done and the fraction of the time limit
+    used, so that a run cut short by its time limit still ends at a low rate.  The time
+    limit counts from the start of this process's training (a resumed run starts anew).
+    """
+
+    def __init__(self, learning_rate: float, schedule: str, epochs: int, minutes: float | None):
+        super().__init__()
+        self.start, self.schedule, self.epochs = learning_rate, schedule, epochs
+        self.seconds = None if minutes is None else 60.0 * minutes
+
+    def on_train_begin(self, logs=None):
+        self.began = time.monotonic()
+
+    def _time_used(self) -> float:
+        return 0.0 if self.seconds is None else (time.monotonic() - self.began) / self.seconds
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.schedule == "cosine":
+            progress = min(1.0, max(epoch / self.epochs, self._time_used()))
+            rate = self.start * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress)))
+            self.model.optimizer.learning_rate.assign(rate)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self._time_used() >= 1.0:
+            print(f"Stopping after epoch {epoch + 1}: the time limit is reached.", flush=True)
+            self.model.stop_training = True
 
 
 def _source(args: argparse.Namespace) -> str:

@@ -1,0 +1,51 @@
+"""Image quality metrics, with the conventions of the denoising literature fixed once.
+
+Both take images in [0, 1] (float, (height, width) or (height, width, channels)), clip them
+to [0, 1] first (a denoiser's output is saved as 8-bit, so values outside cannot count), and
+call scikit-image:
+
+* `psnr`: 10 log10(1 / MSE), data range 1.
+* `ssim`: Wang et al. (2004) as published: an 11x11 Gaussian window of sigma 1.5, population
+  (not sample) covariances, K1 = 0.01, K2 = 0.03, averaged over the image and the channels.
+  scikit-image's own default (a 7x7 uniform window) gives other numbers than papers report.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _pair(clean, test) -> tuple[np.ndarray, np.ndarray]:
+    clean = np.clip(np.asarray(clean, dtype=np.float64), 0, 1)
+    test = np.clip(np.asarray(test, dtype=np.float64), 0, 1)
+    if clean.shape != test.shape:
+        raise ValueError(f"Images differ in shape: {clean.shape} and {test.shape}.")
+    if clean.ndim == 3 and clean.shape[-1] == 1:
+        clean, test = clean[..., 0], test[..., 0]
+    return clean, test
+
+
+def psnr(clean, test) -> float:
+    """Peak signal-to-noise ratio in dB of `test` against `clean`, both in [0, 1]."""
+    from skimage.metrics import peak_signal_noise_ratio
+
+    clean, test = _pair(clean, test)
+    return float(peak_signal_noise_ratio(clean, test, data_range=1.0))
+
+
+def ssim(clean, test) -> float:
+    """Structural similarity of `test` to `clean` (Wang et al. 2004 settings), both in [0, 1]."""
+    from skimage.metrics import structural_similarity
+
+    clean, test = _pair(clean, test)
+    return float(
+        structural_similarity(
+            clean,
+            test,
+            data_range=1.0,
+            channel_axis=-1 if clean.ndim == 3 else None,
+            gaussian_weights=True,
+            sigma=1.5,
+            use_sample_covariance=False,
+        )
+    )
