@@ -30,6 +30,7 @@ def __getattr__(name: str):
 
 def _load_zoo() -> None:
     global MODELS, Autoencoder
+    from aezoo.compression import compression
     from aezoo.conv import conv
     from aezoo.dense import dense
     from aezoo.denoising import denoising
@@ -42,4 +43,5 @@ def _load_zoo() -> None:
         "dense": dense,
         "conv": conv,
         "denoising": denoising,
+        "compression": compression,
     }

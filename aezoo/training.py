@@ -348,9 +348,11 @@ def _history(model: keras.Model, out_dir) -> dict[str, list[float]]:
     if path is not None and path.is_file():
         with open(path, newline="") as f:
             rows = list(csv.DictReader(f))
-        return {
-            key: [float(r[key]) for r in rows if r.get(key) not in (None, "")]
+        # CSVLogger writes "NA" for the val_ columns it adds when there is no validation.
+        history = {
+            key: [float(r[key]) for r in rows if r.get(key) not in (None, "", "NA")]
             for key in (rows[0] if rows else {})
             if key != "epoch"
         }
+        return {key: values for key, values in history.items() if values}
     return {k: [float(v) for v in values] for k, values in model.history.history.items()}
