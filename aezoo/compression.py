@@ -233,8 +233,11 @@ class GDN(keras.layers.Layer):
 
     def call(self, x):
         pedestal = self._PEDESTAL
-        beta = tf.square(_lower_bound(self.beta, math.sqrt(self.beta_min + pedestal))) - pedestal
-        gamma = tf.square(_lower_bound(self.gamma, 2.0**-18)) - pedestal
+        # (Tensors, not variables, go through the custom gradient.)
+        beta = tf.convert_to_tensor(self.beta)
+        gamma = tf.convert_to_tensor(self.gamma)
+        beta = tf.square(_lower_bound(beta, math.sqrt(self.beta_min + pedestal))) - pedestal
+        gamma = tf.square(_lower_bound(gamma, 2.0**-18)) - pedestal
         norm = tf.tensordot(tf.square(x), gamma, axes=[[3], [0]]) + beta
         return x * tf.sqrt(norm) if self.inverse else x * tf.math.rsqrt(norm)
 

@@ -51,7 +51,7 @@ from aezoo import cli  # first: imports TensorFlow quietly
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from aezoo import codec, data, plots, training  # noqa: E402
+from aezoo import codec, data, plots, rd, training  # noqa: E402
 from aezoo.compression import compression  # noqa: E402
 
 
@@ -86,6 +86,29 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     train.add_argument("--jit-compile", default="auto", choices=("auto", "on", "off"))
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--out", type=Path, required=True, help="run folder")
+
+    pack = actions.add_parser("compress", help="compress images to .aez files")
+    pack.add_argument("--model", type=Path, required=True, metavar="RUN_DIR")
+    pack.add_argument("images", type=Path, nargs="+", help="PNG/JPEG files")
+    pack.add_argument("--out", type=Path, required=True, help="folder of the .aez files")
+    pack.add_argument("--overwrite", action="store_true", help="replace existing .aez files")
+
+    unpack = actions.add_parser("decompress", help="decompress .aez files to PNG images")
+    unpack.add_argument("--model", type=Path, required=True, metavar="RUN_DIR")
+    unpack.add_argument("files", type=Path, nargs="+", help=".aez files")
+    unpack.add_argument("--out", type=Path, required=True, help="folder of the PNG files")
+    unpack.add_argument("--overwrite", action="store_true", help="replace existing PNG files")
+
+    evaluate = actions.add_parser(
+        "evaluate", help="rate-distortion of models against JPEG, WebP and JPEG 2000"
+    )
+    evaluate.add_argument("--model", type=Path, nargs="+", required=True, metavar="RUN_DIR",
+                          help="one run folder per rate point")
+    evaluate.add_argument("--images", type=Path, required=True, help="folder of test images")
+    evaluate.add_argument("--out", type=Path, required=True, help="folder of the results")
+    evaluate.add_argument("--max-images", type=int, metavar="N", help="the first N images only")
+    evaluate.add_argument("--codecs", nargs="*", default=list(rd.CODECS), choices=rd.CODECS,
+                          help="classical codecs to compare with (default: all)")
     return parser.parse_args(argv)
 
 
@@ -170,10 +193,254 @@ def train(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------- compress, decompress
+
+
+def compress(args: argparse.Namespace) -> int:
+    model = codec.load_model(args.model)
+    packer = codec.Codec(model)
+    targets = _outputs(args.images, args.out, ".aez", args.overwrite)
+    for path in args.images:
+        data.probe_image(path)  # every input is readable before anything is written
+    args.out.mkdir(parents=True, exist_ok=True)
+    for i, (path, target) in enumerate(zip(args.images, targets), start=1):
+        image = data.read_image(path, channels=packer.channels)
+        started = time.perf_counter()
+        blob = packer.compress(image)
+        seconds = time.perf_counter() - started
+        target.write_bytes(blob)
+        bpp = 8 * len(blob) / (image.shape[0] * image.shape[1])
+        print(f"[{i}/{len(targets)}] {path.name} -> {target} ({image.shape[1]}x"
+              f"{image.shape[0]}, {len(blob)} bytes, {bpp:.3f} bpp, {seconds:.2f} s)", flush=True)
+    return 0
+
+
+def decompress(args: argparse.Namespace) -> int:
+    from PIL import Image
+
+    model = codec.load_model(args.model)
+    unpacker = codec.Codec(model)
+    targets = _outputs(args.files, args.out, ".png", args.overwrite)
+    args.out.mkdir(parents=True, exist_ok=True)
+    for i, (path, target) in enumerate(zip(args.files, targets), start=1):
+        started = time.perf_counter()
+        image = unpacker.read(path)
+        seconds = time.perf_counter() - started
+        Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(target)
+        print(f"[{i}/{len(targets)}] {path.name} -> {target} ({image.shape[1]}x"
+              f"{image.shape[0]}, {seconds:.2f} s)", flush=True)
+    return 0
+
+
+def _outputs(inputs: Sequence[Path], out: Path, suffix: str, overwrite: bool) -> list[Path]:
+    """One output per input (same stem, in `out`), checked before anything is written:
+    no two inputs with the same stem, never an input overwritten, and no existing file
+    replaced unless `overwrite`."""
+    targets = [out / (path.stem + suffix) for path in inputs]
+    seen: dict[Path, Path] = {}
+    resolved_inputs = {path.resolve() for path in inputs}
+    for path, target in zip(inputs, targets):
+        if not path.is_file():
+            raise FileNotFoundError(f"No such file: {path}")
+        if target in seen:
+            raise ValueError(f"{seen[target]} and {path} would both be written to {target}.")
+        seen[target] = path
+        if target.resolve() in resolved_inputs:
+            raise FileExistsError(f"{target} is one of the inputs; choose another --out folder.")
+        if target.exists() and not overwrite:
+            raise FileExistsError(f"{target} exists; pass --overwrite to replace it.")
+    return targets
+
+
+# --------------------------------------------------------------------- evaluate
+
+
+def evaluate(args: argparse.Namespace) -> int:
+    files = data.list_images(args.images)[: args.max_images]
+    if args.max_images is not None and args.max_images < 1:
+        raise ValueError("--max-images must be at least 1.")
+    models = [codec.load_model(run) for run in args.model]  # all load before the long part
+    channels = {int(m.encoder.input_shape[-1]) for m in models}
+    if len(channels) > 1:
+        raise ValueError("The models differ in channels (grayscale and RGB); evaluate them apart.")
+    channels = channels.pop()
+    images = [data.read_image(path, channels=channels) for path in files]
+    args.out.mkdir(parents=True, exist_ok=True)
+    print(f"Evaluating on {len(images)} images of {args.images}", flush=True)
+
+    curves: dict[str, list[dict]] = {"aezoo": []}
+    for run, model in zip(args.model, models):
+        curves["aezoo"].append(_evaluate_model(run, model, images, files))
+        _print_point("aezoo", curves["aezoo"][-1])
+    for name in args.codecs:
+        curves[name] = []
+        for setting in rd.DEFAULT_SWEEPS[name]:
+            curves[name].append(_evaluate_classical(name, setting, images))
+            _print_point(name, curves[name][-1])
+
+    results = {
+        "images": [str(path) for path in files],
+        "curves": curves,
+        "bd_rate": _bd_rates(curves),
+        "psnr_at_bpp": {
+            name: {str(rate): rd.quality_at_rate(_points(points, "psnr"), rate)
+                   for rate in (0.25, 0.5, 1.0)}
+            for name, points in curves.items()
+        },
+    }
+    (args.out / "results.json").write_text(json.dumps(results, indent=2))
+    (args.out / "results.md").write_text(_markdown(results))
+    _plot(curves, args.out / "rd.png", title=f"{args.images.name} ({len(images)} images)")
+    print((args.out / "results.md").read_text())
+    print(f"Wrote {args.out / 'results.json'}, results.md and rd.png")
+    return 0
+
+
+def _evaluate_model(run: Path, model, images, files) -> dict:
+    packer = codec.Codec(model)
+    rows = []
+    for path, image in zip(files, images):
+        started = time.perf_counter()
+        blob = packer.compress(image)
+        encoded = time.perf_counter()
+        decoded = packer.decompress(blob, path.name)
+        finished = time.perf_counter()
+        pixels = image.shape[0] * image.shape[1]
+        estimate = _rate_estimate(model, image) / pixels
+        rows.append(_measure(image, decoded, blob, encoded - started, finished - encoded))
+        rows[-1]["estimated_bpp"] = estimate
+    point = _mean(rows)
+    point.update(setting=str(run), lmbda=model.lmbda)
+    return point
+
+
+def _rate_estimate(model, image) -> float:
+    """The model's own estimate, in bits: the sum of -log2 p(y_hat) under its continuous
+    density (what training minimised, at the rounded latent)."""
+    x = image[None].astype(np.float32) / 255.0
+    y_hat = model.encoder(x, training=False)
+    p = model.entropy_bottleneck.likelihood(y_hat)
+    return float(-np.sum(np.log2(np.asarray(p, np.float64))))
+
+
+def _evaluate_classical(name: str, setting, images) -> dict:
+    rows = []
+    for image in images:
+        blob, decoded, encode_s, decode_s = rd.classical_codec(name, image, setting)
+        rows.append(_measure(image, decoded, blob, encode_s, decode_s))
+    point = _mean(rows)
+    point["setting"] = setting
+    return point
+
+
+def _measure(image, decoded, blob: bytes, encode_s: float, decode_s: float) -> dict:
+    return {
+        "bpp": 8 * len(blob) / (image.shape[0] * image.shape[1]),
+        "psnr": rd.psnr(image, decoded),
+        "ms_ssim": rd.ms_ssim(image, decoded),
+        "encode_s": encode_s,
+        "decode_s": decode_s,
+    }
+
+
+def _mean(rows: list[dict]) -> dict:
+    """Means over images (PSNR: the mean of per-image PSNRs, as is customary)."""
+    point = {}
+    for key in rows[0]:
+        values = [row[key] for row in rows]
+        point[key] = None if any(v is None for v in values) else float(np.mean(values))
+    return point
+
+
+def _points(points: list[dict], quality: str) -> list[tuple[float, float]]:
+    def value(point):
+        if quality == "ms_ssim_db":
+            return None if point["ms_ssim"] is None else -10 * np.log10(1 - point["ms_ssim"])
+        return point[quality]
+
+    return [(p["bpp"], value(p)) for p in points if value(p) is not None and p["bpp"] > 0]
+
+
+def _bd_rates(curves: dict[str, list[dict]]) -> dict:
+    """BD-rate (%) of our curve against each classical codec, in PSNR and MS-SSIM (dB),
+    over all the rates both cover and over the anchor's 0.25-1.0 bpp."""
+    ours = curves["aezoo"]
+    results = {}
+    for name, points in curves.items():
+        if name == "aezoo":
+            continue
+        results[name] = {}
+        for quality in ("psnr", "ms_ssim_db"):
+            for label, rate_range in (("all", None), ("0.25-1.0bpp", (0.25, 1.0))):
+                try:
+                    value = rd.bd_rate(_points(points, quality), _points(ours, quality),
+                                       rate_range=rate_range)
+                except ValueError:  # fewer than two points: no curve
+                    value = None
+                results[name][f"{quality}_{label}"] = value
+    return results
+
+
+def _print_point(name: str, point: dict) -> None:
+    ssim = "-" if point["ms_ssim"] is None else f"{point['ms_ssim']:.4f}"
+    print(f"  {name} {point['setting']}: {point['bpp']:.3f} bpp, {point['psnr']:.2f} dB, "
+          f"MS-SSIM {ssim}, encode {point['encode_s']:.3f} s, decode {point['decode_s']:.3f} s",
+          flush=True)
+
+
+def _markdown(results: dict) -> str:
+    def number(value, digits):
+        return "-" if value is None else f"{value:.{digits}f}"
+
+    lines = ["## Rate-distortion", "",
+             "| codec | setting | bpp | PSNR (dB) | MS-SSIM | encode (s) | decode (s) |",
+             "|---|---|---|---|---|---|---|"]
+    for name, points in results["curves"].items():
+        for p in points:
+            setting = Path(p["setting"]).name if name == "aezoo" else p["setting"]
+            lines.append(f"| {name} | {setting} | {p['bpp']:.3f} | {p['psnr']:.2f} | "
+                         f"{number(p['ms_ssim'], 4)} | {p['encode_s']:.3f} | {p['decode_s']:.3f} |")
+    lines += ["", "## BD-rate of aezoo against each codec (%, negative: fewer bits)", "",
+              "| anchor | PSNR, all | PSNR, 0.25-1.0 bpp | MS-SSIM dB, all | "
+              "MS-SSIM dB, 0.25-1.0 bpp |", "|---|---|---|---|---|"]
+    for name, values in results["bd_rate"].items():
+        cells = [number(values[f"{q}_{r}"], 1) for q in ("psnr", "ms_ssim_db")
+                 for r in ("all", "0.25-1.0bpp")]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ["", "## PSNR (dB) at equal rate (interpolated)", "",
+              "| codec | 0.25 bpp | 0.5 bpp | 1.0 bpp |", "|---|---|---|---|"]
+    for name, values in results["psnr_at_bpp"].items():
+        lines.append(f"| {name} | " + " | ".join(number(v, 2) for v in values.values()) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _plot(curves: dict[str, list[dict]], path: Path, title: str) -> None:
+    plt = plots._pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+    for name, points in curves.items():
+        style = {"marker": "o", "linewidth": 2.5 if name == "aezoo" else 1.2}
+        for ax, quality in zip(axes, ("psnr", "ms_ssim_db")):
+            xy = sorted(_points(points, quality))
+            if xy:
+                ax.plot([x for x, _ in xy], [y for _, y in xy], label=name, **style)
+    for ax, label in zip(axes, ("PSNR (dB)", "MS-SSIM (dB)")):
+        ax.set_xlabel("bits per pixel")
+        ax.set_ylabel(label)
+        ax.set_xlim(0, 2.0)
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 @cli.guarded
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    return {"train": train}[args.action](args)
+    actions = {"train": train, "compress": compress, "decompress": decompress,
+               "evaluate": evaluate}
+    return actions[args.action](args)
 
 
 if __name__ == "__main__":
