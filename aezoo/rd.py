@@ -70,8 +70,10 @@ def classical_codec(codec: str, image: np.ndarray, setting: float) -> tuple[byte
         picture.save(buffer, "WEBP", quality=int(setting))
     elif codec == "jpeg2000":
         ratio = 8 * image.shape[-1] / float(setting)
+        # OpenJPEG's default 6 resolution levels need 32 pixels a side; fewer for tiny images.
+        levels = min(6, int(math.log2(min(image.shape[:2]))) + 1)
         picture.save(buffer, "JPEG2000", quality_mode="rates", quality_layers=[ratio],
-                     irreversible=True, mct=0 if gray else 1)
+                     irreversible=True, mct=0 if gray else 1, num_resolutions=levels)
     else:
         raise ValueError(f"`codec` must be one of {', '.join(CODECS)}. Received: codec={codec!r}")
     encoded = time.perf_counter()

@@ -14,6 +14,7 @@ EXAMPLE_SHAPES = {
     "dense": [(12, 20, 3), (5, 7, 1), (13,)],
     "conv": [(12, 20, 3), (5, 7, 1)],
     "denoising": [(12, 20, 3), (5, 7, 1)],
+    "compression": [(12, 20, 3), (5, 7, 1)],
 }
 
 # count_params() of MODELS[name](input_shape=shape, latent_dim=8) with all other defaults.
@@ -26,6 +27,12 @@ GOLDEN_PARAMS = {
     ("conv", (5, 7, 1)): 334985,
     ("denoising", (12, 20, 3)): 220403,
     ("denoising", (5, 7, 1)): 219249,
+    # 4 convolutions 5x5 (3->128->128->128->8) with 3 GDNs (128 + 128**2 each), mirrored;
+    # the entropy model: 43 parameters and 256 + 2 table entries per latent channel.
+    ("compression", (12, 20, 3)): 1811059,
+    # One channel instead of 3: 2 * 25 * 128 fewer weights in down1_conv and in up1_deconv,
+    # and 2 fewer biases in up1_deconv.
+    ("compression", (5, 7, 1)): 1798257,
 }
 
 CASES = [(name, shape) for name, shapes in EXAMPLE_SHAPES.items() for shape in shapes]
