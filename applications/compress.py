@@ -151,7 +151,7 @@ def train(args: argparse.Namespace) -> int:
             ae.set_weights(init_weights)
         return ae
 
-    decay_epoch = args.epochs - max(args.epochs // 5, 1)
+    decay_epoch = args.epochs - args.epochs // 5
     schedule = keras.callbacks.LearningRateScheduler(
         lambda epoch: args.learning_rate if epoch < decay_epoch else args.learning_rate / 10
     )
