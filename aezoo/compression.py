@@ -171,16 +171,16 @@ class CompressionAutoencoder(Autoencoder):
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         rate = tf.add_n([tf.cast(loss, tf.float32) for loss in self.losses])
         mse = tf.reduce_mean(tf.square(tf.cast(y, tf.float32) - tf.cast(y_pred, tf.float32)))
-        self.bpp_tracker.update_state(rate)
-        self.mse_tracker.update_state(mse)
+        # Weighted by the batch size, as Keras's own loss tracker: the epoch means then obey
+        # loss = bpp + lmbda * 255**2 * mse exactly.  (A weight that depends on the data
+        # also keeps a step that finds the dataset exhausted from counting.)
+        batch_size = tf.cast(tf.shape(y)[0], tf.float32)
+        self.bpp_tracker.update_state(rate, sample_weight=batch_size)
+        self.mse_tracker.update_state(mse, sample_weight=batch_size)
         total = rate + self.lmbda * 255.0**2 * mse
         # Keras averages gradients over replicas by summing per-replica losses, so each
         # replica's loss is divided by their number (as Keras does for compiled losses).
         return total / tf.distribute.get_strategy().num_replicas_in_sync
-
-    @property
-    def metrics(self):
-        return super().metrics + [self.bpp_tracker, self.mse_tracker]
 
 
 # ------------------------------------------------------------------------------ layers

@@ -335,3 +335,29 @@ def test_a_reloaded_model_has_the_same_fingerprint_and_tables(run, tmp_path):
     assert codec.fingerprint(again) == codec.fingerprint(model)
     for name, table in codec.tables(model).items():
         np.testing.assert_array_equal(codec.tables(again)[name], table)
+
+
+@pytest.mark.slow
+def test_training_under_a_mirrored_strategy_on_two_cpu_devices(digits, tmp_path):
+    """compute_loss divides by the number of replicas: the reported loss (which Keras
+    multiplies back) must equal rate + lmbda * 255**2 * MSE as on one device."""
+    script = f"""
+import sys, json
+sys.path.insert(0, {str(ROOT / "applications")!r})
+import compress  # imports TensorFlow quietly, before any device is used
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+sys.exit(compress.main(["train", "--images", {str(digits)!r}, "--patch", "24",
+    "--latent-dim", "8", "--filters", "8", "8", "--epochs", "2", "--batch-size", "16",
+    "--lmbda", "0.05", "--strategy", "mirrored", "--out", {str(tmp_path / "mirrored")!r}]))
+"""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            env=env, timeout=600)
+    assert result.returncode == 0, result.stderr
+    history = json.loads((tmp_path / "mirrored" / "history.json").read_text())
+    for loss, bpp, mse in zip(history["loss"], history["bpp"], history["mse"]):
+        # Epoch means of per-batch values: equal up to float32 round-off.
+        assert loss == pytest.approx(bpp + 0.05 * 255**2 * mse, rel=1e-4)
+    assert codec.load_model(tmp_path / "mirrored").entropy_bottleneck.finalised
