@@ -8,40 +8,37 @@ command, the applications, the docs and the tests all take their list of models 
 >>> ae.encoder, ae.decoder  # separate keras.Models sharing weights with `ae`
 
 The builders also live in their family's module (`aezoo.conv.conv`, `aezoo.dense.dense`, ...).
+Importing aezoo registers its model class and layers with Keras, so `keras.models.load_model`
+reads aezoo's `.keras` files with no `custom_objects`.
 """
 
 import os
 
 # aezoo trains under tf.distribute, so it needs Keras's TensorFlow backend.
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # TensorFlow's C++ info logs
+
+from aezoo._quiet import stderr_captured  # noqa: E402
+
+with stderr_captured():
+    import keras  # noqa: F401  (loads TensorFlow)
+
+from aezoo.compression import compression  # noqa: E402
+from aezoo.conv import conv  # noqa: E402
+from aezoo.dense import dense  # noqa: E402
+from aezoo.denoising import denoising  # noqa: E402
+from aezoo.model import Autoencoder  # noqa: E402
 
 __version__ = "0.1.0"
+
+# The table: name -> builder.  Builders share one vocabulary of keyword arguments
+# (input_shape, latent_dim, units | filters, activation, output_activation,
+# corruption, corruption_level, name).
+MODELS = {
+    "dense": dense,
+    "conv": conv,
+    "denoising": denoising,
+    "compression": compression,
+}
+
 __all__ = ["MODELS", "Autoencoder", "__version__"]
-
-
-def __getattr__(name: str):
-    # Keras and TensorFlow load on first use of the zoo rather than on `import aezoo`, so a
-    # command can check its arguments and quiet TensorFlow's start-up logs first (aezoo.cli).
-    if name not in __all__:
-        raise AttributeError(f"module 'aezoo' has no attribute '{name}'")
-    _load_zoo()
-    return globals()[name]
-
-
-def _load_zoo() -> None:
-    global MODELS, Autoencoder
-    from aezoo.compression import compression
-    from aezoo.conv import conv
-    from aezoo.dense import dense
-    from aezoo.denoising import denoising
-    from aezoo.model import Autoencoder
-
-    # The table: name -> builder.  Builders share one vocabulary of keyword arguments
-    # (input_shape, latent_dim, units | filters, activation, output_activation,
-    # corruption, corruption_level, name).
-    MODELS = {
-        "dense": dense,
-        "conv": conv,
-        "denoising": denoising,
-        "compression": compression,
-    }

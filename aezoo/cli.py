@@ -1,57 +1,32 @@
 """What every aezoo command shares: a quiet TensorFlow start-up, one-line errors, and the
 model options, which come from the builders' own signatures in `aezoo.MODELS`.
 
-Import this module first in a script: it imports TensorFlow with its start-up chatter
-(oneDNN and CUDA notices) kept off the terminal, so a user sees only what aezoo says.
-Set TF_CPP_MIN_LOG_LEVEL=0 to see everything.
+Import it first in a script: with `aezoo` (which loads TensorFlow quietly) it probes the
+devices with TensorFlow's CUDA notices kept off the terminal, so a user sees only what aezoo
+says.  Set TF_CPP_MIN_LOG_LEVEL=0 to see everything.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import functools
 import inspect
-import os
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
+
+import aezoo  # loads TensorFlow quietly
+from aezoo._quiet import stderr_captured
+
+with stderr_captured():
+    import tensorflow as tf
+
+    tf.config.list_physical_devices()  # CUDA probing prints here when there is no GPU
 
 # Errors a user causes (bad arguments, missing or unreadable files); scripts print them as
 # one line and exit with status 2.  Anything else is a bug and keeps its traceback.
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError)
-
-
-@contextlib.contextmanager
-def _stderr_captured():
-    """Sends file descriptor 2 to a temporary file; replays it only if the body fails."""
-    if os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "0":
-        yield
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as sink:
-        os.dup2(sink.fileno(), 2)
-        try:
-            yield
-        except BaseException:
-            os.dup2(saved, 2)
-            sink.seek(0)
-            sys.stderr.write(sink.read().decode(errors="replace"))
-            raise
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # later C++ info and warning logs
-with _stderr_captured():
-    import tensorflow as tf
-
-    tf.config.list_physical_devices()  # CUDA probing prints here, when there is no GPU
-
-import aezoo  # noqa: E402  (after the quiet import above)
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -70,7 +45,7 @@ def guarded(main: Callable[[Sequence[str] | None], int | None]):
 
     @functools.wraps(main)
     def wrapper(argv: Sequence[str] | None = None) -> int:
-        prog = os.path.basename(sys.argv[0]) if argv is None else main.__module__
+        prog = program_name()
         try:
             return main(argv) or 0
         except SystemExit as exit_:  # argparse's --help and usage errors
@@ -83,6 +58,14 @@ def guarded(main: Callable[[Sequence[str] | None], int | None]):
             return 130
 
     return wrapper
+
+
+def program_name() -> str:
+    """How the user started this program: "python -m aezoo.train" or "denoise.py"."""
+    script = Path(sys.argv[0])
+    if script.parent.name == "aezoo":
+        return f"python -m aezoo.{script.stem}"
+    return script.name
 
 
 # --------------------------------------------------------------- model options

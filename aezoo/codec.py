@@ -56,7 +56,6 @@ def load_model(run_dir: str | os.PathLike, finalised: bool = True):
         FileNotFoundError: if there is no model there.
         ValueError: if it is not a compression model, or (with `finalised`) has no tables.
     """
-    import aezoo
     from aezoo.compression import CompressionAutoencoder
 
     path = Path(run_dir)
@@ -64,7 +63,6 @@ def load_model(run_dir: str | os.PathLike, finalised: bool = True):
         path = path / "model.keras"
     if not path.is_file():
         raise FileNotFoundError(f"No model at {path} (expected a run folder with model.keras).")
-    aezoo.MODELS  # registers aezoo's classes with Keras before loading
     model = keras.models.load_model(path, compile=False)
     if not isinstance(model, CompressionAutoencoder):
         raise ValueError(f"{path} is not a compression model.")

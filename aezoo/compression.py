@@ -405,7 +405,7 @@ class EntropyBottleneck(keras.layers.Layer):
 
     def _quantile(self, q: float) -> np.ndarray:
         """Each channel's q-quantile of its density, by bisection (the cumulative is
-        monotonic), to 1e-3."""
+        monotonic), to within 1e-7."""
         channels = self.table_counts.shape[0]
         target = math.log(q / (1 - q))
         lo = np.full(channels, -2.0**16)

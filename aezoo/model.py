@@ -85,6 +85,17 @@ class Autoencoder(MultiWorkerFitMixin, keras.Model):
         if self.built:
             self.optimizer.build(self.trainable_variables)  # so its saved state can load
 
+    def serving_endpoints(self, endpoints: dict[str, Any]) -> dict[str, Any]:
+        """The SavedModel signatures `aezoo.export` writes for this model.
+
+        `endpoints` are the ones every autoencoder gets (`serving_default`, `encode`, `decode`,
+        `score`, and `reconstruct_image` for images), as `aezoo.export.Endpoint`s built from
+        the encoder's and decoder's specs.  A model that serves differently (say, integer codes
+        from a quantising encoder) overrides this to replace, add or drop some; see
+        `aezoo.export`.  This default keeps them all.
+        """
+        return endpoints
+
 
 def keras_loss(loss):
     """Keras's name for aezoo's short loss names ("mse", "bce"); other losses pass through."""

@@ -22,7 +22,7 @@ def shared_data(*parts: str) -> Path:
     return path
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def tfds_dir() -> str:
     path = os.environ.get("TFDS_DATA_DIR")
     if not path or not Path(path, "mnist").is_dir():

@@ -1,0 +1,35 @@
+"""Keeps TensorFlow's start-up chatter off the terminal."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import tempfile
+
+
+@contextlib.contextmanager
+def stderr_captured():
+    """Sends file descriptor 2 to a temporary file; replays it only if the body fails.
+
+    TensorFlow's C++ code writes oneDNN, CPU-feature and CUDA-probe notices straight to fd 2
+    when it loads, before any log level applies; they are not actionable, and they would bury
+    the one-line errors of aezoo's commands.  TF_CPP_MIN_LOG_LEVEL=0 shows them.
+    """
+    if os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "0":
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved, 2)
+            sink.seek(0)
+            sys.stderr.write(sink.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
