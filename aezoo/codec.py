@@ -208,14 +208,15 @@ class Codec:
         """The integer latent (latent_h, latent_w, M) of a uint8 image."""
         image = self._check_image(image)
         x = image[None].astype(np.float32) / 255.0
-        y = np.asarray(self.model.encoder(x, training=False))[0]
+        y = np.asarray(self.model.encoder(x, training=False)["y_hat"])[0]
         # Far beyond any trained latent; keeps the int32 conversion defined on any input.
         return np.clip(y, -(2**30), 2**30).astype(np.int64)
 
     def decode_latent(self, latent: np.ndarray, height: int, width: int) -> np.ndarray:
         """The uint8 image (height, width, channels) that a latent decodes to."""
-        x_hat = np.asarray(self.model.decoder(latent[None].astype(np.float32), training=False))
-        x_hat = x_hat[0, :height, :width, :]
+        codes = {"y_hat": latent[None].astype(np.float32),
+                 "image_size": np.array([[height, width]], np.int32)}
+        x_hat = np.asarray(self.model.decoder(codes, training=False))[0]
         return np.round(np.clip(x_hat, 0.0, 1.0) * 255.0).astype(np.uint8)
 
     def compress(self, image: np.ndarray) -> bytes:

@@ -57,14 +57,14 @@ def compression(
     """Builds a learned image codec with a factorized prior (Ballé et al. 2017/2018).
 
     `x -> pad -> down1_conv, down1_gdn .. downN_conv, downN_gdn -> latent_conv ->
-    entropy_bottleneck (y_hat) -> latent_deconv, latent_igdn -> upN_deconv, upN_igdn ..
-    up1_deconv -> [crop] -> reconstruction`
+    entropy_bottleneck -> {y_hat, image_size} -> latent_deconv, latent_igdn -> upN_deconv,
+    upN_igdn .. up1_deconv -> crop to image_size -> reconstruction`
 
     Every convolution has stride 2, so the latent is 2**(len(filters) + 1) times smaller than
     the image in height and width.  The encoder repeats the last row and column of images
-    whose sizes are not a multiple of that; with a fixed `input_shape` the decoder crops
-    back to it, and with None sizes (the default, one model for every image size) the
-    decoder returns the padded size and `aezoo.codec` crops to the size in the file header.
+    whose sizes are not a multiple of that, and passes the true `image_size` (height, width)
+    on with the latent, as the .aez file header does; the decoder crops back to it.  So one
+    model (with None sizes, the default) codes images of every size.
 
     Args:
         input_shape: `(height, width, channels)`, channels 1 or 3; height and width may be
@@ -83,8 +83,8 @@ def compression(
         name: model name.
 
     Returns:
-        A `CompressionAutoencoder` with `.encoder` (x -> y_hat, integers at inference) and
-        `.decoder` (y_hat -> x_hat).
+        A `CompressionAutoencoder`; `.encoder` maps `x` to a dict of `y_hat` (integers at
+        inference) and `image_size` (int32, (batch, 2)), and `.decoder` maps that to `x_hat`.
     """
     kwargs = dict(locals())
     input_shape = check_input_shape(input_shape, ranks=(3,), dynamic=True, channels=(1, 3))
@@ -96,7 +96,7 @@ def compression(
     check_activation("output_activation", output_activation)
     if isinstance(lmbda, bool) or not isinstance(lmbda, (int, float)) or not lmbda > 0:
         raise ValueError(f"`lmbda` must be a positive number. Received: lmbda={lmbda!r}")
-    height, width, channels = input_shape
+    channels = input_shape[-1]
     stride = 2 ** (len(filters) + 1)
 
     def conv(n, name, layer=keras.layers.Conv2D):
@@ -114,20 +114,23 @@ def compression(
         h = nonlinearity(f"down{i}_gdn" if activation == "gdn" else f"down{i}_act")(h)
     y = conv(latent_dim, "latent_conv")(h)
     y_hat = EntropyBottleneck(pixels_per_element=stride**2, name="entropy_bottleneck")(y)
-    encoder = keras.Model(x, y_hat, name="encoder")
+    codes = {"y_hat": y_hat, "image_size": ImageSize(name="image_size")(x)}
+    encoder = keras.Model(x, codes, name="encoder")
 
     suffix = "igdn" if activation == "gdn" else "act"
-    y_in = keras.Input(y_hat.shape[1:], name="y_hat")
-    h = conv(filters[-1], "latent_deconv", keras.layers.Conv2DTranspose)(y_in)
+    inputs = {
+        "y_hat": keras.Input(y_hat.shape[1:], name="y_hat"),
+        "image_size": keras.Input((2,), dtype="int32", name="image_size"),
+    }
+    h = conv(filters[-1], "latent_deconv", keras.layers.Conv2DTranspose)(inputs["y_hat"])
     h = nonlinearity(f"latent_{suffix}", inverse=True)(h)
     for i in range(len(filters), 1, -1):
         h = conv(filters[i - 2], f"up{i}_deconv", keras.layers.Conv2DTranspose)(h)
         h = nonlinearity(f"up{i}_{suffix}", inverse=True)(h)
     h = conv(channels, "up1_deconv", keras.layers.Conv2DTranspose)(h)
-    if height is not None and width is not None:
-        h = keras.layers.Cropping2D(((0, -height % stride), (0, -width % stride)), name="crop")(h)
+    h = CropToSize(name="crop")([h, inputs["image_size"]])
     x_hat = keras.layers.Activation(output_activation, dtype="float32", name="reconstruction")(h)
-    decoder = keras.Model(y_in, x_hat, name="decoder")
+    decoder = keras.Model(inputs, x_hat, name="decoder")
 
     return make_autoencoder("compression", kwargs, encoder, decoder, cls=CompressionAutoencoder)
 
@@ -197,6 +200,34 @@ def _lower_bound(x, bound):
         return tf.where(pass_through, dy, tf.zeros_like(dy)), None
 
     return y, grad
+
+
+@keras.saving.register_keras_serializable(package="aezoo")
+class ImageSize(keras.layers.Layer):
+    """The (height, width) of a batch of images, as int32 (batch, 2), every row the same."""
+
+    def call(self, x):
+        shape = tf.shape(x)
+        return tf.tile(shape[None, 1:3], [shape[0], 1])
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], 2)
+
+    def compute_output_spec(self, x):
+        return keras.KerasTensor((x.shape[0], 2), dtype="int32")
+
+
+@keras.saving.register_keras_serializable(package="aezoo")
+class CropToSize(keras.layers.Layer):
+    """Crops images (top-left anchored) to the (height, width) in `size` (its first row)."""
+
+    def call(self, inputs):
+        x, size = inputs
+        return x[:, : size[0, 0], : size[0, 1], :]
+
+    def compute_output_shape(self, input_shapes):
+        x_shape = input_shapes[0]
+        return (x_shape[0], None, None, x_shape[3])
 
 
 @keras.saving.register_keras_serializable(package="aezoo")

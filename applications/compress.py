@@ -33,8 +33,10 @@ Several machines (training; the same command on each, with TF_CONFIG naming this
         --lmbda 0.01 --epochs 40 --strategy multiworker --out runs/compress_mw
 
 `train` writes RUN_DIR/model.keras (with the integer probability tables, so it decodes
-bit-exactly anywhere), RUN_DIR/tables.npz (the same tables, for inspection),
-history.json, loss.png and checkpoints; killed, the same command resumes it.
+bit-exactly anywhere), RUN_DIR/tables.npz (the same tables, for inspection), history.json,
+loss.png, checkpoints, and RUN_DIR/saved_model/1 for TF Serving (see aezoo.export: `encode`
+gives the rounded latent `y_hat` and the `image_size`, `decode` takes them back; the entropy
+coding itself runs in Python with constriction).  Killed, the same command resumes it.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ from aezoo import cli  # first: imports TensorFlow quietly
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from aezoo import codec, data, plots, rd, training  # noqa: E402
+from aezoo import codec, data, export, plots, rd, training  # noqa: E402
 from aezoo.compression import compression  # noqa: E402
 
 
@@ -178,6 +180,8 @@ def train(args: argparse.Namespace) -> int:
     model.entropy_bottleneck.finalise()
     model.save(args.out / "model.keras")  # again, now with the integer tables
     codec.save_tables(model, args.out / "tables.npz")
+    if not export.versions(args.out / "saved_model"):  # (a resumed run may have one)
+        export.export_saved_model(model, args.out / "saved_model")
     history["wall_seconds"] = [time.time() - started]
     history["cpu_seconds"] = [time.process_time() - cpu_started]
     (args.out / "history.json").write_text(json.dumps(history, indent=2))
@@ -318,7 +322,7 @@ def _rate_estimate(model, image) -> float:
     """The model's own estimate, in bits: the sum of -log2 p(y_hat) under its continuous
     density (what training minimised, at the rounded latent)."""
     x = image[None].astype(np.float32) / 255.0
-    y_hat = model.encoder(x, training=False)
+    y_hat = model.encoder(x, training=False)["y_hat"]
     p = model.entropy_bottleneck.likelihood(y_hat)
     return float(-np.sum(np.log2(np.asarray(p, np.float64))))
 

@@ -69,7 +69,8 @@ def packed(run, odd_images, tmp_path_factory) -> Path:
 
 
 def test_training_writes_a_finalised_model_and_its_tables(run):
-    for name in ("model.keras", "tables.npz", "history.json", "loss.png"):
+    for name in ("model.keras", "tables.npz", "history.json", "loss.png",
+                 "saved_model/1/saved_model.pb"):
         assert (run / name).is_file()
     model = codec.load_model(run)
     tables = np.load(run / "tables.npz")
@@ -142,6 +143,12 @@ def flip(data: bytes, position: int) -> bytes:
     return data[:position] + bytes([data[position] ^ 0x5A]) + data[position + 1:]
 
 
+def set_length(data: bytes, change: int) -> bytes:
+    """The payload length field (bytes 30-33) changed by `change`."""
+    length = int.from_bytes(data[30:34], "little") + change
+    return data[:30] + length.to_bytes(4, "little") + data[34:]
+
+
 def absurd_header(data: bytes) -> bytes:
     """A well-formed header (valid checksum) claiming a 30000 x 30000 image."""
     fields = bytearray(data[: codec.HEADER.size - 4])
@@ -157,7 +164,8 @@ CORRUPTIONS = {
     "height byte": (lambda d: flip(d, 9), "corrupted"),
     "latent shape byte": (lambda d: flip(d, 16), "corrupted"),
     "fingerprint byte": (lambda d: flip(d, 22), "corrupted"),
-    "length byte": (lambda d: flip(d, 30), "truncated"),
+    "length too large": (lambda d: set_length(d, +1000), "truncated"),
+    "length too small": (lambda d: set_length(d, -4), "corrupted"),
     "checksum byte": (lambda d: flip(d, 35), "corrupted"),
     "payload byte": (lambda d: flip(d, len(d) - 3), "corrupted"),
     "truncated payload": (lambda d: d[:-4], "truncated"),
