@@ -4,8 +4,8 @@
 
 The encoder ends with an `EntropyBottleneck`: in training it adds uniform noise in
 [-0.5, 0.5) to `y` (a differentiable stand-in for rounding) and adds the estimated rate,
-in bits per pixel, to the model's losses; at inference it rounds, so the encoder's output is
-the integer latent that `aezoo.codec` entropy-codes into a file, and
+in bits per pixel, to the model's losses; at inference it rounds, so the encoder's `y_hat`
+is the integer latent that `aezoo.codec` entropy-codes into a file, and
 `ae(x) == ae.decoder(ae.encoder(x))` holds exactly.  Training minimises
 `rate + lmbda * 255**2 * MSE` (the convention of tensorflow-compression's bls2017 model).
 
