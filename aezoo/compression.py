@@ -189,17 +189,19 @@ class CompressionAutoencoder(Autoencoder):
 # ------------------------------------------------------------------------------ layers
 
 
-@tf.custom_gradient
-def _lower_bound(x, bound):
+def _lower_bound(x, bound: float):
     """max(x, bound), with gradients that still pull x up from below the bound (so a
     parameter stuck there can recover), as tensorflow-compression's `lower_bound`."""
-    y = tf.maximum(x, bound)
+    return _lower_bound_op(x, tf.constant(bound, x.dtype))
 
+
+@tf.custom_gradient
+def _lower_bound_op(x, bound):
     def grad(dy):
         pass_through = tf.logical_or(x >= bound, dy < 0)
         return tf.where(pass_through, dy, tf.zeros_like(dy)), None
 
-    return y, grad
+    return tf.maximum(x, bound), grad
 
 
 @keras.saving.register_keras_serializable(package="aezoo")
@@ -269,6 +271,7 @@ class GDN(keras.layers.Layer):
         gamma = tf.convert_to_tensor(self.gamma)
         beta = tf.square(_lower_bound(beta, math.sqrt(self.beta_min + pedestal))) - pedestal
         gamma = tf.square(_lower_bound(gamma, 2.0**-18)) - pedestal
+        gamma, beta = tf.cast(gamma, x.dtype), tf.cast(beta, x.dtype)  # mixed precision
         norm = tf.tensordot(tf.square(x), gamma, axes=[[3], [0]]) + beta
         return x * tf.sqrt(norm) if self.inverse else x * tf.math.rsqrt(norm)
 
