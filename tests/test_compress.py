@@ -369,3 +369,17 @@ sys.exit(compress.main(["train", "--images", {str(digits)!r}, "--patch", "24",
         # Epoch means of per-batch values: equal up to float32 round-off.
         assert loss == pytest.approx(bpp + 0.05 * 255**2 * mse, rel=1e-4)
     assert codec.load_model(tmp_path / "mirrored").entropy_bottleneck.finalised
+
+
+def test_training_in_bfloat16_gives_a_float32_codec(digits, odd_images, tmp_path):
+    out = tmp_path / "bf16"
+    assert compress.main([
+        "train", "--images", str(digits), "--patch", "24", "--latent-dim", "8", "--filters",
+        "8", "8", "--epochs", "1", "--batch-size", "16", "--strategy", "cpu",
+        "--mixed-precision", "mixed_bfloat16", "--out", str(out),
+    ]) == 0
+    model = codec.load_model(out)
+    assert {layer.compute_dtype for layer in model.encoder.layers} == {"float32"}
+    packer = codec.Codec(model)
+    image = np.asarray(Image.open(odd_images / "tall.png"))[..., None]
+    assert packer.decompress(packer.compress(image)).shape == image.shape
