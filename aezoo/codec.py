@@ -300,9 +300,11 @@ class Codec:
             values = latent[..., c].ravel()
             index = values - self.offsets[c]
             escaped = (index < 0) | (index >= self.lengths[c])
-            encoder.encode(np.where(escaped, self.lengths[c], index).astype(np.int32), self._models[c])
+            symbols = np.where(escaped, self.lengths[c], index).astype(np.int32)
+            encoder.encode(symbols, self._models[c])
             if escaped.any():
-                for symbols, sizes in _escape_symbols(values[escaped], self.offsets[c], self.lengths[c]):
+                escapes = _escape_symbols(values[escaped], self.offsets[c], self.lengths[c])
+                for symbols, sizes in escapes:
                     encoder.encode(symbols, uniform, sizes)
         words = encoder.get_compressed().astype("<u4")
         return words.tobytes()

@@ -19,7 +19,6 @@ bit-exact in any process on any machine (see `aezoo.codec`).
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import keras
 import numpy as np
@@ -247,9 +246,12 @@ class GDN(keras.layers.Layer):
 
     _PEDESTAL = 2.0**-36  # (2**-18)**2: the reparametrisation offset, squared
 
-    def __init__(self, inverse: bool = False, beta_min: float = 1e-6, gamma_init: float = 0.1, **kwargs):
+    def __init__(
+        self, inverse: bool = False, beta_min: float = 1e-6, gamma_init: float = 0.1, **kwargs
+    ):
         super().__init__(**kwargs)
-        self.inverse, self.beta_min, self.gamma_init = bool(inverse), float(beta_min), float(gamma_init)
+        self.inverse = bool(inverse)
+        self.beta_min, self.gamma_init = float(beta_min), float(gamma_init)
 
     def build(self, input_shape):
         channels = input_shape[-1]

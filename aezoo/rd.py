@@ -47,7 +47,9 @@ def ms_ssim(reference: np.ndarray, decoded: np.ndarray) -> float | None:
     return float(tf.image.ssim_multiscale(a, b, max_val=255.0)[0])
 
 
-def classical_codec(codec: str, image: np.ndarray, setting: float) -> tuple[bytes, np.ndarray, float, float]:
+def classical_codec(
+    codec: str, image: np.ndarray, setting: float
+) -> tuple[bytes, np.ndarray, float, float]:
     """Encodes and decodes a uint8 image with a classical codec through Pillow.
 
     Args:
@@ -153,5 +155,6 @@ def quality_at_rate(points: Sequence[tuple[float, float]], rate: float) -> float
     log_rates = np.array([r for r, _ in points])
     if len(points) < 2 or np.any(np.diff(log_rates) <= 0):
         return None
-    value = PchipInterpolator(log_rates, [q for _, q in points], extrapolate=False)(math.log10(rate))
+    curve = PchipInterpolator(log_rates, [q for _, q in points], extrapolate=False)
+    value = curve(math.log10(rate))
     return float(value) if np.isfinite(value) else None

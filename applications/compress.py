@@ -138,7 +138,8 @@ def train(args: argparse.Namespace) -> int:
     for key in ("latent_dim", "filters", "activation"):
         value = getattr(args, key)
         if value is not None:
-            if args.init is not None and kwargs[key] != (list(value) if key == "filters" else value):
+            given = list(value) if key == "filters" else value
+            if args.init is not None and kwargs[key] != given:
                 raise ValueError(f"--{key.replace('_', '-')} differs from the --init model's.")
             kwargs[key] = tuple(value) if key == "filters" else value
     patches = data.from_directory(

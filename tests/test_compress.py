@@ -218,7 +218,9 @@ def test_an_absurd_header_is_refused_before_anything_is_allocated(packed):
     assert peak < 100_000
 
 
-def test_outputs_never_overwrite_inputs_or_existing_files(run, odd_images, packed, tmp_path, capsys):
+def test_outputs_never_overwrite_inputs_or_existing_files(
+    run, odd_images, packed, tmp_path, capsys
+):
     image = odd_images / "tall.png"
     before = image.read_bytes()
     (tmp_path / "tall.aez").write_bytes((packed / "tall.aez").read_bytes())
