@@ -23,6 +23,7 @@ from aezoo._quiet import stderr_captured  # noqa: E402
 with stderr_captured():
     import keras  # noqa: F401  (loads TensorFlow)
 
+from aezoo.compression import compression  # noqa: E402
 from aezoo.conv import conv  # noqa: E402
 from aezoo.dense import dense  # noqa: E402
 from aezoo.denoising import denoising  # noqa: E402
@@ -40,6 +41,7 @@ MODELS = {
     "denoising": denoising,
     "sequence": sequence,
     "sequence_lstm": sequence_lstm,
+    "compression": compression,
 }
 
 __all__ = ["MODELS", "Autoencoder", "__version__"]

@@ -39,20 +39,31 @@ class Corruption(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="aezoo")
 class PadToMultiple(keras.layers.Layer):
-    """Zero-pads height and width at the bottom/right up to a multiple of `multiple`.
+    """Pads height and width at the bottom/right up to a multiple of `multiple`.
 
     Works on sizes known only at call time, so fully convolutional models take any image.
+
+    Args:
+        multiple: the size multiple.
+        mode: "constant" pads with zeros; "edge" repeats the last row and column, which
+            adds no new edges to the image (cheaper to compress than a black border).
     """
 
-    def __init__(self, multiple: int, **kwargs):
+    def __init__(self, multiple: int, mode: str = "constant", **kwargs):
         super().__init__(**kwargs)
-        self.multiple = int(multiple)
+        if mode not in ("constant", "edge"):
+            raise ValueError(f"`mode` must be 'constant' or 'edge'. Received: mode={mode!r}")
+        self.multiple, self.mode = int(multiple), mode
 
     def call(self, x):
         shape = tf.shape(x)
         pad_h = (-shape[1]) % self.multiple
         pad_w = (-shape[2]) % self.multiple
-        return tf.pad(x, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]])
+        if self.mode == "constant":
+            return tf.pad(x, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]])
+        rows = tf.minimum(tf.range(shape[1] + pad_h), shape[1] - 1)
+        cols = tf.minimum(tf.range(shape[2] + pad_w), shape[2] - 1)
+        return tf.gather(tf.gather(x, rows, axis=1), cols, axis=2)
 
     def compute_output_shape(self, input_shape):
         def up(size):
@@ -61,7 +72,7 @@ class PadToMultiple(keras.layers.Layer):
         return (input_shape[0], up(input_shape[1]), up(input_shape[2]), input_shape[3])
 
     def get_config(self):
-        return {**super().get_config(), "multiple": self.multiple}
+        return {**super().get_config(), "multiple": self.multiple, "mode": self.mode}
 
 
 @keras.saving.register_keras_serializable(package="aezoo")

@@ -108,11 +108,13 @@ def make_autoencoder(
     encoder: keras.Model,
     decoder: keras.Model,
     corruption: keras.layers.Layer | None = None,
+    cls: type[Autoencoder] = Autoencoder,
 ) -> Autoencoder:
     """Composes `x -> [corruption] -> encoder -> decoder` into an `Autoencoder`.
 
     The corruption layer sits in front of the encoder, not inside it, so that the encoder
-    used alone (features, serving) always sees clean inputs.
+    used alone (features, serving) always sees clean inputs.  `cls` is an `Autoencoder`
+    subclass for families that train differently (compression: rate + distortion).
     """
     x = keras.Input(encoder.input_shape[1:], name="x")
     h = corruption(x) if corruption is not None else x
@@ -120,7 +122,7 @@ def make_autoencoder(
     # Stored as it comes back from a .keras file's JSON (tuples as lists), so that
     # get_config() is the same before saving and after loading.
     config = json.loads(json.dumps({"model": model, **kwargs}))
-    return Autoencoder(x, x_hat, config=config, name=kwargs["name"])
+    return cls(x, x_hat, config=config, name=kwargs["name"])
 
 
 # ---------------------------------------------------------------- argument checks

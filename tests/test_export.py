@@ -237,8 +237,8 @@ def test_image_endpoint_round_trips_a_png_and_a_jpeg(served, case):
 def expected_signatures(model):
     """{signature: {"inputs"|"outputs": {name: (dtype, shape)}}} from the Keras model."""
     x = {"x": ("float32", model.input_shape)}
-    codes = {
-        name: ("float32", tensor.shape)
+    codes = {  # float32, or int32 for a size passed along (compression's image_size)
+        name: (tensor.dtype, tensor.shape)
         for name, tensor in named_codes(model, model.decoder.input).items()
     }
     reconstruction = {"reconstruction": ("float32", model.output_shape)}
@@ -278,7 +278,7 @@ def test_saved_model_cli_lists_the_signatures(served):
     pattern = re.compile(
         r"(inputs|outputs)\['(\w+)'\] tensor_info:\s+dtype: DT_(\w+)\s+shape: \(([^)]*)\)"
     )
-    dtypes = {"FLOAT": "float32", "STRING": "string"}
+    dtypes = {"FLOAT": "float32", "INT32": "int32", "STRING": "string"}
     listed = {}
     for block in text.split("signature_def['")[1:]:
         name = block.split("'", 1)[0]

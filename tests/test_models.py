@@ -16,6 +16,7 @@ EXAMPLE_SHAPES = {
     "denoising": [(12, 20, 3), (5, 7, 1)],
     "sequence": [(140, 1), (13, 2)],
     "sequence_lstm": [(140, 1), (13, 2)],
+    "compression": [(12, 20, 3), (5, 7, 1)],
 }
 
 # count_params() of MODELS[name](input_shape=shape, latent_dim=8) with all other defaults.
@@ -37,6 +38,12 @@ GOLDEN_PARAMS = {
     # LSTM(64) on 2 channels 4*(64*(2+64)+64), latent 64*8+8, LSTM(64) on the repeated code
     # 4*(64*(8+64)+64), per-step output 64*2+2: checked by hand (the length does not count).
     ("sequence_lstm", (13, 2)): 36490,
+    # 4 convolutions 5x5 (3->128->128->128->8) with 3 GDNs (128 + 128**2 each), mirrored;
+    # the entropy model: 43 parameters and 256 + 2 table entries per latent channel.
+    ("compression", (12, 20, 3)): 1811059,
+    # One channel instead of 3: 2 * 25 * 128 fewer weights in down1_conv and in up1_deconv,
+    # and 2 fewer biases in up1_deconv.
+    ("compression", (5, 7, 1)): 1798257,
 }
 
 CASES = [(name, shape) for name, shapes in EXAMPLE_SHAPES.items() for shape in shapes]
