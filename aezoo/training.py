@@ -325,15 +325,22 @@ def train(
     fix_multi_worker_fit(ae, strategy)
 
     all_callbacks = default_callbacks(out_dir, strategy, log_dir) + list(callbacks)
-    ae.fit(
-        train_ds,
-        validation_data=val_ds,
-        epochs=epochs,
-        steps_per_epoch=steps_per_epoch,
-        callbacks=all_callbacks,
-        verbose=verbose,
-        shuffle=False,  # the pipeline shuffles; Keras would warn about a Dataset otherwise
-    )
+    with warnings.catch_warnings():
+        if steps_per_epoch is None:
+            # Keras 3.15 ends each epoch of a dataset of unknown length (distributed, or cut
+            # into patches) with "Your input ran out of data; interrupting training", though
+            # that is how it finds the end; keras-team/keras#23360 (merged after 3.15) warns
+            # only when steps_per_epoch was given.
+            warnings.filterwarnings("ignore", "Your input ran out of data", UserWarning)
+        ae.fit(
+            train_ds,
+            validation_data=val_ds,
+            epochs=epochs,
+            steps_per_epoch=steps_per_epoch,
+            callbacks=all_callbacks,
+            verbose=verbose,
+            shuffle=False,  # the pipeline shuffles; Keras would warn about a Dataset otherwise
+        )
     history = _history(ae, run)
     if any(not math.isfinite(v) for v in history.get("loss", [])):
         if run is not None:
