@@ -119,7 +119,11 @@ def test_every_model_keeps_a_float32_output_under_mixed_precision(name):
         keras.config.set_dtype_policy("float32")
     assert ae.output.dtype == "float32"
     assert ae.decoder.layers[-1].dtype_policy.compute_dtype == "float32"
-    assert ae.encoder.layers[-1].dtype_policy.compute_dtype == "bfloat16"
+    # The body computes in bfloat16: every layer with a kernel (the compression model's
+    # entropy bottleneck, which ends its encoder, keeps its density in float32 on purpose).
+    kernels = [layer for layer in ae.encoder.layers if getattr(layer, "kernel", None) is not None]
+    assert kernels
+    assert {layer.dtype_policy.compute_dtype for layer in kernels} == {"bfloat16"}
 
 
 def test_bfloat16_training_on_cpu_computes_in_bfloat16_and_keeps_float32_weights():
