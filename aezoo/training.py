@@ -224,6 +224,7 @@ def train(
     out_dir: str | os.PathLike | None = None,
     loss: str = "mse",
     learning_rate: float = 1e-3,
+    clipnorm: float | None = None,
     noise: tuple[str, float] | None = None,
     mixed_precision: str | bool | None = None,
     jit_compile: bool | str = "auto",
@@ -256,6 +257,7 @@ def train(
             overwritten.
         loss: "mse", "bce" or any Keras loss.
         learning_rate: Adam's learning rate.
+        clipnorm: clip the gradient to this global norm (None: no clipping).
         noise: `(kind, level)` to train a denoiser on `(noisy x, x)` pairs.
         mixed_precision: None/"off", "auto", "mixed_float16" or "mixed_bfloat16".
         jit_compile: True, False or "auto" (see `resolve_jit_compile`).
@@ -316,7 +318,7 @@ def train(
                     "last layer needs dtype='float32' so that the loss is computed in float32."
                 )
             ae.compile(
-                optimizer=keras.optimizers.Adam(learning_rate),
+                optimizer=keras.optimizers.Adam(learning_rate, global_clipnorm=clipnorm),
                 loss=keras_loss(loss),
                 jit_compile=resolve_jit_compile(jit_compile, strategy),
             )

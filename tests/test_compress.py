@@ -233,6 +233,15 @@ def test_outputs_never_overwrite_inputs_or_existing_files(
     assert status == 2 and "--overwrite" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("option, value", [("--clipnorm", "-1"), ("--epochs", "0")])
+def test_bad_training_options_give_one_line_and_status_2(digits, tmp_path, capsys, option, value):
+    status = compress.main(["train", "--images", str(digits), "--patch", "16", option, value,
+                            "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert status == 2 and option in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()
+
+
 # ------------------------------------------------------------------ entropy coding
 
 
