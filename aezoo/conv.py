@@ -81,8 +81,13 @@ def conv(
     def conv2d(n, name, strides=1, act=activation, layer=keras.layers.Conv2D):
         return layer(n, kernel_size, strides=strides, padding="same", activation=act, name=name)
 
+    if any(sum(pair) for pair in margins):
+        pad = keras.layers.ZeroPadding2D(margins, name="pad")
+        crop = keras.layers.Cropping2D(margins, name="crop")
+    else:  # nothing to pad: identities of the same names, so no ops in the training step
+        pad, crop = keras.layers.Identity(name="pad"), keras.layers.Identity(name="crop")
     x = keras.Input((height, width, channels), name="x")
-    h = keras.layers.ZeroPadding2D(margins, name="pad")(x)
+    h = pad(x)
     for i, n in enumerate(filters, start=1):
         if downsample == "stride":
             h = conv2d(n, f"down{i}_conv", strides=2)(h)
@@ -107,7 +112,7 @@ def conv(
     for i, n in reversed(list(enumerate(filters, start=1))):
         h = conv2d(n, f"up{i}_deconv", strides=2, layer=keras.layers.Conv2DTranspose)(h)
     h = conv2d(channels, "output_conv", act=None)(h)
-    h = keras.layers.Cropping2D(margins, name="crop")(h)
+    h = crop(h)
     # float32 output even under mixed precision, so the loss is computed in float32.
     x_hat = keras.layers.Activation(output_activation, dtype="float32", name="reconstruction")(h)
     decoder = keras.Model(z_in, x_hat, name="decoder")

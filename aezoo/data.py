@@ -427,7 +427,7 @@ def _column_index(path: Path, column: int | str | None, header, width: int) -> i
 
 
 def pipeline(
-    examples: tf.data.Dataset,
+    examples: tf.data.Dataset | np.ndarray,
     batch_size: int,
     *,
     noise: tuple[str, float] | None = None,
@@ -440,7 +440,10 @@ def pipeline(
 
     Args:
         examples: a source above (or any dataset of single examples; `(x, label)` pairs
-            are reduced to `x`).
+            are reduced to `x`), or an array of examples (N, ...) already in memory (see
+            `load_array`), which is shuffled and batched by index and gathered a batch at
+            a time, as Keras does with arrays: per-example tf.data work cost 5-8% of a
+            small model's training step on 2 CPU cores (benchmarks/train_throughput.py).
         batch_size: the global batch size; under a tf.distribute strategy Keras splits it
             across replicas.
         noise: `(kind, level)` from `aezoo.noise.parse_noise`; fresh noise each epoch.
@@ -460,13 +463,16 @@ def pipeline(
     """
     check_int("batch_size", batch_size)
     check_int("num_replicas", num_replicas)
-    if isinstance(examples.element_spec, tuple):
+    array = None
+    if not isinstance(examples, tf.data.Dataset):
+        array = tf.convert_to_tensor(examples)
+        examples = tf.data.Dataset.range(int(array.shape[0]))  # indices, gathered below
+    elif isinstance(examples.element_spec, tuple):
         examples = examples.map(lambda x, *_: x)
     size = int(examples.cardinality())
     if shuffle:
-        examples = examples.shuffle(
-            _shuffle_buffer(examples.element_spec, size), seed=seed, reshuffle_each_iteration=True
-        )
+        buffer = size if array is not None else _shuffle_buffer(examples.element_spec, size)
+        examples = examples.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
     if num_replicas > 1 and not drop_remainder:
         if size == tf.data.UNKNOWN_CARDINALITY:
             drop_remainder = True  # cannot know the last batch: keep whole batches only
@@ -479,6 +485,8 @@ def pipeline(
                 )
             examples = examples.take(keep)
     batches = examples.batch(batch_size, drop_remainder=drop_remainder)
+    if array is not None:
+        batches = batches.map(lambda indices: tf.gather(array, indices))
     if noise is None:
         batches = batches.map(lambda x: (x, x))
     else:

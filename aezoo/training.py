@@ -513,15 +513,19 @@ def check_fits(model: keras.Model, example_shape: Sequence[int | None]) -> None:
         )
 
 
-def _as_dataset(data) -> tf.data.Dataset:
+def _as_dataset(data) -> tf.data.Dataset | np.ndarray:
+    """A dataset as it is; an array as a checked float32 array (`pipeline` batches arrays
+    faster than datasets)."""
     if isinstance(data, tf.data.Dataset):
         return data
-    return data_lib.from_arrays(data)  # checks emptiness and NaN
+    return data_lib.load_array(data)  # checks emptiness and NaN
 
 
 def _example_spec(data: tf.data.Dataset) -> tf.TensorSpec:
     """The spec of one example, after checking that there is at least one and that examples
     have one shape (batches need it)."""
+    if not isinstance(data, tf.data.Dataset):
+        return tf.TensorSpec(data.shape[1:], tf.as_dtype(data.dtype))
     spec = data.element_spec
     spec = spec[0] if isinstance(spec, tuple) else spec
     if not spec.shape.is_fully_defined():

@@ -33,6 +33,10 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# The offline datasets beside this checkout, unless TFDS_DATA_DIR says otherwise.
+_OFFLINE = Path(__file__).resolve().parents[2] / "shared" / "data" / "tensorflow_datasets"
+if "TFDS_DATA_DIR" not in os.environ and _OFFLINE.is_dir():
+    os.environ["TFDS_DATA_DIR"] = str(_OFFLINE)
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -137,11 +141,18 @@ def run_torch(x: np.ndarray, steps: int, warmup: int) -> float:
 
 
 def part_classic(x: np.ndarray, rounds: int, steps: int, warmup: int) -> dict:
-    runs = {"aezoo": [], "keras": [], "pytorch": []}
+    runners = {
+        "aezoo": lambda: run_aezoo(x, steps, warmup, strategy="auto", jit_compile="auto"),
+        "keras": lambda: run_keras(x, steps, warmup),
+        "pytorch": lambda: run_torch(x, steps, warmup),
+    }
+    runs = {name: [] for name in runners}
+    names = list(runners)
     for r in range(rounds):
-        runs["aezoo"].append(run_aezoo(x, steps, warmup, strategy="auto", jit_compile="auto"))
-        runs["keras"].append(run_keras(x, steps, warmup))
-        runs["pytorch"].append(run_torch(x, steps, warmup))
+        # The order rotates each round, so no one always runs first or right after PyTorch
+        # (whose OpenMP threads keep spinning for a moment after its last step).
+        for name in names[r % 3:] + names[: r % 3]:
+            runs[name].append(runners[name]())
         print(f"  round {r + 1}/{rounds}: " + ", ".join(
             f"{k} {v[-1]:.0f}" for k, v in runs.items()), flush=True)
     median = {k: statistics.median(v) for k, v in runs.items()}

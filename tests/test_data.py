@@ -240,3 +240,20 @@ def test_pipeline_without_a_known_size_keeps_whole_batches_for_replicas():
 def test_fewer_examples_than_replicas_are_rejected():
     with pytest.raises(ValueError, match="1 examples cannot be split across 2 replicas"):
         data.pipeline(numbered(1), 16, num_replicas=2)
+
+
+def test_pipeline_of_an_array_gives_every_example_once_per_epoch_in_a_new_order():
+    x = np.arange(10 * 2 * 2, dtype=np.float32).reshape(10, 2, 2, 1)
+    ds = data.pipeline(x, 4, seed=0)
+    epochs = []
+    for _ in range(2):
+        batches = list(ds.as_numpy_iterator())
+        assert [len(inputs) for inputs, _ in batches] == [4, 4, 2]
+        assert all(np.array_equal(inputs, targets) for inputs, targets in batches)
+        epochs.append(np.concatenate([inputs for inputs, _ in batches]))
+    for epoch in epochs:
+        np.testing.assert_array_equal(epoch[np.argsort(epoch[:, 0, 0, 0])], x)
+    assert not np.array_equal(epochs[0], epochs[1])
+    # Across 3 replicas a last batch of 2 would leave one replica empty: it is left out.
+    kept = [len(inputs) for inputs, _ in data.pipeline(x, 4, num_replicas=3).as_numpy_iterator()]
+    assert kept == [4, 4]
