@@ -17,6 +17,10 @@ against it.
 The same part reports the achieved floating-point rate of each: the FLOPs of one training step
 (forward and backward, counted from the layer shapes) times the steps per second, against this machine's measured peak (the best of several large float32 matmuls).
 
+Part "overhead": the hand-written Keras model and aezoo's model, both fitted by plain Keras on
+arrays, and aezoo's model through `aezoo.training.train`: whether a difference comes from the
+model or from the training path.
+
 Part "defaults": aezoo's default `conv` model at realistic sizes (Fashion-MNIST 28x28x1 and
 128x128x3 patches), with XLA on and off, fed by aezoo's tf.data pipeline or by in-memory arrays;
 aezoo's defaults (`resolve_jit_compile`, `train`'s input path) follow these measurements.
@@ -165,6 +169,37 @@ def part_classic(x: np.ndarray, rounds: int, steps: int, warmup: int) -> dict:
     }
 
 
+def part_overhead(x: np.ndarray, rounds: int, steps: int, warmup: int) -> dict:
+    """Where aezoo's time goes against hand-written Keras: the same hand-written model and
+    aezoo's model, both fitted by plain Keras on arrays, and aezoo's model through
+    `aezoo.training.train` (its input pipeline, strategy and callbacks)."""
+
+    def aezoo_model_plain_fit():
+        import aezoo
+
+        timer = StepTimer(warmup)
+        model = aezoo.MODELS["conv"](input_shape=x.shape[1:], **CLASSIC_AEZOO)
+        model.compile()
+        model.fit(x[: steps * BATCH], x[: steps * BATCH], batch_size=BATCH, epochs=1,
+                  callbacks=[timer], verbose=0)
+        return timer.images_per_second
+
+    runners = {
+        "hand-written Keras model, Keras fit": lambda: run_keras(x, steps, warmup),
+        "aezoo model, Keras fit": aezoo_model_plain_fit,
+        "aezoo model, aezoo.training.train": lambda: run_aezoo(
+            x, steps, warmup, strategy="auto", jit_compile="auto"),
+    }
+    runs = {name: [] for name in runners}
+    names = list(runners)
+    for r in range(rounds):
+        for name in names[r % 3:] + names[: r % 3]:
+            runs[name].append(runners[name]())
+        print(f"  round {r + 1}/{rounds}: " + ", ".join(
+            f"{v[-1]:.0f}" for v in runs.values()), flush=True)
+    return {name: statistics.median(v) for name, v in runs.items()}
+
+
 def part_defaults(fashion: np.ndarray, patches: np.ndarray, rounds: int, steps: int,
                   warmup: int) -> dict:
     """aezoo's default conv: XLA on/off x tf.data pipeline vs arrays, two input sizes."""
@@ -274,7 +309,7 @@ def print_table(title: str, header: list[str], rows: list[list[str]]) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--part", choices=("all", "classic", "defaults"), default="all")
+    parser.add_argument("--part", choices=("all", "classic", "overhead", "defaults"), default="all")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=60, help="steps per run (timed: steps - warmup)")
     parser.add_argument("--warmup", type=int, default=10)
@@ -303,6 +338,15 @@ def main(argv=None) -> int:
             ["implementation", "GFLOP/s", "% of peak"],
             [[k, f"{v / BATCH * step_flops / 1e9:.1f}", f"{100 * v / BATCH * step_flops / peak:.1f}%"]
              for k, v in c["median"].items()],
+        )
+    if args.part in ("all", "overhead"):
+        x = load_images("mnist", args.steps * BATCH)
+        print("where the time goes, 28x28x1, batch 128 (images/s):")
+        o = part_overhead(x, args.rounds, args.steps, args.warmup)
+        results["overhead"] = o
+        print_table(
+            f"aezoo against hand-written Keras, median of {args.rounds} rotating rounds",
+            ["variant", "images/s"], [[k, f"{v:.0f}"] for k, v in o.items()],
         )
     if args.part in ("all", "defaults"):
         steps = max(args.steps // 2, args.warmup + 5)
