@@ -17,10 +17,21 @@ def _pyplot():
     return plt
 
 
+def subplots(*args, **kwargs):
+    """`matplotlib.pyplot.subplots` on the file-only backend: (figure, axes)."""
+    return _pyplot().subplots(*args, **kwargs)
+
+
+def save(fig, path: str | os.PathLike) -> None:
+    """Writes `fig` as a PNG and closes it (pyplot keeps every open figure otherwise)."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    _pyplot().close(fig)
+
+
 def plot_history(history: dict[str, list[float]], path: str | os.PathLike, title: str = "") -> None:
     """Loss curves (training, and validation when present) per epoch, log-scaled."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = subplots(figsize=(6, 4))
     for key, values in history.items():
         if key.endswith("loss") and values:
             ax.plot(range(1, len(values) + 1), values, marker="o", label=key)
@@ -30,9 +41,7 @@ def plot_history(history: dict[str, list[float]], path: str | os.PathLike, title
     ax.grid(True, alpha=0.3)
     ax.legend()
     ax.set_title(title or "training history")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save(fig, path)
 
 
 def image_grid(
@@ -42,9 +51,8 @@ def image_grid(
     title: str = "",
 ) -> None:
     """Saves rows of images (each an array (n, height, width, channels) in [0, 1]) as a grid."""
-    plt = _pyplot()
     n_rows, n_cols = len(rows), max(len(r) for r in rows)
-    fig, axes = plt.subplots(
+    fig, axes = subplots(
         n_rows, n_cols, figsize=(1.6 * n_cols + 1, 1.6 * n_rows + 0.4), squeeze=False
     )
     for r, images in enumerate(rows):
@@ -64,9 +72,7 @@ def image_grid(
             axes[r][0].set_ylabel(row_titles[r])
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save(fig, path)
 
 
 def plot_reconstructions(model, x: np.ndarray, path: str | os.PathLike, title: str = "") -> None:
@@ -76,16 +82,13 @@ def plot_reconstructions(model, x: np.ndarray, path: str | os.PathLike, title: s
     if x.ndim == 4:
         image_grid([x, x_hat], path, row_titles=["input", "reconstruction"], title=title)
         return
-    plt = _pyplot()
-    fig, axes = plt.subplots(len(x), 1, figsize=(7, 1.6 * len(x) + 0.5), squeeze=False)
+    fig, axes = subplots(len(x), 1, figsize=(7, 1.6 * len(x) + 0.5), squeeze=False)
     for ax, signal, rebuilt in zip(axes[:, 0], x, x_hat):
         ax.plot(signal.reshape(len(signal), -1), color="tab:blue", label="input")
         ax.plot(rebuilt.reshape(len(rebuilt), -1), color="tab:red", alpha=0.8, label="reconstruction")
     axes[0, 0].legend(loc="upper right")
     fig.suptitle(title or "reconstructions")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save(fig, path)
 
 
 def plot_score_histogram(
@@ -100,7 +103,6 @@ def plot_score_histogram(
     The bins are log-spaced when every score is positive, since reconstruction errors span
     orders of magnitude.
     """
-    plt = _pyplot()
     scores = np.asarray(scores, dtype=np.float64)
     is_anomaly = np.asarray(is_anomaly, dtype=bool)
     low, high = float(scores.min()), float(scores.max())
@@ -109,7 +111,7 @@ def plot_score_histogram(
         bins = np.geomspace(low, high if high > low else low * 1.01, 51)
     else:
         bins = np.linspace(low, high if high > low else low + 1, 51)
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = subplots(figsize=(6, 4))
     groups = ((~is_anomaly, "normal", "tab:blue"), (is_anomaly, "anomalous", "tab:red"))
     for mask, label, color in groups:
         if mask.any():
@@ -122,9 +124,7 @@ def plot_score_histogram(
     ax.set_ylabel("examples")
     ax.legend()
     ax.set_title(title or "anomaly scores")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save(fig, path)
 
 
 def plot_roc(
@@ -133,8 +133,7 @@ def plot_roc(
     title: str = "",
 ) -> None:
     """ROC curves: detector name -> (false positive rates, true positive rates, ROC-AUC)."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5, 5))
+    fig, ax = subplots(figsize=(5, 5))
     for name, (fpr, tpr, auc) in curves.items():
         ax.plot(fpr, tpr, label=f"{name} (AUC {auc:.3f})")
     ax.plot([0, 1], [0, 1], color="gray", linestyle=":", label="chance")
@@ -145,9 +144,7 @@ def plot_roc(
     ax.grid(True, alpha=0.3)
     ax.legend(loc="lower right")
     ax.set_title(title or "ROC")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save(fig, path)
 
 
 def plot_scatter(
@@ -172,6 +169,4 @@ def plot_scatter(
     if len(classes) <= 20:
         ax.legend(markerscale=3, fontsize="small", loc="best")
     ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save(fig, path)

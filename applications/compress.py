@@ -433,8 +433,7 @@ def _markdown(results: dict) -> str:
 
 
 def _plot(curves: dict[str, list[dict]], path: Path, title: str) -> None:
-    plt = plots._pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+    fig, axes = plots.subplots(1, 2, figsize=(11, 4.5))
     for name, points in curves.items():
         style = {"marker": "o", "linewidth": 2.5 if name == "aezoo" else 1.2}
         for ax, quality in zip(axes, ("psnr", "ms_ssim_db")):
@@ -449,9 +448,7 @@ def _plot(curves: dict[str, list[dict]], path: Path, title: str) -> None:
         if ax.lines:  # (no MS-SSIM for images under rd.MS_SSIM_MIN_SIDE pixels a side)
             ax.legend()
     fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    plots.save(fig, path)
 
 
 @cli.guarded
