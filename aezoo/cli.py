@@ -60,6 +60,34 @@ def guarded(main: Callable[[Sequence[str] | None], int | None]):
     return wrapper
 
 
+def output_paths(inputs: Sequence[Path], out: Path, suffix: str, overwrite: bool) -> list[Path]:
+    """One output per input file, `out/<its stem><suffix>`, all checked before an
+    application writes anything.
+
+    Raises:
+        FileNotFoundError: an input that is not a file.
+        ValueError: two inputs with the same stem, or an output that is one of the inputs
+            (refused even with `overwrite`).
+        FileExistsError: an existing output, unless `overwrite`.
+    """
+    resolved = {path.resolve() for path in inputs}
+    targets: list[Path] = []
+    taken: dict[Path, Path] = {}
+    for path in inputs:
+        if not path.is_file():
+            raise FileNotFoundError(f"No such file: {path}")
+        target = out / f"{path.stem}{suffix}"
+        if target in taken:
+            raise ValueError(f"{taken[target]} and {path} would both be written to {target}.")
+        if target.resolve() in resolved:
+            raise ValueError(f"Writing {target} would overwrite an input; choose another --out.")
+        if target.exists() and not overwrite:
+            raise FileExistsError(f"{target} exists; remove it or pass --overwrite to replace it.")
+        taken[target] = path
+        targets.append(target)
+    return targets
+
+
 def program_name() -> str:
     """How the user started this program: "python -m aezoo.train" or "denoise.py"."""
     script = Path(sys.argv[0])

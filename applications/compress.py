@@ -217,7 +217,7 @@ def train(args: argparse.Namespace) -> int:
 def compress(args: argparse.Namespace) -> int:
     model = codec.load_model(args.model)
     packer = codec.Codec(model)
-    targets = _outputs(args.images, args.out, ".aez", args.overwrite)
+    targets = cli.output_paths(args.images, args.out, ".aez", args.overwrite)
     for path in args.images:
         data.probe_image(path)  # every input is readable before anything is written
     args.out.mkdir(parents=True, exist_ok=True)
@@ -238,7 +238,7 @@ def decompress(args: argparse.Namespace) -> int:
 
     model = codec.load_model(args.model)
     unpacker = codec.Codec(model)
-    targets = _outputs(args.files, args.out, ".png", args.overwrite)
+    targets = cli.output_paths(args.files, args.out, ".png", args.overwrite)
     args.out.mkdir(parents=True, exist_ok=True)
     for i, (path, target) in enumerate(zip(args.files, targets), start=1):
         started = time.perf_counter()
@@ -248,26 +248,6 @@ def decompress(args: argparse.Namespace) -> int:
         print(f"[{i}/{len(targets)}] {path.name} -> {target} ({image.shape[1]}x"
               f"{image.shape[0]}, {seconds:.2f} s)", flush=True)
     return 0
-
-
-def _outputs(inputs: Sequence[Path], out: Path, suffix: str, overwrite: bool) -> list[Path]:
-    """One output per input (same stem, in `out`), checked before anything is written:
-    no two inputs with the same stem, never an input overwritten, and no existing file
-    replaced unless `overwrite`."""
-    targets = [out / (path.stem + suffix) for path in inputs]
-    seen: dict[Path, Path] = {}
-    resolved_inputs = {path.resolve() for path in inputs}
-    for path, target in zip(inputs, targets):
-        if not path.is_file():
-            raise FileNotFoundError(f"No such file: {path}")
-        if target in seen:
-            raise ValueError(f"{seen[target]} and {path} would both be written to {target}.")
-        seen[target] = path
-        if target.resolve() in resolved_inputs:
-            raise FileExistsError(f"{target} is one of the inputs; choose another --out folder.")
-        if target.exists() and not overwrite:
-            raise FileExistsError(f"{target} exists; pass --overwrite to replace it.")
-    return targets
 
 
 # --------------------------------------------------------------------- evaluate

@@ -218,19 +218,7 @@ def plan_outputs(inputs: Sequence[Path], out: Path, overwrite: bool) -> list[tup
         files += data.list_images(path) if path.is_dir() else [path]
     for path in files:
         data.probe_image(path)
-    resolved = {path.resolve() for path in files}
-    jobs, taken = [], {}
-    for path in files:
-        target = out / f"{path.stem}.png"
-        if target in taken:
-            raise ValueError(f"{taken[target]} and {path} would both be written to {target}.")
-        if target.resolve() in resolved:
-            raise ValueError(f"Writing {target} would overwrite an input; choose another --out.")
-        if target.exists() and not overwrite:
-            raise FileExistsError(f"{target} exists; remove it or pass --overwrite.")
-        taken[target] = path
-        jobs.append((path, target))
-    return jobs
+    return list(zip(files, cli.output_paths(files, out, ".png", overwrite)))
 
 
 def write_png(image: np.ndarray, path: Path) -> None:
