@@ -106,12 +106,16 @@ def run_aezoo(x: np.ndarray, steps: int, warmup: int, **options) -> float:
     return timer.images_per_second
 
 
-def run_keras(x: np.ndarray, steps: int, warmup: int) -> float:
+def fit_arrays(model: keras.Model, x: np.ndarray, steps: int, warmup: int) -> float:
+    """Images/s of plain Keras `fit` on `steps` batches of the array `x` (compiled model)."""
     timer = StepTimer(warmup)
-    model = classic_keras_model()
-    model.fit(x[: steps * BATCH], x[: steps * BATCH], batch_size=BATCH, epochs=1,
-              callbacks=[timer], verbose=0)
+    n = steps * BATCH
+    model.fit(x[:n], x[:n], batch_size=BATCH, epochs=1, callbacks=[timer], verbose=0)
     return timer.images_per_second
+
+
+def run_keras(x: np.ndarray, steps: int, warmup: int) -> float:
+    return fit_arrays(classic_keras_model(), x, steps, warmup)
 
 
 def run_torch(x: np.ndarray, steps: int, warmup: int) -> float:
@@ -144,21 +148,28 @@ def run_torch(x: np.ndarray, steps: int, warmup: int) -> float:
 # --------------------------------------------------------------------------- parts
 
 
+def rotating_rounds(runners: dict, rounds: int) -> dict[str, list[float]]:
+    """Each runner's images/s, once a round.  The order rotates each round, so that none
+    always runs first or right after PyTorch (whose OpenMP threads keep spinning for a
+    moment after its last step)."""
+    runs: dict[str, list[float]] = {name: [] for name in runners}
+    names = list(runners)
+    for r in range(rounds):
+        shift = r % len(names)
+        for name in names[shift:] + names[:shift]:
+            runs[name].append(runners[name]())
+        print(f"  round {r + 1}/{rounds}: " + ", ".join(
+            f"{name} {values[-1]:.0f}" for name, values in runs.items()), flush=True)
+    return runs
+
+
 def part_classic(x: np.ndarray, rounds: int, steps: int, warmup: int) -> dict:
     runners = {
         "aezoo": lambda: run_aezoo(x, steps, warmup, strategy="auto", jit_compile="auto"),
         "keras": lambda: run_keras(x, steps, warmup),
         "pytorch": lambda: run_torch(x, steps, warmup),
     }
-    runs = {name: [] for name in runners}
-    names = list(runners)
-    for r in range(rounds):
-        # The order rotates each round, so no one always runs first or right after PyTorch
-        # (whose OpenMP threads keep spinning for a moment after its last step).
-        for name in names[r % 3:] + names[: r % 3]:
-            runs[name].append(runners[name]())
-        print(f"  round {r + 1}/{rounds}: " + ", ".join(
-            f"{k} {v[-1]:.0f}" for k, v in runs.items()), flush=True)
+    runs = rotating_rounds(runners, rounds)
     median = {k: statistics.median(v) for k, v in runs.items()}
     return {
         "images_per_second": runs,
@@ -177,12 +188,9 @@ def part_overhead(x: np.ndarray, rounds: int, steps: int, warmup: int) -> dict:
     def aezoo_model_plain_fit():
         import aezoo
 
-        timer = StepTimer(warmup)
         model = aezoo.MODELS["conv"](input_shape=x.shape[1:], **CLASSIC_AEZOO)
         model.compile()
-        model.fit(x[: steps * BATCH], x[: steps * BATCH], batch_size=BATCH, epochs=1,
-                  callbacks=[timer], verbose=0)
-        return timer.images_per_second
+        return fit_arrays(model, x, steps, warmup)
 
     runners = {
         "hand-written Keras model, Keras fit": lambda: run_keras(x, steps, warmup),
@@ -190,13 +198,7 @@ def part_overhead(x: np.ndarray, rounds: int, steps: int, warmup: int) -> dict:
         "aezoo model, aezoo.training.train": lambda: run_aezoo(
             x, steps, warmup, strategy="auto", jit_compile="auto"),
     }
-    runs = {name: [] for name in runners}
-    names = list(runners)
-    for r in range(rounds):
-        for name in names[r % 3:] + names[: r % 3]:
-            runs[name].append(runners[name]())
-        print(f"  round {r + 1}/{rounds}: " + ", ".join(
-            f"{v[-1]:.0f}" for v in runs.values()), flush=True)
+    runs = rotating_rounds(runners, rounds)
     return {name: statistics.median(v) for name, v in runs.items()}
 
 
@@ -224,12 +226,9 @@ def run_default_conv(x: np.ndarray, steps: int, warmup: int, jit: bool, feed: st
         return run_aezoo(x, steps, warmup, model_kwargs={}, jit_compile=jit, strategy="auto")
     import aezoo
 
-    timer = StepTimer(warmup)
     model = aezoo.MODELS["conv"](input_shape=x.shape[1:])
     model.compile(jit_compile=jit)
-    n = steps * BATCH
-    model.fit(x[:n], x[:n], batch_size=BATCH, epochs=1, callbacks=[timer], verbose=0)
-    return timer.images_per_second
+    return fit_arrays(model, x, steps, warmup)
 
 
 # ----------------------------------------------------------------------------- flops
@@ -317,8 +316,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     results = {"machine": machine(), "batch": BATCH}
-    if args.part in ("all", "classic"):
+    if args.part in ("all", "classic", "overhead"):
         x = load_images("mnist", args.steps * BATCH)
+    if args.part in ("all", "classic"):
         print("classic denoising autoencoder, 28x28x1, batch 128 (images/s):")
         c = part_classic(x, args.rounds, args.steps, args.warmup)
         results["classic"] = c
@@ -340,7 +340,6 @@ def main(argv=None) -> int:
              for k, v in c["median"].items()],
         )
     if args.part in ("all", "overhead"):
-        x = load_images("mnist", args.steps * BATCH)
         print("where the time goes, 28x28x1, batch 128 (images/s):")
         o = part_overhead(x, args.rounds, args.steps, args.warmup)
         results["overhead"] = o
