@@ -29,8 +29,10 @@ from pathlib import Path
 
 import numpy as np
 
+from offline import DATA  # noqa: E402  (this folder's offline.py)
+
 ROOT = Path(__file__).resolve().parents[1]
-ECG = ROOT.parent / "shared" / "data" / "raw" / "ecg5000" / "ecg.csv"
+ECG = DATA / "raw" / "ecg5000" / "ecg.csv"
 TUTORIAL_ACCURACY = 0.944  # the TF tutorial's dense autoencoder at mean + std
 SPLIT = ["--split-seed", "21", "--test-size", "0.2"]
 

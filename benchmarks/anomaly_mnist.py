@@ -24,11 +24,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
+
+from offline import use_offline_tfds  # noqa: E402  (this folder's offline.py)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,9 +47,7 @@ def parse_args(argv):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    tfds_dir = ROOT.parent / "shared" / "data" / "tensorflow_datasets"
-    if "TFDS_DATA_DIR" not in os.environ and tfds_dir.is_dir():
-        os.environ["TFDS_DATA_DIR"] = str(tfds_dir)
+    use_offline_tfds()
     sys.path.insert(0, str(ROOT / "applications"))
     import detect_anomalies as app
 

@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+from offline import DATA  # noqa: E402  (this folder's offline.py)
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "applications"))
 
@@ -35,7 +37,7 @@ PUBLISHED = {"0.25": 29.2, "0.5": 31.9, "1.0": 35.5}
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=Path, nargs="+", required=True)
-    parser.add_argument("--images", type=Path, default=ROOT.parent / "shared/data/raw/kodak")
+    parser.add_argument("--images", type=Path, default=DATA / "raw" / "kodak")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)

@@ -23,9 +23,10 @@ import sys
 import time
 from pathlib import Path
 
+from offline import DATA, use_offline_tfds  # noqa: E402  (this folder's offline.py)
+
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
-os.environ.setdefault("TFDS_DATA_DIR", str(DATA / "tensorflow_datasets"))
+use_offline_tfds()
 
 # Published BSD68 results at sigma 25 (PSNR, dB), for the gap the table states.
 PUBLISHED_BSD68 = {"BM3D (Dabov et al. 2007)": 28.57, "DnCNN-S (Zhang et al. 2017)": 29.23}

@@ -36,11 +36,10 @@ import sys
 import time
 from pathlib import Path
 
+from offline import DATA, use_offline_tfds  # noqa: E402  (this folder's offline.py)
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# The offline datasets beside this checkout, unless TFDS_DATA_DIR says otherwise.
-_OFFLINE = Path(__file__).resolve().parents[2] / "shared" / "data" / "tensorflow_datasets"
-if "TFDS_DATA_DIR" not in os.environ and _OFFLINE.is_dir():
-    os.environ["TFDS_DATA_DIR"] = str(_OFFLINE)
+use_offline_tfds()
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -294,7 +293,7 @@ def load_images(name: str, count: int) -> np.ndarray:
 def load_patches(count: int) -> np.ndarray:
     from aezoo import data
 
-    folder = Path(__file__).resolve().parents[1].parent / "shared/data/raw/cbsd432"
+    folder = DATA / "raw" / "cbsd432"
     ds = data.from_directory(folder, patch_size=128, seed=0)
     return np.stack([np.asarray(e) for e in ds.repeat().take(count)])
 

@@ -26,12 +26,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from offline import use_offline_tfds  # noqa: E402  (this folder's offline.py)
+
 ROOT = Path(__file__).resolve().parents[1]
 # This checkout's aezoo, and the offline datasets beside it unless TFDS_DATA_DIR says otherwise.
 ENV = dict(os.environ)
 ENV["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), ENV.get("PYTHONPATH")]))
-if not ENV.get("TFDS_DATA_DIR") and (ROOT.parent / "shared/data/tensorflow_datasets").is_dir():
-    ENV["TFDS_DATA_DIR"] = str(ROOT.parent / "shared/data/tensorflow_datasets")
+use_offline_tfds(ENV)
 
 
 def command(split: str, epochs: int, out: str, *extra: str) -> list[str]:
