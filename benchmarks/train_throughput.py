@@ -148,14 +148,20 @@ def run_torch(x: np.ndarray, steps: int, warmup: int) -> float:
 
 
 def rotating_rounds(runners: dict, rounds: int) -> dict[str, list[float]]:
-    """Each runner's images/s, once a round.  The order rotates each round, so that none
-    always runs first or right after PyTorch (whose OpenMP threads keep spinning for a
-    moment after its last step)."""
+    """Each runner's images/s, once a round.
+
+    Round r runs the runners in the r-th rotation of their order, and after the first
+    len(runners) rounds in rotations of the reversed order.  Rotations alone keep the cyclic
+    order, so one runner would always follow PyTorch (whose OpenMP threads keep spinning
+    for a moment after its last step) and another never; over 2 x len(runners) rounds each
+    runner runs right after each other one, and in each position, equally often."""
     runs: dict[str, list[float]] = {name: [] for name in runners}
     names = list(runners)
+    n = len(names)
     for r in range(rounds):
-        shift = r % len(names)
-        for name in names[shift:] + names[:shift]:
+        order = names if (r // n) % 2 == 0 else names[::-1]
+        shift = r % n
+        for name in order[shift:] + order[:shift]:
             runs[name].append(runners[name]())
         print(f"  round {r + 1}/{rounds}: " + ", ".join(
             f"{name} {values[-1]:.0f}" for name, values in runs.items()), flush=True)
@@ -308,7 +314,10 @@ def print_table(title: str, header: list[str], rows: list[list[str]]) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--part", choices=("all", "classic", "overhead", "defaults"), default="all")
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--rounds", type=int, default=6,
+        help="best a multiple of 6: every order of the three contenders once",
+    )
     parser.add_argument("--steps", type=int, default=60, help="steps per run (timed: steps - warmup)")
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--json", type=Path)
