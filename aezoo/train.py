@@ -42,6 +42,7 @@ from aezoo import cli  # first: imports TensorFlow quietly
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
 
 from aezoo import data, noise, plots, training  # noqa: E402
 
@@ -159,7 +160,16 @@ def load_data(args: argparse.Namespace):
             seed=args.seed,
         )
         return images, None
-    return data.from_arrays(args.arrays, key=args.key), None
+    # The array itself, not a dataset of its rows: `training.train` batches an array by index
+    # and gathers a batch at a time, which is faster (see `aezoo.data.pipeline`).
+    return data.load_array(args.arrays, key=args.key), None
+
+
+def first_examples(examples: tf.data.Dataset | np.ndarray, count: int) -> np.ndarray:
+    """Up to `count` examples, as an array, from what `run` returns (for sample plots)."""
+    if isinstance(examples, np.ndarray):
+        return examples[:count]
+    return np.stack([np.asarray(e) for e in examples.take(count)])
 
 
 def _has_split(args: argparse.Namespace, split: str) -> bool:
@@ -177,7 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     model, history, examples = run(args)
     if model is None:  # a worker other than the chief: it writes nothing
         return 0
-    x = np.stack([np.asarray(e) for e in examples.take(8)])
+    x = first_examples(examples, 8)
     # From the saved file, outside the strategy: predicting with `model` under
     # MultiWorkerMirroredStrategy would wait for the other workers, which have finished.
     saved = keras.models.load_model(args.out / "model.keras")

@@ -126,7 +126,7 @@ def train(args: argparse.Namespace) -> None:
     # The model as saved (float32 also after mixed-precision training), for serving anywhere.
     model, _ = load_denoiser(args.out)
     export_saved_model(model, args.out / "export")  # for TF Serving: export/1/
-    clean = np.stack([np.asarray(e) for e in examples.take(8)])
+    clean = train_lib.first_examples(examples, 8)
     noisy = noise.add_noise(clean, kind, level, (args.seed, 0)).numpy()
     denoised = model.predict(noisy, verbose=0)
     plots.image_grid(
