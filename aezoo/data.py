@@ -442,13 +442,13 @@ def pipeline(
         examples: a source above (or any dataset of single examples; `(x, label)` pairs
             are reduced to `x`), or an array of examples (N, ...) already in memory (see
             `load_array`), which is shuffled and batched by index and gathered a batch at
-            a time, as Keras does with arrays: per-example tf.data work cost 5-8% of a
-            small model's training step on 2 CPU cores (benchmarks/train_throughput.py).
+            a time, as Keras does with arrays (see `_array_batches`).
         batch_size: the global batch size; under a tf.distribute strategy Keras splits it
             across replicas.
         noise: `(kind, level)` from `aezoo.noise.parse_noise`; fresh noise each epoch.
-        shuffle: reshuffle each epoch (a buffer of up to 10,000 examples, less for large
-            examples, so that it fits in `SHUFFLE_BUFFER_BYTES`).
+        shuffle: reshuffle each epoch (an array: a permutation of all its examples; a
+            dataset: a buffer of up to 10,000 examples, less for large examples, so that it
+            fits in `SHUFFLE_BUFFER_BYTES`).
         seed: seed of the shuffle order and of the noise.  Workers of a multi-worker job must
             share it, so that they shard one and the same order of examples.
         drop_remainder: drop the last, smaller batch.
@@ -463,30 +463,14 @@ def pipeline(
     """
     check_int("batch_size", batch_size)
     check_int("num_replicas", num_replicas)
-    array = None
-    if not isinstance(examples, tf.data.Dataset):
-        array = tf.convert_to_tensor(examples)
-        examples = tf.data.Dataset.range(int(array.shape[0]))  # indices, gathered below
-    elif isinstance(examples.element_spec, tuple):
-        examples = examples.map(lambda x, *_: x)
-    size = int(examples.cardinality())
-    if shuffle:
-        buffer = size if array is not None else _shuffle_buffer(examples.element_spec, size)
-        examples = examples.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
-    if num_replicas > 1 and not drop_remainder:
-        if size == tf.data.UNKNOWN_CARDINALITY:
-            drop_remainder = True  # cannot know the last batch: keep whole batches only
-        elif size != tf.data.INFINITE_CARDINALITY:
-            keep = size - size % batch_size % num_replicas
-            if keep == 0:
-                raise ValueError(
-                    f"{size} examples cannot be split across {num_replicas} replicas; "
-                    "give at least as many examples as replicas."
-                )
-            examples = examples.take(keep)
-    batches = examples.batch(batch_size, drop_remainder=drop_remainder)
-    if array is not None:
-        batches = batches.map(lambda indices: tf.gather(array, indices))
+    if isinstance(examples, tf.data.Dataset):
+        batches = _example_batches(examples, batch_size, shuffle, seed, drop_remainder, num_replicas)
+        optimize = True
+    else:
+        batches = _array_batches(examples, batch_size, shuffle, seed, drop_remainder, num_replicas)
+        # tf.data's default graph rewrites cost the array path 3-5% of a small model's
+        # training speed here (benchmarks/train_throughput.py); Keras turns them off too.
+        optimize = False
     if noise is None:
         batches = batches.map(lambda x: (x, x))
     else:
@@ -504,7 +488,80 @@ def pipeline(
     # batches, tf.distribute splits each into per-replica parts, and each worker keeps its
     # own parts, so the workers together train on exactly the batches one process would.
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    options.experimental_optimization.apply_default_optimizations = optimize
     return batches.with_options(options).prefetch(AUTOTUNE)
+
+
+def _replica_split(size: int, batch_size: int, num_replicas: int) -> int:
+    """How many of `size` examples to keep so that the last batch splits across replicas."""
+    keep = size - size % batch_size % num_replicas
+    if keep == 0:
+        raise ValueError(
+            f"{size} examples cannot be split across {num_replicas} replicas; "
+            "give at least as many examples as replicas."
+        )
+    return keep
+
+
+def _example_batches(
+    examples: tf.data.Dataset, batch_size: int, shuffle: bool, seed: int,
+    drop_remainder: bool, num_replicas: int,
+) -> tf.data.Dataset:
+    """Batches of a dataset of single examples (shuffled in a buffer)."""
+    if isinstance(examples.element_spec, tuple):
+        examples = examples.map(lambda x, *_: x)
+    size = int(examples.cardinality())
+    if shuffle:
+        buffer = _shuffle_buffer(examples.element_spec, size)
+        examples = examples.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+    if num_replicas > 1 and not drop_remainder:
+        if size == tf.data.UNKNOWN_CARDINALITY:
+            drop_remainder = True  # cannot know the last batch: keep whole batches only
+        elif size != tf.data.INFINITE_CARDINALITY:
+            examples = examples.take(_replica_split(size, batch_size, num_replicas))
+    return examples.batch(batch_size, drop_remainder=drop_remainder)
+
+
+def _array_batches(
+    array: np.ndarray, batch_size: int, shuffle: bool, seed: int, drop_remainder: bool,
+    num_replicas: int,
+) -> tf.data.Dataset:
+    """Batches of an in-memory array, as Keras batches arrays: each epoch one permutation
+    of all indices, cut into batches of indices, each gathered from the array at once.
+    Per-example tf.data work (a shuffle buffer, then `batch`) made a small model's training
+    step 5-8% slower on 2 CPU cores (benchmarks/train_throughput.py)."""
+    array = tf.convert_to_tensor(array)
+    size = int(array.shape[0])
+    keep = size
+    if num_replicas > 1 and not drop_remainder:
+        keep = _replica_split(size, batch_size, num_replicas)
+    if drop_remainder:
+        keep = size - size % batch_size
+    full, rest = divmod(keep, batch_size)
+
+    def epoch_batches(epoch_seed):
+        order = tf.range(size, dtype=tf.int64)
+        if shuffle:
+            # Stateless, from a seed drawn anew each epoch: the same order on every worker.
+            # (Folded, so that it differs from the noise seed of the epoch's first batch.)
+            order = tf.random.experimental.stateless_shuffle(
+                order, seed=tf.random.experimental.stateless_fold_in(epoch_seed, 1)
+            )
+        order = order[:keep]
+        batches = tf.data.Dataset.from_tensor_slices(
+            tf.reshape(order[: full * batch_size], [full, batch_size])
+        )
+        if rest:
+            batches = batches.concatenate(
+                tf.data.Dataset.from_tensors(order[full * batch_size:])
+            )
+        return batches
+
+    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=shuffle).batch(2)
+    indices = seeds.take(1).flat_map(epoch_batches)
+    # flat_map hides the length, which Keras needs for its progress bar and epoch end.
+    indices = indices.apply(tf.data.experimental.assert_cardinality(full + (1 if rest else 0)))
+    return indices.map(lambda i: tf.gather(array, i), num_parallel_calls=AUTOTUNE)
 
 
 def _shuffle_buffer(spec: tf.TensorSpec, size: int) -> int:

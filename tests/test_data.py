@@ -165,9 +165,14 @@ def test_missing_array_file_is_a_file_not_found_error(tmp_path):
 # ------------------------------------------------------------------------ pipeline
 
 
-def numbered(n):
-    """n examples whose single value is their index, so that batches show which they hold."""
-    return data.from_arrays(np.arange(n, dtype=np.float32).reshape(n, 1))
+def numbered(n, array=False):
+    """n examples whose single value is their index, so that batches show which they hold:
+    a dataset of examples, or with `array` the array itself (the pipeline's other path)."""
+    x = np.arange(n, dtype=np.float32).reshape(n, 1)
+    return x if array else data.from_arrays(x)
+
+
+both_paths = pytest.mark.parametrize("array", [False, True], ids=["dataset", "array"])
 
 
 def indices(batches):
@@ -181,12 +186,13 @@ def test_pipeline_yields_input_target_pairs_of_the_same_examples():
         np.testing.assert_array_equal(x, y)
 
 
-def test_pipeline_shuffles_each_epoch_the_same_way_for_the_same_seed():
-    ds = data.pipeline(numbered(50), 50, seed=3)
+@both_paths
+def test_pipeline_shuffles_each_epoch_the_same_way_for_the_same_seed(array):
+    ds = data.pipeline(numbered(50, array), 50, seed=3)
     first, second = indices(ds)[0], indices(ds)[0]
     assert sorted(first) == sorted(second) == list(range(50)) and first != second
     # Another worker building the same pipeline sees the same orders.
-    again = data.pipeline(numbered(50), 50, seed=3)
+    again = data.pipeline(numbered(50, array), 50, seed=3)
     assert indices(again)[0] == first and indices(again)[0] == second
 
 
@@ -218,14 +224,20 @@ def test_pipeline_asks_tf_distribute_to_shard_by_data():
         (3, 16, 2, [2]),
     ],
 )
-def test_pipeline_leaves_out_the_fewest_examples_for_an_even_last_batch(n, batch, replicas, sizes):
-    first = indices(data.pipeline(numbered(n), batch, num_replicas=replicas, seed=1))
+@both_paths
+def test_pipeline_leaves_out_the_fewest_examples_for_an_even_last_batch(
+    n, batch, replicas, sizes, array
+):
+    ds = data.pipeline(numbered(n, array), batch, num_replicas=replicas, seed=1)
+    assert int(ds.cardinality()) == len(sizes)  # known, for Keras's progress bar
+    first = indices(ds)
     assert [len(b) for b in first] == sizes
     assert len(set(sum(first, []))) == sum(sizes)  # no example twice
 
 
-def test_examples_left_out_for_replicas_change_from_epoch_to_epoch():
-    ds = data.pipeline(numbered(37), 16, num_replicas=2, seed=1)
+@both_paths
+def test_examples_left_out_for_replicas_change_from_epoch_to_epoch(array):
+    ds = data.pipeline(numbered(37, array), 16, num_replicas=2, seed=1)
     left_out = [set(range(37)) - set(sum(indices(ds), [])) for _ in range(3)]
     assert all(len(s) == 1 for s in left_out) and len(set.union(*left_out)) > 1
 
@@ -237,9 +249,10 @@ def test_pipeline_without_a_known_size_keeps_whole_batches_for_replicas():
     assert sizes == [16, 16]
 
 
-def test_fewer_examples_than_replicas_are_rejected():
+@both_paths
+def test_fewer_examples_than_replicas_are_rejected(array):
     with pytest.raises(ValueError, match="1 examples cannot be split across 2 replicas"):
-        data.pipeline(numbered(1), 16, num_replicas=2)
+        data.pipeline(numbered(1, array), 16, num_replicas=2)
 
 
 def test_pipeline_of_an_array_gives_every_example_once_per_epoch_in_a_new_order():
