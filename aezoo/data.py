@@ -266,7 +266,7 @@ def from_directory(
         )
         # flat_map hides the count, which pipeline() needs to split the data evenly.
         ds = ds.apply(tf.data.experimental.assert_cardinality(len(files) * patches_per_image))
-    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+    seeds = _seed_pairs(seed, rerandomize=True)
 
     def crop(image, crop_seed):
         shape = [patch[0], patch[1], channels]
@@ -478,7 +478,7 @@ def pipeline(
         noise_lib.check_noise(kind, level)
         # Fresh seeds each epoch, the same on every worker: stateless noise from them is
         # reproducible and identical wherever the same batch is built.
-        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=shuffle).batch(2)
+        seeds = _seed_pairs(seed, rerandomize=shuffle)
         batches = tf.data.Dataset.zip(batches, seeds).map(
             lambda x, s: (noise_lib.add_noise(x, kind, level, s), x),
             num_parallel_calls=AUTOTUNE,
@@ -533,11 +533,12 @@ def _array_batches(
     arrays on 2 CPU cores; this way it is as fast (benchmarks/train_throughput.py)."""
     array = tf.convert_to_tensor(array)
     size = int(array.shape[0])
-    keep = size
-    if num_replicas > 1 and not drop_remainder:
-        keep = _replica_split(size, batch_size, num_replicas)
     if drop_remainder:
         keep = size - size % batch_size
+    elif num_replicas > 1:
+        keep = _replica_split(size, batch_size, num_replicas)
+    else:
+        keep = size
     full, rest = divmod(keep, batch_size)
 
     def epoch_batches(epoch_seed):
@@ -558,11 +559,16 @@ def _array_batches(
             )
         return batches
 
-    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=shuffle).batch(2)
-    indices = seeds.take(1).flat_map(epoch_batches)
+    indices = _seed_pairs(seed, rerandomize=shuffle).take(1).flat_map(epoch_batches)
     # flat_map hides the length, which Keras needs for its progress bar and epoch end.
     indices = indices.apply(tf.data.experimental.assert_cardinality(full + (1 if rest else 0)))
     return indices.map(lambda i: tf.gather(array, i), num_parallel_calls=AUTOTUNE)
+
+
+def _seed_pairs(seed: int, *, rerandomize: bool) -> tf.data.Dataset:
+    """An endless stream of [2] int64 seeds for stateless random ops, from `seed`; with
+    `rerandomize` a new stream each epoch (each new iterator)."""
+    return tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=rerandomize).batch(2)
 
 
 def _shuffle_buffer(spec: tf.TensorSpec, size: int) -> int:
