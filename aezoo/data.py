@@ -197,6 +197,7 @@ def from_directory(
     image_size: tuple[int, int] | None = None,
     patch_size: int | tuple[int, int] | None = None,
     patches_per_image: int = 1,
+    augment: bool = False,
     seed: int | None = None,
 ) -> tf.data.Dataset:
     """Images of a folder, as float32 in [0, 1].
@@ -215,7 +216,10 @@ def from_directory(
         image_size: (height, width) to resize to.
         patch_size: side, or (height, width), of random patches.
         patches_per_image: random patches per image per epoch.
-        seed: seed of the patch positions.
+        augment: patches only: turn each patch by a random one of the 8 rotations and
+            mirror images of a square (as DnCNN trains), so a small set of photos gives
+            more distinct examples.
+        seed: seed of the patch positions (and of the augmentation).
 
     Raises:
         FileNotFoundError, ValueError: for a missing folder, no images, an image smaller than
@@ -268,9 +272,18 @@ def from_directory(
         ds = ds.apply(tf.data.experimental.assert_cardinality(len(files) * patches_per_image))
     seeds = _seed_pairs(seed, rerandomize=True)
 
+    if augment and patch[0] != patch[1]:
+        raise ValueError("`augment` needs square patches (rotations change their shape).")
+
     def crop(image, crop_seed):
         shape = [patch[0], patch[1], channels]
-        return to_float(tf.image.stateless_random_crop(image, shape, seed=crop_seed))
+        image = tf.image.stateless_random_crop(image, shape, seed=crop_seed)
+        if augment:
+            turn_seed = tf.random.experimental.stateless_fold_in(crop_seed, 1)
+            k = tf.random.stateless_uniform([], turn_seed, 0, 8, dtype=tf.int32)
+            image = tf.image.rot90(image, k % 4)
+            image = tf.cond(k >= 4, lambda: tf.image.flip_left_right(image), lambda: image)
+        return to_float(image)
 
     return tf.data.Dataset.zip(ds, seeds).map(crop, num_parallel_calls=AUTOTUNE)
 

@@ -21,7 +21,8 @@ class Corruption(keras.layers.Layer):
     def __init__(self, kind: str, level: float, seed: int | None = None, **kwargs):
         super().__init__(**kwargs)
         noise.check_noise(kind, level)
-        self.kind, self.level, self.seed = kind, float(level), seed
+        level = tuple(float(v) for v in level) if isinstance(level, (tuple, list)) else float(level)
+        self.kind, self.level, self.seed = kind, level, seed
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.supports_masking = True
 

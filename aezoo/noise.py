@@ -14,6 +14,10 @@ gives fresh noise.
 
 Pixel-wise kinds (`salt_pepper`, `mask`) hit all channels of a chosen pixel (or time step)
 together; on flat vectors (batch, features) they hit single elements.
+
+A level may also be a range `(low, high)`: each example of a batch then gets its own level,
+drawn uniformly from it (as DnCNN-B trains one blind denoiser for sigma 0-55); on the command
+line, "gaussian:0-55".
 """
 
 from __future__ import annotations
@@ -23,8 +27,13 @@ import tensorflow as tf
 NOISE_KINDS = ("gaussian", "salt_pepper", "poisson", "mask")
 
 
-def parse_noise(spec: str, scale: float = 255.0) -> tuple[str, float]:
+Level = float | tuple[float, float]
+
+
+def parse_noise(spec: str, scale: float = 255.0) -> tuple[str, Level]:
     """Parses a command-line noise spec such as "gaussian:25" into (kind, level).
+
+    "KIND:LOW-HIGH" gives a range of levels, drawn anew for every example (see above).
 
     Gaussian sigmas are given on the 0..`scale` scale of 8-bit images (sigma 25 means 25/255)
     and returned in [0, 1] units; salt-and-pepper and mask fractions are in [0, 1]; the
@@ -39,10 +48,19 @@ def parse_noise(spec: str, scale: float = 255.0) -> tuple[str, float]:
             f"Unknown noise spec {spec!r}: use gaussian:SIGMA (0-{scale:g} scale), "
             "salt_pepper:P, poisson:PEAK or mask:P."
         )
+    low, dash, high = level_text.partition("-")
+    if dash and low:
+        first = parse_noise(f"{kind}:{low}", scale)[1]
+        last = parse_noise(f"{kind}:{high}", scale)[1]
+        if not first < last:
+            raise ValueError(f"The noise range in {spec!r} must go from low to high.")
+        return kind, (first, last)
     try:
         level = float(level_text)
     except ValueError:
-        raise ValueError(f"Noise level in {spec!r} must be a number.") from None
+        raise ValueError(f"Noise level in {spec!r} must be a number or a range LOW-HIGH.") from None
+    if not level == level:  # NaN
+        raise ValueError(f"Noise level in {spec!r} must be a number.")
     if kind == "gaussian":
         if not 0 <= level <= scale:
             raise ValueError(f"Gaussian sigma must be in [0, {scale:g}]. Received: {spec!r}")
@@ -56,35 +74,44 @@ def parse_noise(spec: str, scale: float = 255.0) -> tuple[str, float]:
     return kind, level
 
 
-def check_noise(kind: str, level: float) -> None:
-    """Raises ValueError unless (kind, level) is a valid noise in [0, 1] units."""
+def check_noise(kind: str, level: Level) -> None:
+    """Raises ValueError unless (kind, level) is a valid noise in [0, 1] units; a level may
+    be a range (low, high)."""
     if kind not in NOISE_KINDS:
         raise ValueError(
             f"`corruption` must be one of {', '.join(NOISE_KINDS)} or None. Received: {kind!r}"
         )
-    if kind == "poisson":
-        ok = level > 0
-    else:
-        ok = 0 <= level <= 1
+    levels = tuple(level) if isinstance(level, (tuple, list)) else (level,)
+    ok = len(levels) in (1, 2) and all(isinstance(v, (int, float)) for v in levels)
+    if ok and len(levels) == 2:
+        ok = levels[0] < levels[1]
+    if ok and kind == "poisson":
+        ok = all(v > 0 for v in levels)
+    elif ok:
+        ok = all(0 <= v <= 1 for v in levels)
     if not ok:
         raise ValueError(
             f"`corruption_level` is out of range for {kind} noise. Received: {level!r}"
         )
 
 
-def add_noise(x: tf.Tensor, kind: str, level: float, seed) -> tf.Tensor:
+def add_noise(x: tf.Tensor, kind: str, level: Level, seed) -> tf.Tensor:
     """Returns `x` with noise added, using stateless random ops.
 
     Args:
         x: images in [0, 1], shape (..., height, width, channels), any float dtype.
         kind: one of `NOISE_KINDS`.
-        level: sigma, fraction or peak as in the table above.
+        level: sigma, fraction or peak as in the table above, or a range (low, high) of
+            them: one level per example along the first (batch) axis.
         seed: shape-[2] integer tensor or pair of ints; the same seed gives the same noise.
     """
     check_noise(kind, level)
     x = tf.convert_to_tensor(x)
     seed = tf.cast(seed, tf.int64)
     dtype = x.dtype
+    if isinstance(level, (tuple, list)):
+        level = _example_levels(x, level, seed)
+        seed = tf.random.experimental.stateless_fold_in(seed, 1)  # not the levels' draw
     if kind == "gaussian":
         noise = tf.random.stateless_normal(tf.shape(x), seed, dtype=tf.float32)
         return x + tf.cast(level * noise, dtype)
@@ -105,3 +132,12 @@ def add_noise(x: tf.Tensor, kind: str, level: float, seed) -> tf.Tensor:
     # salt_pepper: of the hit pixels (u < p), the lower half become pepper (0), the rest salt.
     value = tf.cast(u >= level / 2, dtype)
     return tf.where(hit, tf.broadcast_to(value, tf.shape(x)), x)
+
+
+def _example_levels(x: tf.Tensor, level: tuple[float, float], seed) -> tf.Tensor:
+    """One level per example (first axis), uniform in [low, high), shaped to broadcast
+    over `x`."""
+    low, high = (float(v) for v in level)
+    shape = tf.concat([tf.shape(x)[:1], tf.ones([tf.rank(x) - 1], tf.int32)], axis=0)
+    u = tf.random.stateless_uniform(shape, seed, dtype=tf.float32)
+    return low + (high - low) * u

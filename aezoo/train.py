@@ -83,6 +83,8 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--channels", type=int, choices=(1, 3), help="images: 1 gray, 3 RGB")
     group.add_argument("--patch", type=int, help="images: random square patches of this side")
     group.add_argument("--patches-per-image", type=int, default=1, metavar="N")
+    group.add_argument("--augment", action="store_true",
+                       help="images with --patch: random rotations and mirror images of patches")
     group.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"), help="images: resize")
 
 
@@ -156,6 +158,7 @@ def load_data(args: argparse.Namespace):
             channels=args.channels,
             patch_size=args.patch,
             patches_per_image=args.patches_per_image,
+            augment=args.augment,
             image_size=tuple(args.image_size) if args.image_size else None,
             seed=args.seed,
         )
