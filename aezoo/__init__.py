@@ -1,47 +1,48 @@
 """aezoo: a Keras 3 model zoo of autoencoders.
 
-Every model is built by a function in `MODELS`, the one table of the zoo: the training
-command, the applications, the docs and the tests all take their list of models from it.
-
 >>> import aezoo
 >>> ae = aezoo.MODELS["conv"](input_shape=(28, 28, 1), latent_dim=32)
->>> ae.encoder, ae.decoder  # separate keras.Models sharing weights with `ae`
+>>> ae.encoder, ae.decoder             # separate keras.Models sharing weights with `ae`
+>>> model = aezoo.from_preset("conv_mnist")      # a trained model that ships with aezoo
+>>> run = aezoo.load_run("runs/mnist_conv")      # any run folder (or preset): run.model, run.info
 
-The builders also live in their family's module (`aezoo.conv.conv`, `aezoo.dense.dense`, ...).
-Importing aezoo registers its model class and layers with Keras, so `keras.models.load_model`
-reads aezoo's `.keras` files with no `custom_objects`.
+The package has three layers, and imports only go downwards:
+
+* the zoo, `aezoo.models`: the `MODELS` table, the `Autoencoder` base, layers, one module
+  per family;
+* the services: `data`, `noise`, `training`, `export`, `codec`, `rate_distortion`,
+  `metrics`, `plots`, `denoise`, `baselines`, `anomaly`, `latent`, `runs`, `presets`;
+* the commands, `aezoo.apps`: the installed `aezoo` command and its subcommands.
+
+`import aezoo` is instant and has no side effects: TensorFlow loads with the first builder
+taken from `MODELS` (or the first model loaded), which also registers aezoo's Keras
+classes, so that `keras.models.load_model` reads aezoo's `.keras` files with no
+`custom_objects` (`aezoo.load_model(path)` does both in one call).
 """
 
-import os
+import importlib
 
-# aezoo trains under tf.distribute, so it needs Keras's TensorFlow backend.
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # TensorFlow's C++ info logs
+from aezoo.models import MODELS
 
-from aezoo._quiet import stderr_captured  # noqa: E402
+__version__ = "0.2.0"
 
-with stderr_captured():
-    import keras  # noqa: F401  (loads TensorFlow)
-
-from aezoo.compression import compression  # noqa: E402
-from aezoo.conv import conv  # noqa: E402
-from aezoo.dense import dense  # noqa: E402
-from aezoo.denoising import denoising  # noqa: E402
-from aezoo.model import Autoencoder  # noqa: E402
-from aezoo.sequence import sequence, sequence_lstm  # noqa: E402
-
-__version__ = "0.1.0"
-
-# The table: name -> builder.  Builders share one vocabulary of keyword arguments
-# (input_shape, latent_dim, units | filters, activation, output_activation,
-# corruption, corruption_level, name).
-MODELS = {
-    "dense": dense,
-    "conv": conv,
-    "denoising": denoising,
-    "sequence": sequence,
-    "sequence_lstm": sequence_lstm,
-    "compression": compression,
+# Public names that need TensorFlow, imported on first use (PEP 562).
+_LAZY = {
+    "Autoencoder": "aezoo.models.base",
+    "load_model": "aezoo.runs",
+    "load_run": "aezoo.runs",
+    "from_preset": "aezoo.runs",
 }
 
-__all__ = ["MODELS", "Autoencoder", "__version__"]
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'aezoo' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted([*globals(), *_LAZY])
+
+
+__all__ = ["MODELS", "__version__", *_LAZY]

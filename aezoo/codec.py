@@ -37,8 +37,9 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-import keras
 import numpy as np
+
+from aezoo.models.compression import CompressionAutoencoder
 
 MAGIC = b"AEZ\x1a"
 VERSION = 1
@@ -47,30 +48,6 @@ HEADER = struct.Struct("<4sBBHIIHHH8sII")
 MAX_SIDE = 2**15
 MAX_PIXELS = 2**25  # 33.5 megapixels; decoding takes about 1 KiB of memory per pixel
 MAX_LATENT_CHANNELS = 2**12
-
-
-def load_model(run_dir: str | os.PathLike, finalised: bool = True):
-    """The `CompressionAutoencoder` of a run folder (or a .keras file).
-
-    Raises:
-        FileNotFoundError: if there is no model there.
-        ValueError: if it is not a compression model, or (with `finalised`) has no tables.
-    """
-    from aezoo.compression import CompressionAutoencoder
-
-    path = Path(run_dir)
-    if path.is_dir():
-        path = path / "model.keras"
-    if not path.is_file():
-        raise FileNotFoundError(f"No model at {path} (expected a run folder with model.keras).")
-    model = keras.models.load_model(path, compile=False)
-    if not isinstance(model, CompressionAutoencoder):
-        raise ValueError(f"{path} is not a compression model.")
-    if finalised and not model.entropy_bottleneck.finalised:
-        raise ValueError(
-            f"{path} has no integer probability tables; it was saved before training ended."
-        )
-    return model
 
 
 def tables(model) -> dict[str, np.ndarray]:
@@ -173,7 +150,7 @@ def read_header(data: bytes, file_size: int, name: str = "the file") -> Header:
 class Codec:
     """Compresses uint8 images to .aez bytes and back with a finalised compression model.
 
-    >>> codec = Codec(load_model("runs/compress_0.01"))
+    >>> codec = Codec(aezoo.load_run("runs/compress_0.01").model)
     >>> data = codec.compress(image)          # uint8 (height, width, channels) -> bytes
     >>> image2 = codec.decompress(data)       # -> uint8, the decoded image
     """
@@ -181,6 +158,9 @@ class Codec:
     def __init__(self, model):
         import constriction
 
+        if not isinstance(model, CompressionAutoencoder):
+            raise ValueError(f"Model '{model.name}' is not a compression model; .aez files "
+                             "are made by the `compression` models of aezoo.MODELS.")
         if not model.entropy_bottleneck.finalised:
             raise ValueError("The model has no integer tables yet: call "
                              "model.entropy_bottleneck.finalise() after training.")
@@ -243,6 +223,19 @@ class Codec:
     def read(self, path: str | os.PathLike) -> np.ndarray:
         """Decodes an .aez file, reading its header first so that nothing is read or
         allocated for a file whose header is wrong."""
+        header, fields, payload, name = self._read_checked(path)
+        return self.decode_payload(header, payload, name)
+
+    def check_file(self, path: str | os.PathLike) -> Header:
+        """Checks an .aez file's header, size, checksum and model without decoding it.
+
+        Raises:
+            FileNotFoundError: no such file.
+            FormatError: as `decompress`, but for a payload that does not decode.
+        """
+        return self._read_checked(path)[0]
+
+    def _read_checked(self, path: str | os.PathLike):
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"No such file: {path}")
@@ -251,9 +244,15 @@ class Codec:
             head = f.read(HEADER.size)
             header = read_header(head, size, path.name)
             payload = f.read(header.payload_length)
-        return self.decompress_payload(header, head[: HEADER.size - 4], payload, path.name)
+        fields = head[: HEADER.size - 4]
+        self._check(header, fields, payload, path.name)
+        return header, fields, payload, path.name
 
     def decompress_payload(self, header: Header, fields: bytes, payload: bytes, name: str):
+        self._check(header, fields, payload, name)
+        return self.decode_payload(header, payload, name)
+
+    def _check(self, header: Header, fields: bytes, payload: bytes, name: str) -> None:
         if checksum(fields, payload) != header.checksum:
             raise FormatError(f"{name} is corrupted (checksum mismatch).")
         if header.fingerprint != self.fingerprint:
@@ -264,6 +263,9 @@ class Codec:
         expected = self.latent_shape(header.height, header.width)
         if header.channels != self.channels or header.latent_shape != expected:
             raise FormatError(f"{name} is corrupted (its shapes do not fit this model).")
+
+    def decode_payload(self, header: Header, payload: bytes, name: str) -> np.ndarray:
+        """The image of a checked payload."""
         try:
             latent = self.decode_symbols(payload, header.latent_shape)
         except (ValueError, RuntimeError, OverflowError) as error:

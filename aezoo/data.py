@@ -30,7 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 from aezoo import noise as noise_lib
-from aezoo.model import check_int
+from aezoo.models.base import check_int
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 AUTOTUNE = tf.data.AUTOTUNE
@@ -176,6 +176,17 @@ def from_tfds(
     if with_labels:
         return ds.map(lambda x, y: (to_float(x), y), num_parallel_calls=AUTOTUNE)
     return ds.map(to_float, num_parallel_calls=AUTOTUNE)
+
+
+def has_split(name: str, split: str, *, data_dir: str | None = None) -> bool:
+    """Whether tensorflow-datasets `name` has `split` (False for an unknown dataset, which
+    `from_tfds` reports clearly)."""
+    import tensorflow_datasets as tfds
+
+    try:
+        return split in tfds.builder(name, data_dir=data_dir).info.splits
+    except Exception:  # tfds raises many types; all mean "cannot tell"
+        return False
 
 
 def _decoded_bytes(info, split: str, spec) -> float:

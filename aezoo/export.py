@@ -1,12 +1,11 @@
 """Exports an autoencoder as a SavedModel for TF Serving: no Python, no aezoo needed to serve.
 
-    python -m aezoo.export runs/mnist_conv/model.keras exports/mnist_conv
-    python -m aezoo.export runs/mnist_conv/model.keras exports/mnist_conv --version 7
+    aezoo export runs/mnist_conv exports/mnist_conv          # the command (aezoo.apps.export)
     saved_model_cli show --dir exports/mnist_conv/1 --all
     docker run -p 8501:8501 -v "$PWD/exports/mnist_conv:/models/mnist_conv" \\
         -e MODEL_NAME=mnist_conv tensorflow/serving
 
-From Python (the applications do this for their runs):
+From Python (every training command does this for its run, into RUN_DIR/export):
 
     from aezoo.export import export_saved_model
     export_saved_model(model, "exports/mnist_conv")  # -> exports/mnist_conv/<next version>
@@ -53,23 +52,18 @@ stay.
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
-import sys
 import uuid
-import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from aezoo import cli  # first: imports TensorFlow quietly
+import keras
+import tensorflow as tf
 
-import keras  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-from aezoo import data  # noqa: E402
-from aezoo.model import check_int  # noqa: E402
+from aezoo import data
+from aezoo.models.base import check_int
 
 
 class Endpoint(NamedTuple):
@@ -157,6 +151,8 @@ def new_version(base_dir: str | os.PathLike, version: int | None = None) -> int:
     existing = versions(base_dir)
     following = max(existing, default=0) + 1
     version = check_int("version", following if version is None else version)
+    if version >= 2**63:  # TF Serving reads versions as int64
+        raise ValueError(f"`version` must be below 2**63. Received: version={version}")
     if version in existing or (base_dir / str(version)).exists():
         raise FileExistsError(
             f"Version {version} already exists in {base_dir}; versions are never overwritten. "
@@ -289,53 +285,3 @@ def _resize(image: tf.Tensor, size: tf.Tensor, new_size: tf.Tensor) -> tf.Tensor
         lambda: image,
         lambda: tf.image.resize(image, new_size, antialias=True),
     )
-
-
-# ------------------------------------------------------------------------------ command
-
-
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = cli.ArgumentParser(
-        prog="python -m aezoo.export",
-        description="Export a trained autoencoder as a SavedModel version for TF Serving.",
-    )
-    parser.add_argument("model", type=Path, help="the .keras file (a run's model.keras)")
-    parser.add_argument("base_dir", type=Path, help="TF Serving model_base_path; gets <version>/")
-    parser.add_argument("--version", type=int, help="version number (default: the next one)")
-    return parser.parse_args(argv)
-
-
-def load_autoencoder(path: str | os.PathLike) -> keras.Model:
-    """Loads a `.keras` autoencoder file (for inference: no optimizer).
-
-    Raises:
-        FileNotFoundError: if there is no such file.
-        ValueError: if it is not a Keras model file or not an autoencoder.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"No such model file: {path}")
-    if path.suffix != ".keras" or not zipfile.is_zipfile(path):
-        raise ValueError(f"{path} is not a Keras model file (.keras).")
-    try:
-        model = keras.models.load_model(path, compile=False)
-    except (ValueError, TypeError, KeyError, OSError, zipfile.BadZipFile) as error:
-        raise ValueError(f"{path} could not be loaded as a Keras model: {error}") from None
-    if not (hasattr(model, "encoder") and hasattr(model, "decoder")):
-        raise ValueError(f"{path} is not an autoencoder: it has no encoder and decoder.")
-    return model
-
-
-@cli.guarded
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    new_version(args.base_dir, args.version)  # fails before the slow part
-    model = load_autoencoder(args.model)
-    print(f"Exporting {args.model} ...", flush=True)
-    target = export_saved_model(model, args.base_dir, version=args.version)
-    print(f"Exported {args.model} to {target} (signatures: {', '.join(signature_names(target))})")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

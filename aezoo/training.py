@@ -18,6 +18,7 @@ import json
 import math
 import os
 import shutil
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -29,10 +30,13 @@ import tensorflow as tf
 
 from aezoo import data as data_lib
 from aezoo._keras_fixes import fix_multi_worker_fit, is_multi_worker
-from aezoo.model import check_choice, check_int, keras_loss
+from aezoo.models import MODELS
+from aezoo.models.base import check_choice, check_int, keras_loss
+from aezoo.runs import RUN_FILE
 
 STRATEGIES = ("auto", "cpu", "gpu", "mirrored", "multiworker", "tpu")
 MIXED_PRECISION = ("off", "auto", "mixed_float16", "mixed_bfloat16")
+LR_SCHEDULES = ("constant", "cosine", "step")
 
 
 # ------------------------------------------------------------------- strategies
@@ -183,6 +187,76 @@ def resolve_jit_compile(value: bool | str, strategy: tf.distribute.Strategy) -> 
     return bool(value)
 
 
+def check_training_options(
+    *,
+    epochs: int = 1,
+    learning_rate: float = 1e-3,
+    clipnorm: float | None = None,
+    steps_per_epoch: int | None = None,
+    time_limit: float | None = None,
+) -> None:
+    """Checks the training options every command shares against their meaning.
+
+    Raises:
+        ValueError: naming the option and the value received.
+    """
+    check_int("epochs", epochs)
+    if steps_per_epoch is not None:
+        check_int("steps_per_epoch", steps_per_epoch)
+    positive = {"learning_rate": learning_rate, "clipnorm": clipnorm, "time_limit": time_limit}
+    for name, value in positive.items():
+        if value is None and name != "learning_rate":
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+            math.isfinite(value) and value > 0
+        ):
+            raise ValueError(
+                f"`{name}` must be a positive, finite number. Received: {name}={value!r}"
+            )
+
+
+class Schedule(keras.callbacks.Callback):
+    """The learning-rate schedule and the time limit of every aezoo training.
+
+    Sets the learning rate before each epoch: "constant"; "cosine", from its start down to
+    1% of it along half a cosine of the progress; "step", ten times lower for the last
+    fifth of the epochs (the compression recipe).  The progress is the larger of the
+    fraction of epochs done and the fraction of the time limit used, so a run cut short by
+    its time limit still ends at a low rate.  With a time limit (minutes), training stops
+    at the end of the first epoch that ends past it; it counts from the start of this
+    process's training (a resumed run starts anew).
+    """
+
+    def __init__(self, learning_rate: float, schedule: str, epochs: int, minutes: float | None):
+        super().__init__()
+        check_choice("lr_schedule", schedule, LR_SCHEDULES)
+        self.start, self.schedule, self.epochs = learning_rate, schedule, epochs
+        self.seconds = None if minutes is None else 60.0 * minutes
+
+    def on_train_begin(self, logs=None):
+        self.began = time.monotonic()
+
+    def _time_used(self) -> float:
+        return 0.0 if self.seconds is None else (time.monotonic() - self.began) / self.seconds
+
+    def rate(self, epoch: int) -> float:
+        """The learning rate of `epoch` (0-based)."""
+        progress = min(1.0, max(epoch / self.epochs, self._time_used()))
+        if self.schedule == "cosine":
+            return self.start * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress)))
+        if self.schedule == "step":
+            return self.start / 10 if progress >= 1 - 1 / 5 - 1e-9 else self.start
+        return self.start
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.model.optimizer.learning_rate.assign(self.rate(epoch))
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self._time_used() >= 1.0:
+            print(f"Stopping after epoch {epoch + 1}: the time limit is reached.", flush=True)
+            self.model.stop_training = True
+
+
 def split_cpu(devices: int) -> None:
     """Splits this machine's CPU into `devices` logical devices, so that the `mirrored`
     strategy has that many replicas without GPUs: a way to try or test data-parallel
@@ -224,6 +298,8 @@ def train(
     out_dir: str | os.PathLike | None = None,
     loss: str = "mse",
     learning_rate: float = 1e-3,
+    lr_schedule: str = "constant",
+    time_limit: float | None = None,
     clipnorm: float | None = None,
     noise: tuple[str, float] | None = None,
     mixed_precision: str | bool | None = None,
@@ -253,10 +329,14 @@ def train(
             (`backup/`), `history.csv` and the final `model.keras` go (on workers other than
             the chief, in `out_dir/workers/<task>`).  Running again with the same `out_dir`
             after a crash continues after the last finished epoch, with its weights and
-            optimizer state; a finished run (`model.keras` and no backup) is never
-            overwritten.
+            optimizer state; after a crash that came once `model.keras` was saved, it
+            returns that model at once.  A finished run (`run.json`, which commands write
+            last, see `aezoo.runs`) is never overwritten.
         loss: "mse", "bce" or any Keras loss.
-        learning_rate: Adam's learning rate.
+        learning_rate: Adam's learning rate (positive, finite).
+        lr_schedule: "constant", "cosine" or "step" (see `Schedule`).
+        time_limit: minutes; stop after the first epoch that ends past them (see
+            `Schedule`).  Not with several workers, whose clocks would disagree.
         clipnorm: clip the gradient to this global norm (None: no clipping).
         noise: `(kind, level)` to train a denoiser on `(noisy x, x)` pairs.
         mixed_precision: None/"off", "auto", "mixed_float16" or "mixed_bfloat16".
@@ -276,8 +356,14 @@ def train(
             model, NaN in the data or in the loss, or bad arguments.
         FileExistsError: if `out_dir` holds a finished run.
     """
+    check_training_options(epochs=epochs, learning_rate=learning_rate, clipnorm=clipnorm,
+                           steps_per_epoch=steps_per_epoch, time_limit=time_limit)
+    check_choice("lr_schedule", lr_schedule, LR_SCHEDULES)
     if not isinstance(strategy, tf.distribute.Strategy):
         strategy = resolve_strategy(strategy)
+    if time_limit is not None and is_multi_worker(strategy):
+        # Each worker would read its own clock and stop after a different epoch.
+        raise ValueError("A time limit cannot be used with several workers.")
     keras.utils.set_random_seed(seed)
     replicas = strategy.num_replicas_in_sync
     if check_int("batch_size", batch_size) < replicas:
@@ -289,8 +375,9 @@ def train(
             stacklevel=2,
         )
     run = run_dir(out_dir, strategy) if out_dir is not None else None
-    if run is not None:
-        _check_run_dir(run)
+    if run is not None and _check_run_dir(run) == "trained":
+        # Killed after its model was saved: the training is done; the command completes it.
+        return load_trained(run / "model.keras"), _history(None, run)
     data = _as_dataset(data)
     example_spec = _example_spec(data)
     train_ds = data_lib.pipeline(data, batch_size, noise=noise, seed=seed, num_replicas=replicas)
@@ -326,7 +413,8 @@ def train(
         keras.config.set_dtype_policy(previous_policy)
     fix_multi_worker_fit(ae, strategy)
 
-    all_callbacks = default_callbacks(out_dir, strategy, log_dir) + list(callbacks)
+    schedule = Schedule(learning_rate, lr_schedule, epochs, time_limit)
+    all_callbacks = default_callbacks(out_dir, strategy, log_dir) + [schedule, *callbacks]
     with warnings.catch_warnings():
         if steps_per_epoch is None:
             # Keras 3.15 ends each epoch of a dataset of unknown length (distributed, or cut
@@ -371,16 +459,34 @@ def run_dir(out_dir: str | os.PathLike, strategy: tf.distribute.Strategy) -> Pat
     return out / "workers" / f"{resolver.task_type}_{resolver.task_id}"
 
 
-def _check_run_dir(run: Path) -> None:
-    """A finished run is never overwritten; an interrupted one (backup present) resumes."""
+def run_state(run: Path) -> str:
+    """"new", "resume" (a backup is there), "trained" (model.keras saved, the rest of the
+    run not written yet: a command completes it) or "finished" (run.json is there)."""
+    if (run / RUN_FILE).exists():
+        return "finished"
     if (run / "backup").exists():
-        return
+        return "resume"
     if (run / "model.keras").exists():
+        return "trained"
+    return "new"
+
+
+def _check_run_dir(run: Path) -> str:
+    """A finished run is never overwritten; an interrupted one (backup present) resumes."""
+    state = run_state(run)
+    if state == "finished":
         raise FileExistsError(
-            f"{run} already holds a finished run (model.keras); choose another output folder."
+            f"{run} already holds a finished run ({RUN_FILE}); choose another output folder."
         )
-    # A fresh start, or a crash before the first backup: no earlier epochs to keep.
-    (run / "history.csv").unlink(missing_ok=True)
+    if state == "new":
+        # A fresh start, or a crash before the first backup: no earlier epochs to keep.
+        (run / "history.csv").unlink(missing_ok=True)
+    return state
+
+
+def load_trained(path: Path) -> keras.Model:
+    """A trained model saved by `train`, compiled as it was (its optimizer state too)."""
+    return keras.models.load_model(path)
 
 
 def save_model(model: keras.Model, path: str | os.PathLike) -> None:
@@ -475,10 +581,8 @@ class _EpochCheckpoint(keras.callbacks.Callback):
 
 def _build(model, kwargs: dict[str, Any], example_spec: tf.TensorSpec, noise) -> keras.Model:
     if isinstance(model, str):
-        import aezoo
-
-        check_choice("model", model, list(aezoo.MODELS))
-        builder = aezoo.MODELS[model]
+        check_choice("model", model, list(MODELS))
+        builder = MODELS[model]
         kwargs = dict(kwargs)
         kwargs.setdefault("input_shape", _default_input_shape(builder, example_spec))
         if noise is not None and "corruption" in inspect.signature(builder).parameters:
@@ -545,6 +649,8 @@ def _history(model: keras.Model, run: Path | None) -> dict[str, list[float]]:
     epoch redone after a crash keeps its last row)."""
     path = run / "history.csv" if run is not None else None
     if path is None or not path.is_file():
+        if model is None:
+            return {}
         return {k: [float(v) for v in values] for k, values in model.history.history.items()}
     with open(path, newline="") as f:
         rows = {int(row["epoch"]): row for row in csv.DictReader(f)}

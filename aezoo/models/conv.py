@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import keras
 
-from aezoo.model import (
+from aezoo.models.base import (
     Autoencoder,
     check_activation,
     check_choice,

@@ -18,8 +18,26 @@ from collections.abc import Sequence
 from typing import Any
 
 import keras
+import tensorflow as tf
 
 from aezoo._keras_fixes import MultiWorkerFitMixin
+from aezoo._quiet import stderr_captured
+from aezoo.models import MODELS
+from aezoo.models.layers import Corruption
+
+if keras.backend.backend() != "tensorflow":
+    # tf.distribute, SavedModel export and tf.data pipelines are TensorFlow's.
+    raise ImportError(
+        "aezoo needs Keras's TensorFlow backend; this process runs Keras on "
+        f"{keras.backend.backend()!r}. Set KERAS_BACKEND=tensorflow before importing keras."
+    )
+
+with stderr_captured():
+    # TensorFlow looks for GPUs at its first operation, and on a machine without one its
+    # C++ code prints a "failed call to cuInit" error line that nothing can act on.  Looking
+    # now, with that line held back (and shown if the look fails), keeps it off the
+    # terminal of every program that builds or loads aezoo models.
+    tf.config.list_physical_devices()
 
 # Short names accepted by `compile(loss=...)` and by the training command line.
 LOSSES = {"mse": "mean_squared_error", "bce": "binary_crossentropy"}
@@ -59,8 +77,6 @@ class Autoencoder(MultiWorkerFitMixin, keras.Model):
 
     @classmethod
     def from_config(cls, config: dict[str, Any], custom_objects=None) -> "Autoencoder":
-        from aezoo import MODELS  # late import: the table imports this module
-
         config = dict(config)
         builder = config.pop("model")
         if builder not in MODELS:
@@ -212,6 +228,4 @@ def corruption_layer(corruption: str | None, corruption_level: float):
     """Checks the shared `corruption`/`corruption_level` arguments; returns the layer or None."""
     if corruption is None:
         return None
-    from aezoo.layers import Corruption
-
     return Corruption(corruption, corruption_level, name="corruption")

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import keras
 
-from aezoo.conv import split_margin
-from aezoo.model import (
+from aezoo.models.conv import split_margin
+from aezoo.models.base import (
     Autoencoder,
     check_activation,
     check_input_shape,

@@ -24,8 +24,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from aezoo.layers import PadToMultiple
-from aezoo.model import (
+from aezoo.models.layers import PadToMultiple
+from aezoo.models.base import (
     Autoencoder,
     check_activation,
     check_input_shape,
@@ -169,6 +169,14 @@ class CompressionAutoencoder(Autoencoder):
                 f"`loss` must be 'mse'. Received: loss={loss!r}"
             )
         keras.Model.compile(self, optimizer=optimizer, loss=None, **kwargs)
+
+    def fit(self, *args, **kwargs):
+        """`keras.Model.fit`, then the integer probability tables of the trained entropy
+        model (`EntropyBottleneck.finalise`), so that a model saved after training codes
+        files at once."""
+        history = super().fit(*args, **kwargs)
+        self.entropy_bottleneck.finalise()
+        return history
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         rate = tf.add_n([tf.cast(loss, tf.float32) for loss in self.losses])

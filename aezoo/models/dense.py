@@ -6,7 +6,7 @@ import math
 
 import keras
 
-from aezoo.model import (
+from aezoo.models.base import (
     Autoencoder,
     check_activation,
     check_input_shape,

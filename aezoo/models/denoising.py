@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import keras
 
-from aezoo.layers import CropLike, PadToMultiple
-from aezoo.model import (
+from aezoo.models.layers import CropLike, PadToMultiple
+from aezoo.models.base import (
     Autoencoder,
     check_activation,
     check_input_shape,
@@ -170,74 +170,3 @@ def _finish(kwargs, encoder, inputs, h, residual, output_activation, corrupt) ->
     x_hat = keras.layers.Activation(output_activation, dtype="float32", name="reconstruction")(h)
     decoder = keras.Model(inputs, x_hat, name="decoder")
     return make_autoencoder("denoising", kwargs, encoder, decoder, corrupt)
-
-
-def denoise(model: keras.Model, image, tile: int = 1024, margin: int = 32):
-    """Denoises one image with a model that maps images to images of the same shape.
-
-    An image larger than `tile` on a side goes through the model in overlapping tiles: each
-    tile gives only its centre, `margin` pixels or more from its edges (except at the image's
-    own border), and tiles start on the grid of the model's pooling, so every output pixel
-    is computed as in one pass over the whole image, up to what lies beyond the margin: no
-    seams show.  A model of fixed input size gets tiles of exactly that size, the image
-    mirrored at its border when it is smaller.
-
-    Args:
-        model: a Keras model from (batch, height, width, channels) to the same shape.
-        image: float array (height, width, channels) in [0, 1] (noisy values may overshoot).
-        tile: side of the largest piece a fully convolutional model sees at once (memory).
-        margin: context kept around each tile's centre; at least the model's receptive-field
-            radius for results identical to one whole-image pass.
-
-    Returns:
-        The denoised image, float32 (height, width, channels), not clipped.
-    """
-    import numpy as np
-
-    image = np.asarray(image, dtype=np.float32)
-    height, width = image.shape[:2]
-    fixed = model.input_shape[1:3]
-    if None in fixed:
-        size, align, exact = (tile, tile), _pad_multiple(model), False
-    else:
-        size, margin, align, exact = fixed, min(margin, min(fixed) // 4), 1, True
-        # Mirror a smaller image up to the model's size (cropped off again below).
-        pad = [(0, max(0, size[0] - height)), (0, max(0, size[1] - width)), (0, 0)]
-        image = np.pad(image, pad, mode="symmetric")
-    out = np.empty(image.shape, np.float32)
-    for y0, y1, top, bottom in _windows(image.shape[0], size[0], margin, align, exact):
-        for x0, x1, left, right in _windows(image.shape[1], size[1], margin, align, exact):
-            result = np.asarray(model(image[None, y0:y1, x0:x1], training=False))[0]
-            out[top:bottom, left:right] = result[top - y0 : bottom - y0, left - x0 : right - x0]
-    return out[:height, :width]
-
-
-def _windows(
-    length: int, size: int, margin: int, align: int = 1, exact: bool = False
-) -> list[tuple[int, int, int, int]]:
-    """(window start, end, centre start, end) along one axis: windows of about `size`
-    (exactly `size` if `exact`) whose centres, `margin` from the window's edges where the
-    axis allows, tile [0, length).  Without `exact`, windows start on multiples of `align`."""
-    if length <= size:
-        return [(0, length, 0, length)]
-    margin = -(-margin // align) * align
-    step = (size - 2 * margin) // align * align
-    if step < 1:
-        raise ValueError(f"Tiles of {size} pixels leave no centre with a margin of {margin}.")
-    windows = []
-    for start in range(0, length, step):
-        end = min(start + step, length)
-        if exact:
-            first = min(max(start - margin, 0), length - size)
-            windows.append((first, first + size, start, end))
-        else:
-            windows.append((max(start - margin, 0), min(end + margin, length), start, end))
-    return windows
-
-
-def _pad_multiple(model: keras.layers.Layer) -> int:
-    """The multiple a model pads images to (its pooling grid), or 1."""
-    multiple = getattr(model, "multiple", 1) if isinstance(model, PadToMultiple) else 1
-    for layer in getattr(model, "layers", []):
-        multiple = max(multiple, _pad_multiple(layer))
-    return multiple

@@ -1,4 +1,5 @@
-"""Custom layers, each registered so `.keras` files load with no `custom_objects`."""
+"""Layers shared by the families, each registered so `.keras` files load with no
+`custom_objects`."""
 
 from __future__ import annotations
 

@@ -1,0 +1,308 @@
+"""What every aezoo command shares: one-line errors, a quiet TensorFlow start that comes
+after the arguments are parsed, and the options of models, data and training, each defined
+and checked once.
+
+A command module builds its parser from these pieces, so `--help` answers before TensorFlow
+loads (the model options come from `aezoo.MODELS`, which reads its builders' arguments
+without importing them).  Its actions import the services they use when they run, after
+`start_tensorflow()`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import math
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from aezoo._quiet import stderr_captured
+from aezoo.models import MODELS
+
+# Errors a user causes (bad arguments, missing, unreadable or damaged files, a full or
+# read-only disk); commands print them as one line and exit with status 2.  Anything else is
+# a bug and keeps its traceback.
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError,
+               IsADirectoryError, PermissionError)
+# OSError numbers that mean the disk, not aezoo: no space, read-only file system, quota.
+DISK_ERRNOS = (28, 30, 122)
+
+# Choices of the shared training options (the same tuples as aezoo.training's, which
+# cannot be imported before TensorFlow; a test keeps them equal).
+STRATEGIES = ("auto", "cpu", "gpu", "mirrored", "multiworker", "tpu")
+MIXED_PRECISION = ("off", "auto", "mixed_float16", "mixed_bfloat16")
+LR_SCHEDULES = ("constant", "cosine", "step")
+
+
+def start_tensorflow() -> None:
+    """Imports TensorFlow (and Keras on it) with its start-up notices kept off the terminal.
+
+    TensorFlow's C++ code writes oneDNN, CPU-feature and CUDA-probe notices straight to
+    file descriptor 2 when it loads and first looks for devices, before any log level
+    applies; they are not actionable, and they would bury the one-line errors of aezoo's
+    commands.  Only commands call this, never the library.  TF_CPP_MIN_LOG_LEVEL=0 shows
+    everything.
+    """
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # TensorFlow's C++ info logs
+    with stderr_captured():
+        import keras  # noqa: F401
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()  # CUDA probing prints here when there is no GPU
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line ("prog: error: ...") and exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def guarded(prog: str):
+    """Wraps a command's `main(argv)`: user errors become one line on stderr and status 2.
+
+    The wrapped `main` returns the exit status instead of raising `SystemExit`, so tests
+    call `main([...])` and check what it returns.
+    """
+
+    def decorate(main: Callable[[Sequence[str] | None], int | None]):
+        @functools.wraps(main)
+        def wrapper(argv: Sequence[str] | None = None) -> int:
+            try:
+                return main(argv) or 0
+            except SystemExit as exit_:  # argparse's --help and usage errors
+                return exit_.code if isinstance(exit_.code, int) else 2
+            except USER_ERRORS as error:
+                print(f"{prog}: error: {error}", file=sys.stderr)
+                return 2
+            except OSError as error:
+                if error.errno not in DISK_ERRNOS:
+                    raise
+                where = f" ({error.filename})" if error.filename else ""
+                print(f"{prog}: error: {error.strerror}{where}", file=sys.stderr)
+                return 2
+            except KeyboardInterrupt:
+                print(f"{prog}: interrupted", file=sys.stderr)
+                return 130
+
+        return wrapper
+
+    return decorate
+
+
+def output_paths(inputs: Sequence[Path], out: Path, suffix: str, overwrite: bool) -> list[Path]:
+    """One output per input file, `out/<its stem><suffix>`, all checked before an
+    application writes anything.
+
+    Raises:
+        FileNotFoundError: an input that is not a file.
+        ValueError: two inputs with the same stem, or an output that is one of the inputs
+            (refused even with `overwrite`).
+        FileExistsError: an existing output, unless `overwrite`.
+    """
+    resolved = {path.resolve() for path in inputs}
+    targets: list[Path] = []
+    taken: dict[Path, Path] = {}
+    for path in inputs:
+        if not path.is_file():
+            raise FileNotFoundError(f"No such file: {path}")
+        target = out / f"{path.stem}{suffix}"
+        if target in taken:
+            raise ValueError(f"{taken[target]} and {path} would both be written to {target}.")
+        if target.resolve() in resolved:
+            raise ValueError(f"Writing {target} would overwrite an input; choose another --out.")
+        if target.exists() and not overwrite:
+            raise FileExistsError(f"{target} exists; remove it or pass --overwrite to replace it.")
+        taken[target] = path
+        targets.append(target)
+    return targets
+
+
+# ------------------------------------------------------------------ data and training
+
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """--dataset | --images | --arrays and their options."""
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--dataset", help="tensorflow-datasets name, e.g. mnist")
+    source.add_argument("--images", type=Path, help="folder of PNG/JPEG images")
+    source.add_argument("--arrays", type=Path, help=".npy or .npz file of examples (N, ...)")
+    group = parser.add_argument_group("data options")
+    group.add_argument("--split", default="train", help="tfds split to train on")
+    group.add_argument(
+        "--val-split", default="auto", help="tfds split to validate on ('auto': test if any; 'none')"
+    )
+    group.add_argument("--data-dir", help="tfds data_dir (default: TFDS_DATA_DIR)")
+    group.add_argument("--key", help="array name in an .npz file")
+    group.add_argument("--channels", type=int, choices=(1, 3), help="images: 1 gray, 3 RGB")
+    group.add_argument("--patch", type=positive_int, help="images: random square patches of this side")
+    group.add_argument("--patches-per-image", type=positive_int, default=1, metavar="N")
+    group.add_argument("--augment", action="store_true",
+                       help="images with --patch: random rotations and mirror images of patches")
+    group.add_argument("--image-size", type=positive_int, nargs=2, metavar=("H", "W"),
+                       help="images: resize")
+
+
+def add_training_arguments(parser: argparse.ArgumentParser, **defaults: Any) -> None:
+    """The training options every training command takes, with its own `defaults`
+    (e.g. `learning_rate=1e-4`); `training_options` turns them into `training.train`'s
+    keyword arguments."""
+    values = dict(epochs=10, batch_size=128, learning_rate=1e-3, lr_schedule="constant",
+                  clipnorm=0.0, mixed_precision="off")
+    values.update(defaults)
+    group = parser.add_argument_group("training options")
+    group.add_argument("--out", type=Path, required=True,
+                       help="run folder (the same command again resumes an interrupted run)")
+    group.add_argument("--epochs", type=positive_int, default=values["epochs"])
+    group.add_argument("--batch-size", type=positive_int, default=values["batch_size"],
+                       help="global batch size")
+    group.add_argument("--learning-rate", type=positive_float, default=values["learning_rate"],
+                       help=f"Adam's learning rate (default {values['learning_rate']:g})")
+    group.add_argument(
+        "--lr-schedule", default=values["lr_schedule"], choices=LR_SCHEDULES,
+        help="cosine: down to 1%% of --learning-rate over the epochs; step: ten times lower "
+        f"for the last fifth (default {values['lr_schedule']})",
+    )
+    group.add_argument("--time-limit", type=positive_float, metavar="MINUTES",
+                       help="stop after the first epoch that ends past this many minutes")
+    group.add_argument("--clipnorm", type=non_negative_float, default=values["clipnorm"],
+                       help="clip gradients to this global norm (0: no clipping; default "
+                       f"{values['clipnorm']:g})")
+    group.add_argument("--strategy", default="auto", choices=STRATEGIES,
+                       help="auto: all GPUs of this machine, else the CPU; multiworker: the "
+                       "cluster in TF_CONFIG")
+    group.add_argument("--mixed-precision", default=values["mixed_precision"],
+                       choices=MIXED_PRECISION)
+    group.add_argument("--jit-compile", default="auto", choices=("auto", "on", "off"))
+    group.add_argument("--steps-per-epoch", type=positive_int)
+    group.add_argument("--seed", type=int, default=0)
+    group.add_argument("--log-dir", type=Path, help="TensorBoard log folder")
+    group.add_argument("--init", metavar="RUN",
+                       help="start from the weights of this run folder or preset (the same "
+                       "model; its builder arguments are the defaults)")
+
+
+def training_options(args: argparse.Namespace) -> dict[str, Any]:
+    """`aezoo.training.train`'s keyword arguments from `add_training_arguments`' options."""
+    if args.log_dir is not None and args.log_dir.exists() and not args.log_dir.is_dir():
+        raise NotADirectoryError(f"--log-dir {args.log_dir} is a file, not a folder.")
+    return dict(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        out_dir=args.out,
+        learning_rate=args.learning_rate,
+        lr_schedule=args.lr_schedule,
+        time_limit=args.time_limit,
+        clipnorm=args.clipnorm or None,
+        mixed_precision=args.mixed_precision,
+        jit_compile={"on": True, "off": False}.get(args.jit_compile, "auto"),
+        seed=args.seed,
+        log_dir=args.log_dir,
+        steps_per_epoch=args.steps_per_epoch,
+        verbose=1 if sys.stdout.isatty() else 2,
+    )
+
+
+def _number(kind: type, text: str, check: Callable[[Any], bool], what: str):
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if not check(value):
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    return _number(int, text, lambda v: v > 0, "a positive integer")
+
+
+def positive_float(text: str) -> float:
+    return _number(float, text, lambda v: math.isfinite(v) and v > 0,
+                   "a positive, finite number")
+
+
+def non_negative_float(text: str) -> float:
+    return _number(float, text, lambda v: math.isfinite(v) and v >= 0,
+                   "a finite number >= 0")
+
+
+# --------------------------------------------------------------------- model options
+
+# Builder arguments that commands set themselves rather than take from the user.
+_NOT_OPTIONS = ("input_shape", "name")
+
+
+def _option_type(default: Any) -> dict[str, Any]:
+    if isinstance(default, bool):
+        return {"type": _boolean, "metavar": "true|false"}
+    if isinstance(default, tuple):
+        return {"type": int, "nargs": "+", "metavar": "N"}
+    if isinstance(default, int):
+        return {"type": int, "metavar": "N"}
+    if isinstance(default, float):
+        return {"type": float, "metavar": "X"}
+    return {"type": _none_or_str, "metavar": "NAME"}
+
+
+def _boolean(text: str) -> bool:
+    if text.lower() in ("true", "1", "yes"):
+        return True
+    if text.lower() in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _none_or_str(text: str) -> str | None:
+    return None if text.lower() == "none" else text
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, default_model: str) -> None:
+    """Adds `--model NAME` and one option per builder argument of any model in the table.
+
+    A `default_model` outside the table (such as "auto", for a command that picks the model
+    from the data) is one more choice.
+    """
+    extra = [] if default_model in MODELS else [default_model]
+    parser.add_argument(
+        "--model",
+        default=default_model,
+        choices=list(MODELS) + extra,
+        help=f"model of the zoo (default: {default_model})",
+    )
+    group = parser.add_argument_group(
+        "model options", "builder arguments; each applies to the models whose builder takes it"
+    )
+    seen = set()
+    signatures = {name: MODELS.signature(name).parameters for name in MODELS}
+    for parameters in signatures.values():
+        for param in parameters.values():
+            if param.name in _NOT_OPTIONS or param.name in seen:
+                continue
+            seen.add(param.name)
+            users = [m for m, p in signatures.items() if param.name in p]
+            group.add_argument(
+                "--" + param.name.replace("_", "-"),
+                dest=f"model_{param.name}",
+                default=argparse.SUPPRESS,  # absent unless given: the builder's default holds
+                help=f"({', '.join(users)}; default {param.default!r})",
+                **_option_type(param.default),
+            )
+
+
+def model_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """The builder arguments given on the command line, checked against `args.model`."""
+    params = MODELS.signature(args.model).parameters
+    kwargs = {}
+    for dest, value in vars(args).items():
+        if not dest.startswith("model_"):
+            continue
+        name = dest[len("model_"):]
+        if name not in params:
+            raise ValueError(f"--{name.replace('_', '-')} does not apply to model '{args.model}'.")
+        kwargs[name] = tuple(value) if isinstance(value, list) else value
+    return kwargs

@@ -1,0 +1,225 @@
+"""Clean scans and photos with a denoising autoencoder, and measure it against classical
+denoisers (Gaussian and median filters, non-local means, BM3D).
+
+Train on MNIST with Gaussian noise of sigma 102/255 (0.4 of the range; noise levels are on
+the 0-255 scale), on one device:
+
+    aezoo denoise train --dataset mnist --noise gaussian:102 --epochs 2 \\
+        --out runs/mnist
+
+Train one blind denoiser for every Gaussian noise level from 0 to 55 on a folder of photos,
+in random 96x96 patches (fresh patches, turns and noise each epoch), here the 400 Train400
+images for the BSD68 benchmark (the recipe of the `denoise_gray` preset):
+
+    aezoo denoise train --images ../shared/data/raw/train400 --patch 96 \\
+        --patches-per-image 8 --augment --noise gaussian:0-55 --filters 32 64 128 \\
+        --latent-dim 256 --blocks 2 --epochs 200 --batch-size 16 --learning-rate 5e-4 \\
+        --lr-schedule cosine --mixed-precision mixed_bfloat16 --out runs/train400
+
+All GPUs of this machine (`--strategy mirrored`), or several machines: the same command on
+each, with TF_CONFIG naming the cluster and this task:
+
+    TF_CONFIG='{"cluster": {"worker": ["host1:12345", "host2:12345"]},
+                "task": {"type": "worker", "index": 0}}' \\
+    aezoo denoise train --dataset mnist --noise gaussian:102 \\
+        --strategy multiworker --out runs/mnist_mw
+
+Denoise image files of any size (and the images of folders) into PNGs of the same names,
+with a trained run or a preset (a blind model: the noise level need not be known; the
+command prints the level it estimates in each image):
+
+    aezoo denoise denoise --model denoise_gray scan.jpg photos/ --out clean/
+
+Measure PSNR and SSIM against the classical denoisers, with noise of a fixed seed:
+
+    aezoo denoise evaluate --model runs/train400 \\
+        --images ../shared/data/raw/bsd68 --noise gaussian:25 --seed 0 --out results/bsd68
+    aezoo denoise evaluate --model runs/mnist --dataset mnist --limit 1000 \\
+        --noise gaussian:102 --seed 0 --out results/mnist
+
+`train` writes a run folder (aezoo.runs: model.keras, run.json with the training noise and
+channels, the SavedModel export/1/, history, loss.png, samples.png with clean / noisy /
+denoised rows, a checkpoint per epoch); a killed run continues when the command is run
+again.
+`evaluate` writes results.json, results.md and samples.png.  No command overwrites a file
+unless given --overwrite, and none ever writes over its inputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from aezoo.apps import cli
+from aezoo.apps.train import train_run
+
+PROG = "aezoo denoise"
+METHODS = ("noisy", "gaussian", "median", "nlm", "bm3d", "aezoo")  # aezoo.denoise's
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = cli.ArgumentParser(
+        prog=PROG, description="Denoise images with a denoising autoencoder, and measure it.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train a denoiser on clean data, noised on the fly")
+    cli.add_data_arguments(train)
+    cli.add_model_arguments(train, default_model="denoising")
+    cli.add_training_arguments(train)
+    train.add_argument("--noise", required=True,
+                       help="gaussian:SIGMA or gaussian:LOW-HIGH (0-255 scale; a range trains "
+                       "one blind denoiser), salt_pepper:P, poisson:PEAK or mask:P")
+
+    run = commands.add_parser("denoise", help="denoise image files into PNGs of the same names")
+    run.add_argument("--model", required=True, help="run folder of `train`, or a preset name")
+    run.add_argument("inputs", type=Path, nargs="+", metavar="INPUT", help="image or folder")
+    run.add_argument("--out", type=Path, required=True, help="folder for the PNGs")
+    run.add_argument("--overwrite", action="store_true", help="replace existing output PNGs")
+    run.add_argument("--tile", type=cli.positive_int, default=1024,
+                     help="larger images go in tiles of this side")
+
+    evaluate = commands.add_parser("evaluate", help="PSNR/SSIM against classical denoisers")
+    evaluate.add_argument("--model", required=True, help="run folder of `train`, or a preset")
+    source = evaluate.add_mutually_exclusive_group(required=True)
+    source.add_argument("--images", type=Path, help="folder of clean PNG/JPEG images")
+    source.add_argument("--dataset", help="tensorflow-datasets name, e.g. mnist")
+    evaluate.add_argument("--split", default="test", help="tfds split (default: test)")
+    evaluate.add_argument("--data-dir", help="tfds data_dir (default: TFDS_DATA_DIR)")
+    evaluate.add_argument("--limit", type=cli.positive_int, help="the first N images only")
+    evaluate.add_argument("--noise", required=True, help="gaussian:SIGMA (0-255), salt_pepper:P, "
+                          "poisson:PEAK or mask:P")
+    evaluate.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
+                          help="what to compare (default: all)")
+    evaluate.add_argument("--seed", type=int, default=0, help="seed of the noise")
+    evaluate.add_argument("--out", type=Path, required=True, help="folder for the results")
+    evaluate.add_argument("--overwrite", action="store_true", help="replace earlier results")
+    evaluate.add_argument("--samples", type=cli.positive_int, default=4,
+                          help="images shown in samples.png (at most 4)")
+    return parser
+
+
+# ------------------------------------------------------------------------- train
+
+
+def train(args: argparse.Namespace) -> None:
+    from aezoo import noise, plots
+
+    kind, level = noise.parse_noise(args.noise)
+    if args.images and args.patch is None and args.image_size is None:
+        args.patch = 64  # photos differ in size and are large: train on random patches
+
+    def application(model) -> dict:
+        return {"noise": args.noise, "kind": kind, "level": level,
+                "channels": int(model.input_shape[-1])}
+
+    def samples(model, clean, path) -> None:
+        noisy = noise.add_noise(clean, kind, level, (args.seed, 0)).numpy()
+        plots.image_grid([clean, noisy, model.predict(noisy, verbose=0)], path,
+                         row_titles=["clean", "noisy", "denoised"],
+                         title=f"{args.model}, {args.noise}")
+
+    run = train_run(args, task="denoise", application=application, samples=samples)
+    if run is not None:
+        print(f"Saved the denoiser in {args.out}")
+
+
+# ----------------------------------------------------------------------- denoise
+
+
+def denoise(args: argparse.Namespace) -> None:
+    from aezoo import data, denoise as denoising, runs
+
+    files = []
+    for path in args.inputs:
+        files += data.list_images(path) if path.is_dir() else [path]
+    for path in files:
+        data.probe_image(path)  # every input readable before anything is written
+    targets = cli.output_paths(files, args.out, ".png", args.overwrite)
+    run = runs.load_run(args.model, task="denoise")
+    model, channels = run.model, int(run.application["channels"])
+    images = [data.read_image(path, channels=channels) for path in files]  # all decode first
+    args.out.mkdir(parents=True, exist_ok=True)
+    for i, (source, image, target) in enumerate(zip(files, images, targets), start=1):
+        start = time.perf_counter()
+        noisy = image / 255.0
+        sigma = denoising.estimate_sigma(noisy) * 255
+        runs.write_bytes(target, denoising.png_bytes(denoising.denoise(model, noisy, tile=args.tile)))
+        print(f"[{i}/{len(files)}] {source} -> {target} ({image.shape[1]}x{image.shape[0]}, "
+              f"noise sigma ~{sigma:.1f} estimated, {time.perf_counter() - start:.1f} s)",
+              flush=True)
+
+
+# ---------------------------------------------------------------------- evaluate
+
+
+def evaluate(args: argparse.Namespace) -> None:
+    from aezoo import denoise as denoising, noise, plots, runs
+
+    kind, level = noise.parse_noise(args.noise)
+    outputs = [args.out / name for name in ("results.json", "results.md", "samples.png")]
+    taken = [path for path in outputs if path.exists()]
+    if taken and not args.overwrite:
+        raise FileExistsError(f"{taken[0]} exists; choose another --out or pass --overwrite.")
+    run = runs.load_run(args.model, task="denoise")
+    names, images = load_clean_images(args, int(run.application["channels"]))
+    trained_on = run.application.get("noise")
+    if trained_on != args.noise:
+        print(f"Note: the model was trained on {trained_on} noise, evaluated on {args.noise}.")
+
+    def progress(i, name, psnr):
+        line = "  ".join(f"{m} {v:.2f}" for m, v in psnr.items())
+        print(f"[{i + 1}/{len(images)}] {name}: PSNR {line}", flush=True)
+
+    results = denoising.evaluate(run.model, images, (kind, level), seed=args.seed,
+                                 methods=args.methods, names=names, progress=progress)
+    shown = min(args.samples, len(images), 4)
+    rows = {"clean": [denoising.centre(x) for x in images[:shown]]}
+    rows.update({m: [denoising.centre(x) for x in out[:shown]]
+                 for m, out in results.pop("outputs").items()})
+    source = args.dataset or args.images
+    title = f"{args.noise} noise (seed {args.seed}) on {len(images)} images of {source}"
+    table = denoising.markdown_table(results, level if kind == "gaussian" else None)
+    results = {"noise": args.noise, "model": str(args.model), "seed": args.seed, **results}
+    args.out.mkdir(parents=True, exist_ok=True)
+    with runs.writing(args.out / "samples.png") as path:
+        plots.image_grid(list(rows.values()), path, row_titles=list(rows), title=title)
+    runs.write_text(args.out / "results.md", f"## {title}\n\nModel: {args.model}\n\n{table}\n")
+    runs.write_text(args.out / "results.json", json.dumps(results, indent=2) + "\n")
+    print(table)
+    print(f"Wrote results.json, results.md and samples.png in {args.out}")
+
+
+def load_clean_images(args: argparse.Namespace, channels: int):
+    """Names and clean images in [0, 1] with the model's channels."""
+    import numpy as np
+
+    from aezoo import data, denoise as denoising
+
+    if args.images:
+        files = data.list_images(args.images)[: args.limit]
+        for path in files:
+            data.probe_image(path)  # every file readable before hours of work begin
+        return [p.name for p in files], [data.read_image(p, channels) / 255.0 for p in files]
+    examples = data.from_tfds(args.dataset, args.split, data_dir=args.data_dir)
+    if args.limit:
+        examples = examples.take(args.limit)
+    images = [denoising.to_channels(np.asarray(x), channels) for x in examples]
+    return [f"{args.dataset}[{i}]" for i in range(len(images))], images
+
+
+@cli.guarded(PROG)
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    cli.start_tensorflow()
+    {"train": train, "denoise": denoise, "evaluate": evaluate}[args.command](args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

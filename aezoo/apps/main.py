@@ -1,0 +1,57 @@
+"""aezoo: the one installed command, with a subcommand per job.
+
+    aezoo --help
+    aezoo train --model conv --dataset mnist --out runs/mnist_conv
+    aezoo denoise denoise --model denoise_gray photo.png --out clean/
+
+One command rather than one per job: `aezoo --help` lists every job, and no name clashes
+with another program on the user's path (`compress` is a Unix command).  Each subcommand
+is `aezoo.apps.<module>.main(argv)`, which `applications/<job>.py` also calls.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Sequence
+
+import aezoo
+
+# subcommand -> (module of aezoo.apps, one line for `aezoo --help`)
+COMMANDS = {
+    "train": ("train", "train any model of the zoo on your data"),
+    "denoise": ("denoise", "train denoisers, denoise photos, measure against BM3D"),
+    "compress": ("compress", "train codecs, compress images to .aez files and back"),
+    "anomalies": ("anomalies", "train anomaly detectors and score examples"),
+    "explore": ("explore", "map, walk and probe an autoencoder's latent space"),
+    "export": ("export", "export a trained model as a SavedModel for TF Serving"),
+    "presets": ("presets", "list the pretrained presets that ship with aezoo"),
+}
+
+
+def usage() -> str:
+    lines = [f"usage: aezoo COMMAND [options]   (aezoo {aezoo.__version__})", "",
+             "A Keras 3 model zoo of autoencoders.", "", "commands:"]
+    lines += [f"  {name:<10} {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += ["", "`aezoo COMMAND --help` describes each."]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return 0 if argv else 2
+    if argv[0] == "--version":
+        print(f"aezoo {aezoo.__version__}")
+        return 0
+    if argv[0] not in COMMANDS:
+        print(f"aezoo: error: no command {argv[0]!r}; the commands are "
+              f"{', '.join(COMMANDS)} (aezoo --help)", file=sys.stderr)
+        return 2
+    module = importlib.import_module(f"aezoo.apps.{COMMANDS[argv[0]][0]}")
+    return module.main(argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

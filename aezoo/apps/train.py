@@ -1,0 +1,233 @@
+"""aezoo train: train any model of the zoo on your data.
+
+One device (or all GPUs of this machine, with --strategy auto):
+
+    aezoo train --model conv --dataset mnist --latent-dim 32 --epochs 10 --out runs/mnist_conv
+
+A folder of images cut into 64x64 patches, or a NumPy array file:
+
+    aezoo train --model denoising --images photos/ --patch 64 --noise gaussian:25 \\
+        --out runs/photos
+    aezoo train --model dense --arrays x.npy --output-activation linear --out runs/x
+
+Data parallelism on a machine without GPUs (to try it: the replicas share the same cores):
+
+    aezoo train --model conv --dataset mnist --strategy mirrored --cpu-devices 2 \\
+        --out runs/mnist_mirrored
+
+Several machines: the same command on each, with TF_CONFIG naming the cluster and this task:
+
+    TF_CONFIG='{"cluster": {"worker": ["host1:12345", "host2:12345"]},
+                "task": {"type": "worker", "index": 0}}' \\
+    aezoo train --model conv --dataset mnist --strategy multiworker --out runs/mw
+
+Writes the run folder of `aezoo.runs` (model.keras, run.json, history, loss.png,
+samples.png, the SavedModel export/1, a checkpoint per epoch).  If the run is killed, the
+same command continues from the last finished epoch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from aezoo.apps import cli
+
+PROG = "aezoo train"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = cli.ArgumentParser(
+        prog=PROG, description="Train an aezoo model under a tf.distribute strategy.",
+    )
+    cli.add_data_arguments(parser)
+    cli.add_model_arguments(parser, default_model="conv")
+    cli.add_training_arguments(parser)
+    parser.add_argument("--loss", default="mse", choices=("mse", "bce"))
+    parser.add_argument("--noise", help="train a denoiser on (noisy x, x) pairs: gaussian:SIGMA "
+                        "or gaussian:LOW-HIGH (0-255), salt_pepper:P, poisson:PEAK or mask:P")
+    # Only here: it must act before the strategy is made.
+    parser.add_argument(
+        "--cpu-devices", type=cli.positive_int, default=1, metavar="N",
+        help="split the CPU into N logical devices, so that --strategy mirrored has N "
+        "replicas without GPUs (to try data-parallel training; not faster)",
+    )
+    return parser
+
+
+@cli.guarded(PROG)
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    cli.start_tensorflow()
+    run = train_run(args, task="train")
+    if run is not None:
+        print(f"Saved the run in {args.out} ({summary(run.info)})")
+    return 0
+
+
+def train_run(
+    args: argparse.Namespace,
+    *,
+    task: str,
+    application: Callable[[Any], dict] | None = None,
+    samples: Callable | None = None,
+):
+    """Trains as the parsed options say and finishes the run folder; the training
+    commands of the applications call it with their own parsers, built from the same
+    argument groups.
+
+    Args:
+        args: the options of `cli.add_data_arguments`, `add_model_arguments` and
+            `add_training_arguments` (plus `noise`, `loss`, `cpu_devices` where present).
+        task: what `run.json` records.
+        application: `application(model) -> dict` of what the application stores in
+            `run.json` beside the model.
+        samples: `samples(model, examples, png_path)`: draws samples.png (default:
+            inputs above their reconstructions).
+
+    Returns:
+        The finished run (None on a worker that is not the chief, which writes nothing).
+    """
+    from aezoo import noise, runs, training
+
+    kwargs = cli.model_kwargs(args)
+    model = args.model
+    if getattr(args, "init", None):
+        model, kwargs = _from_init(runs.open_model(args.init), args, kwargs)
+    options = cli.training_options(args)
+    options["loss"] = getattr(args, "loss", "mse")
+    noise_spec = getattr(args, "noise", None)
+    options["noise"] = noise.parse_noise(noise_spec) if noise_spec else None
+    training.check_training_options(
+        **{k: options[k] for k in ("epochs", "learning_rate", "clipnorm", "steps_per_epoch",
+                                   "time_limit")}
+    )
+    if options["time_limit"] is not None and args.strategy == "multiworker":
+        raise ValueError("--time-limit cannot be used with --strategy multiworker.")
+    training.split_cpu(getattr(args, "cpu_devices", 1))  # before TensorFlow starts working
+    if args.strategy == "multiworker":
+        task_info = training.check_tf_config(os.environ.get("TF_CONFIG"))["task"]
+        # Creating the strategy waits until every worker of TF_CONFIG has started.
+        print(f"Joining the cluster of TF_CONFIG as {task_info['type']} {task_info['index']}...",
+              flush=True)
+    # The strategy comes before any dataset: multi-worker collectives must be set up first.
+    strategy = training.resolve_strategy(args.strategy)
+    print(training.describe_strategy(strategy), flush=True)
+    if runs.is_finished(args.out):
+        raise FileExistsError(f"{args.out} already holds a finished run; choose another --out.")
+    train_examples, val_examples = load_data(args)
+    chief = training.is_chief(strategy)
+    out = training.run_dir(args.out, strategy)
+    with runs.locked(out):
+        state = training.run_state(out)
+        if state == "resume":
+            print(f"Resuming the interrupted run in {args.out}", flush=True)
+        elif state == "trained":
+            print(f"Completing the run in {args.out}: its training had finished.", flush=True)
+        trained, history = training.train(
+            model, train_examples, model_kwargs=kwargs, validation_data=val_examples,
+            strategy=strategy, **options,
+        )
+        if not chief:
+            return None
+        examples = val_examples if val_examples is not None else train_examples
+        x = first_examples(examples, 8)
+        draw = samples or _reconstructions
+        return runs.finish_run(
+            out, history, task=task, model=args.model,
+            options={"data": data_options(args), "model": kwargs, "training": options},
+            application=application(trained) if application is not None else None,
+            title=f"{args.model} on {source(args)}",
+            samples=lambda trained, path: draw(trained, x, path),
+        )
+
+
+def _from_init(initial, args: argparse.Namespace, kwargs: dict):
+    """A builder that starts from `initial`'s weights, and its arguments: `initial`'s own,
+    updated with those given on the command line."""
+    from aezoo.models import MODELS
+
+    config = initial.get_config()
+    if config.get("model") != args.model:
+        raise ValueError(f"--init {args.init} is a '{config.get('model')}' model, not "
+                         f"'{args.model}'.")
+    merged = {k: v for k, v in config.items() if k != "model"}
+    merged.update(kwargs)
+    weights = initial.get_weights()
+
+    def build(**builder_kwargs):
+        model = MODELS[args.model](**builder_kwargs)
+        try:
+            model.set_weights(weights)
+        except ValueError:
+            raise ValueError(f"--init {args.init} has other weights than this model: give "
+                             "the same model options (or none).") from None
+        return model
+
+    return build, merged
+
+
+def _reconstructions(model, x, path) -> None:
+    from aezoo import plots
+
+    plots.plot_reconstructions(model, x, path, title=model.name)
+
+
+def load_data(args: argparse.Namespace):
+    """(training examples, validation examples or None) for the data options."""
+    from aezoo import data
+
+    if args.dataset:
+        train = data.from_tfds(args.dataset, args.split, data_dir=args.data_dir)
+        val_split = args.val_split
+        if val_split == "auto":
+            val_split = "test" if args.split != "test" and data.has_split(
+                args.dataset, "test", data_dir=args.data_dir) else "none"
+        val = None if val_split == "none" else data.from_tfds(
+            args.dataset, val_split, data_dir=args.data_dir)
+        return train, val
+    if args.images:
+        images = data.from_directory(
+            args.images,
+            channels=args.channels,
+            patch_size=args.patch,
+            patches_per_image=args.patches_per_image,
+            augment=args.augment,
+            image_size=tuple(args.image_size) if args.image_size else None,
+            seed=args.seed,
+        )
+        return images, None
+    # The array itself, not a dataset of its rows: `training.train` batches an array by index
+    # and gathers a batch at a time, which is faster (see `aezoo.data.pipeline`).
+    return data.load_array(args.arrays, key=args.key), None
+
+
+def first_examples(examples, count: int):
+    """Up to `count` examples, as an array, from a dataset of examples or an array."""
+    import numpy as np
+
+    if isinstance(examples, np.ndarray):
+        return examples[:count]
+    return np.stack([np.asarray(e) for e in examples.take(count)])
+
+
+def data_options(args: argparse.Namespace) -> dict[str, Any]:
+    names = ("dataset", "split", "images", "arrays", "key", "channels", "patch",
+             "patches_per_image", "augment", "image_size")
+    return {name: getattr(args, name, None) for name in names
+            if getattr(args, name, None) not in (None, False)}
+
+
+def source(args: argparse.Namespace) -> str:
+    return args.dataset or str(args.images or args.arrays)
+
+
+def summary(info: dict) -> str:
+    return f"task {info['task']}, model {info['model']}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,212 @@
+"""Denoising with a trained model: any image size (in tiles when large), and measurement
+against the classical denoisers of `aezoo.baselines` on clean images noised with a known seed.
+
+>>> from aezoo import denoise
+>>> clean = denoise.denoise(model, noisy)        # float (height, width, channels) in [0, 1]
+>>> results = denoise.evaluate(model, images, ("gaussian", 25 / 255), seed=0)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import keras
+import numpy as np
+
+from aezoo import baselines, metrics, noise
+from aezoo.models.layers import PadToMultiple
+
+# What `evaluate` compares: the noisy input, the classical denoisers and the model.
+METHODS = ("noisy", *baselines.CLASSICAL, "aezoo")
+
+
+def denoise(model: keras.Model, image, tile: int = 1024, margin: int = 32):
+    """Denoises one image with a model that maps images to images of the same shape.
+
+    An image larger than `tile` on a side goes through the model in overlapping tiles: each
+    tile gives only its centre, `margin` pixels or more from its edges (except at the image's
+    own border), and tiles start on the grid of the model's pooling, so every output pixel
+    is computed as in one pass over the whole image, up to what lies beyond the margin: no
+    seams show.  A model of fixed input size gets tiles of exactly that size, the image
+    mirrored at its border when it is smaller.
+
+    Args:
+        model: a Keras model from (batch, height, width, channels) to the same shape.
+        image: float array (height, width, channels) in [0, 1] (noisy values may overshoot).
+        tile: side of the largest piece a fully convolutional model sees at once (memory).
+        margin: context kept around each tile's centre; at least the model's receptive-field
+            radius for results identical to one whole-image pass.
+
+    Returns:
+        The denoised image, float32 (height, width, channels), not clipped.
+    """
+    image = np.asarray(image, dtype=np.float32)
+    height, width = image.shape[:2]
+    fixed = model.input_shape[1:3]
+    if None in fixed:
+        size, align, exact = (tile, tile), _pad_multiple(model), False
+    else:
+        size, margin, align, exact = fixed, min(margin, min(fixed) // 4), 1, True
+        # Mirror a smaller image up to the model's size (cropped off again below).
+        pad = [(0, max(0, size[0] - height)), (0, max(0, size[1] - width)), (0, 0)]
+        image = np.pad(image, pad, mode="symmetric")
+    out = np.empty(image.shape, np.float32)
+    for y0, y1, top, bottom in _windows(image.shape[0], size[0], margin, align, exact):
+        for x0, x1, left, right in _windows(image.shape[1], size[1], margin, align, exact):
+            result = np.asarray(model(image[None, y0:y1, x0:x1], training=False))[0]
+            out[top:bottom, left:right] = result[top - y0 : bottom - y0, left - x0 : right - x0]
+    return out[:height, :width]
+
+
+def _windows(
+    length: int, size: int, margin: int, align: int = 1, exact: bool = False
+) -> list[tuple[int, int, int, int]]:
+    """(window start, end, centre start, end) along one axis: windows of about `size`
+    (exactly `size` if `exact`) whose centres, `margin` from the window's edges where the
+    axis allows, tile [0, length).  Without `exact`, windows start on multiples of `align`."""
+    if length <= size:
+        return [(0, length, 0, length)]
+    margin = -(-margin // align) * align
+    step = (size - 2 * margin) // align * align
+    if step < 1:
+        raise ValueError(f"Tiles of {size} pixels leave no centre with a margin of {margin}.")
+    windows = []
+    for start in range(0, length, step):
+        end = min(start + step, length)
+        if exact:
+            first = min(max(start - margin, 0), length - size)
+            windows.append((first, first + size, start, end))
+        else:
+            windows.append((max(start - margin, 0), min(end + margin, length), start, end))
+    return windows
+
+
+def _pad_multiple(model: keras.layers.Layer) -> int:
+    """The multiple a model pads images to (its pooling grid), or 1."""
+    multiple = getattr(model, "multiple", 1) if isinstance(model, PadToMultiple) else 1
+    for layer in getattr(model, "layers", []):
+        multiple = max(multiple, _pad_multiple(layer))
+    return multiple
+
+
+def evaluate(
+    model: keras.Model,
+    images: Sequence[np.ndarray],
+    noise_spec: tuple[str, float],
+    *,
+    seed: int = 0,
+    methods: Sequence[str] = METHODS,
+    names: Sequence[str] | None = None,
+    progress=None,
+) -> dict:
+    """PSNR and SSIM of `model` and the classical denoisers on noisy copies of `images`.
+
+    Image `i` gets the noise of seed `(seed, i)`, so every method sees the same noisy
+    image and runs are repeatable.  The classical methods get the noise's standard
+    deviation: sigma itself for Gaussian noise, the measured (oracle) one for the other
+    kinds.
+
+    Args:
+        model: the denoiser (images to images of the same shape).
+        images: clean images, float (height, width, channels) in [0, 1].
+        noise_spec: `(kind, level)` as `aezoo.noise.parse_noise` returns it (one level).
+        seed: seed of the noise.
+        methods: which of `METHODS` to run ("noisy" and "aezoo" included).
+        names: one name per image, for `progress`.
+        progress: called after each image with (index, name, {method: PSNR}).
+
+    Returns:
+        {"methods": {method: {"psnr": mean, "ssim": mean, "seconds": mean per image}},
+         "per_image": {method: [PSNR of each image]}, "images": count,
+         "outputs": {method: [first images' outputs]}} (the first 4 of each, for plots).
+    """
+    kind, level = noise_spec
+    if isinstance(level, (tuple, list)):
+        raise ValueError("Evaluate at one noise level, e.g. gaussian:25, not a range.")
+    for method in methods:
+        if method not in METHODS:
+            raise ValueError(f"Unknown method {method!r}; choose from {', '.join(METHODS)}.")
+    scores = {m: {"psnr": [], "ssim": []} for m in methods}
+    seconds = dict.fromkeys(methods, 0.0)
+    outputs = {m: [] for m in methods}
+    for i, clean in enumerate(images):
+        noisy = noise.add_noise(clean, kind, level, (seed, i)).numpy()
+        sigma = level if kind == "gaussian" else float(np.sqrt(np.mean((noisy - clean) ** 2)))
+        for method in methods:
+            start = time.perf_counter()
+            if method == "noisy":
+                output = noisy
+            elif method == "aezoo":
+                output = denoise(model, noisy)
+            else:
+                output = baselines.CLASSICAL[method](noisy, sigma)
+            seconds[method] += time.perf_counter() - start
+            scores[method]["psnr"].append(metrics.psnr(clean, output))
+            scores[method]["ssim"].append(metrics.ssim(clean, output))
+            if i < 4:
+                outputs[method].append(output)
+        if progress is not None:
+            name = names[i] if names is not None else str(i)
+            progress(i, name, {m: scores[m]["psnr"][-1] for m in methods})
+    count = len(images)
+    return {
+        "images": count,
+        "methods": {
+            m: {"psnr": float(np.mean(s["psnr"])), "ssim": float(np.mean(s["ssim"])),
+                "seconds": seconds[m] / max(count, 1)}
+            for m, s in scores.items()
+        },
+        "per_image": {m: [float(v) for v in s["psnr"]] for m, s in scores.items()},
+        "outputs": outputs,
+    }
+
+
+def markdown_table(results: dict, sigma: float | None) -> str:
+    """The results of `evaluate` as a Markdown table (method, PSNR, SSIM, time, setting)."""
+    rows = ["| method | PSNR (dB) | SSIM | seconds per image | parameters |", "|---|---|---|---|---|"]
+    for method, score in results["methods"].items():
+        if method in baselines.CLASSICAL:
+            setting = baselines.describe(method, sigma) if sigma is not None else "oracle sigma"
+        else:
+            setting = {"noisy": "the input", "aezoo": "this model"}[method]
+        rows.append(f"| {method} | {score['psnr']:.2f} | {score['ssim']:.4f} | "
+                    f"{score['seconds']:.3f} | {setting} |")
+    return "\n".join(rows)
+
+
+def to_channels(image: np.ndarray, channels: int) -> np.ndarray:
+    """An image (height, width, 1 or 3) with `channels` channels: gray repeated, or ITU-R
+    601 luma."""
+    if image.shape[-1] == channels:
+        return image
+    if channels == 3:
+        return np.repeat(image, 3, axis=-1)
+    return image @ np.array([[0.299], [0.587], [0.114]], dtype=image.dtype)
+
+
+def estimate_sigma(image: np.ndarray) -> float:
+    """The standard deviation of Gaussian noise in an image in [0, 1] (Donoho's wavelet
+    estimator, as scikit-image computes it; averaged over channels)."""
+    from skimage.restoration import estimate_sigma as wavelet_sigma
+
+    image = np.asarray(image, dtype=np.float64)
+    return float(wavelet_sigma(image, channel_axis=-1, average_sigmas=True))
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """An image in [0, 1] as the bytes of an 8-bit PNG (grayscale or RGB)."""
+    import io
+
+    from PIL import Image
+
+    pixels = np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def centre(image: np.ndarray, size: int = 128) -> np.ndarray:
+    """The central size x size part of an image, so that sample grids show the noise."""
+    top, left = max(0, (image.shape[0] - size) // 2), max(0, (image.shape[1] - size) // 2)
+    return image[top : top + size, left : left + size]

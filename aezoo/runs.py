@@ -1,0 +1,349 @@
+"""Run folders: what every training command writes, and the one way to open one again.
+
+A run folder holds, whatever the command that trained it:
+
+| file | what |
+|---|---|
+| `model.keras` | the trained model (`keras.models.load_model`, no `custom_objects`) |
+| `run.json` | what the run is: `task`, `model` (its builder), the options it was trained with, and the application's data (`application`: noise, scaling and threshold, ...) |
+| `history.json`, `history.csv` | the loss and metrics per epoch |
+| `loss.png`, `samples.png` | the loss curves; inputs beside outputs |
+| `export/1/` | the SavedModel for TF Serving |
+| `checkpoints/`, `backup/` | one checkpoint per epoch; crash recovery while unfinished |
+
+`run.json` is written last, so a folder is a finished run exactly when it has one: a
+training killed at any point before leaves no `run.json`, and the same command resumes it
+(or, if only the last steps were missing, completes it).  A `.lock` file keeps a second
+process out of a folder that one is training in; the lock is the operating system's and
+dies with its process.
+
+`load_run(path)` opens any run folder (and a preset, which is a run folder shipped with
+aezoo); runs written by aezoo 0.1 (`denoiser.json`, `anomaly.json`, a compression model
+without `run.json`) open too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import keras
+
+import aezoo
+from aezoo import export, plots, presets
+from aezoo.models import MODELS
+
+RUN_FILE = "run.json"
+MODEL_FILE = "model.keras"
+EXPORT_DIR = "export"
+TASKS = ("train", "denoise", "compress", "anomaly")
+
+
+@dataclass
+class Run:
+    """An opened run folder: its path, its `run.json` and its model (loaded on first use)."""
+
+    path: Path
+    info: dict[str, Any]
+    _model: keras.Model | None = field(default=None, repr=False)
+
+    @property
+    def task(self) -> str:
+        return self.info["task"]
+
+    @property
+    def application(self) -> dict[str, Any]:
+        return self.info.get("application", {})
+
+    @property
+    def model(self) -> keras.Model:
+        if self._model is None:
+            self._model = load_model(self.path / MODEL_FILE)
+        return self._model
+
+
+def load_run(source: str | os.PathLike, task: str | None = None) -> Run:
+    """Opens a run: a preset by name, a run folder, or the folder of a `model.keras`.
+
+    Args:
+        source: a name in `aezoo.presets.PRESETS`, a run folder, or its `model.keras`.
+        task: when given, the run must be of this task (e.g. "denoise").
+
+    Raises:
+        FileNotFoundError: no such folder (and no such preset).
+        ValueError: not a finished run, a damaged `run.json`, a run of another task, or a
+            preset whose files fail their checksums.
+    """
+    if isinstance(source, str) and source in presets.PRESETS:
+        source = presets.folder(source)
+    path = Path(source)
+    if path.is_file() and path.suffix == ".keras":
+        path = path.parent
+    if not path.is_dir():
+        known = ", ".join(presets.PRESETS) or "none"
+        raise FileNotFoundError(f"{source} is neither a run folder nor a preset "
+                                f"(presets: {known}).")
+    info_file = path / RUN_FILE
+    if info_file.is_file():
+        try:
+            info = json.loads(info_file.read_text())
+            if info.get("task") not in TASKS:
+                raise ValueError
+        except (ValueError, UnicodeDecodeError):
+            raise ValueError(f"{info_file} is damaged: it is not a run description.") from None
+    else:
+        info = _legacy_info(path)
+    if task is not None and info["task"] != task:
+        raise ValueError(f"{path} is a run of `aezoo {info['task']}`, not of `aezoo {task}`.")
+    return Run(path, info)
+
+
+def _legacy_info(path: Path) -> dict[str, Any]:
+    """The `run.json` of a run folder written by aezoo 0.1, from its sidecar files."""
+    if (path / "backup").is_dir():
+        raise ValueError(f"{path} is an unfinished run: run its training command again to "
+                         "resume it.")
+    if not (path / MODEL_FILE).is_file():
+        raise ValueError(f"{path} is not a finished run: it has no {RUN_FILE} or {MODEL_FILE}.")
+    for name, task in (("denoiser.json", "denoise"), ("anomaly.json", "anomaly")):
+        if (path / name).is_file():
+            try:
+                legacy = json.loads((path / name).read_text())
+            except ValueError:
+                raise ValueError(f"{path / name} is damaged.") from None
+            if task == "denoise":
+                application = {k: legacy[k] for k in ("noise", "kind", "level", "channels")}
+            else:
+                application = {k: legacy[k] for k in
+                               ("threshold", "threshold_rule", "scaling", "normal_label")}
+            return {"task": task, "model": legacy.get("architecture", legacy.get("model")),
+                    "options": {}, "application": application, "aezoo_version": "0.1"}
+    if (path / "tables.npz").is_file():
+        return {"task": "compress", "model": "compression", "options": {}, "application": {},
+                "aezoo_version": "0.1"}
+    return {"task": "train", "model": None, "options": {}, "application": {},
+            "aezoo_version": "0.1"}
+
+
+def write_run(
+    path: str | os.PathLike,
+    *,
+    task: str,
+    model: str | None,
+    options: dict[str, Any],
+    application: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Writes `run.json`, the mark of a finished run: call it last."""
+    if task not in TASKS:
+        raise ValueError(f"`task` must be one of {', '.join(TASKS)}. Received: task={task!r}")
+    info = {
+        "task": task,
+        "model": model,
+        "options": _jsonable(options),
+        "application": _jsonable(application or {}),
+        "aezoo_version": aezoo.__version__,
+    }
+    write_text(Path(path) / RUN_FILE, json.dumps(info, indent=2) + "\n")
+    return info
+
+
+def is_finished(path: str | os.PathLike) -> bool:
+    return (Path(path) / RUN_FILE).is_file()
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, os.PathLike):
+        return str(value)
+    if hasattr(value, "item"):  # NumPy scalars
+        return value.item()
+    return value
+
+
+# ----------------------------------------------------------------------------- models
+
+
+def from_preset(name: str) -> keras.Model:
+    """The trained model of a preset."""
+    if name not in presets.PRESETS:
+        raise ValueError(f"There is no preset {name!r}; the presets are: "
+                         f"{', '.join(presets.PRESETS) or 'none'}.")
+    return load_run(name).model
+
+
+def open_model(source: str | os.PathLike) -> keras.Model:
+    """The model of a preset or run folder, or of any aezoo `.keras` file."""
+    path = Path(source)
+    if path.is_file():
+        return load_model(path)
+    return load_run(source).model
+
+
+def load_model(path: str | os.PathLike) -> keras.Model:
+    """Loads an aezoo `.keras` file (for inference: no optimizer), with a one-line error
+    for anything that is not a whole, readable model file.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: not a `.keras` file, truncated, damaged (bad checksum, unreadable
+            weights), or a model of a newer aezoo.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No such model file: {path}")
+    MODELS["dense"]  # imports every family: aezoo's classes are registered with Keras
+    if path.suffix != ".keras":
+        raise ValueError(f"{path} is not a Keras model file (.keras).")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            broken = archive.testzip()  # reads every member, checking its CRC
+    except (zipfile.BadZipFile, OSError, EOFError):
+        raise ValueError(f"{path} is damaged or truncated: it is not a whole .keras "
+                         "(zip) file.") from None
+    if broken is not None:
+        raise ValueError(f"{path} is damaged: its member {broken} fails its checksum.")
+    try:
+        return keras.models.load_model(path, compile=False)
+    except Exception as error:  # Keras raises many types for files it cannot read
+        first = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
+        raise ValueError(f"{path} could not be loaded as an aezoo model "
+                         f"({type(error).__name__}: {first}).") from None
+
+
+# ------------------------------------------------------------------------ safe writes
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Writes a file whole or not at all: into a temporary file beside it, then renamed,
+    so a kill, a crash or a full disk never leaves a truncated file under `path`."""
+    path = Path(path)
+    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(temporary, 0o666 & ~_umask())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    write_bytes(path, text.encode())
+
+
+@contextlib.contextmanager
+def writing(path: str | os.PathLike, suffix: str | None = None):
+    """A temporary path beside `path` for a library that writes files itself (Pillow,
+    matplotlib, Keras); renamed to `path` when the block ends without an error, deleted
+    otherwise."""
+    path = Path(path)
+    suffix = suffix if suffix is not None else path.suffix
+    fd, temporary = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".partial{suffix}",
+                                     dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(temporary)
+        os.chmod(temporary, 0o666 & ~_umask())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# ----------------------------------------------------------------------------- locks
+
+
+@contextlib.contextmanager
+def locked(path: str | os.PathLike):
+    """Holds the run folder `path` (created if missing) for this process.
+
+    Raises:
+        ValueError: another process holds it.
+    """
+    path = Path(path)
+    created = not path.exists()
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        with open(path / ".lock", "a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise ValueError(
+                    f"{path} is in use by another aezoo process (a training in progress); "
+                    "wait for it to finish, or stop it, before using this folder."
+                ) from None
+            try:
+                yield path
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+    except BaseException:
+        # A refusal before anything was written leaves no new folder behind.
+        if created and {p.name for p in path.iterdir()} <= {".lock"}:
+            shutil.rmtree(path, ignore_errors=True)
+        raise
+
+
+# ------------------------------------------------------------------ finishing a run
+
+
+def finish_run(
+    out: str | os.PathLike,
+    history: dict[str, list[float]],
+    *,
+    task: str,
+    model: str | None,
+    options: dict[str, Any],
+    application: dict[str, Any] | None = None,
+    title: str = "",
+    samples=None,
+    edit_endpoints=None,
+) -> Run:
+    """Completes a trained run folder (its `model.keras` saved by `aezoo.training.train`):
+    history.json, loss.png, samples.png, the SavedModel `export/1/`, and `run.json` last.
+
+    Args:
+        out: the run folder.
+        history: metric name -> one value per epoch.
+        task, model, options, application: what `run.json` records (see `write_run`).
+        title: the plots' title.
+        samples: optional `samples(trained_model, png_path)` that draws samples.png.
+        edit_endpoints: optional edit of the export's endpoints (see `aezoo.export`).
+
+    Returns:
+        The finished run, opened.
+    """
+    out = Path(out)
+    write_text(out / "history.json", json.dumps(_jsonable(history), indent=2) + "\n")
+    with writing(out / "loss.png") as temporary:
+        plots.plot_history(history, temporary, title=title)
+    trained = load_model(out / MODEL_FILE)  # as saved: what a user of the run gets
+    if samples is not None:
+        with writing(out / "samples.png") as temporary:
+            samples(trained, temporary)
+    if not export.versions(out / EXPORT_DIR):  # a completed run may have it already
+        export.export_saved_model(trained, out / EXPORT_DIR, edit_endpoints=edit_endpoints)
+    info = write_run(out, task=task, model=model, options=options, application=application)
+    return Run(out, info, trained)
+
