@@ -22,9 +22,8 @@ classes, so that `keras.models.load_model` reads aezoo's `.keras` files with no
 
 import importlib
 
+from aezoo._version import __version__
 from aezoo.models import MODELS
-
-__version__ = "0.2.0"
 
 # Public names that need TensorFlow, imported on first use (PEP 562).
 _LAZY = {

@@ -13,10 +13,11 @@ follows scikit-learn and PyOD: fit on normal examples, then score, predict and s
 
 Its defaults are the recipe measured best on ECG5000 (`benchmarks/anomaly_ecg5000.py`):
 a 1-D convolutional `sequence` model for rows of 32 or more values (signals), `dense` for
-shorter rows (records) and `conv` for images; a latent of 8 numbers, 30 epochs of Adam at
-3e-3 in batches of 64; min-max scaling for signals (one offset and scale for all values, as
-the TensorFlow ECG tutorial), per-feature standardisation for records; and the threshold at
-the 95th percentile of the training scores.
+shorter rows (records) and `conv` for images; a latent of 8 numbers (32 for images, as
+measured on MNIST), 30 epochs of Adam at 3e-3 in batches of 64; min-max scaling for signals
+(one offset and scale for all values, as the TensorFlow ECG tutorial), per-feature
+standardisation for records; and the threshold at the 95th percentile of the training
+scores.
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ class Detector:
         threshold: "percentile:P" (0-100), "mean_std:K" or "contamination:C" (0-0.5) of
             the training scores; scores above it are anomalies.
         scaling: one of `SCALINGS`, fitted on the training examples.
-        latent_dim: size of the model's code.
+        latent_dim: size of the model's code; None: 8 for rows (signals and records), 32
+            for images, the sizes measured on ECG5000 and MNIST.
         epochs, batch_size, learning_rate: the training (Adam).
         model_kwargs: more builder arguments.
         training_kwargs: more arguments of `aezoo.training.train` (strategy,
@@ -64,7 +66,7 @@ class Detector:
         *,
         threshold: str = "percentile:95",
         scaling: str = "auto",
-        latent_dim: int = 8,
+        latent_dim: int | None = None,
         epochs: int = 30,
         batch_size: int = 64,
         learning_rate: float = 3e-3,
@@ -104,7 +106,8 @@ class Detector:
         self.example_shape_ = tuple(int(n) for n in x.shape[1:])
         self.scaling_ = fit_scaling(self.scaling, x)
         inputs = self._model_input(x)
-        kwargs = {"latent_dim": self.latent_dim, **self.model_kwargs}
+        latent_dim = self.latent_dim or (8 if x.ndim == 2 else 32)
+        kwargs = {"latent_dim": latent_dim, **self.model_kwargs}
         self.model_, self.history_ = training.train(
             self.model_name_, inputs, model_kwargs=kwargs, epochs=self.epochs,
             batch_size=self.batch_size, learning_rate=self.learning_rate, seed=self.seed,

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -172,10 +173,23 @@ def from_tfds(
 
     ds = ds.map(select, num_parallel_calls=AUTOTUNE)
     if _decoded_bytes(builder.info, split, ds.element_spec) < CACHE_LIMIT_BYTES:
-        ds = ds.cache()  # decoded, before scaling: 4x smaller than float32
+        ds = _filled(ds.cache())  # decoded, before scaling: 4x smaller than float32
     if with_labels:
         return ds.map(lambda x, y: (to_float(x), y), num_parallel_calls=AUTOTUNE)
     return ds.map(to_float, num_parallel_calls=AUTOTUNE)
+
+
+def _filled(cached: tf.data.Dataset) -> tf.data.Dataset:
+    """A cached dataset, read once to its end so that its in-memory cache is complete.
+
+    The cache is shared by all iterators of the dataset, but an iterator that stops early
+    (Keras takes one batch to build a model; a plot takes a few examples) throws away what it
+    cached, with a warning that reads like lost data ("The calling iterator did not fully
+    read the dataset being cached").  Filling it first costs the first epoch's decoding,
+    done earlier, and no iterator writes to it again.
+    """
+    cached.reduce(np.int64(0), lambda count, _: count + 1)
+    return cached
 
 
 def has_split(name: str, split: str, *, data_dir: str | None = None) -> bool:
@@ -264,7 +278,7 @@ def from_directory(
         deterministic=True,
     )
     if sum(height * width * channels for height, width, _ in sizes) < CACHE_LIMIT_BYTES:
-        ds = ds.cache()  # decoded uint8: later epochs read no files
+        ds = _filled(ds.cache())  # decoded uint8: later epochs read no files
 
     if image_size is not None:
         size = list(image_size)
@@ -321,16 +335,28 @@ def load_array(source: np.ndarray | str | os.PathLike, *, key: str | None = None
             raise FileNotFoundError(f"No such array file: {path}")
         try:
             loaded = np.load(path, allow_pickle=False)
-        except ValueError as error:
-            raise ValueError(f"{path} is not a .npy or .npz array file ({error}).") from None
+        except (ValueError, OSError, EOFError) as error:
+            # (an empty or truncated file raises EOFError, text raises ValueError)
+            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise ValueError(f"{path} is not a .npy or .npz array file ({reason}).") from None
         if isinstance(loaded, np.lib.npyio.NpzFile):
             names = list(loaded.keys())
-            chosen = key or ("x" if "x" in names else names[0] if names else None)
+            if key is None and "x" not in names and len(names) != 1:
+                raise ValueError(f"{path} holds {len(names)} arrays ({', '.join(names)}); "
+                                 "choose one with --key (key= in Python).")
+            chosen = key or ("x" if "x" in names else names[0])
             if chosen not in names:
                 raise ValueError(f"{path} has no array '{chosen}'; it has {', '.join(names)}.")
-            loaded = loaded[chosen]
+            try:
+                loaded = loaded[chosen]
+            except (ValueError, OSError, EOFError, zipfile.BadZipFile):
+                raise ValueError(f"{path} is damaged: its array '{chosen}' cannot be read.") from None
         source = loaded
     array = np.asarray(source)
+    if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)
+            or array.dtype == np.bool_):
+        raise ValueError(f"Expected an array of real numbers; got {array.dtype} values "
+                         "(complex numbers, text and objects are not examples).")
     if array.ndim < 2 or len(array) == 0:
         raise ValueError(f"Expected an array of examples, (N, ...) with N > 0; got {array.shape}.")
     if array.dtype == np.uint8 and array.ndim == 3:

@@ -185,6 +185,15 @@ def to_channels(image: np.ndarray, channels: int) -> np.ndarray:
     return image @ np.array([[0.299], [0.587], [0.114]], dtype=image.dtype)
 
 
+def check_denoiser(model: keras.Model, channels: int, name: str = "The model") -> None:
+    """Raises ValueError unless `model` maps images of `channels` channels to images of the
+    same shape."""
+    shape_in, shape_out = tuple(model.input_shape), tuple(model.output_shape)
+    if len(shape_in) != 4 or shape_in[-1] != channels or shape_out != shape_in:
+        raise ValueError(f"{name} is not a denoiser of {channels}-channel images: it maps "
+                         f"{shape_in} to {shape_out}.")
+
+
 def estimate_sigma(image: np.ndarray) -> float:
     """The standard deviation of Gaussian noise in an image in [0, 1] (Donoho's wavelet
     estimator, as scikit-image computes it; averaged over channels)."""

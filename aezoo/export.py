@@ -57,20 +57,13 @@ import shutil
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import keras
 import tensorflow as tf
 
 from aezoo import data
-from aezoo.models.base import check_int
-
-
-class Endpoint(NamedTuple):
-    """One serving signature: named input specs, and `fn(dict of inputs) -> dict of outputs`."""
-
-    inputs: dict[str, tf.TensorSpec]
-    fn: Callable[[dict[str, tf.Tensor]], dict[str, tf.Tensor]]
+from aezoo.models.base import Endpoint, check_int
 
 
 def export_saved_model(

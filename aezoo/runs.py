@@ -37,8 +37,8 @@ from typing import Any
 
 import keras
 
-import aezoo
 from aezoo import export, plots, presets
+from aezoo._version import __version__
 from aezoo.models import MODELS
 
 RUN_FILE = "run.json"
@@ -149,7 +149,7 @@ def write_run(
         "model": model,
         "options": _jsonable(options),
         "application": _jsonable(application or {}),
-        "aezoo_version": aezoo.__version__,
+        "aezoo_version": __version__,
     }
     write_text(Path(path) / RUN_FILE, json.dumps(info, indent=2) + "\n")
     return info

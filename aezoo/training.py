@@ -45,13 +45,19 @@ LR_SCHEDULES = ("constant", "cosine", "step")
 def resolve_strategy(name: str = "auto") -> tf.distribute.Strategy:
     """Returns the strategy for a name in `STRATEGIES`.
 
-    * auto: MirroredStrategy over all GPUs when there are several, the GPU when there is one,
-      else the CPU.
+    * auto: MirroredStrategy over all GPUs when there are several, else the one device
+      (the GPU when there is one, else the CPU).
     * cpu / gpu: one device.
     * mirrored: all GPUs of this machine; without GPUs, all logical CPU devices (so that it
       can be tested on a CPU split with `tf.config.set_logical_device_configuration`).
     * multiworker: MultiWorkerMirroredStrategy over the cluster described in `TF_CONFIG`.
     * tpu: TPUStrategy on the TPU this machine is attached to.
+
+    Where one device is TensorFlow's own choice (the GPU, or the CPU of a machine without
+    one), this is TensorFlow's default strategy: Keras then feeds the data without
+    `OneDeviceStrategy`'s multi-device iterator, which is as fast here
+    (`benchmarks/train_throughput.py`, overhead part) but logs "Local rendezvous is
+    aborting" and "will not be optimized" warnings that read like faults.
 
     Raises:
         ValueError: for an unknown name, `gpu` without a GPU, or a missing or wrong `TF_CONFIG`.
@@ -61,11 +67,13 @@ def resolve_strategy(name: str = "auto") -> tf.distribute.Strategy:
     if name == "auto":
         name = "mirrored" if len(gpus) > 1 else "gpu" if gpus else "cpu"
     if name == "cpu":
+        if not gpus:
+            return tf.distribute.get_strategy()
         return tf.distribute.OneDeviceStrategy("/cpu:0")
     if name == "gpu":
         if not gpus:
             raise ValueError("--strategy gpu: TensorFlow sees no GPU on this machine.")
-        return tf.distribute.OneDeviceStrategy("/gpu:0")
+        return tf.distribute.get_strategy()  # TensorFlow places everything on GPU:0
     if name == "mirrored":
         devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
         return tf.distribute.MirroredStrategy([d.name for d in devices])
@@ -78,13 +86,24 @@ def resolve_strategy(name: str = "auto") -> tf.distribute.Strategy:
     return tf.distribute.TPUStrategy(resolver)
 
 
+def worker_devices(strategy: tf.distribute.Strategy) -> tuple[str, ...]:
+    """The devices of this machine the strategy trains on (TensorFlow's own choice for its
+    default strategy: the first GPU, else the CPU)."""
+    if type(strategy).__name__ == "_DefaultDistributionStrategy":
+        gpus = tf.config.list_logical_devices("GPU")
+        return ((gpus or tf.config.list_logical_devices("CPU"))[0].name,)
+    return tuple(strategy.extended.worker_devices)
+
+
 def describe_strategy(strategy: tf.distribute.Strategy) -> str:
     """One line for logs, e.g.
     "MirroredStrategy: 2 replica(s) in sync; on this machine: CPU:0, CPU:1"."""
     name = type(strategy).__name__
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         name = "MultiWorkerMirroredStrategy"  # not its implementation's class name
-    here = ", ".join(d.rsplit("device:", 1)[-1] for d in strategy.extended.worker_devices)
+    here = ", ".join(d.rsplit("device:", 1)[-1] for d in worker_devices(strategy))
+    if name == "_DefaultDistributionStrategy":
+        return f"One device: {here}"
     return f"{name}: {strategy.num_replicas_in_sync} replica(s) in sync; on this machine: {here}"
 
 
@@ -141,7 +160,7 @@ def resolve_mixed_precision(value: str | bool | None, strategy: tf.distribute.St
     check_choice("mixed_precision", value, MIXED_PRECISION)
     if value != "auto":
         return value
-    on_gpu = any("GPU" in d.upper() for d in strategy.extended.worker_devices)
+    on_gpu = any("GPU" in d.upper() for d in worker_devices(strategy))
     return "mixed_float16" if on_gpu else "mixed_bfloat16"
 
 
@@ -168,7 +187,7 @@ def resolve_jit_compile(value: bool | str, strategy: tf.distribute.Strategy) -> 
         ValueError: for True where XLA cannot work, as above.
     """
     check_choice("jit_compile", value, ("auto", True, False))
-    devices = strategy.extended.worker_devices
+    devices = worker_devices(strategy)
     on_gpu = all("GPU" in d.upper() for d in devices)
     if value == "auto":
         return on_gpu and len(devices) == 1 and not is_multi_worker(strategy)
@@ -249,9 +268,12 @@ class Schedule(keras.callbacks.Callback):
         return self.start
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.model.optimizer.learning_rate.assign(self.rate(epoch))
+        self.current = self.rate(epoch)
+        self.model.optimizer.learning_rate.assign(self.current)
 
     def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["learning_rate"] = self.current
         if self._time_used() >= 1.0:
             print(f"Stopping after epoch {epoch + 1}: the time limit is reached.", flush=True)
             self.model.stop_training = True
@@ -381,6 +403,10 @@ def train(
     data = _as_dataset(data)
     example_spec = _example_spec(data)
     train_ds = data_lib.pipeline(data, batch_size, noise=noise, seed=seed, num_replicas=replicas)
+    if steps_per_epoch is not None:
+        # An epoch is then exactly that many batches, the data going on where the last
+        # epoch stopped (and round again), as Keras expects of a dataset with steps_per_epoch.
+        train_ds = train_ds.repeat()
     val_ds = None
     if validation_data is not None:
         val_ds = data_lib.pipeline(
@@ -413,8 +439,9 @@ def train(
         keras.config.set_dtype_policy(previous_policy)
     fix_multi_worker_fit(ae, strategy)
 
+    # The schedule first: the history (and history.csv) then records each epoch's rate.
     schedule = Schedule(learning_rate, lr_schedule, epochs, time_limit)
-    all_callbacks = default_callbacks(out_dir, strategy, log_dir) + [schedule, *callbacks]
+    all_callbacks = [schedule, *default_callbacks(out_dir, strategy, log_dir), *callbacks]
     with warnings.catch_warnings():
         if steps_per_epoch is None:
             # Keras 3.15 ends each epoch of a dataset of unknown length (distributed, or cut
@@ -436,9 +463,11 @@ def train(
         if run is not None:
             # The backup holds the epoch that failed: a new run must not resume from it.
             shutil.rmtree(run / "backup", ignore_errors=True)
+        kept = sorted((run / "checkpoints").glob("epoch_*.keras")) if run is not None else []
+        where = f"; the last good epoch is kept in {kept[-1]}" if kept else ""
         raise ValueError(
             "Training stopped because the loss became NaN or infinite; lower the learning "
-            "rate, or check the data."
+            f"rate, or check the data{where}."
         )
     if run is not None:
         # The model first, then the backup goes: a crash in between resumes (and finishes
@@ -573,6 +602,8 @@ class _EpochCheckpoint(keras.callbacks.Callback):
             save_model(self.model, self._path(epoch - 1))
 
     def on_epoch_end(self, epoch, logs=None):
+        if not math.isfinite(float((logs or {}).get("loss", 0.0))):
+            return  # a NaN epoch (TerminateOnNaN stops the fit): keep the last good one
         save_model(self.model, self._path(epoch))
 
     def _path(self, epoch: int) -> Path:

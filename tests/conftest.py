@@ -1,9 +1,12 @@
 """Shared test set-up: offline data from ../shared/data, and small helpers."""
 
+import gzip
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -30,14 +33,56 @@ def tfds_dir() -> str:
     return path
 
 
-def application(name: str):
-    """Imports applications/<name>.py (the scripts are not a package) and returns it."""
-    import importlib.util
-    import sys
+# ------------------------------------------------- a small codec, shared by the codec tests
 
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, ROOT / "applications" / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+
+def read_idx_images(path: Path, count: int) -> np.ndarray:
+    raw = gzip.decompress(path.read_bytes())
+    return np.frombuffer(raw, np.uint8, offset=16)[: count * 784].reshape(count, 28, 28)
+
+
+@pytest.fixture(scope="session")
+def digits(tmp_path_factory) -> Path:
+    """64 MNIST test digits as PNG files, plus two odd-sized images (tiled digits)."""
+    images = read_idx_images(shared_data("raw", "mnist", "t10k-images-idx3-ubyte.gz"), 64)
+    folder = tmp_path_factory.mktemp("digits")
+    for i, image in enumerate(images):
+        Image.fromarray(image).save(folder / f"digit{i:02d}.png")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def codec_run(digits, tmp_path_factory) -> Path:
+    """A grayscale codec (stride 8) trained for a few seconds with `aezoo compress train`."""
+    from aezoo.apps import compress
+
+    out = tmp_path_factory.mktemp("run") / "gray"
+    status = compress.main([
+        "train", "--images", str(digits), "--patch", "24", "--patches-per-image", "4",
+        "--lmbda", "0.05", "--latent-dim", "8", "--filters", "8", "8", "--epochs", "3",
+        "--batch-size", "16", "--learning-rate", "3e-3", "--strategy", "cpu", "--out", str(out),
+    ])
+    assert status == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def odd_images(tmp_path_factory) -> Path:
+    """Grayscale images whose sizes are not multiples of the stride (8): 37x45 and 9x60."""
+    images = read_idx_images(shared_data("raw", "mnist", "t10k-images-idx3-ubyte.gz"), 8)
+    folder = tmp_path_factory.mktemp("odd")
+    tiled = np.vstack([np.hstack(images[:2]), np.hstack(images[2:4])])
+    Image.fromarray(tiled[:37, :45]).save(folder / "tall.png")
+    Image.fromarray(np.hstack(images[4:7])[10:19, :60]).save(folder / "strip.png")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def packed(codec_run, odd_images, tmp_path_factory) -> Path:
+    """The odd images compressed with `aezoo compress compress`."""
+    from aezoo.apps import compress
+
+    out = tmp_path_factory.mktemp("packed")
+    images = sorted(str(p) for p in odd_images.iterdir())
+    assert compress.main(["compress", "--model", str(codec_run), *images, "--out", str(out)]) == 0
+    return out

@@ -1,355 +1,100 @@
-"""applications/detect_anomalies.py, checked against independent computations."""
+"""aezoo.anomaly.Detector: the scikit-learn-style API on arrays and DataFrames, no files."""
 
-import csv
-import json
-
-import keras
 import numpy as np
 import pytest
-from PIL import Image
-from sklearn.ensemble import IsolationForest
-from scipy.stats import rankdata
-from sklearn.model_selection import train_test_split
 
-from conftest import application
-
-app = application("detect_anomalies")
-
-LENGTH = 40
-TEST_SIZE, SPLIT_SEED = 0.25, 3
+from aezoo import anomaly
 
 
-def signals(n_normal=240, n_spiky=40, seed=0):
-    """Sine waves (label 1) and sine waves with three tall spikes (label 0), shuffled."""
+def sines(n, length=40, spikes=False, seed=0):
     rng = np.random.default_rng(seed)
-    t = np.arange(LENGTH) / LENGTH
-    n = n_normal + n_spiky
+    t = np.arange(length) / length
     x = rng.uniform(0.5, 1, (n, 1)) * np.sin(2 * np.pi * 2 * t + rng.uniform(0, 6.3, (n, 1)))
-    labels = np.r_[np.ones(n_normal), np.zeros(n_spiky)]
-    for row in x[n_normal:]:
-        row[rng.choice(LENGTH, 3, replace=False)] += 4.0
-    order = rng.permutation(n)
-    return x[order], labels[order]
-
-
-def write_csv(path, x, labels, header=None):
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        if header:
-            writer.writerow(header)
-        for row, label in zip(x, labels):
-            writer.writerow([f"{v:.6f}" for v in row] + [label])
-    return path
-
-
-def read_scores(path):
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def run(argv):
-    return app.main([str(a) for a in argv])
+    if spikes:
+        for row in x:
+            row[rng.choice(length, 3, replace=False)] += 4.0
+    return x.astype(np.float32)
 
 
 @pytest.fixture(scope="module")
-def ecg_like(tmp_path_factory):
-    """A CSV of signals, a run trained on its normal training rows, its test split scored."""
-    tmp = tmp_path_factory.mktemp("ecg_like")
-    x, labels = signals()
-    data = write_csv(tmp / "signals.csv", x, labels.astype(int))
-    x = np.loadtxt(data, delimiter=",", dtype=np.float32)[:, :-1]  # the values as written
-    split = ["--split-seed", SPLIT_SEED, "--test-size", TEST_SIZE]
-    assert run(["train", "--csv", data, "--label-column", -1, "--normal-label", 1,
-                "--split", "train", *split, "--latent-dim", 4, "--epochs", 10,
-                "--batch-size", 32, "--seed", 1, "--out", tmp / "run"]) == 0
-    assert run(["score", "--model", tmp / "run", "--csv", data, "--label-column", -1,
-                "--split", "test", "--out", tmp / "scored"]) == 0
-    train_rows, test_rows = train_test_split(
-        np.arange(len(x)), test_size=TEST_SIZE, random_state=SPLIT_SEED
-    )
-    return {"csv": data, "run": tmp / "run", "scored": tmp / "scored", "x": x,
-            "labels": labels, "train_rows": np.sort(train_rows), "test_rows": np.sort(test_rows)}
+def fitted():
+    normal = sines(200)
+    detector = anomaly.Detector(latent_dim=4, epochs=8, batch_size=32, seed=1)
+    return detector.fit(normal), normal
 
 
-def normal_training_rows(case):
-    return case["x"][case["train_rows"]][case["labels"][case["train_rows"]] == 1]
+def test_fit_picks_the_recipe_for_signals_and_the_threshold_of_its_rule(fitted):
+    detector, normal = fitted
+    assert detector.model_name_ == "sequence" and detector.scaling_["kind"] == "minmax"
+    assert detector.scaling_["offset"] == pytest.approx(float(normal.min()))
+    # The threshold is numpy's 95th percentile of the training scores, which are the scores
+    # the detector gives the training rows.
+    np.testing.assert_allclose(detector.train_scores_, detector.score(normal), rtol=1e-6)
+    assert detector.threshold_ == pytest.approx(np.percentile(detector.train_scores_, 95))
 
 
-def scaled(case, rows):
-    """The rows min-max scaled as the run should: by the normal training rows' min and max,
-    in float32 as the application computes it."""
-    normal = normal_training_rows(case)
-    low, span = normal.min(), normal.max() - normal.min()
-    return (rows - low) / span
+def test_scores_are_each_examples_mean_squared_error_in_scaled_units(fitted):
+    detector, _ = fitted
+    x = np.concatenate([sines(20, seed=5), sines(20, spikes=True, seed=6)])
+    low, span = detector.scaling_["offset"], detector.scaling_["scale"]
+    scaled = ((x - low) / span)[..., None]
+    by_hand = np.mean((detector.model_.predict(scaled, verbose=0) - scaled) ** 2, axis=(1, 2))
+    np.testing.assert_allclose(detector.score(x), by_hand, rtol=1e-5)
+    np.testing.assert_array_equal(detector.decision_function(x), detector.score(x))
+    predicted = detector.predict(x)
+    assert set(np.unique(predicted)) <= {0, 1}
+    np.testing.assert_array_equal(predicted, detector.score(x) > detector.threshold_)
+    # Spikes of height 4 on unit sines are found.
+    assert predicted[20:].mean() == 1.0 and predicted[:20].mean() < 0.5
 
 
-def mse_by_hand(model, rows):
-    x_hat = model.predict(rows[..., None], verbose=0)[..., 0]
-    return np.mean((x_hat.astype(np.float64) - rows) ** 2, axis=1)
+def test_a_dataframe_scores_as_its_values(fitted):
+    pandas = pytest.importorskip("pandas")
+    detector, _ = fitted
+    x = sines(10, seed=9)
+    frame = pandas.DataFrame(x, columns=[f"t{i}" for i in range(x.shape[1])])
+    np.testing.assert_array_equal(detector.score(frame), detector.score(x))
 
 
-def auc_by_rank_sum(is_anomaly, scores):
-    """Mann-Whitney: P(score of an anomaly > score of a normal example), from ranks (ties
-    count a half, through their average rank)."""
-    ranks = rankdata(scores)
-    positives = is_anomaly.sum()
-    negatives = len(scores) - positives
-    return (ranks[is_anomaly].sum() - positives * (positives + 1) / 2) / (positives * negatives)
-
-
-# --------------------------------------------------------------------- detection
-
-
-def test_obvious_anomalies_are_found_with_roc_auc_near_one(ecg_like):
-    metrics = json.loads((ecg_like["scored"] / "metrics.json").read_text())
-    # Spikes of height 4 on unit sines cost ~1.2 in MSE; a sine the model knows costs less
-    # than a tenth of that, so the two score populations do not overlap.
-    assert metrics["autoencoder"]["roc_auc"] > 0.98
-    assert metrics["autoencoder"]["recall"] > 0.9
-    assert "isolation_forest" in metrics
-
-
-def test_scores_are_the_per_example_mse_of_the_model(ecg_like):
-    model = keras.models.load_model(ecg_like["run"] / "model.keras")
-    rows = read_scores(ecg_like["scored"] / "scores.csv")
-    expected = mse_by_hand(model, scaled(ecg_like, ecg_like["x"][ecg_like["test_rows"]]))
-    # scores.csv holds 9 significant digits and the application squares in float32 (and
-    # predicts in batches of another size): float32 round-off, ~1e-7 relative, stays far
-    # below 1e-5.
-    np.testing.assert_allclose([float(r["score"]) for r in rows], expected, rtol=1e-5)
-
-
-def test_threshold_is_the_percentile_of_training_scores_by_hand(ecg_like):
-    model = keras.models.load_model(ecg_like["run"] / "model.keras")
-    stored = json.loads((ecg_like["run"] / "anomaly.json").read_text())
-    assert stored["threshold_rule"] == "percentile:95"
-    scores = np.sort(mse_by_hand(model, scaled(ecg_like, normal_training_rows(ecg_like))))
-    rank = 0.95 * (len(scores) - 1)  # linear interpolation between closest ranks
-    low = int(np.floor(rank))
-    by_hand = scores[low] + (rank - low) * (scores[low + 1] - scores[low])
-    # The same scores up to float32 round-off (see the test above).
-    assert stored["threshold"] == pytest.approx(by_hand, rel=1e-5)
-    assert stored["train_examples"] == len(scores)
-    rows = read_scores(ecg_like["scored"] / "scores.csv")
-    for row in rows:
-        assert int(row["anomaly"]) == int(float(row["score"]) > stored["threshold"])
-
-
-def test_metrics_agree_with_an_independent_computation(ecg_like):
-    rows = read_scores(ecg_like["scored"] / "scores.csv")
-    metrics = json.loads((ecg_like["scored"] / "metrics.json").read_text())
-    scores = np.array([float(r["score"]) for r in rows])
-    is_anomaly = np.array([float(r["label"]) != 1 for r in rows])
-    flagged = np.array([r["anomaly"] == "1" for r in rows])
-    tp = np.sum(flagged & is_anomaly)
-    ae = metrics["autoencoder"]
-    # Rank-sum AUC on the 9-digit scores of the CSV, whose order is that of the full floats.
-    assert ae["roc_auc"] == pytest.approx(auc_by_rank_sum(is_anomaly, scores), abs=1e-12)
-    assert ae["precision"] == pytest.approx(tp / flagged.sum())
-    assert ae["recall"] == pytest.approx(tp / is_anomaly.sum())
-    assert ae["f1"] == pytest.approx(2 * tp / (flagged.sum() + is_anomaly.sum()))
-    assert ae["accuracy"] == pytest.approx(np.mean(flagged == is_anomaly))
-    tn = np.sum(~flagged & ~is_anomaly)  # the TF tutorial's convention: normal is positive
-    assert ae["normal_positive_precision"] == pytest.approx(tn / (~flagged).sum())
-    assert ae["normal_positive_recall"] == pytest.approx(tn / (~is_anomaly).sum())
-    assert metrics["examples"] == len(rows) and metrics["anomalous"] == is_anomaly.sum()
-
-
-def test_isolation_forest_baseline_is_fitted_on_the_normal_training_rows(ecg_like):
-    train_x = scaled(ecg_like, normal_training_rows(ecg_like))
-    test_x = scaled(ecg_like, ecg_like["x"][ecg_like["test_rows"]])
-    forest = IsolationForest(random_state=1).fit(train_x)  # the run's --seed
-    is_anomaly = ecg_like["labels"][ecg_like["test_rows"]] != 1
-    expected = auc_by_rank_sum(is_anomaly, -forest.score_samples(test_x))
-    metrics = json.loads((ecg_like["scored"] / "metrics.json").read_text())
-    # The same forest on the same float32 rows gives the same scores: equal up to the
-    # summation order of the two AUC formulas.
-    assert metrics["isolation_forest"]["roc_auc"] == pytest.approx(expected, abs=1e-12)
-
-
-def test_the_exported_score_signature_is_the_anomaly_score(ecg_like):
-    import tensorflow as tf
-
-    score = tf.saved_model.load(str(ecg_like["run"] / "export" / "1")).signatures["score"]
-    result = score(x=tf.constant(ecg_like["x"][ecg_like["test_rows"]]))  # before scaling
-    rows = read_scores(ecg_like["scored"] / "scores.csv")
-    # float32 means in the SavedModel against float64 ones in scores.csv: ~1e-7 relative.
-    np.testing.assert_allclose(result["score"], [float(r["score"]) for r in rows], rtol=1e-5)
-    assert result["anomaly"].numpy().tolist() == [int(r["anomaly"]) for r in rows]
-
-
-def test_scores_csv_has_one_row_per_example_in_input_order(ecg_like):
-    rows = read_scores(ecg_like["scored"] / "scores.csv")
-    assert list(rows[0]) == ["index", "score", "anomaly", "label"]
-    assert [int(r["index"]) for r in rows] == ecg_like["test_rows"].tolist()
-    labels = ecg_like["labels"][ecg_like["test_rows"]]
-    assert [float(r["label"]) for r in rows] == labels.tolist()
+def test_save_and_load_give_the_same_scores(fitted, tmp_path):
+    detector, _ = fitted
+    run = detector.save(tmp_path / "run")
+    assert run.task == "anomaly" and (tmp_path / "run" / "export" / "1").is_dir()
+    loaded = anomaly.Detector.load(tmp_path / "run")
+    x = np.concatenate([sines(8, seed=3), sines(8, spikes=True, seed=4)])
+    np.testing.assert_allclose(loaded.score(x), detector.score(x), rtol=1e-6)
+    assert loaded.threshold_ == detector.threshold_
+    np.testing.assert_array_equal(loaded.predict(x), detector.predict(x))
+    with pytest.raises(FileExistsError):
+        detector.save(tmp_path / "run")
 
 
 @pytest.mark.parametrize(
-    "folder,name", [("run", "loss.png"), ("run", "train_scores.png"),
-                    ("scored", "histogram.png"), ("scored", "roc.png")]
-)
-def test_plots_are_valid_pngs_of_sensible_size(ecg_like, folder, name):
-    path = ecg_like[folder] / name
-    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    with Image.open(path) as image:
-        image.verify()
-    with Image.open(path) as image:
-        assert image.format == "PNG"
-        width, height = image.size
-    assert 300 <= width <= 2000 and 300 <= height <= 2000
-
-
-def test_threshold_rules_follow_their_definitions():
-    scores = np.random.default_rng(0).exponential(size=1001)
-    ordered = np.sort(scores)
-    # With 1001 scores, the 90th percentile is exactly the 901st smallest (rank 900).
-    assert app.threshold_from(scores, "percentile:90") == ordered[900]
-    assert app.threshold_from(scores, "contamination:0.1") == pytest.approx(ordered[900])
-    mean = scores.sum() / len(scores)
-    std = np.sqrt(np.sum((scores - mean) ** 2) / len(scores))
-    assert app.threshold_from(scores, "mean_std:2") == pytest.approx(mean + 2 * std)
-
-
-# ------------------------------------------------------------------ other data
-
-
-def test_header_names_text_labels_and_short_rows_train_a_dense_model(tmp_path):
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(60, 5)) * [1, 10, 100, 1000, 1]
-    labels = np.where(np.arange(60) % 4 == 0, "fraud", "ok")
-    header = [f"f{i}" for i in range(5)] + ["kind"]
-    data = write_csv(tmp_path / "records.csv", x, labels, header=header)
-    assert run(["train", "--csv", data, "--label-column", "kind", "--normal-label", "ok",
-                "--epochs", 1, "--no-export", "--out", tmp_path / "run"]) == 0
-    stored = json.loads((tmp_path / "run" / "anomaly.json").read_text())
-    assert stored["architecture"] == "dense"
-    assert stored["train_examples"] == 45
-    normal = x[labels == "ok"].astype(np.float32)
-    # Columns in different units are standardised one by one.
-    assert stored["scaling"]["kind"] == "standard_per_feature"
-    np.testing.assert_allclose(stored["scaling"]["offset"], normal.mean(axis=0), rtol=1e-5)
-    assert run(["score", "--model", tmp_path / "run", "--csv", data, "--label-column", "kind",
-                "--out", tmp_path / "scored"]) == 0
-    rows = read_scores(tmp_path / "scored" / "scores.csv")
-    assert [r["label"] for r in rows] == labels.tolist()
-    assert [int(r["index"]) for r in rows] == list(range(60))
-
-
-def test_image_folders_with_one_subfolder_per_label(tmp_path):
-    rng = np.random.default_rng(0)
-    ramp = np.linspace(0, 255, 12)
-    files = []
-    for label, count in (("good", 12), ("bad", 4)):
-        (tmp_path / "images" / label).mkdir(parents=True)
-        for i in range(count):
-            if label == "good":
-                pixels = np.add.outer(ramp, ramp * rng.uniform(0.2, 0.5)) / 2
-            else:
-                pixels = rng.uniform(0, 255, (12, 12))
-            path = tmp_path / "images" / label / f"{i:02d}.png"
-            Image.fromarray(pixels.astype(np.uint8)).save(path)
-            files.append(str(path))
-    images = tmp_path / "images"
-    assert run(["train", "--images", images, "--normal-label", "good", "--epochs", 2,
-                "--filters", 8, 16, "--latent-dim", 4, "--no-export",
-                "--out", tmp_path / "run"]) == 0
-    assert run(["score", "--model", tmp_path / "run", "--images", images,
-                "--out", tmp_path / "scored"]) == 0
-    rows = read_scores(tmp_path / "scored" / "scores.csv")
-    assert list(rows[0]) == ["index", "file", "score", "anomaly", "label"]
-    # Input order: subfolders by name, then files by name.
-    assert [r["file"] for r in rows] == sorted(files)
-    assert [r["label"] for r in rows] == ["bad"] * 4 + ["good"] * 12
-
-
-def test_mnist_one_class_scores_the_test_split_by_digit(tfds_dir, tmp_path):
-    assert run(["train", "--dataset", "mnist", "--split", "train[:600]", "--normal-class", 3,
-                "--epochs", 1, "--filters", 8, 16, "--no-export", "--out", tmp_path / "run"]) == 0
-    assert run(["score", "--model", tmp_path / "run", "--dataset", "mnist",
-                "--split", "test[:200]", "--out", tmp_path / "scored"]) == 0
-    stored = json.loads((tmp_path / "run" / "anomaly.json").read_text())
-    assert stored["architecture"] == "conv" and stored["normal_label"] == "3"
-    metrics = json.loads((tmp_path / "scored" / "metrics.json").read_text())
-    rows = read_scores(tmp_path / "scored" / "scores.csv")
-    assert len(rows) == 200
-    assert metrics["anomalous"] == sum(r["label"] != "3" for r in rows)
-
-
-# -------------------------------------------------------------------- bad input
-
-
-@pytest.fixture
-def small_csv(tmp_path):
-    x, labels = signals(20, 5)
-    return write_csv(tmp_path / "small.csv", x, labels.astype(int))
-
-
-@pytest.mark.parametrize(
-    "extra,message",
+    "kwargs,message",
     [
-        (["--label-column", "99", "--normal-label", "1"], "there is no label column 99"),
-        (["--label-column", "kind", "--normal-label", "1"], "has no header row"),
-        (["--label-column", "-1", "--normal-label", "7"], "No example has the normal label '7'"),
-        (["--normal-label", "1"], "needs labels"),
-        (["--label-column", "-1"], "give --normal-label"),
-        (["--label-column", "-1", "--normal-label", "1", "--threshold", "median:3"],
-         "--threshold must be"),
-        (["--label-column", "-1", "--normal-label", "1", "--model", "conv"], "`input_shape`"),
+        ({"threshold": "contamination:0"}, "threshold must be"),
+        ({"threshold": "contamination:0.5"}, "threshold must be"),
+        ({"threshold": "median:3"}, "threshold must be"),
+        ({"learning_rate": 0.0}, "learning_rate"),
+        ({"learning_rate": float("nan")}, "learning_rate"),
+        ({"model": "nope"}, "`model` must be"),
+        ({"scaling": "log"}, "`scaling` must be"),
     ],
 )
-def test_bad_training_input_is_one_line_and_status_two(
-    small_csv, tmp_path, capsys, extra, message
-):
-    out = tmp_path / "run"
-    assert run(["train", "--csv", small_csv, *extra, "--epochs", 1, "--out", out]) == 2
-    error = capsys.readouterr().err
-    assert error.count("\n") == 1 and message in error
-    assert not (out / "model.keras").exists()
+def test_bad_arguments_are_refused_with_what_was_received(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        anomaly.Detector(**kwargs)
 
 
-def test_a_cell_that_is_not_a_number_is_named(tmp_path, capsys):
-    path = tmp_path / "bad.csv"
-    path.write_text("1,2,3,1\n4,oops,6,1\n")
-    assert run(["train", "--csv", path, "--out", tmp_path / "run"]) == 2
-    assert "data row 1, feature 1 is not a number: 'oops'" in capsys.readouterr().err
-
-
-def test_scoring_data_that_does_not_fit_the_model_is_refused(ecg_like, tmp_path, capsys):
-    x, labels = signals(10, 2)
-    short = write_csv(tmp_path / "short.csv", x[:, :30], labels.astype(int))
-    assert run(["score", "--model", ecg_like["run"], "--csv", short, "--label-column", -1,
-                "--out", tmp_path / "scored"]) == 2
-    error = capsys.readouterr().err
-    assert error.count("\n") == 1 and "(30, 1)" in error and "takes (40, 1)" in error
-    assert not (tmp_path / "scored").exists()
-
-
-def test_a_forgotten_label_column_is_pointed_out(ecg_like, tmp_path, capsys):
-    assert run(["score", "--model", ecg_like["run"], "--csv", ecg_like["csv"],
-                "--out", tmp_path / "scored"]) == 2
-    error = capsys.readouterr().err
-    assert "(41, 1)" in error and "trained with --label-column -1" in error
-
-
-def test_scoring_with_a_folder_that_is_not_a_run_is_refused(small_csv, tmp_path, capsys):
-    assert run(["score", "--model", tmp_path, "--csv", small_csv, "--out", tmp_path / "s"]) == 2
-    assert "not a finished run" in capsys.readouterr().err
-
-
-def docstring_commands(module, script):
-    """The commands of a script's docstring that run it, as argument lists."""
-    import shlex
-
-    text = module.__doc__.replace("\\\n", " ")
-    return [shlex.split(line.split(script, 1)[1]) for line in text.splitlines() if script in line]
-
-
-def test_the_docstring_commands_name_real_options():
-    commands = docstring_commands(app, "applications/detect_anomalies.py")
-    assert len(commands) == 7  # ECG, MNIST and images, train and score; a multi-worker run
-    for argv in commands:
-        args = app.parse_args(argv)
-        assert args.action in ("train", "score")
-    assert app.parse_args(commands[-1]).strategy == "multiworker"
+def test_bad_examples_are_refused_before_training():
+    detector = anomaly.Detector(epochs=1)
+    for bad, message in (
+        (np.zeros((1, 40), np.float32), "at least 2"),
+        (np.full((4, 40), np.nan), "NaN"),
+        (np.ones((4, 40), np.complex64), "real numbers"),
+        (np.ones(40), "Expected examples"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            detector.fit(bad)
+    with pytest.raises(ValueError, match="not fitted"):
+        detector.score(np.zeros((2, 40)))

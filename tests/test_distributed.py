@@ -1,7 +1,7 @@
 """Training on several replicas (MirroredStrategy over a split CPU) and on several workers
 (MultiWorkerMirroredStrategy, real processes on 127.0.0.1) equals training in one process.
 
-Each case runs `python -m aezoo.train` (or tests/workers.py) in fresh processes, because the
+Each case runs `aezoo train` (or tests/workers.py) in fresh processes, because the
 CPU must be split, and collective ops set up, before TensorFlow starts, and this pytest
 process has started it already.  The one-process references are trained here, on the same
 global batches: same data, seed, batch size and examples left out for even replica shares.
@@ -54,7 +54,7 @@ def max_difference(a, b):
 
 @pytest.fixture(scope="module")
 def mirrored_run(tmp_path_factory):
-    """`python -m aezoo.train --strategy mirrored --cpu-devices 2` on 72 examples (4 full
+    """`aezoo train --strategy mirrored --cpu-devices 2` on 72 examples (4 full
     batches of 16 and a last one of 8, split 4 and 4), then a plain Keras model fitted with
     XLA on the same 2 CPU devices (tests/workers.py)."""
     folder = tmp_path_factory.mktemp("mirrored")
@@ -121,7 +121,7 @@ TRAIN_ARGS = ["--dataset", "mnist", "--split", "train[:100]", "--val-split", "te
 
 @pytest.fixture(scope="module")
 def two_workers(tmp_path_factory):
-    """Two workers of `python -m aezoo.train --strategy multiworker` on 100 MNIST images
+    """Two workers of `aezoo train --strategy multiworker` on 100 MNIST images
     (6 batches of 16 and one of 4, split 2 and 2) with 40 for validation, sharing one
     output folder; each first records the batches it gets, and afterwards trains a plain
     model through aezoo.training.train (tests/workers.py)."""

@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 import aezoo
-from aezoo import data, training
+from aezoo import data, runs, training
 from test_models import EXAMPLE_SHAPES
 
 TINY = {"filters": (8, 16), "latent_dim": 8}
@@ -217,10 +217,18 @@ def test_examples_that_do_not_fit_the_model_are_a_value_error():
         training.train(fixed_size, images(16), epochs=1, strategy="cpu", verbose=0)
 
 
-def test_a_finished_run_is_never_overwritten(tmp_path):
-    training.train("conv", images(16), model_kwargs=TINY, epochs=1, batch_size=16,
-                   strategy="cpu", out_dir=tmp_path, verbose=0)
+def test_a_trained_run_is_returned_as_it_is_and_a_finished_one_never_overwritten(tmp_path):
+    model, history = training.train("conv", images(16), model_kwargs=TINY, epochs=1,
+                                    batch_size=16, strategy="cpu", out_dir=tmp_path, verbose=0)
     before = (tmp_path / "model.keras").read_bytes()
+    # Trained (model.keras saved) but not finished (no run.json): train again gives the
+    # trained model back (a command then completes the run) without training it.
+    again, history_again = training.train("conv", images(16, seed=1), model_kwargs=TINY,
+                                          epochs=2, strategy="cpu", out_dir=tmp_path, verbose=0)
+    np.testing.assert_array_equal(again.get_weights()[0], model.get_weights()[0])
+    assert history_again["loss"] == pytest.approx(history["loss"])
+    assert (tmp_path / "model.keras").read_bytes() == before
+    runs.write_run(tmp_path, task="train", model="conv", options={})  # finished
     with pytest.raises(FileExistsError, match="already holds a finished run"):
         training.train("conv", images(16, seed=1), model_kwargs=TINY, epochs=2,
                        strategy="cpu", out_dir=tmp_path, verbose=0)

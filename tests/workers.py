@@ -7,12 +7,12 @@ a script, it is what such a process does (the tests' modes):
     python tests/workers.py shards PREFIX -- TRAIN_ARGS ...
         A worker of a multi-worker job: records the batches it gets from
         `aezoo.data.pipeline` (2 epochs of `SHARD_EXAMPLES`, with noise), runs
-        `python -m aezoo.train TRAIN_ARGS` in this process, trains a plain Keras model through
+        `aezoo train TRAIN_ARGS` in this process, trains a plain Keras model through
         `aezoo.training.train`, then fits one as Keras users would, without aezoo's fix for
         keras-team/keras#20585; saves the batches, the weights and how that fit ended in
         PREFIX<task index>.npz, and exits with the command's status.
     python tests/workers.py mirrored OUTCOME_FILE -- TRAIN_ARGS ...
-        runs `python -m aezoo.train TRAIN_ARGS` (with --cpu-devices), then fits a plain Keras
+        runs `aezoo train TRAIN_ARGS` (with --cpu-devices), then fits a plain Keras
         model with XLA under MirroredStrategy on the split CPU (keras-team/keras#19005), and
         writes how that ended in OUTCOME_FILE.
     python tests/workers.py resume PREFIX -- EPOCHS [CRASH]
@@ -122,11 +122,13 @@ def start_workers(args: list[str], workdir: Path, count: int = 2, timeout: float
 
 
 def _shards(prefix: str, train_args: list[str]) -> int:
-    from aezoo import cli  # noqa: F401  (quiet TensorFlow start-up, as the command)
+    from aezoo.apps import cli
 
+    cli.start_tensorflow()  # quiet, as the command
     import numpy as np
 
-    from aezoo import train, training
+    from aezoo import training
+    from aezoo.apps import train
 
     strategy = training.resolve_strategy("multiworker")
     arrays = {}
@@ -171,9 +173,8 @@ def _outcome(function, *args, **kwargs) -> str:
 
 
 def _mirrored(outcome_file: str, train_args: list[str]) -> int:
-    from aezoo import cli  # noqa: F401
-
-    from aezoo import train, training
+    from aezoo import training
+    from aezoo.apps import train
 
     status = train.main(train_args)  # splits the CPU (--cpu-devices) before TensorFlow starts
     strategy = training.resolve_strategy("mirrored")
@@ -184,8 +185,9 @@ def _mirrored(outcome_file: str, train_args: list[str]) -> int:
 def _resume(prefix: str, args: list[str]) -> int:
     """A worker of `training.train(..., out_dir="run")` for `epochs` epochs that dies at
     once (as if killed) after epoch `crash`'s end, if given."""
-    from aezoo import cli  # noqa: F401
+    from aezoo.apps import cli
 
+    cli.start_tensorflow()
     import keras
     import numpy as np
 

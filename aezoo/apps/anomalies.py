@@ -121,7 +121,7 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
         help="the label of normal examples (score: default, the one trained with)",
     )
     group.add_argument(
-        "--split", choices=("all", "train", "test"),
+        "--split",
         help="--dataset: a tfds split (default: train for train, test for score); --csv and "
         "--images: all (default), or train or test of train_test_split(--test-size, "
         "--split-seed)",
@@ -158,7 +158,7 @@ def train(args: argparse.Namespace) -> int:
     print(f"Training on {len(x)} normal examples of {len(examples.x)} ({describe(args)}).",
           flush=True)
     kwargs = cli.model_kwargs(args) if args.model != "auto" else {}
-    latent_dim = kwargs.pop("latent_dim", 8)
+    latent_dim = kwargs.pop("latent_dim", None)
     detector = anomaly.Detector(
         args.model, threshold=args.threshold, scaling=args.scaling, latent_dim=latent_dim,
         epochs=options.pop("epochs"), batch_size=options.pop("batch_size"),

@@ -143,6 +143,7 @@ def denoise(args: argparse.Namespace) -> None:
     targets = cli.output_paths(files, args.out, ".png", args.overwrite)
     run = runs.load_run(args.model, task="denoise")
     model, channels = run.model, int(run.application["channels"])
+    denoising.check_denoiser(model, channels, f"{args.model}")
     images = [data.read_image(path, channels=channels) for path in files]  # all decode first
     args.out.mkdir(parents=True, exist_ok=True)
     for i, (source, image, target) in enumerate(zip(files, images, targets), start=1):
@@ -167,6 +168,7 @@ def evaluate(args: argparse.Namespace) -> None:
     if taken and not args.overwrite:
         raise FileExistsError(f"{taken[0]} exists; choose another --out or pass --overwrite.")
     run = runs.load_run(args.model, task="denoise")
+    denoising.check_denoiser(run.model, int(run.application["channels"]), f"{args.model}")
     names, images = load_clean_images(args, int(run.application["channels"]))
     trained_on = run.application.get("noise")
     if trained_on != args.noise:

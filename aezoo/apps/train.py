@@ -29,6 +29,7 @@ same command continues from the last finished epoch.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -64,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cli.start_tensorflow()
     run = train_run(args, task="train")
     if run is not None:
-        print(f"Saved the run in {args.out} ({summary(run.info)})")
+        print(f"Saved the run in {args.out} ({summary(run.path)})")
     return 0
 
 
@@ -138,7 +139,9 @@ def train_run(
         draw = samples or _reconstructions
         return runs.finish_run(
             out, history, task=task, model=args.model,
-            options={"data": data_options(args), "model": kwargs, "training": options},
+            options={"data": data_options(args), "model": kwargs,
+                     "training": {k: v for k, v in options.items()
+                                  if k not in ("out_dir", "verbose")}},
             application=application(trained) if application is not None else None,
             title=f"{args.model} on {source(args)}",
             samples=lambda trained, path: draw(trained, x, path),
@@ -215,7 +218,7 @@ def first_examples(examples, count: int):
 
 
 def data_options(args: argparse.Namespace) -> dict[str, Any]:
-    names = ("dataset", "split", "images", "arrays", "key", "channels", "patch",
+    names = ("dataset", "split", "val_split", "images", "arrays", "key", "channels", "patch",
              "patches_per_image", "augment", "image_size")
     return {name: getattr(args, name, None) for name in names
             if getattr(args, name, None) not in (None, False)}
@@ -225,8 +228,10 @@ def source(args: argparse.Namespace) -> str:
     return args.dataset or str(args.images or args.arrays)
 
 
-def summary(info: dict) -> str:
-    return f"task {info['task']}, model {info['model']}"
+def summary(run_path) -> str:
+    """The last epoch's losses of a finished run, e.g. "loss 0.00612, val_loss 0.00598"."""
+    history = json.loads((run_path / "history.json").read_text())
+    return ", ".join(f"{k} {v[-1]:.5g}" for k, v in history.items() if k.endswith("loss"))
 
 
 if __name__ == "__main__":

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import json
 import numbers
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import keras
 import tensorflow as tf
@@ -38,6 +38,14 @@ with stderr_captured():
     # now, with that line held back (and shown if the look fails), keeps it off the
     # terminal of every program that builds or loads aezoo models.
     tf.config.list_physical_devices()
+
+class Endpoint(NamedTuple):
+    """One serving signature of a SavedModel (see `aezoo.export`): named input specs, and
+    `fn(dict of inputs) -> dict of outputs`, using TensorFlow ops only."""
+
+    inputs: dict[str, tf.TensorSpec]
+    fn: Callable[[dict[str, tf.Tensor]], dict[str, tf.Tensor]]
+
 
 # Short names accepted by `compile(loss=...)` and by the training command line.
 LOSSES = {"mse": "mean_squared_error", "bce": "binary_crossentropy"}
@@ -134,7 +142,13 @@ def make_autoencoder(
     """
     x = keras.Input(encoder.input_shape[1:], name="x")
     h = corruption(x) if corruption is not None else x
-    x_hat = decoder(encoder(h))
+    codes = encoder(h)
+    if isinstance(codes, dict) and not isinstance(decoder.input, dict):
+        # An encoder may return more than its decoder takes (a VAE's posterior mean and
+        # variance, a VQ-VAE's indices): the decoder gets its inputs by name.  (Keras's
+        # symbolic call would take the dict's values in key order instead.)
+        codes = [codes[t.name] for t in keras.tree.flatten(decoder.input)]
+    x_hat = decoder(codes)
     # Stored as it comes back from a .keras file's JSON (tuples as lists), so that
     # get_config() is the same before saving and after loading.
     config = json.loads(json.dumps({"model": model, **kwargs}))

@@ -1,4 +1,4 @@
-"""applications/explore_latent.py on small MNIST subsets."""
+"""`aezoo explore` on small MNIST subsets."""
 
 import json
 
@@ -12,9 +12,7 @@ from sklearn.preprocessing import StandardScaler
 
 import aezoo
 from aezoo import data
-from conftest import application
-
-app = application("explore_latent")
+from aezoo.apps import explore as app
 SIZES = ["--examples", "200", "--probe-train", "300"]
 
 
@@ -104,7 +102,7 @@ def test_bad_models_are_one_line_and_status_two(tfds_dir, tmp_path, capsys):
                          str(tmp_path / "out"), *SIZES])
 
     assert explore(tmp_path / "missing.keras") == 2
-    assert "No such model file" in capsys.readouterr().err
+    assert "neither a run folder nor a preset" in capsys.readouterr().err
 
     aezoo.MODELS["sequence"](input_shape=(50, 1), latent_dim=4).save(tmp_path / "seq.keras")
     assert explore(tmp_path / "seq.keras") == 2
@@ -119,9 +117,9 @@ def test_bad_models_are_one_line_and_status_two(tfds_dir, tmp_path, capsys):
 
 
 def test_the_docstring_commands_name_real_options():
-    from test_anomaly import docstring_commands
+    from test_apps_anomalies import docstring_commands
 
-    commands = docstring_commands(app, "applications/explore_latent.py")
+    commands = docstring_commands(app, "aezoo explore")
     assert len(commands) == 2
     for argv in commands:
-        assert app.parse_args(argv).dataset in ("mnist", "fashion_mnist")
+        assert app.build_parser().parse_args(argv).dataset in ("mnist", "fashion_mnist")

@@ -1,4 +1,4 @@
-"""`python -m aezoo.train`: its outputs, its one-line errors, and resuming after SIGKILL."""
+"""`aezoo train`: its outputs, its one-line errors, and resuming after SIGKILL."""
 
 import json
 import os
@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from aezoo import train
+from aezoo import data, runs
+from aezoo.apps import train
 from workers import environment
 
 TINY = ["--filters", "8", "16", "--latent-dim", "8", "--batch-size", "16"]
@@ -36,14 +37,17 @@ def test_training_on_mnist_writes_model_history_and_plots(tfds_dir, tmp_path, ca
     assert "OneDeviceStrategy: 1 replica(s) in sync" in stdout
     assert "Epoch 1/2" in stdout and "Epoch 2/2" in stdout and "val_loss" in stdout  # progress
     model = keras.models.load_model(out / "model.keras")
+    run = runs.load_run(out, task="train")
+    assert run.info["model"] == "conv" and run.info["options"]["training"]["epochs"] == 2
     assert model.input_shape == (None, 28, 28, 1)
     history = json.loads((out / "history.json").read_text())
     assert set(history) == {"loss", "val_loss"} and all(len(v) == 2 for v in history.values())
     # The history is the model's own: its last validation loss is that of the saved model.
-    x = np.stack([e for e in train.data.from_tfds("mnist", "test[:32]").as_numpy_iterator()])
+    x = np.stack([e for e in data.from_tfds("mnist", "test[:32]").as_numpy_iterator()])
     assert model.evaluate(x, x, verbose=0) == pytest.approx(history["val_loss"][-1], rel=1e-4)
     check_png(out / "loss.png")
-    check_png(out / "reconstructions.png")
+    check_png(out / "samples.png")
+    assert (out / "export" / "1" / "saved_model.pb").is_file()
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [
         "epoch_001.keras", "epoch_002.keras"
     ]
@@ -63,7 +67,7 @@ def test_a_denoiser_trains_on_random_patches_of_an_image_folder(tmp_path):
     model = keras.models.load_model(tmp_path / "run" / "model.keras")
     assert model.get_config()["model"] == "denoising" and model.input_shape[-1] == 3
     assert len(json.loads((tmp_path / "run" / "history.json").read_text())["loss"]) == 1
-    check_png(tmp_path / "run" / "reconstructions.png")
+    check_png(tmp_path / "run" / "samples.png")
 
 
 # ------------------------------------------------------------------------ bad input
@@ -72,13 +76,22 @@ def test_a_denoiser_trains_on_random_patches_of_an_image_folder(tmp_path):
 # name -> (arguments, part of the one-line message); make_bad_inputs writes their files.
 BAD_INPUTS = {
     "empty-array": (["--arrays", "empty.npy"], "N > 0"),
+    "not-an-array": (["--arrays", "text.npy"], "is not a .npy or .npz array file"),
+    "two-arrays-no-key": (["--arrays", "two.npz"], "holds 2 arrays (a, b); choose one with --key"),
+    "complex": (["--arrays", "complex.npy"], "complex"),
     "nan": (["--arrays", "nan.npy"], "1 NaN or infinite values"),
     "shape-not-fitting": (["--arrays", "vectors.npy"], "`input_shape` must have 3 axes"),
     "images-of-two-sizes": (["--images", "sizes"], "have no fixed shape ((None, None, 1))"),
     "missing-folder": (["--images", "missing"], "No such folder: missing"),
     "empty-folder": (["--images", "none"], "holds no PNG or JPEG"),
     "unknown-dataset": (["--dataset", "no_such_set"], "Cannot load tensorflow-datasets"),
-    "no-epochs": (["--arrays", "nan.npy", "--epochs", "0"], "--epochs must be at least 1"),
+    "no-epochs": (["--arrays", "nan.npy", "--epochs", "0"], "expected a positive integer, got '0'"),
+    "zero-rate": (["--arrays", "nan.npy", "--learning-rate", "0"], "positive, finite number"),
+    "nan-rate": (["--arrays", "nan.npy", "--learning-rate", "nan"], "positive, finite number"),
+    "zero-patch": (["--images", "sizes", "--patch", "0"], "expected a positive integer"),
+    "zero-steps": (["--arrays", "nan.npy", "--steps-per-epoch", "0"], "positive integer"),
+    "log-dir-is-a-file": (["--arrays", "nan.npy", "--log-dir", "text.npy"],
+                          "is a file, not a folder"),
     "usage": (["--arrays"], "expected one argument"),
 }
 
@@ -95,6 +108,9 @@ def make_bad_inputs(folder):
         pixels = rng.integers(0, 256, size, dtype=np.uint8)
         Image.fromarray(pixels).save(folder / "sizes" / f"{i}.png")
     (folder / "none").mkdir()
+    (folder / "text.npy").write_text("not an array")
+    np.savez(folder / "two.npz", a=np.zeros((4, 3)), b=np.ones((4, 3)))
+    np.save(folder / "complex.npy", np.ones((8, 4), np.complex64))
 
 
 @pytest.mark.parametrize("case", list(BAD_INPUTS))
@@ -106,7 +122,7 @@ def test_bad_input_is_one_line_on_stderr_and_status_2(case, tmp_path, monkeypatc
     stderr = capfd.readouterr().err
     assert status == 2
     assert stderr.count("\n") == 1 and message in stderr, stderr
-    assert not (tmp_path / "run" / "model.keras").exists()
+    assert not (tmp_path / "run").exists()  # a refusal leaves no folder behind
 
 
 def test_a_tf_config_naming_no_such_task_is_one_line(tmp_path, monkeypatch, capfd):
@@ -129,7 +145,7 @@ def test_a_killed_run_started_again_goes_on_after_its_last_checkpoint(tmp_path):
     # 1024 examples in 64 steps of 16 per epoch: long enough to kill the process within
     # epoch 2, after epoch 1's checkpoint (the test finds out where it was killed anyway).
     np.save(tmp_path / "x.npy", np.random.default_rng(0).random((1024, 8, 8, 1), np.float32))
-    command = [sys.executable, "-m", "aezoo.train", "--arrays", "x.npy", *TINY,
+    command = [sys.executable, "-m", "aezoo", "train", "--arrays", "x.npy", *TINY,
                "--epochs", "3", "--out", "run"]
     run = tmp_path / "run"
     first = subprocess.Popen(command, cwd=tmp_path, env=environment(),
@@ -169,7 +185,6 @@ def test_a_killed_run_started_again_goes_on_after_its_last_checkpoint(tmp_path):
     # A fresh process prints the one line and nothing else: no TensorFlow start-up logs.
     assert third.returncode == 2
     assert third.stderr == (
-        "python -m aezoo.train: error: run already holds a finished run (model.keras); "
-        "choose another output folder.\n"
+        "aezoo train: error: run already holds a finished run; choose another --out.\n"
     )
     assert (run / "model.keras").read_bytes() == before

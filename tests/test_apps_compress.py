@@ -1,0 +1,223 @@
+"""`aezoo compress`: training, files, evaluation and one-line refusals, on the small grayscale
+codec of conftest.py (trained on MNIST-size images in seconds, once per session)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from aezoo import codec, metrics, runs
+from aezoo.apps import compress
+from conftest import ROOT
+
+
+def test_training_writes_a_finalised_model_and_its_tables(codec_run):
+    for name in ("model.keras", "run.json", "history.json", "loss.png", "samples.png",
+                 "export/1/saved_model.pb"):
+        assert (codec_run / name).is_file()
+    model = runs.load_run(codec_run, task="compress").model
+    # The tables were made at the end of training and saved with the model.
+    tables = codec.tables(model)
+    # Every channel's table: counts >= 1 for its window and escape, summing to 2**16.
+    for counts, length in zip(tables["counts"], tables["lengths"]):
+        assert 1 <= length <= 255
+        assert np.all(counts[: length + 1] >= 1) and np.all(counts[length + 1:] == 0)
+        assert counts.sum() == 2**16
+    history = json.loads((codec_run / "history.json").read_text())
+    assert len(history["bpp"]) == 3 and history["loss"][-1] < history["loss"][0]
+
+
+def test_compressed_files_decode_to_images_of_the_original_size(
+    codec_run, odd_images, packed, tmp_path
+):
+    assert sorted(p.name for p in packed.iterdir()) == ["strip.aez", "tall.aez"]
+    files = sorted(str(p) for p in packed.iterdir())
+    assert compress.main(["decompress", "--model", str(codec_run), *files, "--out",
+                          str(tmp_path)]) == 0
+    for name in ("strip", "tall"):
+        original = np.asarray(Image.open(odd_images / f"{name}.png"))
+        with Image.open(tmp_path / f"{name}.png") as decoded:
+            assert decoded.mode == "L"
+            assert decoded.size == (original.shape[1], original.shape[0])
+
+
+def run_script(*args: str) -> None:
+    """applications/compress.py in a process of its own, as a user runs it."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "applications" / "compress.py"), *args],
+        capture_output=True, text=True, env=dict(os.environ), timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_another_process_writes_the_same_bits_and_decodes_the_same_pixels(
+    codec_run, odd_images, packed, tmp_path
+):
+    images = sorted(odd_images.iterdir())
+    run_script("compress", "--model", str(codec_run), *map(str, images),
+               "--out", str(tmp_path / "aez"))
+    run_script("decompress", "--model", str(codec_run),
+               *map(str, sorted((tmp_path / "aez").iterdir())), "--out", str(tmp_path / "png"))
+    this_process = codec.Codec(runs.load_run(codec_run).model)
+    psnrs = []
+    for image_path in images:
+        name = image_path.stem
+        blob = (tmp_path / "aez" / f"{name}.aez").read_bytes()
+        # The integer tables give the same bits in both processes...
+        assert blob == (packed / f"{name}.aez").read_bytes()
+        # ...and the other process's pixels are this process's, bit for bit.
+        decoded = np.asarray(Image.open(tmp_path / "png" / f"{name}.png"))
+        np.testing.assert_array_equal(decoded, this_process.decompress(blob)[..., 0])
+        psnrs.append(metrics.psnr(np.asarray(Image.open(image_path)), decoded))
+
+    out = tmp_path / "rd"
+    assert compress.main(["evaluate", "--model", str(codec_run), "--images", str(odd_images),
+                          "--codecs", "jpeg", "--out", str(out)]) == 0
+    ours = json.loads((out / "results.json").read_text())["curves"]["aezoo"][0]
+    # Same pixels, so the same PSNR up to float64 round-off in the mean.
+    assert ours["psnr"] == pytest.approx(np.mean(psnrs), abs=1e-9)
+    # Bits per pixel are the file's bits: 8 x file size / pixels, per image, averaged.
+    bpps = [8 * (packed / f"{p.stem}.aez").stat().st_size / np.prod(Image.open(p).size)
+            for p in images]
+    assert ours["bpp"] == pytest.approx(np.mean(bpps), abs=1e-12)
+    assert (out / "rd.png").is_file() and "| aezoo |" in (out / "results.md").read_text()
+
+
+# -------------------------------------------------------------------- corruption
+
+
+def flip(data: bytes, position: int) -> bytes:
+    return data[:position] + bytes([data[position] ^ 0x5A]) + data[position + 1:]
+
+
+def set_length(data: bytes, change: int) -> bytes:
+    """The payload length field (bytes 30-33) changed by `change`."""
+    length = int.from_bytes(data[30:34], "little") + change
+    return data[:30] + length.to_bytes(4, "little") + data[34:]
+
+
+def absurd_header(data: bytes) -> bytes:
+    """A well-formed header (valid checksum) claiming a 30000 x 30000 image."""
+    fields = bytearray(data[: codec.HEADER.size - 4])
+    fields[8:16] = (30000).to_bytes(4, "little") * 2
+    payload = data[codec.HEADER.size:]
+    return bytes(fields) + codec.checksum(bytes(fields), payload).to_bytes(4, "little") + payload
+
+
+CORRUPTIONS = {
+    # name: (how the file is changed, words the one-line message must contain)
+    "magic byte": (lambda d: flip(d, 1), "not an .aez file"),
+    "version byte": (lambda d: flip(d, 4), "format version"),
+    "height byte": (lambda d: flip(d, 9), "corrupted"),
+    "latent shape byte": (lambda d: flip(d, 16), "corrupted"),
+    "fingerprint byte": (lambda d: flip(d, 22), "corrupted"),
+    "length too large": (lambda d: set_length(d, +1000), "truncated"),
+    "length too small": (lambda d: set_length(d, -4), "corrupted"),
+    "checksum byte": (lambda d: flip(d, 35), "corrupted"),
+    "payload byte": (lambda d: flip(d, len(d) - 3), "corrupted"),
+    "truncated payload": (lambda d: d[:-4], "truncated"),
+    "truncated header": (lambda d: d[:20], "truncated"),
+    "trailing bytes": (lambda d: d + b"\0", "corrupted"),
+    "random bytes": (lambda d: np.random.default_rng(0).bytes(len(d)), "not an .aez file"),
+    "empty file": (lambda d: b"", "not an .aez file"),
+    "absurd size": (absurd_header, "absurd"),
+}
+
+
+@pytest.mark.parametrize("corruption", list(CORRUPTIONS))
+def test_every_corruption_is_rejected_with_one_line_and_status_2(
+    corruption, codec_run, packed, tmp_path, capsys
+):
+    change, words = CORRUPTIONS[corruption]
+    bad = tmp_path / "tall.aez"
+    bad.write_bytes(change((packed / "tall.aez").read_bytes()))
+    capsys.readouterr()
+    status = compress.main(["decompress", "--model", str(codec_run), str(bad), "--out",
+                            str(tmp_path)])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert err.count("\n") == 1 and words in err and "Traceback" not in err
+    assert not (tmp_path / "tall.png").exists()
+
+
+def test_a_file_made_by_another_model_is_rejected(codec_run, packed, tmp_path, capsys):
+    other = runs.load_run(codec_run).model
+    weights = other.get_weights()
+    weights[0] = weights[0] + 1e-3  # a slightly different model: its fingerprint differs
+    other.set_weights(weights)
+    other_run = tmp_path / "other"
+    other_run.mkdir()
+    other.save(other_run / "model.keras")
+    (other_run / "run.json").write_text((codec_run / "run.json").read_text())
+    capsys.readouterr()
+    status = compress.main(["decompress", "--model", str(other_run), str(packed / "tall.aez"),
+                            "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert status == 2 and err.count("\n") == 1 and "made by another model" in err
+
+
+def test_outputs_never_overwrite_inputs_or_existing_files(
+    codec_run, odd_images, packed, tmp_path, capsys
+):
+    image = odd_images / "tall.png"
+    before = image.read_bytes()
+    (tmp_path / "tall.aez").write_bytes((packed / "tall.aez").read_bytes())
+    # decompressing next to the original PNG would replace it
+    status = compress.main(["decompress", "--model", str(codec_run), str(tmp_path / "tall.aez"),
+                            "--out", str(odd_images)])
+    assert status == 2 and "exists" in capsys.readouterr().err
+    assert image.read_bytes() == before
+    status = compress.main(["compress", "--model", str(codec_run), str(image), "--out", str(packed)])
+    assert status == 2 and "--overwrite" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option, value", [("--clipnorm", "-1"), ("--epochs", "0")])
+def test_bad_training_options_give_one_line_and_status_2(digits, tmp_path, capsys, option, value):
+    status = compress.main(["train", "--images", str(digits), "--patch", "16", option, value,
+                            "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert status == 2 and option in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_training_under_a_mirrored_strategy_on_two_cpu_devices(digits, tmp_path):
+    """compute_loss divides by the number of replicas: the reported loss (which Keras
+    multiplies back) must equal rate + lmbda * 255**2 * MSE as on one device."""
+    script = f"""
+import sys, json
+from aezoo.apps import cli, compress
+cli.start_tensorflow()
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+sys.exit(compress.main(["train", "--images", {str(digits)!r}, "--patch", "24",
+    "--latent-dim", "8", "--filters", "8", "8", "--epochs", "2", "--batch-size", "16",
+    "--lmbda", "0.05", "--strategy", "mirrored", "--out", {str(tmp_path / "mirrored")!r}]))
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr
+    history = json.loads((tmp_path / "mirrored" / "history.json").read_text())
+    for loss, bpp, mse in zip(history["loss"], history["bpp"], history["mse"]):
+        # Epoch means of per-batch values: equal up to float32 round-off.
+        assert loss == pytest.approx(bpp + 0.05 * 255**2 * mse, rel=1e-4)
+    assert runs.load_run(tmp_path / "mirrored").model.entropy_bottleneck.finalised
+
+
+def test_training_in_bfloat16_gives_a_float32_codec(digits, odd_images, tmp_path):
+    out = tmp_path / "bf16"
+    assert compress.main([
+        "train", "--images", str(digits), "--patch", "24", "--latent-dim", "8", "--filters",
+        "8", "8", "--epochs", "1", "--batch-size", "16", "--strategy", "cpu",
+        "--mixed-precision", "mixed_bfloat16", "--out", str(out),
+    ]) == 0
+    model = runs.load_run(out).model
+    assert {layer.compute_dtype for layer in model.encoder.layers} == {"float32"}
+    packer = codec.Codec(model)
+    image = np.asarray(Image.open(odd_images / "tall.png"))[..., None]
+    assert packer.decompress(packer.compress(image)).shape == image.shape

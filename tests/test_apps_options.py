@@ -1,0 +1,67 @@
+"""One set of training options: every training command takes them, and each takes effect."""
+
+import json
+import math
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+
+from aezoo.apps import anomalies, compress, denoise, train
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("inputs")
+    rng = np.random.default_rng(0)
+    (folder / "images").mkdir()
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 256, (32, 32), dtype=np.uint8)).save(
+            folder / "images" / f"{i}.png")
+    np.save(folder / "x.npy", rng.random((64, 8, 8, 1), dtype=np.float32))
+    t = np.arange(40) / 40
+    rows = np.sin(2 * np.pi * (t + rng.random((64, 1))))
+    np.savetxt(folder / "rows.csv", rows, delimiter=",", fmt="%.6f")
+    return folder
+
+
+TINY_IMAGES = ["--filters", "4", "8", "--latent-dim", "4", "--batch-size", "8"]
+
+
+def commands(folder, out):
+    """Each training command on tiny data, as (main, argv without the shared options)."""
+    return {
+        "train": (train.main, ["--arrays", folder / "x.npy", *TINY_IMAGES]),
+        "denoise": (denoise.main, ["train", "--images", folder / "images", "--patch", "16",
+                                   "--noise", "gaussian:0-50", *TINY_IMAGES]),
+        "compress": (compress.main, ["train", "--images", folder / "images", "--patch", "16",
+                                     "--filters", "4", "4", "--latent-dim", "4"]),
+        "anomalies": (anomalies.main, ["train", "--csv", folder / "rows.csv",
+                                       "--latent-dim", "2", "--batch-size", "16"]),
+    }
+
+
+def history(out):
+    return json.loads((out / "history.json").read_text())
+
+
+@pytest.mark.parametrize("command", ["train", "denoise", "compress", "anomalies"])
+def test_schedule_steps_clipping_and_time_limit_take_effect(command, inputs, tmp_path):
+    main, argv = commands(inputs, tmp_path)[command]
+    out = tmp_path / "cosine"
+    assert main([*map(str, argv), "--epochs", "2", "--learning-rate", "0.01",
+                 "--lr-schedule", "cosine", "--steps-per-epoch", "2", "--clipnorm", "0.5",
+                 "--out", str(out)]) == 0
+    # Cosine: epoch 2 of 2 starts half way, at 1% + 99% of half the rate.
+    assert history(out)["learning_rate"] == pytest.approx(
+        [0.01, 0.01 * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi / 2)))], rel=1e-6)
+    model = keras.models.load_model(out / "model.keras")
+    assert int(model.optimizer.iterations) == 2 * 2  # --steps-per-epoch
+    assert model.optimizer.global_clipnorm == pytest.approx(0.5)
+
+    out = tmp_path / "limited"
+    assert main([*map(str, argv), "--epochs", "3", "--time-limit", "0.00001",
+                 "--out", str(out)]) == 0
+    assert len(history(out)["loss"]) == 1  # stopped after the first epoch
+

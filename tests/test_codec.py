@@ -1,0 +1,100 @@
+"""aezoo.codec: the .aez format's exact integer tables, lossless escapes, rates and limits."""
+
+import tracemalloc
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+
+from aezoo import codec, runs
+
+
+def absurd_header(data: bytes) -> bytes:
+    """A well-formed header (valid checksum) claiming a 30000 x 30000 image."""
+    fields = bytearray(data[: codec.HEADER.size - 4])
+    fields[8:16] = (30000).to_bytes(4, "little") * 2
+    payload = data[codec.HEADER.size:]
+    return bytes(fields) + codec.checksum(bytes(fields), payload).to_bytes(4, "little") + payload
+
+
+def test_an_absurd_header_is_refused_before_anything_is_allocated(packed):
+    data = absurd_header((packed / "tall.aez").read_bytes())
+    tracemalloc.start()
+    with pytest.raises(codec.FormatError, match="absurd"):
+        codec.read_header(data[: codec.HEADER.size], len(data))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    # A 30000 x 30000 image would take 900 MB as uint8; the check itself takes a few KiB.
+    assert peak < 100_000
+
+
+def test_constriction_keeps_the_integer_tables_exactly(codec_run):
+    """Probes constriction's quantised model with an ANS decoder: a state whose low 24 bits
+    are q decodes to the symbol whose interval [cdf_k, cdf_k+1) holds q.  Every boundary of
+    every table must be where our integer counts (scaled from 2**16 to 2**24) put it."""
+    import constriction
+
+    packer = codec.Codec(runs.load_run(codec_run).model)
+
+    def decoded_symbol(model, quantile):
+        ans = constriction.stream.stack.AnsCoder()
+        ans.seek(0, (1 << 40) | int(quantile))
+        return ans.decode(model)
+
+    def boundaries_hold(model, counts):
+        cdf = np.concatenate([[0], np.cumsum(counts)]) * 2**8
+        return all(
+            decoded_symbol(model, cdf[k]) == k and decoded_symbol(model, cdf[k + 1] - 1) == k
+            for k in range(len(counts))
+        )
+
+    for c, model in enumerate(packer._models):
+        assert boundaries_hold(model, packer.counts[c, : packer.lengths[c] + 1])
+    # The probe is sharp: moving one count between two symbols is detected.
+    counts = packer.counts[0, : packer.lengths[0] + 1].copy()
+    moved = counts.copy()
+    k = int(np.argmax(counts))
+    moved[k] -= 1
+    moved[(k + 1) % len(moved)] += 1
+    assert not boundaries_hold(packer._models[0], moved)
+
+
+def test_values_far_outside_the_tables_are_coded_losslessly(codec_run):
+    packer = codec.Codec(runs.load_run(codec_run).model)
+    rng = np.random.default_rng(1)
+    latent = rng.integers(-300, 300, size=(3, 7, packer.latent_channels))
+    edges = [packer.offsets[0] - 1, packer.offsets[0] + packer.lengths[0], 2**30, -(2**30),
+             packer.offsets[0] + packer.lengths[0] + 2**16 - 1, packer.offsets[0] - 2**16 - 1]
+    latent[0, : len(edges), 0] = edges
+    payload = packer.encode_symbols(latent)
+    np.testing.assert_array_equal(packer.decode_symbols(payload, latent.shape), latent)
+
+
+def test_payload_size_agrees_with_the_rate_estimates(codec_run, odd_images):
+    model = runs.load_run(codec_run).model
+    packer = codec.Codec(model)
+    image = np.asarray(Image.open(odd_images / "tall.png"))[..., None]
+    latent = packer.encode_latent(image)
+    payload_bits = 8 * len(packer.encode_symbols(latent))
+    table_bits = packer.information_bits(latent)
+    # The range coder spends the tables' information content plus at most the final
+    # flush (two 32-bit words) and a truncation loss of at most 2**-8 relative per symbol.
+    assert table_bits <= payload_bits <= table_bits * (1 + 2**-8) + 64
+    # The model's own estimate (its continuous density at the rounded latent) differs from
+    # the tables by their quantisation to 16 bits (counts >= 1, the escape symbol): a few
+    # percent at most, plus the flush.
+    estimate = float(-np.sum(np.log2(np.asarray(
+        model.entropy_bottleneck.likelihood(latent[None].astype(np.float32)), np.float64))))
+    assert abs(payload_bits - estimate) <= 0.05 * estimate + 64
+
+
+def test_a_reloaded_model_has_the_same_fingerprint_and_tables(codec_run, tmp_path):
+    model = runs.load_run(codec_run).model
+    model.save(tmp_path / "again.keras")
+    again = keras.models.load_model(tmp_path / "again.keras")
+    assert codec.fingerprint(again) == codec.fingerprint(model)
+    for name, table in codec.tables(model).items():
+        np.testing.assert_array_equal(codec.tables(again)[name], table)
+
+

@@ -1,0 +1,143 @@
+"""The package as a whole: import without side effects or TensorFlow, imports that only go
+downwards, installed commands that answer --help at once, and one vocabulary of options."""
+
+import ast
+import inspect
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+import aezoo
+from aezoo.apps import cli
+from conftest import ROOT
+
+PACKAGE = ROOT / "aezoo"
+# The layers, from the bottom: a module may import only its own layer or lower ones.
+LAYERS = {
+    "foundation": ["aezoo._version", "aezoo._quiet", "aezoo._keras_fixes", "aezoo.noise",
+                   "aezoo.metrics"],
+    "models": ["aezoo.models"],
+    "services": ["aezoo.data", "aezoo.plots", "aezoo.baselines", "aezoo.export",
+                 "aezoo.presets", "aezoo.runs", "aezoo.training", "aezoo.codec",
+                 "aezoo.rate_distortion", "aezoo.denoise", "aezoo.anomaly", "aezoo.latent"],
+    "commands": ["aezoo.apps", "aezoo.__main__"],
+}
+
+
+def layer_of(module: str) -> int:
+    for rank, (_, prefixes) in enumerate(LAYERS.items()):
+        if any(module == p or module.startswith(p + ".") for p in prefixes):
+            return rank
+    raise AssertionError(f"{module} belongs to no layer of LAYERS")
+
+
+def modules():
+    for path in sorted(PACKAGE.rglob("*.py")):
+        name = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+        yield name.removesuffix(".__init__"), path
+
+
+def imported(path):
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            yield node.module
+            yield from (f"{node.module}.{alias.name}" for alias in node.names)
+
+
+def test_imports_only_go_downwards():
+    known = {name for name, _ in modules()}
+    for name, path in modules():
+        if name == "aezoo":
+            continue  # the package names its public API, of every layer, lazily
+        for target in imported(path):
+            # (`from aezoo import data` names the package too: only its modules count)
+            if target.startswith("aezoo.") and target in known:
+                assert layer_of(target) <= layer_of(name), f"{name} imports {target} (upwards)"
+
+
+def test_import_aezoo_loads_no_tensorflow_and_changes_nothing():
+    script = (
+        "import os, sys; env = dict(os.environ); err = sys.stderr\n"
+        "import aezoo, aezoo.apps.main\n"
+        "assert dict(os.environ) == env and sys.stderr is err\n"
+        "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules\n"
+        "print(sorted(aezoo.MODELS))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+
+
+def test_import_after_tensorflow_and_first_model_print_nothing_and_set_nothing():
+    script = (
+        "import os, sys\nimport tensorflow, keras\n"
+        "env = dict(os.environ); err = sys.stderr\n"
+        "import aezoo\n"
+        "ae = aezoo.MODELS['dense'](input_shape=(4,), latent_dim=2)\n"
+        "assert dict(os.environ) == env and sys.stderr is err\n"
+        "print('built', ae.count_params(), file=sys.stderr)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    # TensorFlow's import prints its own notices; building the first model adds none (in
+    # particular no "failed call to cuInit" line on machines without a GPU).
+    after_import = result.stderr.split("built", 1)[0]
+    assert "cuInit" not in result.stderr and after_import.count("\n") <= 12
+
+
+@pytest.mark.parametrize("command", ["", "train", "denoise", "denoise train", "compress",
+                                     "compress evaluate", "anomalies train", "explore",
+                                     "export", "presets"])
+def test_help_answers_before_tensorflow_loads(command):
+    script = (
+        "import sys\nfrom aezoo.apps.main import main\n"
+        f"status = main({command.split() + ['--help']!r})\n"
+        "assert 'tensorflow' not in sys.modules, 'TensorFlow was imported'\n"
+        "sys.exit(status)\n"
+    )
+    started = time.perf_counter()
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    elapsed = time.perf_counter() - started
+    assert result.returncode == 0, result.stderr
+    assert "usage: aezoo" in result.stdout
+    assert elapsed < 10  # (under a second on an idle machine; the bound allows a busy one)
+
+
+def test_builder_signatures_read_from_source_equal_the_builders():
+    for name in aezoo.MODELS:
+        read = aezoo.MODELS.signature(name).parameters
+        real = inspect.signature(aezoo.MODELS[name]).parameters
+        assert list(read) == list(real), name
+        for key, parameter in real.items():
+            assert read[key].default == parameter.default, (name, key)
+
+
+def test_the_commands_option_choices_are_the_services():
+    from aezoo import anomaly, rate_distortion, training
+    from aezoo.apps import anomalies, compress
+
+    assert cli.STRATEGIES == training.STRATEGIES
+    assert cli.MIXED_PRECISION == training.MIXED_PRECISION
+    assert cli.LR_SCHEDULES == training.LR_SCHEDULES
+    assert anomalies.SCALINGS == anomaly.SCALINGS
+    assert compress.CODECS == rate_distortion.CODECS
+
+
+def test_every_application_script_is_a_thin_entry_point():
+    for script in sorted((ROOT / "applications").glob("*.py")):
+        lines = [line for line in script.read_text().splitlines() if line.strip()]
+        assert len(lines) <= 8 and any("import main" in line for line in lines), script
+
+
+def test_the_license_file_matches_the_metadata():
+    setup = (ROOT / "setup.cfg").read_text()
+    assert "license = Apache-2.0" in setup
+    assert "Apache License" in (ROOT / "LICENSE").read_text()[:200]
+    summary = next(line for line in setup.splitlines() if line.startswith("description ="))
+    assert summary.rstrip().endswith(".")  # one sentence, not cut off
+    assert os.path.exists(ROOT / "README.md")

@@ -1,0 +1,36 @@
+"""aezoo.rate_distortion: Bjøntegaard delta rates against curves computed by hand."""
+
+import numpy as np
+import pytest
+
+from aezoo import rate_distortion
+
+
+def test_bd_rate_of_a_curve_shifted_by_a_constant_rate_factor_is_that_factor():
+    anchor = [(0.2, 26.0), (0.35, 28.5), (0.6, 31.0), (1.0, 33.2), (1.6, 35.9)]
+    test = [(0.8 * r, q) for r, q in anchor]
+    for method in ("pchip", "cubic"):
+        assert rate_distortion.bd_rate(anchor, test, method=method) == pytest.approx(-20.0, abs=1e-9)
+        assert rate_distortion.bd_rate(anchor, test, method=method, rate_range=(0.25, 1.0)) == pytest.approx(
+            -20.0, abs=1e-9
+        )
+        assert rate_distortion.bd_rate(test, anchor, method=method) == pytest.approx(25.0, abs=1e-9)
+
+
+def test_bd_rate_of_polynomial_curves_matches_the_integral_by_hand():
+    # log10 R_anchor(q) = (q - 30) / 10 and log10 R_test(q) = log10 R_anchor(q) + 0.01 (q - 30):
+    # cubic fits are exact, and over the shared interval [28, 34] the mean log-rate
+    # difference is 0.01 * (31 - 30) = 0.01, so the BD-rate is 10**0.01 - 1.
+    qa = np.array([26.0, 28.0, 30.0, 32.0, 34.0])
+    qt = np.array([28.0, 30.0, 32.0, 34.0, 36.0])
+    anchor = [(10 ** ((q - 30) / 10), q) for q in qa]
+    test = [(10 ** ((q - 30) / 10 + 0.01 * (q - 30)), q) for q in qt]
+    expected = 100 * (10**0.01 - 1)
+    assert rate_distortion.bd_rate(anchor, test, method="cubic") == pytest.approx(expected, rel=1e-9)
+
+
+def test_bd_rate_needs_overlapping_curves_of_enough_points():
+    anchor = [(0.2, 26.0), (0.4, 28.0), (0.8, 30.0), (1.6, 32.0)]
+    assert rate_distortion.bd_rate(anchor, [(0.1, 35.0), (0.2, 37.0)]) is None
+    with pytest.raises(ValueError, match="at least 4 points"):
+        rate_distortion.bd_rate(anchor, [(0.2, 27.0), (0.4, 29.0)], method="cubic")
