@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import zipfile
 from pathlib import Path
 
@@ -82,7 +83,16 @@ def read_image(path: str | os.PathLike, channels: int | None = None) -> np.ndarr
         channels = probe_image(path)[2]
     else:
         probe_image(path)
-    return decode_image(tf.constant(path.read_bytes()), channels).numpy()
+    try:
+        return decode_image(tf.constant(path.read_bytes()), channels).numpy()
+    except tf.errors.OpError as error:  # a truncated or damaged image: headers were fine
+        raise ValueError(f"{path} is damaged or truncated ({_first_line(error)}).") from None
+
+
+def _first_line(error: Exception) -> str:
+    """The gist of a TensorFlow error: its first line, without the names of graph nodes."""
+    text = re.sub(r"\{\{[^}]*\}\}\s*", "", getattr(error, "message", None) or str(error))
+    return text.strip().splitlines()[0][:120] if text.strip() else type(error).__name__
 
 
 def probe_image(path: str | os.PathLike) -> tuple[int, int, int]:
@@ -151,6 +161,11 @@ def from_tfds(
     """
     import tensorflow_datasets as tfds
 
+    where = data_dir or os.environ.get("TFDS_DATA_DIR")
+    if where and not Path(where).is_dir():
+        source = "--data-dir" if data_dir else "TFDS_DATA_DIR"
+        raise FileNotFoundError(f"No such folder: {where} ({source}, where "
+                                "tensorflow-datasets keeps prepared datasets).")
     try:
         builder = tfds.builder(name, data_dir=data_dir)
         builder.download_and_prepare()
@@ -278,7 +293,12 @@ def from_directory(
         deterministic=True,
     )
     if sum(height * width * channels for height, width, _ in sizes) < CACHE_LIMIT_BYTES:
-        ds = _filled(ds.cache())  # decoded uint8: later epochs read no files
+        try:
+            ds = _filled(ds.cache())  # decoded uint8: later epochs read no files
+        except tf.errors.OpError:
+            for path in files:  # name the file that does not decode
+                read_image(path, channels)
+            raise
 
     if image_size is not None:
         size = list(image_size)

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import keras
+import numpy as np
 
 from aezoo import export, plots, presets
 from aezoo._version import __version__
@@ -43,8 +44,12 @@ from aezoo.models import MODELS
 
 RUN_FILE = "run.json"
 MODEL_FILE = "model.keras"
+WEIGHTS_FILE = "weights.npz"  # a preset's weights (see `pack`)
 EXPORT_DIR = "export"
-TASKS = ("train", "denoise", "compress", "anomaly")
+# The task of a run -> the command that trains such runs.
+COMMANDS = {"train": "aezoo train", "denoise": "aezoo denoise train",
+            "compress": "aezoo compress train", "anomaly": "aezoo anomalies train"}
+TASKS = tuple(COMMANDS)
 
 
 @dataclass
@@ -66,7 +71,10 @@ class Run:
     @property
     def model(self) -> keras.Model:
         if self._model is None:
-            self._model = load_model(self.path / MODEL_FILE)
+            if (self.path / MODEL_FILE).is_file() or "config" not in self.info:
+                self._model = load_model(self.path / MODEL_FILE)
+            else:
+                self._model = model_from_weights(self.info["config"], self.path / WEIGHTS_FILE)
         return self._model
 
 
@@ -102,7 +110,8 @@ def load_run(source: str | os.PathLike, task: str | None = None) -> Run:
     else:
         info = _legacy_info(path)
     if task is not None and info["task"] != task:
-        raise ValueError(f"{path} is a run of `aezoo {info['task']}`, not of `aezoo {task}`.")
+        raise ValueError(f"{path} is a run of `{COMMANDS[info['task']]}`, not of "
+                         f"`{COMMANDS[task]}`.")
     return Run(path, info)
 
 
@@ -219,6 +228,66 @@ def load_model(path: str | os.PathLike) -> keras.Model:
         first = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
         raise ValueError(f"{path} could not be loaded as an aezoo model "
                          f"({type(error).__name__}: {first}).") from None
+
+
+# ---------------------------------------------------------------- packed runs (presets)
+
+
+def pack(run: Run, folder: str | os.PathLike, float16: bool = True) -> dict[str, str]:
+    """Writes a run as a preset folder: `run.json` (with the model's builder config) and
+    `weights.npz`, every weight under its variable path, float weights as float16 when
+    `float16` (half the size; the cost in quality is measured on each preset's card) and
+    integer weights (a codec's tables) exactly.  No optimizer state.
+
+    Returns:
+        file name -> SHA-256 hex digest of each file written (for the card).
+    """
+    import hashlib
+    import io
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    model = run.model
+    arrays = {}
+    for variable in model.weights:
+        value = np.asarray(variable.numpy())
+        if float16 and value.dtype == np.float32:
+            value = value.astype(np.float16)
+        arrays[variable.path] = value
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    info = {**run.info, "config": model.get_config()}
+    write_bytes(folder / WEIGHTS_FILE, buffer.getvalue())
+    write_text(folder / RUN_FILE, json.dumps(_jsonable(info), indent=2) + "\n")
+    return {name: hashlib.sha256((folder / name).read_bytes()).hexdigest()
+            for name in (RUN_FILE, WEIGHTS_FILE)}
+
+
+def model_from_weights(config: dict[str, Any], path: Path) -> keras.Model:
+    """The model of a packed run: its builder called with `config`, then every weight set
+    from `weights.npz` by variable path (cast back to the variable's dtype).
+
+    Raises:
+        ValueError: a damaged weights file, or weights that do not fit the model.
+    """
+    config = dict(config)
+    model = MODELS[config.pop("model")](**config)
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            stored = {name: arrays[name] for name in arrays.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        raise ValueError(f"{path} is damaged: its weights cannot be read.") from None
+    paths = [variable.path for variable in model.weights]
+    if sorted(paths) != sorted(stored):
+        raise ValueError(f"{path} holds other weights than its model ({len(stored)} arrays "
+                         f"for {len(paths)} variables).")
+    for variable in model.weights:
+        value = stored[variable.path]
+        if tuple(value.shape) != tuple(variable.shape):
+            raise ValueError(f"{path}: {variable.path} has shape {value.shape}, the model "
+                             f"{tuple(variable.shape)}.")
+        variable.assign(value.astype(variable.dtype))
+    return model
 
 
 # ------------------------------------------------------------------------ safe writes

@@ -567,7 +567,16 @@ class _SyncedBackupAndRestore(keras.callbacks.BackupAndRestore):
         self._strategy = strategy
 
     def on_train_begin(self, logs=None):
-        super().on_train_begin(logs)
+        try:
+            super().on_train_begin(logs)  # (Keras falls back on the previous backup itself)
+        except (OSError, ValueError, KeyError) as error:
+            backup = Path(self.backup_dir)
+            checkpoints = sorted(backup.parent.glob("checkpoints/epoch_*.keras"))
+            way_out = f"delete {backup} to start the run afresh"
+            if checkpoints:
+                way_out += f", or start afresh from its last good epoch with --init {checkpoints[-1]}"
+            raise ValueError(f"The crash-recovery backup in {backup} is damaged "
+                             f"({type(error).__name__}); {way_out}.") from None
         if not is_multi_worker(self._strategy):
             return
         epoch = self.model._initial_epoch or 0  # where Keras's fit() will start

@@ -145,7 +145,7 @@ def test_a_model_that_is_not_a_denoiser_is_one_clear_error(mnist_run, tmp_path, 
     (plain / "model.keras").write_bytes((mnist_run / "model.keras").read_bytes())
     runs.write_run(plain, task="train", model="denoising", options={})
     assert_one_line_error(capsys, ["denoise", "--model", str(plain), image, "--out", out],
-                          "not of `aezoo denoise`")
+                          "not of `aezoo denoise train`")
     # A denoiser's run.json beside a model that does not map images to images.
     import keras
 

@@ -33,8 +33,10 @@ def test_auto_strategy_is_one_cpu_without_gpus():
     if tf.config.list_physical_devices("GPU"):
         pytest.skip("this machine has a GPU")
     strategy = training.resolve_strategy("auto")
-    assert isinstance(strategy, tf.distribute.OneDeviceStrategy)
-    assert strategy.extended.worker_devices[0].endswith("CPU:0")
+    # TensorFlow's default strategy: no multi-device iterator for one device.
+    assert strategy is tf.distribute.get_strategy() and strategy.num_replicas_in_sync == 1
+    assert training.worker_devices(strategy)[0].endswith("CPU:0")
+    assert training.describe_strategy(strategy) == "One device: CPU:0"
 
 
 @pytest.mark.parametrize(
@@ -94,8 +96,8 @@ def test_splitting_the_cpu_after_tensorflow_started_is_a_value_error():
 
 # ---------------------------------------------------------- mixed precision and XLA
 
-# A strategy on a GPU this machine may lack: creating it touches no device, and it is what
-# resolve_strategy gives on a one-GPU machine.
+# A strategy on a GPU this machine may lack: creating it touches no device, and it trains
+# on one GPU as resolve_strategy's choice on a one-GPU machine does.
 GPU = tf.distribute.OneDeviceStrategy("/gpu:0")
 
 

@@ -47,7 +47,8 @@ def start_tensorflow() -> None:
     everything.
     """
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # TensorFlow's C++ info logs
+    # TensorFlow's C++ info and warning logs: a command says what went wrong in one line.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     with stderr_captured():
         import keras  # noqa: F401
         import tensorflow as tf

@@ -59,7 +59,7 @@ def listing() -> str:
         return "No presets are installed."
     rows = [("name", "task", "model", "size", "headline")]
     for name, card in PRESETS.items():
-        rows.append((name, card["task"], card["model"], f"{size(name) / 2**20:.1f} MB",
+        rows.append((name, card["task"], card["model"].split()[0], f"{size(name) / 2**20:.1f} MB",
                      card["headline"]))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths))

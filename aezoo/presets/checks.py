@@ -1,0 +1,65 @@
+"""The small fixed evaluation on each preset's card (`check`), run by the tests and by
+`benchmarks/presets.py check`: it reproduces the card's figure for that subset, so a preset
+that loads but computes something else is caught.
+
+| kind | what it measures | card fields |
+|---|---|---|
+| `denoise` | mean PSNR (dB) of the model on clean images noised with a fixed seed | `images` (a folder of ../shared/data/raw), `files`, `noise`, `seed`, `psnr` |
+| `compress` | mean bpp (file bytes) and PSNR (dB) of .aez round trips | `images`, `files`, `bpp`, `psnr` |
+| `anomaly` | ROC-AUC on labelled CSV rows | `csv`, `label_column`, `normal_label`, `split`, `test_size`, `split_seed`, `roc_auc` |
+| `reconstruct` | mean squared reconstruction error on a tfds split (prepared under `tensorflow_datasets/`) | `dataset`, `split`, `mse` |
+
+Paths are relative to a folder of the offline datasets (`../shared/data` beside this
+repository, for the tests and benchmarks).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import roc_auc_score
+
+from aezoo import anomaly, codec, data, denoise, metrics, noise, runs
+from aezoo.presets import PRESETS
+
+
+def measure(name: str, root: Path) -> dict[str, float]:
+    """Runs the card's check of preset `name` on the datasets under `root`; returns the
+    figures it names."""
+    card = PRESETS[name]
+    check: dict[str, Any] = card["check"]
+    run = runs.load_run(name)
+    kind = check["kind"]
+    if kind == "denoise":
+        channels = int(run.application["channels"])
+        images = [data.read_image(root / check["images"] / f, channels) / 255.0
+                  for f in check["files"]]
+        kind_, level = noise.parse_noise(check["noise"])
+        result = denoise.evaluate(run.model, images, (kind_, level), seed=check["seed"],
+                                  methods=("aezoo",))
+        return {"psnr": result["methods"]["aezoo"]["psnr"]}
+    if kind == "compress":
+        packer = codec.Codec(run.model)
+        bpp, psnr = [], []
+        for file in check["files"]:
+            image = data.read_image(root / check["images"] / file, packer.channels)
+            blob = packer.compress(image)
+            bpp.append(8 * len(blob) / (image.shape[0] * image.shape[1]))
+            psnr.append(metrics.psnr(image, packer.decompress(blob)))
+        return {"bpp": float(np.mean(bpp)), "psnr": float(np.mean(psnr))}
+    if kind == "anomaly":
+        x, labels = data.read_csv(root / check["csv"], check["label_column"])
+        examples = anomaly.select_split(
+            anomaly.Examples(x, labels, np.arange(len(x))), check["split"],
+            test_size=check["test_size"], seed=check["split_seed"])
+        is_anomaly = ~anomaly.is_normal(examples.labels, check["normal_label"])
+        scores = anomaly.Detector.from_run(run).score(examples.x)
+        return {"roc_auc": float(roc_auc_score(is_anomaly, scores))}
+    if kind == "reconstruct":
+        x = data.to_arrays(data.from_tfds(check["dataset"], check["split"],
+                                          data_dir=str(root / "tensorflow_datasets")))
+        x_hat = run.model.predict(x, batch_size=256, verbose=0)
+        return {"mse": float(np.mean((x_hat - x) ** 2))}
+    raise ValueError(f"Preset {name!r} has a check of unknown kind {kind!r}.")

@@ -1,0 +1,215 @@
+"""Hostile input and faults, over every command: each is refused with exit status 2 and one
+line on stderr naming the file or option, with no traceback and nothing left under a final
+name (issue 18's table)."""
+
+import errno
+import zipfile
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+
+import aezoo
+from aezoo import runs
+from aezoo.anomaly import Detector
+from aezoo.apps import anomalies, compress, denoise, explore, export, train
+
+
+def write_png(path, shape=(32, 32), seed=0):
+    pixels = np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+def damaged_zip(source: Path, target: Path) -> Path:
+    """A copy of a .keras file whose weights member fails its CRC (the zip still opens)."""
+    data = bytearray(source.read_bytes())
+    with zipfile.ZipFile(source) as archive:
+        info = archive.getinfo("model.weights.h5")
+    start = info.header_offset + 30 + len(info.filename) + len(info.extra)
+    data[start + info.compress_size // 2] ^= 0xFF
+    target.write_bytes(bytes(data))
+    return target
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """Small runs of every task, good inputs, and damaged copies of them."""
+    root = tmp_path_factory.mktemp("world")
+    keras.utils.set_random_seed(0)
+    (root / "images").mkdir()
+    for i in range(3):
+        write_png(root / "images" / f"{i}.png", seed=i)
+    jpeg = root / "images" / "3.jpg"
+    Image.fromarray(np.full((32, 32, 3), 128, np.uint8)).save(jpeg, quality=90)
+    (root / "truncated").mkdir()
+    for i in range(2):
+        write_png(root / "truncated" / f"{i}.png", seed=i)
+    (root / "truncated" / "2.jpg").write_bytes(jpeg.read_bytes()[: jpeg.stat().st_size // 2])
+
+    def run(name, model, task, application=None):
+        folder = root / name
+        folder.mkdir()
+        model.save(folder / "model.keras")
+        runs.write_run(folder, task=task, model=model.get_config()["model"], options={},
+                       application=application)
+        return folder
+
+    run("denoiser", aezoo.MODELS["denoising"](filters=(4, 8), latent_dim=8), "denoise",
+        {"noise": "gaussian:25", "kind": "gaussian", "level": 0.1, "channels": 1})
+    codec = aezoo.MODELS["compression"](input_shape=(None, None, 1), filters=(4, 4),
+                                        latent_dim=4)
+    codec.entropy_bottleneck.finalise()
+    run("codec", codec, "compress")
+    run("plain", aezoo.MODELS["conv"](input_shape=(28, 28, 1), latent_dim=4, filters=(4, 8)),
+        "train")
+    rows = np.sin(np.linspace(0, 6, 40) + np.arange(32)[:, None]).astype(np.float32)
+    np.savetxt(root / "rows.csv", rows, delimiter=",", fmt="%.5f")
+    (root / "one_row.csv").write_text(",".join(["0.5"] * 40) + "\n")
+    Detector(epochs=1, latent_dim=2).fit(rows).save(root / "detector")
+
+    for name in ("denoiser", "codec", "plain"):
+        (root / f"{name}_crc").mkdir()
+        (root / f"{name}_crc" / "run.json").write_text((root / name / "run.json").read_text())
+        damaged_zip(root / name / "model.keras", root / f"{name}_crc" / "model.keras")
+        (root / f"{name}_text").mkdir()
+        (root / f"{name}_text" / "run.json").write_text((root / name / "run.json").read_text())
+        (root / f"{name}_text" / "model.keras").write_text("not a zip")
+        (root / f"{name}_short").mkdir()
+        (root / f"{name}_short" / "run.json").write_text((root / name / "run.json").read_text())
+        whole = (root / name / "model.keras").read_bytes()
+        (root / f"{name}_short" / "model.keras").write_bytes(whole[: len(whole) // 2])
+    (root / "bad_json").mkdir()
+    (root / "bad_json" / "model.keras").write_bytes((root / "plain" / "model.keras").read_bytes())
+    (root / "bad_json" / "run.json").write_text("{not json")
+    return root
+
+
+W = "{w}"  # stands for the world folder in the table below
+OUT = "{out}"  # a fresh output folder of the test
+
+# name -> (command, argv, words of the one-line message)
+CASES = {
+    # image files
+    "train truncated jpeg": (train, ["--images", f"{W}/truncated", "--patch", "8", "--out", OUT],
+                             "truncated"),
+    "denoise truncated jpeg": (denoise, ["denoise", "--model", f"{W}/denoiser",
+                                         f"{W}/truncated", "--out", OUT], "truncated"),
+    "evaluate truncated jpeg": (denoise, ["evaluate", "--model", f"{W}/denoiser", "--images",
+                                          f"{W}/truncated", "--noise", "gaussian:25",
+                                          "--methods", "aezoo", "--out", OUT], "truncated"),
+    "compress truncated jpeg": (compress, ["compress", "--model", f"{W}/codec",
+                                           f"{W}/truncated/0.png", f"{W}/truncated/2.jpg",
+                                           "--out", OUT], "truncated"),
+    "codec training truncated jpeg": (compress, ["train", "--images", f"{W}/truncated",
+                                                 "--patch", "16", "--out", OUT], "truncated"),
+    # model files: a zip whose weights fail their CRC, not a zip, half a file, bad run.json
+    **{f"{command} {model} {kind}": (module, [*argv(model + "_" + kind)], words)
+       for kind, words in (("crc", "fails its checksum"), ("text", "damaged or truncated"),
+                           ("short", "damaged or truncated"))
+       for command, module, model, argv in (
+           ("denoise", denoise, "denoiser",
+            lambda m: ["denoise", "--model", f"{W}/{m}", f"{W}/images/0.png", "--out", OUT]),
+           ("compress", compress, "codec",
+            lambda m: ["compress", "--model", f"{W}/{m}", f"{W}/images/0.png", "--out", OUT]),
+           ("export", export, "plain", lambda m: [f"{W}/{m}", OUT]),
+           ("explore", explore, "plain",
+            lambda m: ["--model", f"{W}/{m}", "--dataset", "mnist", "--out", OUT]),
+           ("train --init", train, "plain",
+            lambda m: ["--images", f"{W}/images", "--patch", "8", "--init", f"{W}/{m}",
+                       "--out", OUT]),
+       )},
+    "damaged run.json": (export, [f"{W}/bad_json", OUT], "is damaged"),
+    # impossible options
+    "learning rate 0": (train, ["--images", f"{W}/images", "--learning-rate", "0", "--out", OUT],
+                        "--learning-rate"),
+    "learning rate nan": (denoise, ["train", "--images", f"{W}/images", "--noise",
+                                    "gaussian:25", "--learning-rate", "nan", "--out", OUT],
+                          "--learning-rate"),
+    "negative learning rate": (compress, ["train", "--images", f"{W}/images",
+                                          "--learning-rate", "-1", "--out", OUT],
+                               "--learning-rate"),
+    "zero steps": (train, ["--images", f"{W}/images", "--steps-per-epoch", "0", "--out", OUT],
+                   "--steps-per-epoch"),
+    "zero patch": (train, ["--images", f"{W}/images", "--patch", "0", "--out", OUT], "--patch"),
+    "zero image size": (train, ["--images", f"{W}/images", "--image-size", "0", "0",
+                                "--out", OUT], "--image-size"),
+    "zero time limit": (train, ["--images", f"{W}/images", "--time-limit", "0", "--out", OUT],
+                        "--time-limit"),
+    "contamination 0": (anomalies, ["train", "--csv", f"{W}/rows.csv", "--threshold",
+                                    "contamination:0", "--out", OUT], "threshold must be"),
+    "contamination 1": (anomalies, ["train", "--csv", f"{W}/rows.csv", "--threshold",
+                                    "contamination:1", "--out", OUT], "threshold must be"),
+    "test size 1.5": (anomalies, ["train", "--csv", f"{W}/rows.csv", "--split", "train",
+                                  "--test-size", "1.5", "--out", OUT], "test size"),
+    "one-row csv": (anomalies, ["train", "--csv", f"{W}/one_row.csv", "--out", OUT],
+                    "at least 2"),
+    "export version beyond int64": (export, [f"{W}/plain", OUT, "--version", str(2**63)],
+                                    "below 2**63"),
+    "log dir is a file": (train, ["--images", f"{W}/images", "--log-dir", f"{W}/rows.csv",
+                                  "--out", OUT], "is a file"),
+    "missing tfds folder": (train, ["--dataset", "mnist", "--data-dir", f"{W}/nowhere",
+                                    "--out", OUT], "No such folder"),
+    "noise range in evaluate": (denoise, ["evaluate", "--model", f"{W}/denoiser", "--images",
+                                          f"{W}/images", "--noise", "gaussian:0-50",
+                                          "--methods", "aezoo", "--out", OUT],
+                                "one noise level"),
+    "walk out of range": (explore, ["--model", f"{W}/plain", "--dataset", "mnist",
+                                    "--examples", "20", "--probe-train", "20", "--walk", "0",
+                                    "99", "--out", OUT], "outside the 20 examples"),
+    "score a denoiser as a detector": (anomalies, ["score", "--model", f"{W}/denoiser",
+                                                   "--csv", f"{W}/rows.csv", "--out", OUT],
+                                       "not of `aezoo anomalies train`"),
+}
+
+
+def fill(argv, world, out):
+    return [a.replace(W, str(world)).replace(OUT, str(out)) for a in argv]
+
+
+def files_under(folder: Path) -> set[Path]:
+    return {p for p in folder.rglob("*")} if folder.exists() else set()
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_hostile_input_is_one_line_status_two_and_writes_nothing(case, world, tmp_path,
+                                                                 capsys):
+    module, argv, words = CASES[case]
+    out = tmp_path / "out"
+    before = files_under(world)
+    status = module.main(fill(argv, world, out))
+    err = capsys.readouterr().err
+    assert status == 2, err
+    assert err.count("\n") == 1 and words in err and "Traceback" not in err, err
+    assert not out.exists(), f"{case}: left {sorted(files_under(out))}"
+    assert files_under(world) == before
+
+
+@pytest.mark.parametrize("code,words", [(errno.ENOSPC, "No space left on device"),
+                                        (errno.EROFS, "Read-only file system")])
+@pytest.mark.parametrize("command", ["denoise", "compress", "anomalies", "explore"])
+def test_a_full_or_read_only_disk_is_one_line_and_no_final_file(command, code, words, world,
+                                                                 tmp_path, capsys,
+                                                                 monkeypatch):
+    # Every output goes through runs.write_bytes / runs.writing: make the disk refuse them.
+    def refuse(*args, **kwargs):
+        raise OSError(code, words, str(tmp_path / "out" / "file"))
+
+    monkeypatch.setattr(runs.tempfile, "mkstemp", refuse)
+    out = tmp_path / "out"
+    argv = {
+        "denoise": (denoise, ["denoise", "--model", f"{W}/denoiser", f"{W}/images/0.png",
+                              "--out", OUT]),
+        "compress": (compress, ["compress", "--model", f"{W}/codec", f"{W}/images/0.png",
+                                "--out", OUT]),
+        "anomalies": (anomalies, ["score", "--model", f"{W}/detector", "--csv",
+                                  f"{W}/rows.csv", "--out", OUT]),
+        "explore": (explore, ["--model", f"{W}/plain", "--dataset", "mnist", "--examples",
+                              "20", "--probe-train", "20", "--out", OUT]),
+    }[command]
+    status = argv[0].main(fill(argv[1], world, out))
+    err = capsys.readouterr().err
+    assert status == 2 and err.count("\n") == 1 and words in err, err
+    assert not [p for p in files_under(out) if p.is_file()]
