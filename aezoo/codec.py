@@ -1,36 +1,54 @@
-"""The .aez file format: images entropy-coded with a trained `compression` model.
+"""The .aez file format: images entropy-coded with a trained compression model.
 
-A file is a fixed 38-byte header, then the payload (all integers little-endian):
+A file is a fixed header, then the payload (all integers little-endian).  Version 1 (the
+factorized-prior `compression` model) has a 38-byte header and one stream; version 2 (the
+hyperprior models `compression_hyperprior` and `compression_meanscale`) has a 42-byte
+header and two streams, the side information `z` then the latent `y`:
 
 | bytes | field | |
 |---|---|---|
 | 4 | magic | `b"AEZ\\x1a"` |
-| 1 | format version | 1 |
+| 1 | format version | 1 or 2 |
 | 1 | channels | 1 (grayscale) or 3 (RGB) |
 | 2 | reserved | 0 |
 | 4 + 4 | image height, width | the true size; the codec pads, then crops to it |
-| 2 + 2 + 2 | latent height, width, channels | ceil(height / stride), ceil(width / stride), M |
+| 2 + 2 + 2 | latent height, width, channels | of `y`: the padded size / stride, M |
 | 8 | model fingerprint | first 8 bytes of the SHA-256 of the model's weights and tables |
-| 4 | payload length | bytes after the header |
-| 4 | checksum | CRC-32 of the header's first 34 bytes and the payload |
+| 4 | payload length (v1) | bytes after the header |
+| 4 + 4 | side, main length (v2) | bytes of the `z` stream, then of the `y` stream |
+| 4 | checksum | CRC-32 of the header's other bytes and the payload |
 
-The payload is a range-coded stream (`constriction`'s `RangeEncoder`, 32-bit words).  Channel
-by channel, each latent value is coded with that channel's integer table (values inside its
-window, or an escape symbol), followed by the channel's escaped values, each as a sign
-(`Uniform(2)`), an Elias-gamma exponent (`Uniform(32)`) and its mantissa bits
-(`Uniform(2**n)`, at most 16 bits per symbol), so every integer is coded losslessly.
+Each stream is range-coded (`constriction`'s `RangeEncoder`, 32-bit words).  A factorized
+stream (v1's `y`, v2's `z`) codes channel by channel, each value with its channel's integer
+table (values inside its window, or an escape symbol), followed by the channel's escaped
+values, each as a sign (`Uniform(2)`), an Elias-gamma exponent (`Uniform(32)`) and its
+mantissa bits (`Uniform(2**n)`, at most 16 bits per symbol), so every integer is coded
+losslessly.  v2's `y` stream codes the integers `q = round(y - mean)` (mean 0 for the scale
+hyperprior), grouped by table: for each of the Gaussian tables in turn, the elements that
+use it in raster order, then their escaped values.  The decoder knows every element's table
+before reading the `y` stream, from `z_hat` and the integer hyper-synthesis
+(`aezoo.models.compression.integer_hyper_synthesis`), which is integer arithmetic only: its
+table indexes and fixed-point means are the same bits on every machine, so `y_hat = q + mean`
+is too.
 
-The tables are integers (counts summing to 2**16) fixed when the model was finalised.
+All tables are integers (counts summing to 2**16) fixed when the model was finalised.
 `constriction`'s `Categorical(perfect=True)` is given `counts / 2**16`, which is exact in
 float64; its quantiser (integer arithmetic and IEEE float64 steps in Rust, no platform maths
 library) keeps exactly these counts (scaled to its 24-bit precision; tested), so the same
-file decodes to the same latent in any process on any machine.  The synthesis transform then
-runs in float32: on the same machine and TensorFlow build its pixels are identical too.
+file decodes to the same latents in any process on any machine.  The synthesis transform then
+runs in float32: on the same machine and TensorFlow build its pixels are identical too, on
+another they may differ by a grey level.
+
+Decoding takes bounded memory whatever a header claims: the synthesis transform runs on
+tiles of the latent (with margins that cover its receptive field, so tiles join without
+seams) of at most `DECODE_MEMORY` bytes of activations each, and the integer hyper-synthesis
+on tiles of `z`.  A file of a few bytes claiming a huge image takes time, not memory.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import struct
 import zlib
@@ -39,19 +57,33 @@ from pathlib import Path
 
 import numpy as np
 
-from aezoo.models.compression import CompressionAutoencoder
+from aezoo.models.compression import (
+    SCALE_LEVELS,
+    CompressionAutoencoder,
+    HyperpriorAutoencoder,
+    integer_hyper_synthesis,
+    table_indexes,
+)
 
 MAGIC = b"AEZ\x1a"
-VERSION = 1
-HEADER = struct.Struct("<4sBBHIIHHH8sII")
+VERSION = 2  # the newest; a factorized-prior model still writes version 1
+HEADER = struct.Struct("<4sBBHIIHHH8sII")  # version 1
+HEADER_V2 = struct.Struct("<4sBBHIIHHH8sIII")
+HEADERS = {1: HEADER, 2: HEADER_V2}
 # Limits checked before anything is allocated: a header claiming more is refused.
 MAX_SIDE = 2**15
-MAX_PIXELS = 2**25  # 33.5 megapixels; decoding takes about 1 KiB of memory per pixel
+MAX_PIXELS = 2**25  # 33.5 megapixels
 MAX_LATENT_CHANNELS = 2**12
+# Working memory of one tile of the synthesis transform (its activations), in bytes.
+DECODE_MEMORY = 2**28
+# Latent values are clipped to +-2**30 (far beyond any trained latent), so that every value
+# fits an int32 and its escape code is defined.
+LATENT_LIMIT = 2**30
 
 
 def tables(model) -> dict[str, np.ndarray]:
-    """The integer tables of a finalised model: counts, offsets, lengths (int32)."""
+    """The integer tables of a finalised model's factorized prior (of `y` for the
+    `compression` model, of `z` for the hyperprior ones): counts, offsets, lengths (int32)."""
     layer = model.entropy_bottleneck
     return {
         "counts": layer.table_counts.numpy(),
@@ -83,6 +115,9 @@ class FormatError(ValueError):
 
 @dataclass(frozen=True)
 class Header:
+    """A parsed header.  `payload_length` counts every byte after the header; in version 2
+    the first `side_length` of them are the `z` stream."""
+
     channels: int
     height: int
     width: int
@@ -90,13 +125,20 @@ class Header:
     fingerprint: bytes
     payload_length: int
     checksum: int
+    version: int = 1
+    side_length: int = 0
+
+    @property
+    def size(self) -> int:
+        return HEADERS[self.version].size
 
     def pack(self) -> bytes:
-        return HEADER.pack(*self._fields_before_checksum(), self.checksum)
-
-    def _fields_before_checksum(self):
-        return (MAGIC, VERSION, self.channels, 0, self.height, self.width,
-                *self.latent_shape, self.fingerprint, self.payload_length)
+        fields = (MAGIC, self.version, self.channels, 0, self.height, self.width,
+                  *self.latent_shape, self.fingerprint)
+        if self.version == 1:
+            return HEADER.pack(*fields, self.payload_length, self.checksum)
+        return HEADER_V2.pack(*fields, self.side_length,
+                              self.payload_length - self.side_length, self.checksum)
 
 
 def checksum(header_fields: bytes, payload: bytes) -> int:
@@ -107,7 +149,8 @@ def read_header(data: bytes, file_size: int, name: str = "the file") -> Header:
     """Parses and checks a header against hard limits, before any payload is read.
 
     Args:
-        data: at least the first `HEADER.size` bytes of the file (fewer if it is shorter).
+        data: at least the first `HEADER_V2.size` bytes of the file (fewer if it is shorter;
+            more are ignored).
         file_size: the file's size in bytes.
         name: the file's name, for messages.
 
@@ -117,13 +160,20 @@ def read_header(data: bytes, file_size: int, name: str = "the file") -> Header:
     """
     if data[:4] != MAGIC[: len(data[:4])] or len(data) < 4:
         raise FormatError(f"{name} is not an .aez file (no AEZ magic bytes).")
-    if len(data) < HEADER.size:
+    if len(data) < 5:
         raise FormatError(f"{name} is truncated: {len(data)} bytes, shorter than a header.")
-    (_, version, channels, reserved, height, width, lh, lw, lc, print_, length, crc) = (
-        HEADER.unpack_from(data)
-    )
-    if version != VERSION:
-        raise FormatError(f"{name} has .aez format version {version}; this codec reads {VERSION}.")
+    version = data[4]
+    if version not in HEADERS:
+        raise FormatError(f"{name} has .aez format version {version}; this codec reads "
+                          f"versions {' and '.join(map(str, HEADERS))}.")
+    layout = HEADERS[version]
+    if len(data) < layout.size:
+        raise FormatError(f"{name} is truncated: {len(data)} bytes, shorter than a header.")
+    fields = layout.unpack_from(data)
+    _, _, channels, reserved, height, width, lh, lw, lc, print_ = fields[:10]
+    side = 0 if version == 1 else fields[10]
+    length = fields[10] if version == 1 else fields[10] + fields[11]
+    crc = fields[-1]
     if (
         channels not in (1, 3)
         or reserved != 0
@@ -136,15 +186,15 @@ def read_header(data: bytes, file_size: int, name: str = "the file") -> Header:
             f"latent channels {lc}); the limits are {MAX_SIDE} per side and {MAX_PIXELS} "
             "pixels. The file is corrupted."
         )
-    if file_size < HEADER.size + length:
+    if file_size < layout.size + length:
         raise FormatError(
             f"{name} is truncated: its header announces {length} bytes of payload, "
-            f"{file_size - HEADER.size} are there."
+            f"{file_size - layout.size} are there."
         )
-    if file_size > HEADER.size + length:
-        raise FormatError(f"{name} is corrupted: {file_size - HEADER.size - length} bytes "
+    if file_size > layout.size + length:
+        raise FormatError(f"{name} is corrupted: {file_size - layout.size - length} bytes "
                           "more than its header announces.")
-    return Header(channels, height, width, (lh, lw, lc), print_, length, crc)
+    return Header(channels, height, width, (lh, lw, lc), print_, length, crc, version, side)
 
 
 class Codec:
@@ -153,6 +203,9 @@ class Codec:
     >>> codec = Codec(aezoo.load_run("runs/compress_0.01").model)
     >>> data = codec.compress(image)          # uint8 (height, width, channels) -> bytes
     >>> image2 = codec.decompress(data)       # -> uint8, the decoded image
+
+    A `compression` model writes version-1 files; `compression_hyperprior` and
+    `compression_meanscale` models write version 2.
     """
 
     def __init__(self, model):
@@ -161,52 +214,140 @@ class Codec:
         if not isinstance(model, CompressionAutoencoder):
             raise ValueError(f"Model '{model.name}' is not a compression model; .aez files "
                              "are made by the `compression` models of aezoo.MODELS.")
-        if not model.entropy_bottleneck.finalised:
-            raise ValueError("The model has no integer tables yet: call "
-                             "model.entropy_bottleneck.finalise() after training.")
+        if not model.finalised:
+            raise ValueError("The model has no integer tables yet: call model.finalise() "
+                             "after training.")
         self.model = model
+        self.version = 2 if isinstance(model, HyperpriorAutoencoder) else 1
         self.channels = int(model.encoder.input_shape[-1])
         self.stride = model.stride
+        self.hyper_stride = model.hyper_stride if self.version == 2 else 1
         self.fingerprint = fingerprint(model)
+        # The factorized prior's tables: y's in version 1, z's in version 2.
         table = tables(model)
         self.offsets = table["offsets"].astype(np.int64)
         self.lengths = table["lengths"].astype(np.int64)
         self.counts = table["counts"].astype(np.int64)
-        self.latent_channels = len(self.lengths)
         # counts / 2**16 is exact in float64; constriction keeps these exact probabilities
-        # (tests/test_compress.py checks every boundary of every table).
+        # (tests/test_codec.py checks every boundary of every table).
         self._models = [
             constriction.stream.model.Categorical(
                 self.counts[c, : self.lengths[c] + 1] / 2.0**16, perfect=True
             )
-            for c in range(self.latent_channels)
+            for c in range(len(self.lengths))
         ]
+        config = model.get_config()
+        self.latent_channels = int(config["latent_dim"]) if self.version == 2 else len(
+            self.lengths)
+        # Margin (latent positions) that covers the synthesis's receptive field: each
+        # stride-2 transposed convolution of kernel k reaches ceil((k - 1) / 4) of its input
+        # positions beyond a tile (derived from TensorFlow's "same" padding), and the levels
+        # below add halves of that: less than twice it in all.
+        self.margin = 2 * math.ceil((int(config["kernel_size"]) - 1) / 4)
+        # Measured: the synthesis holds 1.4 (N = 128) to 2 (N = 8) float32 copies of its
+        # widest level per image pixel, whatever the tile size.
+        widest = max(*config["filters"], self.channels)
+        self._bytes_per_position = 2 * 4 * self.stride**2 * widest
+        if self.version == 2:
+            conditional = model.gaussian_conditional
+            self.means = conditional.means
+            self.hyper_channels = len(self.lengths)
+            self.gaussian_counts = conditional.table_counts.numpy().astype(np.int64)
+            self.gaussian_offsets = conditional.table_offsets.numpy().astype(np.int64)
+            self.gaussian_lengths = conditional.table_lengths.numpy().astype(np.int64)
+            self.scale_thresholds = conditional.scale_thresholds.numpy().astype(np.int64)
+            self._gaussian_models = [
+                constriction.stream.model.Categorical(
+                    self.gaussian_counts[k, : self.gaussian_lengths[k] + 1] / 2.0**16,
+                    perfect=True,
+                )
+                for k in range(SCALE_LEVELS)
+            ]
+            self.hyper_parameters = model.hyper_synthesis.integer_parameters()
+            self._analysis = model.analysis_model()
 
     # ----------------------------------------------------------------- images
 
     def encode_latent(self, image: np.ndarray) -> np.ndarray:
-        """The integer latent (latent_h, latent_w, M) of a uint8 image."""
+        """The integer latent (latent_h, latent_w, M) of a uint8 image (version 1; see
+        `encode_latents` for version 2)."""
+        if self.version != 1:
+            raise ValueError("A hyperprior model's file carries z_hat and round(y - mean): "
+                             "use encode_latents().")
         image = self._check_image(image)
         x = image[None].astype(np.float32) / 255.0
         y = np.asarray(self.model.encoder(x, training=False)["y_hat"])[0]
-        # Far beyond any trained latent; keeps the int32 conversion defined on any input.
-        return np.clip(y, -(2**30), 2**30).astype(np.int64)
+        return np.clip(y, -LATENT_LIMIT, LATENT_LIMIT).astype(np.int64)
+
+    def encode_latents(self, image: np.ndarray) -> dict[str, np.ndarray]:
+        """What a version-2 file carries for a uint8 image: `z_hat` (zh, zw, hyper channels)
+        and `symbols`, `round(y - mean)` (h, w, M), both int64."""
+        image = self._check_image(image)
+        x = image[None].astype(np.float32) / 255.0
+        parts = self._analysis(x, training=False)
+        z_hat = np.clip(np.asarray(parts["z_hat"], np.float64)[0], -LATENT_LIMIT, LATENT_LIMIT)
+        z_hat = z_hat.astype(np.int64)
+        _, means = self.entropy_parameters(z_hat)
+        y = np.asarray(parts["y"], np.float64)[0]
+        if means is not None:
+            y = y - means * 2.0**-16  # exact in float64
+        symbols = np.clip(np.rint(y), -LATENT_LIMIT, LATENT_LIMIT).astype(np.int64)
+        return {"z_hat": z_hat, "symbols": symbols}
 
     def decode_latent(self, latent: np.ndarray, height: int, width: int) -> np.ndarray:
-        """The uint8 image (height, width, channels) that a latent decodes to."""
-        codes = {"y_hat": latent[None].astype(np.float32),
-                 "image_size": np.array([[height, width]], np.int32)}
-        x_hat = np.asarray(self.model.decoder(codes, training=False))[0]
-        return np.round(np.clip(x_hat, 0.0, 1.0) * 255.0).astype(np.uint8)
+        """The uint8 image (height, width, channels) that a latent `y_hat` decodes to."""
+        return self.synthesise(np.asarray(latent, np.float32), height, width)
+
+    def synthesise(self, y_hat: np.ndarray, height: int, width: int) -> np.ndarray:
+        """Runs the synthesis transform on `y_hat` (h, w, M) in tiles of bounded memory
+        (see `tile_size`) and returns the uint8 image (height, width, channels).
+
+        Each tile is decoded with `margin` more latent positions on each side (fewer at the
+        latent's borders, which the model pads with zeros as in one pass), and only its
+        interior is kept.
+        """
+        latent_h, latent_w = y_hat.shape[:2]
+        tile = self.tile_size()
+        stride, margin = self.stride, self.margin
+        image = np.empty((height, width, self.channels), np.uint8)
+        for top in range(0, -(-height // stride), tile):
+            for left in range(0, -(-width // stride), tile):
+                bottom, right = min(top + tile, latent_h), min(left + tile, latent_w)
+                r0, r1 = max(top - margin, 0), min(bottom + margin, latent_h)
+                c0, c1 = max(left - margin, 0), min(right + margin, latent_w)
+                codes = {"y_hat": y_hat[None, r0:r1, c0:c1],
+                         "image_size": np.array([[(r1 - r0) * stride, (c1 - c0) * stride]],
+                                                np.int32)}
+                x_hat = np.asarray(self.model.decoder(codes, training=False))[0]
+                rows = min(bottom * stride, height) - top * stride
+                cols = min(right * stride, width) - left * stride
+                part = x_hat[(top - r0) * stride:, (left - c0) * stride:][:rows, :cols]
+                image[top * stride: top * stride + rows, left * stride: left * stride + cols] = (
+                    np.round(np.clip(part, 0.0, 1.0) * 255.0).astype(np.uint8)
+                )
+        return image
+
+    def tile_size(self) -> int:
+        """Side, in latent positions, of the tiles `synthesise` keeps from each run: the
+        largest whose run (with its margins) fits `DECODE_MEMORY`."""
+        positions = DECODE_MEMORY // self._bytes_per_position
+        return max(math.isqrt(positions) - 2 * self.margin, 4)
 
     def compress(self, image: np.ndarray) -> bytes:
         """A uint8 (height, width, channels) image -> the bytes of an .aez file."""
         image = self._check_image(image)
-        latent = self.encode_latent(image)
-        payload = self.encode_symbols(latent)
-        header = Header(self.channels, image.shape[0], image.shape[1], latent.shape,
-                        self.fingerprint, len(payload), 0)
-        fields = header.pack()[: HEADER.size - 4]
+        height, width = image.shape[:2]
+        if self.version == 1:
+            latent = self.encode_latent(image)
+            side, main = b"", self.encode_symbols(latent)
+        else:
+            latents = self.encode_latents(image)
+            latent = latents["symbols"]
+            side, main = self.encode_streams(latents["z_hat"], latents["symbols"])
+        header = Header(self.channels, height, width, latent.shape, self.fingerprint,
+                        len(side) + len(main), 0, self.version, len(side))
+        fields = header.pack()[: header.size - 4]
+        payload = side + main
         return fields + struct.pack("<I", checksum(fields, payload)) + payload
 
     def decompress(self, data: bytes, name: str = "the file") -> np.ndarray:
@@ -216,9 +357,18 @@ class Codec:
             FormatError: see `read_header`; also a checksum mismatch, another model's file,
                 or a payload that does not decode.
         """
-        header = read_header(data[: HEADER.size], len(data), name)
-        payload = data[HEADER.size:]
-        return self.decompress_payload(header, data[: HEADER.size - 4], payload, name)
+        header = read_header(data[: HEADER_V2.size], len(data), name)
+        payload = data[header.size:]
+        return self.decompress_payload(header, data[: header.size - 4], payload, name)
+
+    def decompress_latents(self, data: bytes, name: str = "the file") -> dict[str, np.ndarray]:
+        """The decoded latents of the bytes of an .aez file, checked as by `decompress`:
+        `y_hat` (float32, what the synthesis transform gets) and, for version 2, `z_hat`
+        and `symbols` (int64)."""
+        header = read_header(data[: HEADER_V2.size], len(data), name)
+        payload = data[header.size:]
+        self._check(header, data[: header.size - 4], payload, name)
+        return self._decode_latents(header, payload, name)
 
     def read(self, path: str | os.PathLike) -> np.ndarray:
         """Decodes an .aez file, reading its header first so that nothing is read or
@@ -241,10 +391,11 @@ class Codec:
             raise FileNotFoundError(f"No such file: {path}")
         size = path.stat().st_size
         with open(path, "rb") as f:
-            head = f.read(HEADER.size)
+            head = f.read(HEADER_V2.size)
             header = read_header(head, size, path.name)
+            f.seek(header.size)
             payload = f.read(header.payload_length)
-        fields = head[: HEADER.size - 4]
+        fields = head[: header.size - 4]
         self._check(header, fields, payload, path.name)
         return header, fields, payload, path.name
 
@@ -261,19 +412,37 @@ class Codec:
                 f"this model's is {self.fingerprint.hex()})."
             )
         expected = self.latent_shape(header.height, header.width)
-        if header.channels != self.channels or header.latent_shape != expected:
+        if (header.version != self.version or header.channels != self.channels
+                or header.latent_shape != expected):
             raise FormatError(f"{name} is corrupted (its shapes do not fit this model).")
 
     def decode_payload(self, header: Header, payload: bytes, name: str) -> np.ndarray:
         """The image of a checked payload."""
+        y_hat = self._decode_latents(header, payload, name)["y_hat"]
+        return self.synthesise(y_hat, header.height, header.width)
+
+    def _decode_latents(self, header: Header, payload: bytes, name: str) -> dict:
         try:
-            latent = self.decode_symbols(payload, header.latent_shape)
+            if self.version == 1:
+                latent = self.decode_symbols(payload, header.latent_shape)
+                return {"y_hat": latent.astype(np.float32)}
+            side = payload[: header.side_length]
+            main = payload[header.side_length:]
+            latents = self.decode_streams(side, main, header.latent_shape)
         except (ValueError, RuntimeError, OverflowError) as error:
             raise FormatError(f"{name} is corrupted (the payload does not decode: {error}).")
-        return self.decode_latent(latent, header.height, header.width)
+        return latents
 
     def latent_shape(self, height: int, width: int) -> tuple[int, int, int]:
-        return (-(-height // self.stride), -(-width // self.stride), self.latent_channels)
+        """The shape of `y` for an image: its padded size divided by the stride."""
+        multiple = self.stride * self.hyper_stride
+        return (-(-height // multiple) * self.hyper_stride,
+                -(-width // multiple) * self.hyper_stride, self.latent_channels)
+
+    def hyper_latent_shape(self, latent_shape: tuple[int, int, int]) -> tuple[int, int, int]:
+        """The shape of `z` (version 2) for a latent shape."""
+        return (latent_shape[0] // self.hyper_stride, latent_shape[1] // self.hyper_stride,
+                self.hyper_channels)
 
     def _check_image(self, image: np.ndarray) -> np.ndarray:
         image = np.asarray(image)
@@ -290,64 +459,183 @@ class Codec:
                              f"per side and {MAX_PIXELS} pixels.")
         return image
 
+    # ------------------------------------------------------- the hyper-synthesis
+
+    def entropy_parameters(self, z_hat: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """The table index (uint8) of every element of `y`, and its mean (int32, units of
+        2**-16; None for the scale hyperprior), from an integer `z_hat` (zh, zw, channels)
+        by the integer hyper-synthesis: the same bits on every machine.
+
+        Runs on tiles of `z_hat` with margins that cover the network's receptive field;
+        integer arithmetic makes the tiles' results exactly those of one pass.
+        """
+        z_hat = np.asarray(z_hat, np.int64)
+        up = self.hyper_stride
+        channels = self.latent_channels
+        shape = (z_hat.shape[0] * up, z_hat.shape[1] * up, channels)
+        indexes = np.empty(shape, np.uint8)
+        means = np.empty(shape, np.int32) if self.means else None
+        # Each 5x5 stride-2 transposed convolution reaches one input position beyond a tile
+        # (and the levels below half of that), the final 3x3 convolution one position of y.
+        margin = 3
+        # About three int64 copies of the widest level at the resolution of y.
+        widest = max(max(k.shape[2:]) for k in self.hyper_parameters["kernels"])
+        side = max(math.isqrt(DECODE_MEMORY // (3 * 8 * up * up * widest)) - 2 * margin, 4)
+        height, width = z_hat.shape[:2]
+        for top in range(0, height, side):
+            for left in range(0, width, side):
+                bottom, right = min(top + side, height), min(left + side, width)
+                r0, r1 = max(top - margin, 0), min(bottom + margin, height)
+                c0, c1 = max(left - margin, 0), min(right + margin, width)
+                out = integer_hyper_synthesis(z_hat[r0:r1, c0:c1], self.hyper_parameters)
+                out = out[(top - r0) * up: (bottom - r0) * up, (left - c0) * up: (right - c0) * up]
+                rows = slice(top * up, bottom * up)
+                cols = slice(left * up, right * up)
+                if self.means:
+                    means[rows, cols] = out[..., :channels]
+                    out = out[..., channels:]
+                indexes[rows, cols] = table_indexes(out, self.scale_thresholds)
+        return indexes, means
+
+    def dequantise(self, symbols: np.ndarray, means: np.ndarray | None) -> np.ndarray:
+        """`y_hat = symbols + mean` as float32: exact in int64 and float64, then rounded
+        once to float32 (IEEE round-to-nearest, the same everywhere)."""
+        if means is None:
+            return symbols.astype(np.float32)
+        fixed = np.asarray(symbols, np.int64) * 2**16 + means
+        return (fixed * 2.0**-16).astype(np.float32)
+
     # ---------------------------------------------------------------- symbols
 
     def encode_symbols(self, latent: np.ndarray) -> bytes:
-        """Range-codes an integer latent (h, w, M) with the integer tables."""
+        """Range-codes an integer latent (h, w, channels) with the factorized prior's
+        tables (version 1's payload; version 2's side stream)."""
         import constriction
 
         encoder = constriction.stream.queue.RangeEncoder()
-        uniform = constriction.stream.model.Uniform()
-        for c in range(self.latent_channels):
-            values = latent[..., c].ravel()
-            index = values - self.offsets[c]
-            escaped = (index < 0) | (index >= self.lengths[c])
-            symbols = np.where(escaped, self.lengths[c], index).astype(np.int32)
-            encoder.encode(symbols, self._models[c])
-            if escaped.any():
-                escapes = _escape_symbols(values[escaped], self.offsets[c], self.lengths[c])
-                for symbols, sizes in escapes:
-                    encoder.encode(symbols, uniform, sizes)
-        words = encoder.get_compressed().astype("<u4")
-        return words.tobytes()
+        self._encode_factorized(encoder, latent)
+        return encoder.get_compressed().astype("<u4").tobytes()
 
     def decode_symbols(self, payload: bytes, latent_shape: tuple[int, int, int]) -> np.ndarray:
         """Inverse of `encode_symbols`."""
+        return self._decode_factorized(_range_decoder(payload), latent_shape)
+
+    def encode_streams(self, z_hat: np.ndarray, symbols: np.ndarray) -> tuple[bytes, bytes]:
+        """Version 2's side stream (`z_hat`, factorized prior) and main stream (`symbols`,
+        the Gaussian table that the integer hyper-synthesis picks for each)."""
         import constriction
 
-        if len(payload) % 4:
-            raise ValueError("the payload is not whole 32-bit words")
-        words = np.frombuffer(payload, "<u4").astype(np.uint32)
-        decoder = constriction.stream.queue.RangeDecoder(words)
-        uniform = constriction.stream.model.Uniform()
+        side = self.encode_symbols(z_hat)
+        indexes, _ = self.entropy_parameters(z_hat)
+        encoder = constriction.stream.queue.RangeEncoder()
+        self._encode_indexed(encoder, symbols.ravel(), indexes.ravel())
+        return side, encoder.get_compressed().astype("<u4").tobytes()
+
+    def decode_streams(self, side: bytes, main: bytes,
+                       latent_shape: tuple[int, int, int]) -> dict[str, np.ndarray]:
+        """Inverse of `encode_streams`: `z_hat`, `symbols` and `y_hat` (float32)."""
+        z_hat = self.decode_symbols(side, self.hyper_latent_shape(latent_shape))
+        indexes, means = self.entropy_parameters(z_hat)
+        decoder = _range_decoder(main)
+        symbols = self._decode_indexed(decoder, indexes.ravel()).reshape(latent_shape)
+        return {"z_hat": z_hat, "symbols": symbols, "y_hat": self.dequantise(symbols, means)}
+
+    def information_bits(self, latent: np.ndarray, symbols: np.ndarray | None = None) -> float:
+        """The exact information content under the integer tables, in bits (what an ideal
+        entropy coder would spend; the range coder adds a few words): of a version-1 latent,
+        or of version 2's `z_hat` (`latent`) and `symbols`."""
+        bits = 0.0
+        for c in range(len(self.lengths)):
+            bits += _table_bits(latent[..., c].ravel(), self.offsets[c], self.lengths[c],
+                                self.counts[c])
+        if symbols is not None:
+            indexes, _ = self.entropy_parameters(latent)
+            indexes, values = indexes.ravel(), symbols.ravel()
+            for k in range(SCALE_LEVELS):
+                bits += _table_bits(values[indexes == k], self.gaussian_offsets[k],
+                                    self.gaussian_lengths[k], self.gaussian_counts[k])
+        return bits
+
+    def _encode_factorized(self, encoder, latent: np.ndarray) -> None:
+        for c in range(len(self.lengths)):
+            _encode_group(encoder, latent[..., c].ravel(), self._models[c], self.offsets[c],
+                          self.lengths[c])
+
+    def _decode_factorized(self, decoder, latent_shape: tuple[int, int, int]) -> np.ndarray:
         height, width, channels = latent_shape
         latent = np.empty((channels, height * width), np.int64)
         for c in range(channels):
-            symbols = decoder.decode(self._models[c], height * width).astype(np.int64)
-            values = symbols + self.offsets[c]
-            escaped = symbols == self.lengths[c]
-            if escaped.any():
-                values[escaped] = _decode_escapes(decoder, uniform, int(escaped.sum()),
-                                                  self.offsets[c], self.lengths[c])
-            latent[c] = values
+            latent[c] = _decode_group(decoder, height * width, self._models[c],
+                                      self.offsets[c], self.lengths[c])
         return latent.T.reshape(height, width, channels)
 
-    def information_bits(self, latent: np.ndarray) -> float:
-        """The exact information content of a latent under the integer tables, in bits
-        (what an ideal entropy coder would spend; the range coder adds a few words)."""
-        bits = 0.0
-        for c in range(self.latent_channels):
-            values = latent[..., c].ravel()
-            index = values - self.offsets[c]
-            escaped = (index < 0) | (index >= self.lengths[c])
-            index = np.where(escaped, self.lengths[c], index)
-            bits += float(np.sum(TABLE_BITS - np.log2(self.counts[c, index])))
-            for _, sizes in _escape_symbols(values[escaped], self.offsets[c], self.lengths[c]):
-                bits += float(np.sum(np.log2(sizes)))
-        return bits
+    def _encode_indexed(self, encoder, values: np.ndarray, indexes: np.ndarray) -> None:
+        for k in range(SCALE_LEVELS):
+            selected = values[indexes == k]
+            if len(selected):
+                _encode_group(encoder, selected, self._gaussian_models[k],
+                              self.gaussian_offsets[k], self.gaussian_lengths[k])
+
+    def _decode_indexed(self, decoder, indexes: np.ndarray) -> np.ndarray:
+        # int32: the encoder clips to +-LATENT_LIMIT; a forged stream's larger escapes are
+        # clipped alike rather than taking twice the memory.
+        values = np.empty(len(indexes), np.int32)
+        for k in range(SCALE_LEVELS):
+            selected = indexes == k
+            count = int(np.count_nonzero(selected))
+            if count:
+                group = _decode_group(decoder, count, self._gaussian_models[k],
+                                      self.gaussian_offsets[k], self.gaussian_lengths[k])
+                values[selected] = np.clip(group, -LATENT_LIMIT, LATENT_LIMIT)
+        return values
 
 
 TABLE_BITS = 16  # log2 of the tables' total count (aezoo.compression.TABLE_PRECISION)
+
+
+def _range_decoder(payload: bytes):
+    import constriction
+
+    if len(payload) % 4:
+        raise ValueError("the payload is not whole 32-bit words")
+    words = np.frombuffer(payload, "<u4").astype(np.uint32)
+    return constriction.stream.queue.RangeDecoder(words)
+
+
+def _encode_group(encoder, values: np.ndarray, model, offset: int, length: int) -> None:
+    """Codes integers with one table: window symbols, then the escaped values."""
+    import constriction
+
+    index = values - offset
+    escaped = (index < 0) | (index >= length)
+    symbols = np.where(escaped, length, index).astype(np.int32)
+    encoder.encode(symbols, model)
+    if escaped.any():
+        uniform = constriction.stream.model.Uniform()
+        for symbols, sizes in _escape_symbols(values[escaped], offset, length):
+            encoder.encode(symbols, uniform, sizes)
+
+
+def _decode_group(decoder, count: int, model, offset: int, length: int) -> np.ndarray:
+    import constriction
+
+    symbols = decoder.decode(model, count).astype(np.int64)
+    values = symbols + offset
+    escaped = symbols == length
+    if escaped.any():
+        uniform = constriction.stream.model.Uniform()
+        values[escaped] = _decode_escapes(decoder, uniform, int(escaped.sum()), offset, length)
+    return values
+
+
+def _table_bits(values: np.ndarray, offset: int, length: int, counts: np.ndarray) -> float:
+    index = values - offset
+    escaped = (index < 0) | (index >= length)
+    index = np.where(escaped, length, index)
+    bits = float(np.sum(TABLE_BITS - np.log2(counts[index])))
+    for _, sizes in _escape_symbols(values[escaped], offset, length):
+        bits += float(np.sum(np.log2(sizes)))
+    return bits
 
 
 def _escape_symbols(values: np.ndarray, offset: int, length: int):

@@ -7,6 +7,14 @@ Train one model per rate point (larger --lmbda: more bits, better quality) on ra
     aezoo compress train --images ../shared/data/raw/cbsd432 --patch 128 \\
         --lmbda 0.01 --epochs 40 --out runs/compress_0.01
 
+The hyperprior models (`--model compression_hyperprior` or `compression_meanscale`, .aez
+format version 2) code each latent with a Gaussian predicted from side information; the
+papers' size is the default (N = 128, M = 192), a smaller one trains faster on a CPU:
+
+    aezoo compress train --model compression_meanscale --images ../shared/data/raw/cbsd432 \\
+        --patch 128 --lmbda 0.01 --filters 64 64 64 --hyper-filters 64 64 64 \\
+        --latent-dim 96 --epochs 60 --mixed-precision mixed_bfloat16 --out runs/meanscale_0.01
+
 A second rate point trains faster when it starts from the first (--init):
 
     aezoo compress train --images ../shared/data/raw/cbsd432 --patch 128 \\

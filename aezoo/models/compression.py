@@ -1,6 +1,8 @@
-"""Learned image compression: the factorized-prior model of Ballé et al. (ICLR 2017, 2018).
+"""Learned image compression: the factorized-prior model of Ballé et al. (ICLR 2017, 2018),
+and the scale- and mean-scale-hyperprior models (Ballé et al. ICLR 2018; Minnen et al.
+NeurIPS 2018, without the autoregressive context model).
 
-`x -> analysis transform -> y -> quantiser + entropy model -> y_hat -> synthesis -> x_hat`
+`compression`: `x -> analysis -> y -> quantiser + entropy model -> y_hat -> synthesis -> x_hat`
 
 The encoder ends with an `EntropyBottleneck`: in training it adds uniform noise in
 [-0.5, 0.5) to `y` (a differentiable stand-in for rounding) and adds the estimated rate,
@@ -14,10 +16,50 @@ The entropy model is the non-parametric per-channel density of Ballé et al. 201
 `EntropyBottleneck.finalise()` turns it into integer probability tables, stored as
 non-trainable int32 weights of the layer, so a saved model carries them and decoding is
 bit-exact in any process on any machine (see `aezoo.codec`).
+
+`compression_hyperprior`, `compression_meanscale`:
+
+    x -> analysis -> y -> hyper-analysis -> z -> hyper_bottleneck -> z_hat
+    z_hat -> hyper_synthesis -> (means,) scales
+    (y, means, scales) -> gaussian_conditional -> y_hat -> synthesis -> x_hat
+
+The side information `z_hat` is coded with a factorized prior (an `EntropyBottleneck`),
+and each element of `y` with a Gaussian whose scale (and mean) the hyper-synthesis predicts
+from `z_hat`.  The encoder still returns `{y_hat, image_size}` and the decoder takes them;
+`HyperpriorAutoencoder.analysis_model()` gives `y`, `z_hat` and the float parameters.
+
+What a decoder must compute exactly like its encoder, and how:
+
+* The tables.  The factorized prior's (z's) are integers fixed by `finalise()`, as above;
+  the Gaussian tables are integers too, made once by `GaussianConditional.finalise()` for
+  `SCALE_LEVELS` fixed scales and stored in the model (counts summing to 2**16).
+* Which table codes each element of `y`, and the mean subtracted before rounding.  A
+  floating-point hyper-synthesis would give slightly different scales on another CPU, with
+  another math library or thread count (oneDNN and Eigen, say, differ in the last bits of
+  almost every output), and a scale near the boundary between two tables would then pick
+  another table on the decoder's side and derail the rest of the stream.  So the codec
+  never uses the float network: `HyperSynthesis.finalise()` quantises its kernels and
+  biases once to integers, and `integer_hyper_synthesis` computes it with integer
+  arithmetic only (Ballé, Johnston, Minnen, "Integer networks for data compression with
+  latent-variable models", ICLR 2019): exact (transposed) convolutions, rounding right
+  shifts, a ReLU that clips.  Its scales pick tables by integer comparisons with stored
+  integer thresholds (`table_indexes`), and its means are fixed-point numbers (units of
+  2**-16), so `round(y - mean)` is what the file carries and `q + mean` is exactly the
+  same number on every machine.  These parts are exact: the entropy-decoded `z_hat` and
+  `y_hat` are identical everywhere.
+* Not exact: the synthesis transform (`y_hat -> x_hat`) runs in float32 in TensorFlow, so
+  its pixels may differ by a grey level across CPUs and TensorFlow builds (they are
+  identical on one machine and build); so may the encoder's choice of latent (which only
+  changes the file, never its decodability).  Training uses the float hyper-synthesis;
+  the integer one is a post-training quantisation precise enough (15-bit kernels, 12
+  fractional bits in the activations, 16 in the outputs) that its scales and means differ
+  from the float ones by far less than the 13 % between neighbouring tables, so the files
+  stay within a few percent of the model's own rate estimate (tested).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import keras
@@ -86,52 +128,204 @@ def compression(
         inference) and `image_size` (int32, (batch, 2)), and `.decoder` maps that to `x_hat`.
     """
     kwargs = dict(locals())
-    input_shape = check_input_shape(input_shape, ranks=(3,), dynamic=True, channels=(1, 3))
-    latent_dim = check_int("latent_dim", latent_dim)
-    filters = check_ints("filters", filters)
-    kernel_size = check_int("kernel_size", kernel_size)
-    if activation != "gdn":
-        check_activation("activation", activation)
-    check_activation("output_activation", output_activation)
-    if isinstance(lmbda, bool) or not isinstance(lmbda, (int, float)) or not lmbda > 0:
-        raise ValueError(f"`lmbda` must be a positive number. Received: lmbda={lmbda!r}")
-    channels = input_shape[-1]
+    input_shape, latent_dim, filters, kernel_size = _check_codec_arguments(kwargs)
     stride = 2 ** (len(filters) + 1)
-
-    def conv(n, name, layer=keras.layers.Conv2D):
-        return layer(n, kernel_size, strides=2, padding="same", name=name)
-
-    def nonlinearity(name, inverse=False):
-        if activation == "gdn":
-            return GDN(inverse=inverse, name=name)
-        return keras.layers.Activation(activation, name=name)
 
     x = keras.Input(input_shape, name="x")
     h = PadToMultiple(stride, mode="edge", name="pad")(x)
-    for i, n in enumerate(filters, start=1):
-        h = conv(n, f"down{i}_conv")(h)
-        h = nonlinearity(f"down{i}_gdn" if activation == "gdn" else f"down{i}_act")(h)
-    y = conv(latent_dim, "latent_conv")(h)
+    y = _analysis(h, filters, latent_dim, kernel_size, activation)
     y_hat = EntropyBottleneck(pixels_per_element=stride**2, name="entropy_bottleneck")(y)
     codes = {"y_hat": y_hat, "image_size": ImageSize(name="image_size")(x)}
     encoder = keras.Model(x, codes, name="encoder")
+    decoder = _synthesis(y_hat.shape[1:], input_shape[-1], filters, kernel_size, activation,
+                         output_activation)
+    return make_autoencoder("compression", kwargs, encoder, decoder, cls=CompressionAutoencoder)
+
+
+def compression_hyperprior(
+    input_shape: tuple[int | None, int | None, int] = (None, None, 3),
+    latent_dim: int = 192,
+    filters: tuple[int, ...] = (128, 128, 128),
+    kernel_size: int = 5,
+    activation: str = "gdn",
+    output_activation: str = "linear",
+    hyper_filters: tuple[int, ...] = (128, 128, 128),
+    lmbda: float = 0.01,
+    name: str = "compression_hyperprior",
+) -> "HyperpriorAutoencoder":
+    """Builds a learned image codec with a scale hyperprior (Ballé et al. ICLR 2018).
+
+    `x -> pad -> analysis (as `compression`) -> y`;
+    `|y| -> hyper_abs -> hyper_conv1 .. hyper_latent_conv -> z -> hyper_bottleneck -> z_hat
+    -> hyper_synthesis -> scales`; `(y, scales) -> gaussian_conditional -> y_hat`;
+    `{y_hat, image_size} -> synthesis (as `compression`) -> reconstruction`.
+
+    Each element of `y` is coded with a zero-mean Gaussian whose scale the hyper-synthesis
+    predicts from the side information `z_hat`, itself coded with a factorized prior.  The
+    codec picks the scale's table with an integer version of the hyper-synthesis, so files
+    decode the same everywhere (see the module docstring).
+
+    Args:
+        input_shape: `(height, width, channels)`, channels 1 or 3; height and width may be
+            None (any size).
+        latent_dim: channels of the latent `y` (M in the papers).
+        filters: channels of the hidden levels of the analysis transform (N in the papers);
+            the synthesis transform mirrors them.
+        kernel_size: size of the kernels of the analysis and synthesis transforms.
+        activation: "gdn" (GDN in the analysis, IGDN in the synthesis) or a Keras activation.
+        output_activation: activation of the reconstruction ("linear" as in the papers).
+        hyper_filters: channels of the levels of the hyper-analysis: a 3x3 convolution to
+            `hyper_filters[0]`, then one 5x5 stride-2 convolution to each next entry, the
+            last giving the hyper-latent `z`; ReLU between them.  The hyper-synthesis mirrors
+            them with 5x5 stride-2 transposed convolutions and ends in a 3x3 convolution to
+            the `latent_dim` scales.  The default is the papers' (N = 128, z 4 times smaller
+            than y).
+        lmbda: the rate-distortion trade-off: the loss is
+            `bits per pixel (y and z) + lmbda * 255**2 * MSE`.
+        name: model name.
+
+    Returns:
+        A `HyperpriorAutoencoder`; `.encoder` maps `x` to a dict of `y_hat` and
+        `image_size` as `compression`'s does, and `.decoder` maps that to `x_hat`.
+    """
+    kwargs = dict(locals())
+    return _hyperprior("compression_hyperprior", kwargs, means=False)
+
+
+def compression_meanscale(
+    input_shape: tuple[int | None, int | None, int] = (None, None, 3),
+    latent_dim: int = 192,
+    filters: tuple[int, ...] = (128, 128, 128),
+    kernel_size: int = 5,
+    activation: str = "gdn",
+    output_activation: str = "linear",
+    hyper_filters: tuple[int, ...] = (128, 128, 128),
+    lmbda: float = 0.01,
+    name: str = "compression_meanscale",
+) -> "HyperpriorAutoencoder":
+    """Builds a learned image codec with a mean-scale hyperprior (Minnen et al. NeurIPS
+    2018, without the autoregressive context model).
+
+    As `compression_hyperprior`, except that the hyper-analysis sees `y` itself (not `|y|`)
+    and the hyper-synthesis predicts a mean and a scale for each element of `y`
+    (`2 * latent_dim` channels: the means, then the scales).  The quantised latent is
+    `y_hat = round(y - mean) + mean`; the file carries the integers `round(y - mean)`.
+
+    Args:
+        input_shape: `(height, width, channels)`, channels 1 or 3; height and width may be
+            None (any size).
+        latent_dim: channels of the latent `y` (M).
+        filters: channels of the hidden levels of the analysis transform (N).
+        kernel_size: size of the kernels of the analysis and synthesis transforms.
+        activation: "gdn" or a Keras activation.
+        output_activation: activation of the reconstruction.
+        hyper_filters: channels of the levels of the hyper-analysis (see
+            `compression_hyperprior`).
+        lmbda: the rate-distortion trade-off (see `compression_hyperprior`).
+        name: model name.
+
+    Returns:
+        A `HyperpriorAutoencoder`.
+    """
+    kwargs = dict(locals())
+    return _hyperprior("compression_meanscale", kwargs, means=True)
+
+
+def _hyperprior(model: str, kwargs: dict, means: bool) -> "HyperpriorAutoencoder":
+    input_shape, latent_dim, filters, kernel_size = _check_codec_arguments(kwargs)
+    hyper_filters = check_ints("hyper_filters", kwargs["hyper_filters"])
+    activation = kwargs["activation"]
+    stride = 2 ** (len(filters) + 1)
+    hyper_stride = 2 ** (len(hyper_filters) - 1)
+
+    x = keras.Input(input_shape, name="x")
+    # Padded to a multiple of both strides, so that the hyper-synthesis gives back exactly
+    # the latent's height and width.
+    h = PadToMultiple(stride * hyper_stride, mode="edge", name="pad")(x)
+    y = _analysis(h, filters, latent_dim, kernel_size, activation)
+    # The scale hyperprior sees magnitudes only (scales do not depend on signs); the
+    # mean-scale one needs the signs to predict the means.
+    h = y if means else Abs(name="hyper_abs")(y)
+    for i, n in enumerate(hyper_filters, start=1):
+        last = i == len(hyper_filters)
+        h = keras.layers.Conv2D(
+            n, 3 if i == 1 else 5, strides=1 if i == 1 else 2, padding="same",
+            activation=None if last else "relu",
+            name="hyper_latent_conv" if last else f"hyper_conv{i}",
+        )(h)
+    z_hat = EntropyBottleneck(
+        pixels_per_element=(stride * hyper_stride) ** 2, name="hyper_bottleneck"
+    )(h)
+    params = HyperSynthesis(
+        filters=hyper_filters[-2::-1], output_channels=(2 if means else 1) * latent_dim,
+        name="hyper_synthesis",
+    )(z_hat)
+    y_hat = GaussianConditional(
+        pixels_per_element=stride**2, means=means, name="gaussian_conditional"
+    )([y, params])
+    codes = {"y_hat": y_hat, "image_size": ImageSize(name="image_size")(x)}
+    encoder = keras.Model(x, codes, name="encoder")
+    decoder = _synthesis(y_hat.shape[1:], input_shape[-1], filters, kernel_size, activation,
+                         kwargs["output_activation"])
+    return make_autoencoder(model, kwargs, encoder, decoder, cls=HyperpriorAutoencoder)
+
+
+def _check_codec_arguments(kwargs: dict) -> tuple:
+    """Checks the arguments every compression builder takes; returns the normalised
+    (input_shape, latent_dim, filters, kernel_size)."""
+    input_shape = check_input_shape(
+        kwargs["input_shape"], ranks=(3,), dynamic=True, channels=(1, 3)
+    )
+    latent_dim = check_int("latent_dim", kwargs["latent_dim"])
+    filters = check_ints("filters", kwargs["filters"])
+    kernel_size = check_int("kernel_size", kwargs["kernel_size"])
+    if kwargs["activation"] != "gdn":
+        check_activation("activation", kwargs["activation"])
+    check_activation("output_activation", kwargs["output_activation"])
+    lmbda = kwargs["lmbda"]
+    if isinstance(lmbda, bool) or not isinstance(lmbda, (int, float)) or not lmbda > 0:
+        raise ValueError(f"`lmbda` must be a positive number. Received: lmbda={lmbda!r}")
+    return input_shape, latent_dim, filters, kernel_size
+
+
+def _nonlinearity(activation: str, name: str, inverse: bool = False) -> keras.layers.Layer:
+    if activation == "gdn":
+        return GDN(inverse=inverse, name=name)
+    return keras.layers.Activation(activation, name=name)
+
+
+def _analysis(h, filters, latent_dim: int, kernel_size: int, activation: str):
+    """`down1_conv, down1_gdn .. downN_conv, downN_gdn -> latent_conv`: y, as a Keras tensor."""
+    for i, n in enumerate(filters, start=1):
+        h = keras.layers.Conv2D(n, kernel_size, strides=2, padding="same",
+                                name=f"down{i}_conv")(h)
+        h = _nonlinearity(activation, f"down{i}_gdn" if activation == "gdn" else f"down{i}_act")(h)
+    return keras.layers.Conv2D(latent_dim, kernel_size, strides=2, padding="same",
+                               name="latent_conv")(h)
+
+
+def _synthesis(latent_shape, channels: int, filters, kernel_size: int, activation: str,
+               output_activation: str) -> keras.Model:
+    """The decoder: `{y_hat, image_size} -> latent_deconv, latent_igdn -> upN_deconv,
+    upN_igdn .. up1_deconv -> crop to image_size -> reconstruction`."""
+
+    def deconv(n, name):
+        return keras.layers.Conv2DTranspose(n, kernel_size, strides=2, padding="same", name=name)
 
     suffix = "igdn" if activation == "gdn" else "act"
     inputs = {
-        "y_hat": keras.Input(y_hat.shape[1:], name="y_hat"),
+        "y_hat": keras.Input(latent_shape, name="y_hat"),
         "image_size": keras.Input((2,), dtype="int32", name="image_size"),
     }
-    h = conv(filters[-1], "latent_deconv", keras.layers.Conv2DTranspose)(inputs["y_hat"])
-    h = nonlinearity(f"latent_{suffix}", inverse=True)(h)
+    h = deconv(filters[-1], "latent_deconv")(inputs["y_hat"])
+    h = _nonlinearity(activation, f"latent_{suffix}", inverse=True)(h)
     for i in range(len(filters), 1, -1):
-        h = conv(filters[i - 2], f"up{i}_deconv", keras.layers.Conv2DTranspose)(h)
-        h = nonlinearity(f"up{i}_{suffix}", inverse=True)(h)
-    h = conv(channels, "up1_deconv", keras.layers.Conv2DTranspose)(h)
+        h = deconv(filters[i - 2], f"up{i}_deconv")(h)
+        h = _nonlinearity(activation, f"up{i}_{suffix}", inverse=True)(h)
+    h = deconv(channels, "up1_deconv")(h)
     h = CropToSize(name="crop")([h, inputs["image_size"]])
     x_hat = keras.layers.Activation(output_activation, dtype="float32", name="reconstruction")(h)
-    decoder = keras.Model(inputs, x_hat, name="decoder")
-
-    return make_autoencoder("compression", kwargs, encoder, decoder, cls=CompressionAutoencoder)
+    return keras.Model(inputs, x_hat, name="decoder")
 
 
 @keras.saving.register_keras_serializable(package="aezoo")
@@ -171,12 +365,29 @@ class CompressionAutoencoder(Autoencoder):
         keras.Model.compile(self, optimizer=optimizer, loss=None, **kwargs)
 
     def fit(self, *args, **kwargs):
-        """`keras.Model.fit`, then the integer probability tables of the trained entropy
-        model (`EntropyBottleneck.finalise`), so that a model saved after training codes
+        """`keras.Model.fit`, then `finalise()`, so that a model saved after training codes
         files at once."""
         history = super().fit(*args, **kwargs)
-        self.entropy_bottleneck.finalise()
+        self.finalise()
         return history
+
+    def finalise(self) -> None:
+        """Computes the integer probability tables of the trained entropy model
+        (`EntropyBottleneck.finalise`)."""
+        self.entropy_bottleneck.finalise()
+
+    @property
+    def finalised(self) -> bool:
+        """Whether the integer tables that `aezoo.codec` needs are there."""
+        return self.entropy_bottleneck.finalised
+
+    def estimate_bits(self, x) -> float:
+        """The model's own estimate of the bits of a batch of images `x` (floats in [0, 1]):
+        `sum(-log2 p(y_hat))` under its continuous density, at the rounded latent (what
+        training minimises, with rounding in place of noise)."""
+        y_hat = self.encoder(x, training=False)["y_hat"]
+        p = self.entropy_bottleneck.likelihood(y_hat)
+        return float(-np.sum(np.log2(np.asarray(p, np.float64))))
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         rate = tf.add_n([tf.cast(loss, tf.float32) for loss in self.losses])
@@ -191,6 +402,70 @@ class CompressionAutoencoder(Autoencoder):
         # Keras averages gradients over replicas by summing per-replica losses, so each
         # replica's loss is divided by their number (as Keras does for compiled losses).
         return total / tf.distribute.get_strategy().num_replicas_in_sync
+
+
+@keras.saving.register_keras_serializable(package="aezoo")
+class HyperpriorAutoencoder(CompressionAutoencoder):
+    """A `CompressionAutoencoder` with a hyperprior: its rate is the bits of `y` under the
+    Gaussian conditional plus the bits of the side information `z` under the factorized
+    prior (`hyper_bottleneck`, which `entropy_bottleneck` names here)."""
+
+    @property
+    def entropy_bottleneck(self) -> "EntropyBottleneck":
+        return self.encoder.get_layer("hyper_bottleneck")
+
+    @property
+    def gaussian_conditional(self) -> "GaussianConditional":
+        return self.encoder.get_layer("gaussian_conditional")
+
+    @property
+    def hyper_synthesis(self) -> "HyperSynthesis":
+        return self.encoder.get_layer("hyper_synthesis")
+
+    @property
+    def stride(self) -> int:
+        """How many times smaller `y` is than the image, in height and width."""
+        return 2 ** (len(self.get_config()["filters"]) + 1)
+
+    @property
+    def hyper_stride(self) -> int:
+        """How many times smaller `z` is than `y`, in height and width."""
+        return 2 ** (len(self.get_config()["hyper_filters"]) - 1)
+
+    def finalise(self) -> None:
+        """The integer tables of both entropy models and the integer hyper-synthesis."""
+        self.entropy_bottleneck.finalise()
+        self.hyper_synthesis.finalise()
+        self.gaussian_conditional.finalise()
+
+    @property
+    def finalised(self) -> bool:
+        return all(part.finalised for part in (
+            self.entropy_bottleneck, self.hyper_synthesis, self.gaussian_conditional))
+
+    def analysis_model(self) -> keras.Model:
+        """`x -> {"y", "z_hat", "params"}`: the latent before quantisation, the rounded
+        hyper-latent (at inference) and the float hyper-synthesis's output, from the
+        encoder's own layers (what the codec and the rate estimate need)."""
+        encoder = self.encoder
+        outputs = {
+            "y": encoder.get_layer("latent_conv").output,
+            "z_hat": encoder.get_layer("hyper_bottleneck").output,
+            "params": encoder.get_layer("hyper_synthesis").output,
+        }
+        return keras.Model(encoder.input, outputs, name="analysis")
+
+    def estimate_bits(self, x) -> float:
+        """The model's own estimate of the bits of a batch of images `x`: `-log2` of the
+        continuous likelihoods of `z_hat` and of `y_hat` given the float hyper-synthesis
+        (what training minimises, with rounding in place of noise)."""
+        parts = self.analysis_model()(x, training=False)
+        conditional = self.gaussian_conditional
+        means, scales = conditional.split(parts["params"])
+        y_hat = conditional.quantise(tf.cast(parts["y"], tf.float32), means)
+        p_y = conditional.likelihood(y_hat - means, scales)
+        p_z = self.entropy_bottleneck.likelihood(tf.cast(parts["z_hat"], tf.float32))
+        return float(sum(-np.sum(np.log2(np.asarray(p, np.float64))) for p in (p_y, p_z)))
 
 
 # ------------------------------------------------------------------------------ layers
@@ -488,3 +763,409 @@ def quantise_pmf(pmf: np.ndarray, precision: int) -> np.ndarray:
         i = int(np.argmax(counts))
         counts[i] -= min(excess, counts[i] - 1)
     return counts
+
+
+# ----------------------------------------------------------------- hyperprior models
+
+# The Gaussian conditional codes each element of y with one of SCALE_LEVELS fixed tables,
+# zero-mean Gaussians of log-spaced scales from SCALE_MIN to SCALE_MAX (the table of
+# tensorflow-compression and CompressAI).  A table covers +-TAIL_STDS standard deviations,
+# so at most 2 * ceil(TAIL_STDS * SCALE_MAX) + 1 values, plus the escape symbol (whose mass,
+# below 6e-7 of the Gaussian, is lifted to the smallest count).
+SCALE_MIN = 0.11
+SCALE_MAX = 256.0
+SCALE_LEVELS = 64
+TAIL_STDS = 5.0
+GAUSSIAN_SUPPORT = 2 * math.ceil(TAIL_STDS * SCALE_MAX) + 1
+
+# The integer hyper-synthesis (Ballé, Johnston, Minnen, ICLR 2019) is fixed-point: kernels
+# are integers of at most 15 bits (|k| <= WEIGHT_MAX) with a per-level number of fractional
+# bits, hidden activations have ACTIVATION_FRACTION fractional bits and are clipped (the
+# ReLU) to [0, ACTIVATION_MAX], and the outputs (means and scales) come in units of
+# 2**-OUTPUT_FRACTION.  The input z_hat is clipped to +-INPUT_MAX.  With at most
+# MAX_CHANNELS input channels, each tap's dot product is an integer below
+# 2**13 * 2**24 * 2**15 = 2**52 in magnitude, which float64 matrix products compute exactly.
+WEIGHT_MAX = 2**15 - 1
+BIAS_MAX = 2**31 - 1
+INPUT_MAX = 2**15
+ACTIVATION_FRACTION = 12
+ACTIVATION_MAX = 2**24 - 1  # 4096 - 2**-12
+OUTPUT_FRACTION = 16
+OUTPUT_MAX = 2**31 - 1
+MAX_CHANNELS = 2**13
+MAX_FRACTION = 40  # fractional bits of a kernel whose weights are all tiny (or zero)
+
+
+@keras.saving.register_keras_serializable(package="aezoo")
+class Abs(keras.layers.Layer):
+    """|x|, elementwise (what the scale hyperprior's hyper-analysis sees)."""
+
+    def call(self, x):
+        return tf.abs(x)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+@keras.saving.register_keras_serializable(package="aezoo")
+class HyperSynthesis(keras.layers.Layer):
+    """The hyper-synthesis transform, in float for training and in integers for decoding.
+
+    `z_hat -> [5x5 stride-2 transposed convolution, ReLU] x len(filters) -> 3x3 convolution
+    -> params` (`padding="same"` throughout, as Keras's layers).
+
+    Keras calls it in float32 (under any dtype policy: its output picks the tables).
+    `finalise()` quantises the trained kernels and biases once to fixed-point integers
+    (int32 weights of the layer, see `WEIGHT_MAX` and the constants beside it), and
+    `integer_call(z_hat)` then computes the same network with integer arithmetic only, so
+    every machine gets the same bits (`aezoo.codec` uses it on both sides of a file).  The
+    integer network differs from the float one by its rounding: 2**-13 absolute in the
+    hidden activations (which it clips at 4096), about 2**-15 relative in the kernels.
+
+    Args:
+        filters: output channels of the transposed convolutions, in order.
+        output_channels: channels of the output.
+    """
+
+    def __init__(self, filters: tuple[int, ...] = (128, 128), output_channels: int = 192,
+                 **kwargs):
+        kwargs["dtype"] = "float32"
+        super().__init__(**kwargs)
+        self.filters = tuple(int(f) for f in filters)
+        self.output_channels = int(output_channels)
+
+    def build(self, input_shape):
+        channels = (input_shape[-1], *self.filters, self.output_channels)
+        if max(channels[:-1]) > MAX_CHANNELS:
+            raise ValueError(f"The integer hyper-synthesis takes at most {MAX_CHANNELS} "
+                             f"channels per level. Received: {channels}")
+        self.kernels, self.biases = [], []
+        self.integer_kernels, self.integer_biases = [], []
+        for i, (cin, cout) in enumerate(itertools.pairwise(channels)):
+            # Transposed convolutions keep TensorFlow's (k, k, out, in) kernel layout.
+            shape = (5, 5, cout, cin) if i < len(self.filters) else (3, 3, cin, cout)
+            self.kernels.append(self.add_weight(
+                name=f"kernel{i}", shape=shape, initializer="glorot_uniform"))
+            self.biases.append(self.add_weight(name=f"bias{i}", shape=(cout,),
+                                               initializer="zeros"))
+            self.integer_kernels.append(self.add_weight(
+                name=f"integer_kernel{i}", shape=shape, dtype="int32", initializer="zeros",
+                trainable=False))
+            self.integer_biases.append(self.add_weight(
+                name=f"integer_bias{i}", shape=(cout,), dtype="int32", initializer="zeros",
+                trainable=False))
+        # Fractional bits of each level's integer kernel; -1 until finalise().
+        self.integer_fractions = self.add_weight(
+            name="integer_fractions", shape=(len(channels) - 1,), dtype="int32",
+            initializer=keras.initializers.Constant(-1), trainable=False)
+
+    def call(self, z):
+        h = z
+        for i, (kernel, bias) in enumerate(zip(self.kernels, self.biases)):
+            if i < len(self.filters):
+                shape = tf.shape(h)
+                output_shape = tf.stack([shape[0], 2 * shape[1], 2 * shape[2], kernel.shape[2]])
+                h = tf.nn.conv2d_transpose(h, kernel, output_shape, strides=2, padding="SAME")
+                h = tf.nn.relu(h + bias)
+            else:
+                h = tf.nn.conv2d(h, kernel, strides=1, padding="SAME") + bias
+        return h
+
+    def compute_output_shape(self, input_shape):
+        factor = 2 ** len(self.filters)
+
+        def up(size):
+            return None if size is None else size * factor
+
+        return (input_shape[0], up(input_shape[1]), up(input_shape[2]), self.output_channels)
+
+    @property
+    def finalised(self) -> bool:
+        return bool(np.all(self.integer_fractions.numpy() >= 0))
+
+    def finalise(self) -> None:
+        """Quantises the kernels and biases to the integers of `integer_call`.
+
+        Each level's kernel gets as many fractional bits as fit 15-bit integers (and its
+        bias, in the units of the level's sums, 31 bits), up to `MAX_FRACTION`.
+        """
+        fraction = 0  # of the level's input: z_hat is an integer
+        fractions = []
+        for i, (kernel, bias) in enumerate(zip(self.kernels, self.biases)):
+            k = np.asarray(kernel.numpy(), np.float64)
+            b = np.asarray(bias.numpy(), np.float64)
+            bits = MAX_FRACTION
+            if np.any(k):
+                bits = min(bits, math.floor(math.log2(WEIGHT_MAX / np.max(np.abs(k)))))
+            if np.any(b):
+                bits = min(bits, math.floor(math.log2(BIAS_MAX / np.max(np.abs(b)))) - fraction)
+            if bits < 0:
+                raise ValueError(
+                    f"The hyper-synthesis's level {i} has weights too large for its integer "
+                    f"version (largest kernel {np.max(np.abs(k)):g}, bias {np.max(np.abs(b)):g})."
+                )
+            k = np.clip(np.round(k * 2.0**bits), -WEIGHT_MAX, WEIGHT_MAX)
+            b = np.clip(np.round(b * 2.0 ** (fraction + bits)), -BIAS_MAX, BIAS_MAX)
+            self.integer_kernels[i].assign(k.astype(np.int32))
+            self.integer_biases[i].assign(b.astype(np.int32))
+            fractions.append(bits)
+            fraction = ACTIVATION_FRACTION
+        self.integer_fractions.assign(np.array(fractions, np.int32))
+
+    def integer_parameters(self) -> dict[str, list[np.ndarray]]:
+        """The integer network: kernels, biases (int64) and fractional bits of each level."""
+        if not self.finalised:
+            raise ValueError("The hyper-synthesis has no integer version yet: call finalise().")
+        return {
+            "kernels": [np.asarray(k.numpy(), np.int64) for k in self.integer_kernels],
+            "biases": [np.asarray(b.numpy(), np.int64) for b in self.integer_biases],
+            "fractions": [int(f) for f in self.integer_fractions.numpy()],
+            "upsampling": len(self.filters),
+        }
+
+    def integer_call(self, z_hat: np.ndarray) -> np.ndarray:
+        """The integer network on one integer hyper-latent (height, width, channels): the
+        outputs (height * 2**len(filters), width * 2**len(filters), output_channels) as int64
+        in units of 2**-OUTPUT_FRACTION.  See `integer_hyper_synthesis`."""
+        return integer_hyper_synthesis(z_hat, self.integer_parameters())
+
+    def get_config(self):
+        return {**super().get_config(), "filters": list(self.filters),
+                "output_channels": self.output_channels}
+
+
+def integer_hyper_synthesis(z_hat: np.ndarray, parameters: dict) -> np.ndarray:
+    """The integer hyper-synthesis of `HyperSynthesis.integer_parameters()` on one integer
+    hyper-latent (height, width, channels), with integer arithmetic only.
+
+    Each level: an exact integer (transposed) convolution plus the integer bias, whose
+    result has `fraction_in + fraction_k` fractional bits; hidden levels then round to
+    `ACTIVATION_FRACTION` bits (adding half and shifting right) and clip to
+    `[0, ACTIVATION_MAX]` (the ReLU); the last rounds to `OUTPUT_FRACTION` bits.
+
+    Returns:
+        int64 (height * 2**upsampling, width * 2**upsampling, output channels), in units of
+        2**-OUTPUT_FRACTION.
+    """
+    a = np.clip(np.asarray(z_hat, np.int64), -INPUT_MAX, INPUT_MAX)
+    fraction = 0
+    levels = len(parameters["kernels"])
+    for i, (kernel, bias, bits) in enumerate(
+        zip(parameters["kernels"], parameters["biases"], parameters["fractions"])
+    ):
+        if i < parameters["upsampling"]:
+            acc = integer_conv2d_transpose(a, kernel) + bias
+        else:
+            acc = integer_conv2d(a, kernel) + bias
+        if i < levels - 1:
+            a = np.clip(_shift_round(acc, fraction + bits - ACTIVATION_FRACTION), 0,
+                        ACTIVATION_MAX)
+            fraction = ACTIVATION_FRACTION
+        else:
+            return np.clip(_shift_round(acc, fraction + bits - OUTPUT_FRACTION), -OUTPUT_MAX,
+                           OUTPUT_MAX)
+    raise AssertionError("unreachable: the network has at least one level")
+
+
+def _exact_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """`a @ b` of integer matrices, exactly, as int64.
+
+    Computed with float64 matrix products (BLAS, 30 times faster than NumPy's int64 loops),
+    which is exact here: every product and partial sum is an integer of magnitude below
+    2**53 (see `MAX_CHANNELS`), and IEEE 754 arithmetic on such integers never rounds, in any
+    order of summation, with or without fused multiply-adds, on any machine.
+    """
+    return (a.astype(np.float64) @ b.astype(np.float64)).astype(np.int64)
+
+
+def integer_conv2d(a: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """`tf.nn.conv2d(a, kernel, strides=1, padding="SAME")` on integers, exactly.
+
+    Args:
+        a: (height, width, in channels) integers.
+        kernel: (k, k, in channels, out channels) integers.
+    """
+    height, width, cin = a.shape
+    k = kernel.shape[0]
+    before = (k - 1) // 2  # TensorFlow's "SAME": the odd pixel of padding goes after
+    padded = np.pad(a, ((before, k - 1 - before), (before, k - 1 - before), (0, 0)))
+    out = np.zeros((height, width, kernel.shape[3]), np.int64)
+    for i in range(k):
+        for j in range(k):
+            window = padded[i: i + height, j: j + width].reshape(-1, cin)
+            out += _exact_matmul(window, kernel[i, j]).reshape(out.shape)
+    return out
+
+
+def integer_conv2d_transpose(a: np.ndarray, kernel: np.ndarray, stride: int = 2) -> np.ndarray:
+    """`tf.nn.conv2d_transpose(a, kernel, stride * size, stride, padding="SAME")` on
+    integers, exactly: each input position adds its kernel-weighted values to the
+    `k x k` outputs around `stride * position`.
+
+    Args:
+        a: (height, width, in channels) integers.
+        kernel: (k, k, out channels, in channels) integers (TensorFlow's layout).
+    """
+    height, width, cin = a.shape
+    k, cout = kernel.shape[0], kernel.shape[2]
+    # The padding "SAME" gives the convolution that this one transposes, on an input of
+    # stride * size: max(k - stride, 0) in total, the smaller half before.
+    before = max(k - stride, 0) // 2
+    full = np.zeros((stride * height + k, stride * width + k, cout), np.int64)
+    flat = a.reshape(-1, cin)
+    for i in range(k):
+        for j in range(k):
+            product = _exact_matmul(flat, kernel[i, j].T).reshape(height, width, cout)
+            full[i: i + stride * height: stride, j: j + stride * width: stride] += product
+    return full[before: before + stride * height, before: before + stride * width]
+
+
+def _shift_round(values: np.ndarray, bits: int) -> np.ndarray:
+    """`values * 2**-bits` rounded to the nearest integer (halves up), exactly, for int64."""
+    if bits > 0:
+        return (values + (1 << (bits - 1))) >> bits
+    # (Only for kernels of huge weights; the clip keeps the shift from overflowing.)
+    return np.clip(values, -(2**46), 2**46) << -bits
+
+
+def scale_table() -> np.ndarray:
+    """The `SCALE_LEVELS` scales of the Gaussian tables (float64, log-spaced).  (Only
+    `finalise()` uses them, to make the integer tables that decoders then read.)"""
+    scales = np.exp(np.linspace(math.log(SCALE_MIN), math.log(SCALE_MAX), SCALE_LEVELS))
+    scales[[0, -1]] = SCALE_MIN, SCALE_MAX  # exactly, not exp(log(.)) of them
+    return scales
+
+
+def _normal_cdf(t):
+    return 0.5 * tf.math.erfc(-t * (1 / math.sqrt(2.0)))
+
+
+@keras.saving.register_keras_serializable(package="aezoo")
+class GaussianConditional(keras.layers.Layer):
+    """Quantiser and conditional Gaussian entropy model of `y` given the hyper-synthesis.
+
+    Called on `[y, params]`, where `params` holds one scale per element of `y` (the
+    `means=True` variant: a mean, then a scale; the channels of the means come first).  In
+    training `y_hat = y + u`, `u ~ U(-0.5, 0.5)`; at inference `y_hat = round(y - mean) +
+    mean`.  `p(y_hat)` is the mass of `N(mean, max(scale, SCALE_MIN))` on
+    `[y_hat - 0.5, y_hat + 0.5]`; the layer adds `sum(-log2 p(y_hat))` per image pixel to
+    the model's losses.  It computes in float32 under any dtype policy.
+
+    `finalise()` writes the integer tables of the fixed scales of `scale_table()` (int32
+    weights `table_counts`, `table_offsets`, `table_lengths`, as `EntropyBottleneck`'s), and
+    `scale_thresholds`, the boundaries between neighbouring scales (their geometric means) in
+    the integer hyper-synthesis's output units: the codec gives each element the table of
+    the scale nearest (in log) to its integer scale, by integer comparisons.
+
+    Args:
+        pixels_per_element: image pixels per spatial position of `y` (stride**2).
+        means: whether `params` holds means too.
+        likelihood_bound: smallest likelihood, so that log2 stays finite.
+        seed: seed of the training noise.
+    """
+
+    def __init__(self, pixels_per_element: int = 1, means: bool = False,
+                 likelihood_bound: float = 1e-9, seed: int | None = None, **kwargs):
+        kwargs["dtype"] = "float32"
+        super().__init__(**kwargs)
+        self.pixels_per_element = int(pixels_per_element)
+        self.means = bool(means)
+        self.likelihood_bound = float(likelihood_bound)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def build(self, input_shapes):
+        y_shape, params_shape = input_shapes
+        expected = (2 if self.means else 1) * y_shape[-1]
+        if params_shape[-1] != expected:
+            raise ValueError(f"GaussianConditional expects {expected} channels of parameters "
+                             f"for {y_shape[-1]} latent channels. Received: {params_shape[-1]}")
+
+        def table(name, shape):
+            return self.add_weight(
+                name=name, shape=shape, dtype="int32", initializer="zeros", trainable=False
+            )
+
+        self.table_counts = table("table_counts", (SCALE_LEVELS, GAUSSIAN_SUPPORT + 1))
+        self.table_offsets = table("table_offsets", (SCALE_LEVELS,))
+        self.table_lengths = table("table_lengths", (SCALE_LEVELS,))
+        self.scale_thresholds = table("scale_thresholds", (SCALE_LEVELS - 1,))
+
+    def split(self, params):
+        """(means, scales) of a parameter tensor; means are zeros without `means`."""
+        if not self.means:
+            return tf.zeros_like(params), params
+        channels = params.shape[-1] // 2
+        return params[..., :channels], params[..., channels:]
+
+    @staticmethod
+    def quantise(y, means):
+        return tf.round(y - means) + means
+
+    def likelihood(self, values, scales):
+        """p of `values` (`y_hat - mean`) under zero-mean Gaussians of `scales`, elementwise."""
+        scales = _lower_bound(scales, SCALE_MIN)
+        # Both terms in the lower tail, where erfc keeps its relative accuracy.
+        magnitude = tf.abs(values)
+        upper = _normal_cdf((0.5 - magnitude) / scales)
+        lower = _normal_cdf((-0.5 - magnitude) / scales)
+        return _lower_bound(upper - lower, self.likelihood_bound)
+
+    def call(self, inputs, training=False):
+        y, params = inputs
+        means, scales = self.split(params)
+        if training:
+            y_hat = y + keras.random.uniform(tf.shape(y), -0.5, 0.5, seed=self.seed_generator)
+        else:
+            y_hat = self.quantise(y, means)
+        bits = -tf.reduce_sum(tf.math.log(self.likelihood(y_hat - means, scales))) / math.log(2.0)
+        shape = tf.shape(y)
+        pixels = tf.cast(shape[0] * shape[1] * shape[2] * self.pixels_per_element, tf.float32)
+        self.add_loss(bits / pixels)
+        return y_hat
+
+    def compute_output_shape(self, input_shapes):
+        return input_shapes[0]
+
+    @property
+    def finalised(self) -> bool:
+        return bool(np.all(self.table_lengths.numpy() > 0))
+
+    def finalise(self) -> None:
+        """Computes the integer tables of the fixed scales (once: they depend on no weight,
+        but are stored so that decoders read them rather than recompute them)."""
+        scales = scale_table()
+        counts = np.zeros((SCALE_LEVELS, GAUSSIAN_SUPPORT + 1), np.int64)
+        offsets = np.zeros(SCALE_LEVELS, np.int64)
+        lengths = np.zeros(SCALE_LEVELS, np.int64)
+        erfc = np.vectorize(math.erfc)
+        for k, scale in enumerate(scales):
+            half = math.ceil(TAIL_STDS * scale)
+            magnitude = np.abs(np.arange(-half, half + 1, dtype=np.float64))
+            pmf = 0.5 * (erfc((magnitude - 0.5) / (scale * math.sqrt(2.0)))
+                         - erfc((magnitude + 0.5) / (scale * math.sqrt(2.0))))
+            escape = max(1.0 - pmf.sum(), 0.0)
+            counts[k, : 2 * half + 2] = quantise_pmf(np.append(pmf, escape), TABLE_PRECISION)
+            offsets[k], lengths[k] = -half, 2 * half + 1
+        thresholds = np.round(np.sqrt(scales[:-1] * scales[1:]) * 2.0**OUTPUT_FRACTION)
+        self.table_counts.assign(counts.astype(np.int32))
+        self.table_offsets.assign(offsets.astype(np.int32))
+        self.table_lengths.assign(lengths.astype(np.int32))
+        self.scale_thresholds.assign(thresholds.astype(np.int32))
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "pixels_per_element": self.pixels_per_element,
+            "means": self.means,
+            "likelihood_bound": self.likelihood_bound,
+            "seed": self.seed,
+        }
+
+
+def table_indexes(scales: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """The table of each integer scale (units of 2**-OUTPUT_FRACTION): the number of
+    thresholds below it, by integer comparisons (so 0 for scales at or below the first
+    boundary, SCALE_LEVELS - 1 above the last)."""
+    return np.searchsorted(np.asarray(thresholds, np.int64), np.asarray(scales, np.int64),
+                           side="left").astype(np.uint8)
