@@ -3,12 +3,18 @@ WebP and JPEG 2000, and its speed on one full-size Kodak image.
 
     python benchmarks/compression_kodak.py --runs runs/compress_0.005 runs/compress_0.01 \\
         runs/compress_0.02 runs/compress_0.04 --out runs/rd_kodak
+    python benchmarks/compression_kodak.py --runs RUN1 RUN2 --max-images 2 --codecs jpeg \\
+        --repeats 1 --out /tmp/rd                                  # a smoke test
 
-Runs `applications/compress.py evaluate` on the 24 Kodak images (results.json, results.md
-and rd.png in --out), times `Codec.compress` and `Codec.decompress` of kodim01 (768x512;
-the first call, then the median of 5), and prints the targets: BD-rate against JPEG over
-0.25-1.0 bpp (below 0), PSNR at 0.25 / 0.5 / 1.0 bpp next to the classical codecs and the
-published factorized-prior model, and encode/decode under 2 s.  Writes --out/benchmark.json.
+Measures the runs (trained by `aezoo compress train`; presets too) and the classical codecs
+on the 24 Kodak images with `aezoo.rate_distortion.evaluate`, as
+`aezoo compress evaluate --model RUN... --images KODAK --out OUT` does (results.json,
+results.md and rd.png in --out), times `Codec.compress` and `Codec.decompress` of kodim01
+(768x512; the first call, then the median of --repeats), and prints the targets: BD-rate
+against JPEG over 0.25-1.0 bpp (below 0), PSNR at 0.25 / 0.5 / 1.0 bpp next to the
+classical codecs and the published factorized-prior model, and encode/decode under 2 s.
+The training time columns come from runs of aezoo 0.1, whose history recorded it ("-"
+otherwise).  Writes --out/benchmark.json.
 """
 
 from __future__ import annotations
@@ -22,57 +28,75 @@ from pathlib import Path
 
 from offline import DATA  # noqa: E402  (this folder's offline.py)
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "applications"))
+from aezoo.apps import cli
 
-import compress  # noqa: E402  (imports aezoo.cli first: TensorFlow starts quietly)
-
-from aezoo import codec, data  # noqa: E402
-
+CODECS = ("jpeg", "webp", "jpeg2000")
 # Ballé et al. 2018 factorized prior, fully trained (tensorflow-compression / CompressAI
 # bmshj2018-factorized), PSNR on Kodak at 0.25 / 0.5 / 1.0 bpp, as quoted in issue 6.
 PUBLISHED = {"0.25": 29.2, "0.5": 31.9, "1.0": 35.5}
 
 
+def progress(name: str, point: dict) -> None:
+    print(f"  {name} {Path(str(point['setting'])).name}: {point['bpp']:.3f} bpp, "
+          f"{point['psnr']:.2f} dB", flush=True)
+
+
+def training_time(run) -> dict:
+    history = json.loads((run.path / "history.json").read_text())
+    hours = {key: history[f"{key}_seconds"][0] / 3600 if f"{key}_seconds" in history else None
+             for key in ("wall", "cpu")}
+    return {"epochs": len(history["loss"]), "wall_hours": hours["wall"],
+            "cpu_hours": hours["cpu"]}
+
+
+@cli.guarded("compression_kodak.py")  # user errors: one line on stderr, status 2
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=Path, nargs="+", required=True)
+    parser.add_argument("--runs", nargs="+", required=True,
+                        help="one run folder (or preset) per rate point")
     parser.add_argument("--images", type=Path, default=DATA / "raw" / "kodak")
+    parser.add_argument("--max-images", type=int, help="the first N images only")
+    parser.add_argument("--codecs", nargs="*", choices=CODECS, default=list(CODECS))
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
+    cli.start_tensorflow()
+    from aezoo import codec, data, rate_distortion, runs
 
-    status = compress.main(["evaluate", "--model", *map(str, args.runs),
-                            "--images", str(args.images), "--out", str(args.out)])
-    if status:
-        return status
-    results = json.loads((args.out / "results.json").read_text())
+    opened = {Path(source).name: runs.load_run(source, task="compress") for source in args.runs}
+    models = {name: run.model for name, run in opened.items()}
+    channels = {int(model.encoder.input_shape[-1]) for model in models.values()}
+    if len(channels) > 1:
+        raise ValueError("The runs differ in channels (grayscale and RGB); measure them apart.")
+    channels = channels.pop()
+    files = data.list_images(args.images)[: args.max_images]
+    images = [data.read_image(path, channels=channels) for path in files]
+    print(f"Evaluating on {len(images)} images of {args.images}", flush=True)
+    results = rate_distortion.evaluate(models, images, [p.name for p in files], args.codecs,
+                                       progress=progress)
+    args.out.mkdir(parents=True, exist_ok=True)
+    with runs.writing(args.out / "rd.png") as path:
+        rate_distortion.plot(results["curves"], path,
+                             title=f"{args.images.name} ({len(images)} images)")
+    runs.write_text(args.out / "results.md", rate_distortion.markdown(results))
+    runs.write_text(args.out / "results.json", json.dumps(results, indent=2) + "\n")
 
-    image = data.read_image(data.list_images(args.images)[0])
     timings = {}
-    for run in args.runs:
-        packer = codec.Codec(codec.load_model(run))
+    for name, model in models.items():
+        packer = codec.Codec(model)
         encode, decode = [], []
         for _ in range(args.repeats + 1):
             started = time.perf_counter()
-            blob = packer.compress(image)
+            blob = packer.compress(images[0])
             encode.append(time.perf_counter() - started)
             started = time.perf_counter()
             packer.decompress(blob)
             decode.append(time.perf_counter() - started)
-        timings[run.name] = {
+        timings[name] = {
             "encode_first_s": encode[0], "encode_median_s": statistics.median(encode[1:]),
             "decode_first_s": decode[0], "decode_median_s": statistics.median(decode[1:]),
         }
-
-    training = {}
-    for run in args.runs:
-        history = json.loads((run / "history.json").read_text())
-        training[run.name] = {
-            "epochs": len(history["loss"]),
-            "wall_hours": history.get("wall_seconds", [0])[0] / 3600,
-            "cpu_hours": history.get("cpu_seconds", [0])[0] / 3600,
-        }
+    training = {name: training_time(run) for name, run in opened.items()}
 
     at = results["psnr_at_bpp"]
     bd = results["bd_rate"]
@@ -80,33 +104,34 @@ def main(argv=None) -> int:
     def cell(value, digits=2):
         return "-" if value is None else f"{value:.{digits}f}"
 
-    print("\n| PSNR (dB) on Kodak | 0.25 bpp | 0.5 bpp | 1.0 bpp |")
+    print(f"\n| PSNR (dB) on {args.images.name} | 0.25 bpp | 0.5 bpp | 1.0 bpp |")
     print("|---|---|---|---|")
-    for name in ("aezoo", "jpeg", "webp", "jpeg2000"):
+    for name in ("aezoo", *args.codecs):
         print(f"| {name} | " + " | ".join(cell(at[name][r]) for r in PUBLISHED) + " |")
     published = " | ".join(cell(v) for v in PUBLISHED.values())
-    print(f"| published factorized prior | {published} |")
+    print(f"| published factorized prior (Kodak) | {published} |")
     print("\n| BD-rate of aezoo (PSNR) | all shared rates | 0.25-1.0 bpp of the anchor |")
     print("|---|---|---|")
     for name, values in bd.items():
         print(f"| vs {name} | {cell(values['psnr_all'], 1)} % | "
               f"{cell(values['psnr_0.25-1.0bpp'], 1)} % |")
-    print("\n| run | epochs | training wall h | training CPU h | encode kodim01 s (first, median) "
-          "| decode s (first, median) |")
+    print(f"\n| run | epochs | training wall h | training CPU h | encode {files[0].name} s "
+          "(first, median) | decode s (first, median) |")
     print("|---|---|---|---|---|---|")
     for name, t in timings.items():
         tr = training[name]
-        print(f"| {name} | {tr['epochs']} | {tr['wall_hours']:.2f} | {tr['cpu_hours']:.2f} | "
-              f"{t['encode_first_s']:.2f}, {t['encode_median_s']:.2f} | "
+        print(f"| {name} | {tr['epochs']} | {cell(tr['wall_hours'])} | {cell(tr['cpu_hours'])} "
+              f"| {t['encode_first_s']:.2f}, {t['encode_median_s']:.2f} | "
               f"{t['decode_first_s']:.2f}, {t['decode_median_s']:.2f} |")
     target = bd["jpeg"]["psnr_0.25-1.0bpp"] if "jpeg" in bd else None
     fast = all(max(t["encode_median_s"], t["decode_median_s"]) < 2 for t in timings.values())
     print(f"\nTarget BD-rate vs JPEG over 0.25-1.0 bpp < 0: "
           f"{'met' if target is not None and target < 0 else 'NOT met'} ({cell(target, 1)} %)")
-    print(f"Target encode and decode of one Kodak image < 2 s: {'met' if fast else 'NOT met'}")
-    (args.out / "benchmark.json").write_text(json.dumps(
+    print(f"Target encode and decode of one image < 2 s: {'met' if fast else 'NOT met'}")
+    runs.write_text(args.out / "benchmark.json", json.dumps(
         {"psnr_at_bpp": at, "published": PUBLISHED, "bd_rate": bd, "timings": timings,
-         "training": training}, indent=2))
+         "training": training}, indent=2) + "\n")
+    print(f"Wrote results.json, results.md, rd.png and benchmark.json in {args.out}")
     return 0
 
 

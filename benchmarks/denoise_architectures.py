@@ -4,8 +4,10 @@ Train400 images (random 64x64 patches, Gaussian noise of sigma 25, batch 16, Ada
 is scored by PSNR on the other 20, whole and with noise of a fixed seed.  Never on BSD68.
 
     python benchmarks/denoise_architectures.py                 # all variants, 300 CPU s each
-    python benchmarks/denoise_architectures.py --cpu-seconds 900 --variants default wide_first
+    python benchmarks/denoise_architectures.py --cpu-seconds 900 --variants default narrow_first
     python benchmarks/denoise_architectures.py --mixed-precision mixed_bfloat16
+    python benchmarks/denoise_architectures.py --cpu-seconds 2 --variants default \\
+        --json /tmp/architectures.json                              # a smoke test
 
 Prints a Markdown table and writes --json (default: denoise_architectures.json).
 """
@@ -19,13 +21,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from aezoo import cli  # noqa: F401  (first: imports TensorFlow quietly)
+import numpy as np
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
+from offline import DATA  # noqa: E402  (this folder's offline.py)
 
-from aezoo import data, metrics, noise  # noqa: E402
-from aezoo.denoising import denoising  # noqa: E402
+from aezoo.apps import cli
 
 VARIANTS = {
     "default": {"filters": (32, 64), "latent_dim": 128},
@@ -37,9 +37,13 @@ SIGMA = 25 / 255
 
 
 def run(name: str, kwargs: dict, files: list[Path], val: np.ndarray, args) -> dict:
+    import keras
+
+    from aezoo import MODELS, data, metrics, noise
+
     keras.utils.set_random_seed(0)
     keras.config.set_dtype_policy(args.mixed_precision)
-    model = denoising(input_shape=(None, None, 1), corruption=None, **kwargs)
+    model = MODELS["denoising"](input_shape=(None, None, 1), corruption=None, **kwargs)
     keras.config.set_dtype_policy("float32")
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse", jit_compile=False)
     examples = data.from_directory(files[0].parent, channels=1, patch_size=64,
@@ -59,16 +63,19 @@ def run(name: str, kwargs: dict, files: list[Path], val: np.ndarray, args) -> di
     }
 
 
+@cli.guarded("denoise_architectures.py")  # user errors: one line on stderr, status 2
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    default = Path(__file__).resolve().parents[2] / "shared" / "data" / "raw" / "train400"
-    parser.add_argument("--images", type=Path, default=default)
+    parser.add_argument("--images", type=Path, default=DATA / "raw" / "train400")
     parser.add_argument("--cpu-seconds", type=float, default=300)
     parser.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--mixed-precision", default="float32",
                         choices=("float32", "mixed_bfloat16"))
     parser.add_argument("--json", type=Path, default=Path("denoise_architectures.json"))
     args = parser.parse_args(argv)
+    cli.start_tensorflow()
+    from aezoo import data
+
     files = data.list_images(args.images)
     rows = []
     with tempfile.TemporaryDirectory() as folder:

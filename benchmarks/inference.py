@@ -2,12 +2,13 @@
 the model, across batch sizes; and the compression codec's encode/decode time per image.
 
     python benchmarks/inference.py                               # default conv, 28x28x1
-    python benchmarks/inference.py --model runs/mnist_conv/model.keras
+    python benchmarks/inference.py --model runs/mnist_conv       # a run, preset or .keras
     python benchmarks/inference.py --codec runs/compress_0.01 --images ../shared/data/raw/kodak
     python benchmarks/inference.py --json results/inference.json
+    python benchmarks/inference.py --repeats 1 --batches 1 4     # a smoke test
 
-Part "model": for batch sizes 1, 32 and 256, the median time per batch (and images per
-second) of
+Part "model": for batch sizes 1, 32 and 256 (--batches), the median time per batch (and
+images per second) of
   * `serving_default` of the SavedModel written by `aezoo.export` and loaded with
     `tf.saved_model.load` (what TF Serving runs, without its network layer),
   * its `encode` signature, then `decode` on what `encode` returned,
@@ -17,8 +18,9 @@ second) of
 The weights do not change the time, so without --model an untrained default `conv` model is
 timed.
 
-Part "codec" (with --codec RUN_DIR): `aezoo.codec.Codec.compress` and `decompress` of each
-image of --images (full size), the median seconds per image and the bits per pixel.
+Part "codec" (with --codec RUN: a run folder of `aezoo compress train`, or a compression
+preset): `aezoo.codec.Codec.compress` and `decompress` of each image of --images (full
+size), the median seconds per image and the bits per pixel.
 """
 
 from __future__ import annotations
@@ -32,14 +34,9 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import numpy as np
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-import aezoo  # noqa: E402
-from aezoo import export  # noqa: E402
+from aezoo.apps import cli
 
 BATCHES = (1, 32, 256)
 
@@ -58,7 +55,11 @@ def timed(function, repeats: int, min_seconds: float = 0.5) -> float:
     return statistics.median(times)
 
 
-def part_model(model: keras.Model, repeats: int) -> list[dict]:
+def part_model(model, repeats: int, batches=BATCHES) -> list[dict]:
+    import tensorflow as tf
+
+    from aezoo import export
+
     with tempfile.TemporaryDirectory() as tmp:
         path = export.export_saved_model(model, Path(tmp) / "export")
         loaded = tf.saved_model.load(str(path))
@@ -67,7 +68,7 @@ def part_model(model: keras.Model, repeats: int) -> list[dict]:
         rows = []
         shape = tuple(d if d is not None else 64 for d in model.input_shape[1:])
         rng = np.random.default_rng(0)
-        for batch in BATCHES:
+        for batch in batches:
             x = rng.random((batch, *shape), dtype=np.float32)
             tx = tf.constant(x)
             methods = {
@@ -85,11 +86,10 @@ def part_model(model: keras.Model, repeats: int) -> list[dict]:
     return rows
 
 
-def part_codec(run: Path, images_dir: Path, limit: int | None) -> dict:
-    from aezoo import codec, data
+def part_codec(run: str, images_dir: Path, limit: int | None) -> dict:
+    from aezoo import codec, data, runs
 
-    model = codec.load_model(run)
-    packer = codec.Codec(model)
+    packer = codec.Codec(runs.load_run(run, task="compress").model)
     files = data.list_images(images_dir)[:limit]
     encode_s, decode_s, bpp = [], [], []
     packer.decompress(packer.compress(data.read_image(files[0], channels=packer.channels)))
@@ -118,37 +118,46 @@ def part_codec(run: Path, images_dir: Path, limit: int | None) -> dict:
     }
 
 
+@cli.guarded("inference.py")  # user errors: one line on stderr, status 2
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, help=".keras file (default: untrained conv)")
+    parser.add_argument("--model", help="run folder, preset or .keras file (default: an "
+                        "untrained conv)")
     parser.add_argument("--input-shape", type=int, nargs="+", default=[28, 28, 1])
+    parser.add_argument("--batches", type=int, nargs="+", default=list(BATCHES))
     parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--codec", type=Path, metavar="RUN_DIR", help="compress.py run folder")
+    parser.add_argument("--codec", metavar="RUN", help="run folder of `aezoo compress train`, "
+                        "or a compression preset")
     parser.add_argument("--images", type=Path, help="images for --codec (e.g. Kodak)")
     parser.add_argument("--limit", type=int, help="the first N images only")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
+    if args.codec is not None and args.images is None:
+        parser.error("--codec needs --images")
+    cli.start_tensorflow()
+    import keras
+    import tensorflow as tf
+
+    from aezoo import MODELS, runs
 
     if args.model is not None:
-        model = keras.models.load_model(args.model)
+        model = runs.open_model(args.model)
     else:
-        model = aezoo.MODELS["conv"](input_shape=tuple(args.input_shape), latent_dim=32)
+        model = MODELS["conv"](input_shape=tuple(args.input_shape), latent_dim=32)
     results: dict = {"tensorflow": tf.__version__, "keras": keras.__version__,
                      "cpus": os.cpu_count(), "model": str(args.model or "conv (untrained)"),
                      "input_shape": list(model.input_shape[1:])}
     print(f"Model {results['model']}, input {tuple(model.input_shape[1:])}", flush=True)
-    rows = part_model(model, args.repeats)
+    rows = part_model(model, args.repeats, args.batches)
     results["model_rows"] = rows
-    print("\n| method | " + " | ".join(f"batch {b}: ms (img/s)" for b in BATCHES) + " |")
-    print("|---|" + "---|" * len(BATCHES))
+    print("\n| method | " + " | ".join(f"batch {b}: ms (img/s)" for b in args.batches) + " |")
+    print("|---|" + "---|" * len(args.batches))
     for method in dict.fromkeys(row["method"] for row in rows):
         cells = [f"{r['ms_per_batch']:.2f} ({r['images_per_s']:.0f})"
-                 for b in BATCHES for r in rows if r["method"] == method and r["batch"] == b]
+                 for b in args.batches for r in rows if r["method"] == method and r["batch"] == b]
         print(f"| {method} | " + " | ".join(cells) + " |")
 
     if args.codec is not None:
-        if args.images is None:
-            parser.error("--codec needs --images")
         print(f"\nCodec {args.codec} on {args.images}", flush=True)
         codec_result = part_codec(args.codec, args.images, args.limit)
         results["codec"] = codec_result

@@ -1,12 +1,12 @@
 """Reconstruction quality on the full MNIST test set, against PCA and the mean image.
 
-    python -m aezoo.train --model conv --dataset mnist --latent-dim 32 --epochs 10 \\
-        --out runs/mnist_conv
-    python benchmarks/mnist_quality.py runs/mnist_conv/model.keras [--json results.json]
+    aezoo train --model conv --dataset mnist --latent-dim 32 --epochs 10 --out runs/mnist_conv
+    python benchmarks/mnist_quality.py runs/mnist_conv [--json results.json]
+    python benchmarks/mnist_quality.py runs/mnist_conv --limit 1000   # a smoke test
 
-Prints a table of test-set mean squared errors (pixels in [0, 1]): the model, PCA with as many
-components as the model's latent size (fitted on the 60,000 training images by SVD), and the
-mean training image.
+Prints a table of test-set mean squared errors (pixels in [0, 1]): the model (a run folder,
+a preset or a .keras file), PCA with as many components as the model's latent size (fitted
+on the 60,000 training images), and the mean training image.
 """
 
 from __future__ import annotations
@@ -17,16 +17,18 @@ import math
 import sys
 from pathlib import Path
 
-from aezoo import cli  # first: imports TensorFlow quietly
+import numpy as np
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
+from offline import use_offline_tfds  # noqa: E402  (this folder's offline.py)
 
-from aezoo import data  # noqa: E402
+from aezoo.apps import cli
 
 
-def load(split: str) -> np.ndarray:
-    return np.stack([np.asarray(x) for x in data.from_tfds("mnist", split)]).astype(np.float32)
+def load(split: str, limit: int | None) -> np.ndarray:
+    from aezoo import data
+
+    examples = data.from_tfds("mnist", split)
+    return data.to_arrays(examples.take(limit) if limit else examples)
 
 
 def pca_mse(x_train: np.ndarray, x_test: np.ndarray, components: int) -> float:
@@ -40,14 +42,21 @@ def pca_mse(x_train: np.ndarray, x_test: np.ndarray, components: int) -> float:
     return float(np.mean((rebuilt - test) ** 2))
 
 
+@cli.guarded("mnist_quality.py")  # user errors: one line on stderr, status 2
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("model", type=Path, help="a .keras file of a model for 28x28x1 images")
+    parser.add_argument("model", help="run folder, preset or .keras file of a model for "
+                        "28x28x1 images")
+    parser.add_argument("--limit", type=int,
+                        help="the first N images of each split only (default: all)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
+    use_offline_tfds()
+    cli.start_tensorflow()
+    from aezoo import runs
 
-    model = keras.models.load_model(args.model)
-    x_train, x_test = load("train"), load("test")
+    model = runs.open_model(args.model)
+    x_train, x_test = load("train", args.limit), load("test", args.limit)
     x_hat = model.predict(x_test, batch_size=500, verbose=0)
     latent = math.prod(model.encoder.output_shape[1:])
     rows = {

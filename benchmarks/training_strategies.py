@@ -2,11 +2,14 @@
 
     python benchmarks/training_strategies.py                       # MNIST, 1 epoch, default conv
     python benchmarks/training_strategies.py --split "train[:6400]" --json results/strategies.json
+    python benchmarks/training_strategies.py --split "train[:256]" --val-split "test[:128]" \
+        --runs auto mirrored resume          # a smoke test: one training process at a time
 
-Runs `python -m aezoo.train --model conv --dataset mnist --latent-dim 32` three ways on this
-machine: `--strategy auto` (one device here), `--strategy mirrored --cpu-devices 2` (two
-replicas on a split CPU) and `--strategy multiworker` with two local worker processes; then
-a run killed with SIGKILL after its first epoch's checkpoint and started again with the same
+Runs `aezoo train --model conv --dataset mnist --latent-dim 32` (as
+`python -m aezoo train ...`, one process per run) three ways on this machine:
+`--strategy auto` (one device here), `--strategy mirrored --cpu-devices 2` (two replicas on
+a split CPU) and `--strategy multiworker` with two local worker processes; then a run
+killed with SIGKILL after its first epoch's checkpoint and started again with the same
 command.  The table gives each run's wall time, Keras's time for the epoch, its losses, and
 the largest difference of its final weights from the one-device run's (same data, seed and
 global batches, so they differ by float32 round-off only, which grows with the number of
@@ -35,10 +38,14 @@ ENV["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), ENV.get("PYTHONPATH
 use_offline_tfds(ENV)
 
 
-def command(split: str, epochs: int, out: str, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "aezoo.train", "--model", "conv", "--dataset", "mnist",
-            "--split", split, "--latent-dim", "32", "--epochs", str(epochs), "--out", out,
-            *extra]
+RUNS = {"auto": "auto (1 device)", "mirrored": "mirrored, 2 CPU devices",
+        "mw": "2 local workers", "resume": "kill and resume"}
+
+
+def command(args, epochs: int, out: str, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "aezoo", "train", "--model", "conv", "--dataset", "mnist",
+            "--split", args.split, "--val-split", args.val_split, "--latent-dim", "32",
+            "--epochs", str(epochs), "--out", out, *extra]
 
 
 def epoch_seconds(stdout: str) -> list[float]:
@@ -78,9 +85,9 @@ def two_workers() -> list[str]:
             for i in range(2)]
 
 
-def kill_and_resume(split: str, folder: Path) -> dict:
+def kill_and_resume(options, folder: Path) -> dict:
     """Kills a 2-epoch run after epoch 1's checkpoint, then runs the same command again."""
-    args = command(split, 2, "resume")
+    args = command(options, 2, "resume")
     first = subprocess.Popen(args, cwd=folder, env=ENV, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
     while not (folder / "resume/checkpoints/epoch_001.keras").exists():
@@ -91,66 +98,80 @@ def kill_and_resume(split: str, folder: Path) -> dict:
     first.wait()
     backup = json.loads((folder / "resume/backup/training_metadata.json").read_text())
     second = run(args, folder)
-    import aezoo  # noqa: F401  (registers aezoo's classes with Keras)
-    import keras
-
-    model = keras.models.load_model(folder / "resume/model.keras")
     history = json.loads((folder / "resume/history.json").read_text())
     return {
         "killed_after_epochs": backup["epoch"],
         "restart_ran": re.findall(r"^Epoch (\d+/\d+)", second["stdout"], re.MULTILINE),
         "history_epochs": len(history["loss"]),
-        "optimizer_steps": int(model.optimizer.iterations),
         "restart_wall_s": second["wall_s"],
     }
 
 
-def main() -> None:
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--split", default="train")
+    parser.add_argument("--val-split", default="auto", help="of `aezoo train` (auto: test)")
+    parser.add_argument("--runs", nargs="+", choices=list(RUNS), default=list(RUNS),
+                        help="which runs (mw: two worker processes at once)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--keep", type=Path, help="keep the runs in this folder")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     folder = args.keep or Path(tempfile.mkdtemp(prefix="aezoo_strategies_"))
     folder.mkdir(parents=True, exist_ok=True)
 
-    runs = {
-        "auto (1 device)": run(command(args.split, 1, "auto", "--strategy", "auto"), folder),
-        "mirrored, 2 CPU devices": run(
-            command(args.split, 1, "mirrored", "--strategy", "mirrored", "--cpu-devices", "2"),
-            folder),
-        "2 local workers": run(command(args.split, 1, "mw", "--strategy", "multiworker"),
-                               folder, two_workers()),
+    ways = {
+        "auto": lambda: run(command(args, 1, "auto", "--strategy", "auto"), folder),
+        "mirrored": lambda: run(command(args, 1, "mirrored", "--strategy", "mirrored",
+                                        "--cpu-devices", "2"), folder),
+        "mw": lambda: run(command(args, 1, "mw", "--strategy", "multiworker"), folder,
+                          two_workers()),
     }
-    import aezoo  # noqa: F401  (registers aezoo's classes with Keras)
-    import keras
+    outputs = {path: ways[path]() for path in ways if path in args.runs}
+    results = {}
+    if "resume" in args.runs:
+        results["kill_and_resume"] = kill_and_resume(args, folder)
+    # The weights are compared once every training process has ended (one TensorFlow
+    # process at a time besides the workers).
+    from aezoo.apps import cli
+
+    cli.start_tensorflow()
     import numpy as np
 
-    paths = dict(zip(runs, ["auto", "mirrored", "mw"]))
-    weights = {k: keras.models.load_model(folder / p / "model.keras").get_weights()
-               for k, p in paths.items()}
-    worker = keras.models.load_model(folder / "mw/workers/worker_1/model.keras").get_weights()
-    reference = weights["auto (1 device)"]
-    results = {}
+    from aezoo import load_model, training
+
+    weights = {path: load_model(folder / path / "model.keras").get_weights()
+               for path in outputs}
+    reference = weights.get("auto")
     header = f"{'strategy':26} {'wall s':>7} {'epoch s':>8} {'loss':>8} {'val_loss':>8}"
     print(f"{header} {'max |dw|':>9}")
-    for name, result in runs.items():
-        history = json.loads((folder / paths[name] / "history.json").read_text())
-        diff = max(float(np.max(np.abs(a - b))) for a, b in zip(weights[name], reference))
-        results[name] = {"wall_s": result["wall_s"], "epoch_s": epoch_seconds(result["stdout"]),
-                         "history": history, "max_weight_difference_from_one_device": diff}
-        print(f"{name:26} {result['wall_s']:7.0f} {epoch_seconds(result['stdout'])[0]:8.0f} "
-              f"{history['loss'][-1]:8.5f} {history['val_loss'][-1]:8.5f} {diff:9.2g}")
-    results["workers_identical"] = all(
-        np.array_equal(a, b) for a, b in zip(weights["2 local workers"], worker))
-    print(f"worker 0 and worker 1 weights identical: {results['workers_identical']}")
-
-    results["kill_and_resume"] = kill_and_resume(args.split, folder)
-    print("kill and resume:", results["kill_and_resume"])
+    for path, output in outputs.items():
+        history = json.loads((folder / path / "history.json").read_text())
+        diff = max(float(np.max(np.abs(a - b))) for a, b in zip(weights[path], reference)) \
+            if reference is not None else float("nan")
+        seconds = epoch_seconds(output["stdout"])
+        results[RUNS[path]] = {"wall_s": output["wall_s"], "epoch_s": seconds,
+                               "history": history,
+                               "max_weight_difference_from_one_device": diff}
+        val_loss = history.get("val_loss", [float("nan")])[-1]
+        print(f"{RUNS[path]:26} {output['wall_s']:7.0f} "
+              f"{seconds[0] if seconds else float('nan'):8.0f} "
+              f"{history['loss'][-1]:8.5f} {val_loss:8.5f} {diff:9.2g}")
+    if "mw" in outputs:
+        worker = load_model(folder / "mw/workers/worker_1/model.keras").get_weights()
+        results["workers_identical"] = all(
+            np.array_equal(a, b) for a, b in zip(weights["mw"], worker))
+        print(f"worker 0 and worker 1 weights identical: {results['workers_identical']}")
+    if "resume" in args.runs:
+        # Compiled as saved, with its optimizer: its step count spans both processes.
+        resumed = training.load_trained(folder / "resume/model.keras")
+        results["kill_and_resume"]["optimizer_steps"] = int(resumed.optimizer.iterations)
+        print("kill and resume:", results["kill_and_resume"])
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2))
+    print(f"The runs are in {folder}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -3,10 +3,11 @@
 Their one parameter (the Gaussian's sigma, the median's window) is chosen per noise level by
 a grid search for the best mean PSNR on every 10th image of Train400 (40 grayscale 180x180
 crops of BSDS500 train/test images, none of BSD68), with Gaussian noise of fixed seed.  The
-table it prints is `GAUSSIAN_FILTER_SIGMA` and `MEDIAN_FILTER_SIZE` in aezoo/baselines.py; it
-is never tuned on a test set.
+table it prints is `TUNED_ON_TRAIN400` in aezoo/baselines.py; it is never tuned on a test
+set.
 
     python benchmarks/tune_classical.py [--images ../shared/data/raw/train400] [--json out.json]
+    python benchmarks/tune_classical.py --limit 2      # a smoke test: 2 images
 """
 
 from __future__ import annotations
@@ -19,20 +20,26 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from aezoo import data, metrics
+from offline import DATA  # noqa: E402  (this folder's offline.py)
+
+from aezoo.apps import cli
 
 SIGMAS = (5, 10, 15, 25, 35, 50, 75, 102)  # on the 0-255 scale
 GAUSSIAN_GRID = np.round(np.arange(0.3, 4.01, 0.1), 2)
 MEDIAN_GRID = (3, 5, 7, 9, 11, 13, 15)
 
 
+@cli.guarded("tune_classical.py")  # user errors: one line on stderr, status 2
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    default = Path(__file__).resolve().parents[2] / "shared" / "data" / "raw" / "train400"
-    parser.add_argument("--images", type=Path, default=default)
+    parser.add_argument("--images", type=Path, default=DATA / "raw" / "train400")
+    parser.add_argument("--limit", type=int, help="the first N of every 10th image only")
     parser.add_argument("--json", type=Path, help="also write the table here")
     args = parser.parse_args(argv)
-    files = data.list_images(args.images)[::10]
+    cli.start_tensorflow()  # aezoo.data reads images with TensorFlow
+    from aezoo import data, metrics
+
+    files = data.list_images(args.images)[::10][: args.limit]
     clean = [data.read_image(path, channels=1)[..., 0] / 255.0 for path in files]
     rng = np.random.default_rng(0)
     table = {}
@@ -45,7 +52,8 @@ def main(argv=None) -> int:
         def mean_psnr(denoise):
             return float(np.mean([metrics.psnr(x, denoise(z)) for x, z in zip(clean, noisy)]))
 
-        gauss = {s: mean_psnr(lambda z: ndimage.gaussian_filter(z, float(s))) for s in GAUSSIAN_GRID}
+        gauss = {s: mean_psnr(lambda z: ndimage.gaussian_filter(z, float(s)))
+                 for s in GAUSSIAN_GRID}
         median = {k: mean_psnr(lambda z: ndimage.median_filter(z, size=k)) for k in MEDIAN_GRID}
         best_g, best_m = max(gauss, key=gauss.get), max(median, key=median.get)
         table[sigma] = {"gaussian_sigma": float(best_g), "median_size": int(best_m),
