@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -108,11 +109,14 @@ class Detector:
         inputs = self._model_input(x)
         latent_dim = self.latent_dim or (8 if x.ndim == 2 else 32)
         kwargs = {"latent_dim": latent_dim, **self.model_kwargs}
+        started, cpu_started = time.time(), time.process_time()
         self.model_, self.history_ = training.train(
             self.model_name_, inputs, model_kwargs=kwargs, epochs=self.epochs,
             batch_size=self.batch_size, learning_rate=self.learning_rate, seed=self.seed,
             out_dir=out_dir, verbose=self.verbose, **self.training_kwargs,
         )
+        self.timing_ = {"wall_seconds": time.time() - started,
+                        "cpu_seconds": time.process_time() - cpu_started}
         self.train_scores_ = reconstruction_errors(self.model_, inputs, verbose=self.verbose)
         self.threshold_ = threshold_from(self.train_scores_, self.threshold)
         return self
@@ -174,7 +178,7 @@ class Detector:
             path, self.history_, task="anomaly", model=self.model_name_,
             options={"detector": self.get_params(), **(extra or {})},
             application=self.application(), title=f"{self.model_name_} anomaly detector",
-            edit_endpoints=self.serving_endpoints,
+            edit_endpoints=self.serving_endpoints, timing=getattr(self, "timing_", None),
         )
 
     @classmethod

@@ -149,8 +149,13 @@ def write_run(
     model: str | None,
     options: dict[str, Any],
     application: dict[str, Any] | None = None,
+    timing: dict[str, float] | None = None,
 ) -> dict[str, Any]:
-    """Writes `run.json`, the mark of a finished run: call it last."""
+    """Writes `run.json`, the mark of a finished run: call it last.
+
+    `timing` is what the training took in the process that finished it (`wall_seconds`,
+    `cpu_seconds`; a resumed run counts the last process only).
+    """
     if task not in TASKS:
         raise ValueError(f"`task` must be one of {', '.join(TASKS)}. Received: task={task!r}")
     info = {
@@ -158,6 +163,7 @@ def write_run(
         "model": model,
         "options": _jsonable(options),
         "application": _jsonable(application or {}),
+        "timing": _jsonable(timing or {}),
         "aezoo_version": __version__,
     }
     write_text(Path(path) / RUN_FILE, json.dumps(info, indent=2) + "\n")
@@ -388,6 +394,7 @@ def finish_run(
     title: str = "",
     samples=None,
     edit_endpoints=None,
+    timing: dict[str, float] | None = None,
 ) -> Run:
     """Completes a trained run folder (its `model.keras` saved by `aezoo.training.train`):
     history.json, loss.png, samples.png, the SavedModel `export/1/`, and `run.json` last.
@@ -399,6 +406,7 @@ def finish_run(
         title: the plots' title.
         samples: optional `samples(trained_model, png_path)` that draws samples.png.
         edit_endpoints: optional edit of the export's endpoints (see `aezoo.export`).
+        timing: what the training took (see `write_run`).
 
     Returns:
         The finished run, opened.
@@ -413,6 +421,7 @@ def finish_run(
             samples(trained, temporary)
     if not export.versions(out / EXPORT_DIR):  # a completed run may have it already
         export.export_saved_model(trained, out / EXPORT_DIR, edit_endpoints=edit_endpoints)
-    info = write_run(out, task=task, model=model, options=options, application=application)
+    info = write_run(out, task=task, model=model, options=options, application=application,
+                     timing=timing)
     return Run(out, info, trained)
 

@@ -32,6 +32,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -128,10 +129,13 @@ def train_run(
             print(f"Resuming the interrupted run in {args.out}", flush=True)
         elif state == "trained":
             print(f"Completing the run in {args.out}: its training had finished.", flush=True)
+        started, cpu_started = time.time(), time.process_time()
         trained, history = training.train(
             model, train_examples, model_kwargs=kwargs, validation_data=val_examples,
             strategy=strategy, **options,
         )
+        timing = {"wall_seconds": time.time() - started,
+                  "cpu_seconds": time.process_time() - cpu_started}
         if not chief:
             return None
         examples = val_examples if val_examples is not None else train_examples
@@ -145,6 +149,7 @@ def train_run(
             application=application(trained) if application is not None else None,
             title=f"{args.model} on {source(args)}",
             samples=lambda trained, path: draw(trained, x, path),
+            timing=timing,
         )
 
 
