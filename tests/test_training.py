@@ -323,4 +323,5 @@ def test_history_is_json_serialisable_with_one_value_per_epoch(tmp_path):
         strategy="cpu", out_dir=tmp_path, verbose=0,
     )
     assert json.loads(json.dumps(history)) == history
-    assert set(history) == {"loss", "val_loss"} and all(len(v) == 3 for v in history.values())
+    assert set(history) == {"loss", "val_loss", "learning_rate"}
+    assert all(len(v) == 3 for v in history.values())
