@@ -370,7 +370,8 @@ def load_array(source: np.ndarray | str | os.PathLike, *, key: str | None = None
             try:
                 loaded = loaded[chosen]
             except (ValueError, OSError, EOFError, zipfile.BadZipFile):
-                raise ValueError(f"{path} is damaged: its array '{chosen}' cannot be read.") from None
+                raise ValueError(
+                    f"{path} is damaged: its array '{chosen}' cannot be read.") from None
         source = loaded
     array = np.asarray(source)
     if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)

@@ -164,7 +164,8 @@ def evaluate(
 
 def markdown_table(results: dict, sigma: float | None) -> str:
     """The results of `evaluate` as a Markdown table (method, PSNR, SSIM, time, setting)."""
-    rows = ["| method | PSNR (dB) | SSIM | seconds per image | parameters |", "|---|---|---|---|---|"]
+    rows = ["| method | PSNR (dB) | SSIM | seconds per image | parameters |",
+            "|---|---|---|---|---|"]
     for method, score in results["methods"].items():
         if method in baselines.CLASSICAL:
             setting = baselines.describe(method, sigma) if sigma is not None else "oracle sigma"

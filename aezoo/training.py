@@ -574,7 +574,8 @@ class _SyncedBackupAndRestore(keras.callbacks.BackupAndRestore):
             checkpoints = sorted(backup.parent.glob("checkpoints/epoch_*.keras"))
             way_out = f"delete {backup} to start the run afresh"
             if checkpoints:
-                way_out += f", or start afresh from its last good epoch with --init {checkpoints[-1]}"
+                way_out += (", or start afresh from its last good epoch with "
+                            f"--init {checkpoints[-1]}")
             raise ValueError(f"The crash-recovery backup in {backup} is damaged "
                              f"({type(error).__name__}); {way_out}.") from None
         if not is_multi_worker(self._strategy):

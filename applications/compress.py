@@ -1,4 +1,4 @@
-"""Entry point of `aezoo compress` (see aezoo/apps/compress.py); the same as the installed command."""
+"""`aezoo compress`, as the installed command runs it (see aezoo/apps/compress.py)."""
 
 import sys
 

@@ -1,4 +1,4 @@
-"""Entry point of `aezoo denoise` (see aezoo/apps/denoise.py); the same as the installed command."""
+"""`aezoo denoise`, as the installed command runs it (see aezoo/apps/denoise.py)."""
 
 import sys
 

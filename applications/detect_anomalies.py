@@ -1,4 +1,4 @@
-"""Entry point of `aezoo anomalies` (see aezoo/apps/anomalies.py); the same as the installed command."""
+"""`aezoo anomalies`, as the installed command runs it (see aezoo/apps/anomalies.py)."""
 
 import sys
 

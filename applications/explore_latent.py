@@ -1,4 +1,4 @@
-"""Entry point of `aezoo explore` (see aezoo/apps/explore.py); the same as the installed command."""
+"""`aezoo explore`, as the installed command runs it (see aezoo/apps/explore.py)."""
 
 import sys
 

@@ -1,4 +1,4 @@
-"""Entry point of `aezoo train` (see aezoo/apps/train.py); the same as the installed command."""
+"""`aezoo train`, as the installed command runs it (see aezoo/apps/train.py)."""
 
 import sys
 

@@ -36,9 +36,10 @@ Several machines (training; the same command on each, with TF_CONFIG naming this
 
 `train` fits the scaling and the model on the normal examples, scores them, and stores the
 threshold with the model (an `aezoo.anomaly.Detector` saved as a run folder: model.keras,
-run.json with the threshold and scaling, loss.png, samples.png, train_scores.png).  The threshold is a percentile of the training
-scores (`--threshold percentile:95`, the default), mean + k std (`mean_std:K`), or an
-expected contamination (`contamination:C`, the (1 - C) quantile, 0 < C < 0.5).  The
+run.json with the threshold and scaling, loss.png, samples.png, train_scores.png).  The
+threshold is a percentile of the training scores (`--threshold percentile:95`, the
+default), mean + k std (`mean_std:K`), or an expected contamination (`contamination:C`, the
+(1 - C) quantile, 0 < C < 0.5).  The
 SavedModel RUN_DIR/export/1 serves the detector: its `score` signature
 (also `serving_default`) takes examples as they come, before scaling (`x`: CSV rows,
 images), and returns their anomaly `score` and `anomaly` (0/1); `encode` returns codes.

@@ -134,13 +134,13 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--arrays", type=Path, help=".npy or .npz file of examples (N, ...)")
     group = parser.add_argument_group("data options")
     group.add_argument("--split", default="train", help="tfds split to train on")
-    group.add_argument(
-        "--val-split", default="auto", help="tfds split to validate on ('auto': test if any; 'none')"
-    )
+    group.add_argument("--val-split", default="auto",
+                       help="tfds split to validate on ('auto': test if any; 'none')")
     group.add_argument("--data-dir", help="tfds data_dir (default: TFDS_DATA_DIR)")
     group.add_argument("--key", help="array name in an .npz file")
     group.add_argument("--channels", type=int, choices=(1, 3), help="images: 1 gray, 3 RGB")
-    group.add_argument("--patch", type=positive_int, help="images: random square patches of this side")
+    group.add_argument("--patch", type=positive_int,
+                       help="images: random square patches of this side")
     group.add_argument("--patches-per-image", type=positive_int, default=1, metavar="N")
     group.add_argument("--augment", action="store_true",
                        help="images with --patch: random rotations and mirror images of patches")

@@ -150,7 +150,8 @@ def denoise(args: argparse.Namespace) -> None:
         start = time.perf_counter()
         noisy = image / 255.0
         sigma = denoising.estimate_sigma(noisy) * 255
-        runs.write_bytes(target, denoising.png_bytes(denoising.denoise(model, noisy, tile=args.tile)))
+        clean = denoising.denoise(model, noisy, tile=args.tile)
+        runs.write_bytes(target, denoising.png_bytes(clean))
         print(f"[{i}/{len(files)}] {source} -> {target} ({image.shape[1]}x{image.shape[0]}, "
               f"noise sigma ~{sigma:.1f} estimated, {time.perf_counter() - start:.1f} s)",
               flush=True)
