@@ -32,19 +32,60 @@ def test_ci_runs_the_test_command_written_in_the_readme():
     assert printed == command
 
 
+def shell_blocks(text: str) -> list[str]:
+    """The code blocks fenced as bash, sh or with no language."""
+    blocks, current, language = [], None, None
+    for line in text.splitlines():
+        if line.startswith("```"):
+            if current is None:
+                current, language = [], line[3:].strip()
+            else:
+                if language in ("", "bash", "sh"):
+                    blocks.append("\n".join(current))
+                current = None
+        elif current is not None:
+            current.append(line)
+    return blocks
+
+
 def aezoo_commands(text: str) -> list[list[str]]:
-    """Every `aezoo ...` command line of the text's code blocks, as argument lists."""
+    """Every `aezoo ...` command of the text's shell code blocks and tables, as argument
+    lists.
+
+    Continued lines are joined, a quoted string may span lines, variables set in the block
+    (`COMMON="..."`) are expanded, and others (a loop's `$L`) stand for "1".
+    """
     commands = []
-    for block in re.findall(r"```(?:bash|sh)?\n(.*?)```", text, flags=re.DOTALL):
-        block = block.replace("\\\n", " ")
-        for line in block.splitlines():
-            line = line.split(" #", 1)[0].strip()
-            for part in re.split(r"&&|;|\|", line):
-                words = shlex.split(part.strip()) if part.strip() else []
-                while words and ("=" in words[0] and not words[0].startswith("-")):
+    for block in shell_blocks(text):
+        variables: dict[str, str] = {}
+        pending = ""
+        for line in block.replace("\\\n", " ").splitlines():
+            line = pending + line
+            try:
+                shlex.split(line, comments=True)
+            except ValueError:  # a quotation that goes on in the next line
+                pending = line + " "
+                continue
+            pending = ""
+            assignment = re.match(r"^(\w+)=(\"[^\"]*\"|'[^']*'|\S*)$", line.strip())
+            if assignment:
+                variables[assignment[1]] = assignment[2].strip("\"'")
+                continue
+            line = re.sub(r"\$\{?(\w+)\}?", lambda m: variables.get(m[1], "1"), line)
+            lexer = shlex.shlex(line, posix=True, punctuation_chars=";&|")
+            lexer.whitespace_split = True
+            words: list[str] = []
+            for word in [*lexer, ";"]:  # commands end at ;, &&, | (outside quotes)
+                if word.strip(";&|"):
+                    words.append(word)
+                    continue
+                while words and "=" in words[0] and not words[0].startswith("-"):
                     words = words[1:]  # VAR=value prefixes
                 if words[:1] == ["aezoo"] and len(words) > 1:
                     commands.append(words[1:])
+                words = []
+    for row in (line for line in text.splitlines() if line.startswith("|")):
+        commands += [shlex.split(code)[1:] for code in re.findall(r"`(aezoo [^`]+)`", row)]
     return commands
 
 
