@@ -33,9 +33,11 @@ def load_split(dataset: str, split: str, count: int, data_dir: str | None = None
 
 
 def codes_of(encoded) -> np.ndarray:
-    """The latent code of each example as a flat vector (the "latent" entry of a dict)."""
-    latent = encoded["latent"] if isinstance(encoded, dict) else encoded
-    latent = np.asarray(latent)
+    """The latent code of each example as a flat vector (the "latent" entry of a dict, or
+    its "z": a VAE's posterior mean, a VQ-VAE's quantised vectors)."""
+    if isinstance(encoded, dict):
+        encoded = encoded["latent"] if "latent" in encoded else encoded["z"]
+    latent = np.asarray(encoded)
     return latent.reshape(len(latent), -1)
 
 

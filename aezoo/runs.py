@@ -217,7 +217,7 @@ def load_model(path: str | os.PathLike) -> keras.Model:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"No such model file: {path}")
-    MODELS["dense"]  # imports every family: aezoo's classes are registered with Keras
+    MODELS.load()  # aezoo's classes, registered with Keras
     if path.suffix != ".keras":
         raise ValueError(f"{path} is not a Keras model file (.keras).")
     try:

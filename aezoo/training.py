@@ -515,6 +515,7 @@ def _check_run_dir(run: Path) -> str:
 
 def load_trained(path: Path) -> keras.Model:
     """A trained model saved by `train`, compiled as it was (its optimizer state too)."""
+    MODELS.load()  # aezoo's classes, registered with Keras
     return keras.models.load_model(path)
 
 

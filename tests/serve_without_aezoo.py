@@ -10,7 +10,8 @@ NumPy alone, and aezoo and Keras are blocked outright, as on a server with only 
 
 MANIFEST.json maps case names to {"dir": SavedModel folder, "images": [files]}.  Each
 signature is called with its inputs taken by name from INPUTS.npz ("CASE/NAME"), string
-inputs being the image files' bytes; outputs go to OUTPUTS.npz as "CASE/SIGNATURE/OUTPUT"
+inputs being the image files' bytes (a signature with an input that INPUTS.npz lacks is
+described in SPECS.json but not called); outputs go to OUTPUTS.npz as "CASE/SIGNATURE/OUTPUT"
 (strings as "CASE/SIGNATURE/OUTPUT/INDEX" uint8 arrays of their bytes), and the signatures'
 specs to SPECS.json as {CASE: {SIGNATURE: {"inputs"|"outputs": {NAME: [dtype, shape]}}}}.
 """
@@ -54,8 +55,13 @@ for case, entry in manifest.items():
         for input_name, spec in signature.structured_input_signature[1].items():
             if spec.dtype == tf.string:
                 feed[input_name] = tf.constant(images)
-            else:
+            elif f"{case}/{input_name}" in inputs.files:
                 feed[input_name] = tf.constant(inputs[f"{case}/{input_name}"])
+            else:
+                feed = None  # no inputs given for this signature: described, not called
+                break
+        if feed is None:
+            continue
         for output_name, value in signature(**feed).items():
             key = f"{case}/{signature_name}/{output_name}"
             if value.dtype == tf.string:

@@ -17,6 +17,11 @@ EXAMPLE_SHAPES = {
     "sequence": [(140, 1), (13, 2)],
     "sequence_lstm": [(140, 1), (13, 2)],
     "compression": [(12, 20, 3), (5, 7, 1)],
+    "compression_hyperprior": [(12, 20, 3), (5, 7, 1)],
+    "compression_meanscale": [(12, 20, 3), (5, 7, 1)],
+    "vae": [(12, 20, 3), (5, 7, 1)],
+    "vae_dense": [(12, 20, 3), (5, 7, 1), (13,)],
+    "vq_vae": [(12, 20, 3), (5, 7, 1)],
 }
 
 # count_params() of MODELS[name](input_shape=shape, latent_dim=8) with all other defaults.
@@ -44,6 +49,38 @@ GOLDEN_PARAMS = {
     # One channel instead of 3: 2 * 25 * 128 fewer weights in down1_conv and in up1_deconv,
     # and 2 fewer biases in up1_deconv.
     ("compression", (5, 7, 1)): 1798257,
+    # The factorized model's transforms (904328 + 904323), then the hyperprior: hyper-analysis
+    # 3*3*8*128+128 + 2 * (25*128*128+128) = 828800; the factorized prior of z's 128 channels
+    # 128 * (43 + 258) = 38528; hyper-synthesis 2 * (25*128*128+128) + 3*3*128*8+8 = 828680,
+    # twice (its integer copy) plus 3 fractional-bit counts; the Gaussian tables
+    # 64 * (2561 + 1) counts + 64 offsets + 64 lengths + 63 thresholds = 164159.
+    ("compression_hyperprior", (12, 20, 3)): 4497501,
+    # One channel: 12802 fewer, as for `compression`.
+    ("compression_hyperprior", (5, 7, 1)): 4484699,
+    # Means and scales: the last 3x3 convolution gives 16 channels, 9*128*8+8 = 9224 more
+    # parameters, twice.
+    ("compression_meanscale", (12, 20, 3)): 4515949,
+    ("compression_meanscale", (5, 7, 1)): 4503147,
+    # Convolutions 3x3 (3->32->64) down to 3x5x64 = 960 features, z_mean and z_log_var
+    # 2 * (960*8+8), project 8*960+960, transposed convolutions 3x3 (64->64->32), output
+    # 3x3 (32->3): 896 + 18496 + 15376 + 8640 + 36928 + 18464 + 867, checked by hand.
+    ("vae", (12, 20, 3)): 99667,
+    # Padded to 8x8, so 2x2x64 = 256 features; one channel: 320 + 18496 + 2 * 2056 + 2304
+    # + 36928 + 18464 + 289, checked by hand.  (A Bernoulli likelihood has no parameters.)
+    ("vae", (5, 7, 1)): 80913,
+    # d inputs: d*512+512 + 512*256+256 + 2 * (256*8+8) + 8*256+256 + 256*512+512 + 512*d+d
+    # = 1025 d + 269840, checked by hand for d = 720, 35 and 13.
+    ("vae_dense", (12, 20, 3)): 1007840,
+    ("vae_dense", (5, 7, 1)): 305715,
+    ("vae_dense", (13,)): 283165,
+    # Convolutions 3x3 (3->32->64), pre_quantize 1x1 (64->8): 896 + 18496 + 520; codebook
+    # 128*8 and the prior's epoch count, 1; the PixelCNN prior: embedding 128*64, input_conv
+    # 5x5x64x64+64, 3 blocks of 3x3x64x128+128 and 64*64+64, logits 64*128+128 = 353024;
+    # transposed convolutions 3x3 (8->64->32), output 3x3 (32->3): 4672 + 18464 + 867;
+    # checked by hand.
+    ("vq_vae", (12, 20, 3)): 397964,
+    # One channel: 9 * 32 * 2 fewer weights in down1_conv and in output_conv, 2 fewer biases.
+    ("vq_vae", (5, 7, 1)): 396810,
 }
 
 CASES = [(name, shape) for name, shapes in EXAMPLE_SHAPES.items() for shape in shapes]

@@ -22,7 +22,8 @@ LAYERS = {
     "models": ["aezoo.models"],
     "services": ["aezoo.data", "aezoo.plots", "aezoo.baselines", "aezoo.export",
                  "aezoo.presets", "aezoo.runs", "aezoo.training", "aezoo.codec",
-                 "aezoo.rate_distortion", "aezoo.denoise", "aezoo.anomaly", "aezoo.latent"],
+                 "aezoo.rate_distortion", "aezoo.denoise", "aezoo.anomaly", "aezoo.latent",
+                 "aezoo.generative"],
     "commands": ["aezoo.apps", "aezoo.__main__"],
 }
 
@@ -92,7 +93,7 @@ def test_import_after_tensorflow_and_first_model_print_nothing_and_set_nothing()
 
 @pytest.mark.parametrize("command", ["", "train", "denoise", "denoise train", "compress",
                                      "compress evaluate", "anomalies train", "explore",
-                                     "export", "presets"])
+                                     "generate", "export", "presets"])
 def test_help_answers_before_tensorflow_loads(command):
     script = (
         "import sys\nfrom aezoo.apps.main import main\n"

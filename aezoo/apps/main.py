@@ -15,7 +15,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-import aezoo
+from aezoo._version import __version__
 
 # subcommand -> (module of aezoo.apps, one line for `aezoo --help`)
 COMMANDS = {
@@ -24,13 +24,14 @@ COMMANDS = {
     "compress": ("compress", "train codecs, compress images to .aez files and back"),
     "anomalies": ("anomalies", "train anomaly detectors and score examples"),
     "explore": ("explore", "map, walk and probe an autoencoder's latent space"),
+    "generate": ("generate", "draw samples, interpolations and traversals of a VAE or VQ-VAE"),
     "export": ("export", "export a trained model as a SavedModel for TF Serving"),
     "presets": ("presets", "list the pretrained presets that ship with aezoo"),
 }
 
 
 def usage() -> str:
-    lines = [f"usage: aezoo COMMAND [options]   (aezoo {aezoo.__version__})", "",
+    lines = [f"usage: aezoo COMMAND [options]   (aezoo {__version__})", "",
              "A Keras 3 model zoo of autoencoders.", "", "commands:"]
     lines += [f"  {name:<10} {help_}" for name, (_, help_) in COMMANDS.items()]
     lines += ["", "`aezoo COMMAND --help` describes each."]
@@ -43,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(usage())
         return 0 if argv else 2
     if argv[0] == "--version":
-        print(f"aezoo {aezoo.__version__}")
+        print(f"aezoo {__version__}")
         return 0
     if argv[0] not in COMMANDS:
         print(f"aezoo: error: no command {argv[0]!r}; the commands are "

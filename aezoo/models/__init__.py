@@ -4,7 +4,7 @@
 >>> ae = MODELS["conv"](input_shape=(28, 28, 1), latent_dim=32)
 >>> ae.encoder, ae.decoder  # separate keras.Models sharing weights with `ae`
 
-One module per family (`dense`, `conv`, `denoising`, `sequence`, `compression`) holds its
+One module per family (`dense`, `conv`, `denoising`, `sequence`, `compression`, `vae`) holds its
 builders, built on the `Autoencoder` base (`aezoo.models.base`) and aezoo's layers
 (`aezoo.models.layers`).
 
@@ -26,7 +26,8 @@ from typing import Any
 
 # The table: name -> the module of aezoo.models that defines a builder of that name.
 # Builders share one vocabulary of keyword arguments (input_shape, latent_dim, units |
-# filters, kernel_size, activation, output_activation, corruption, corruption_level, name).
+# filters, kernel_size, activation, output_activation, corruption, corruption_level, name;
+# the compression models add lmbda and hyper_filters).
 _FAMILIES = {
     "dense": "dense",
     "conv": "conv",
@@ -34,6 +35,11 @@ _FAMILIES = {
     "sequence": "sequence",
     "sequence_lstm": "sequence",
     "compression": "compression",
+    "compression_hyperprior": "compression",
+    "compression_meanscale": "compression",
+    "vae": "vae",
+    "vae_dense": "vae",
+    "vq_vae": "vae",
 }
 
 
@@ -47,14 +53,18 @@ class ModelTable(Mapping):
     def __getitem__(self, name: str) -> Callable[..., Any]:
         if name not in self._families:
             raise KeyError(name)
+        return self.load()[name]
+
+    def load(self) -> dict[str, Callable[..., Any]]:
+        """Imports every family (and TensorFlow), which registers all of aezoo's classes
+        with Keras, so that `keras.models.load_model` reads any aezoo file; returns the
+        builders."""
         if self._builders is None:
-            # All families at once: every aezoo class is registered with Keras before any
-            # model is built or loaded.
             self._builders = {
                 key: getattr(importlib.import_module(f"{__name__}.{module}"), key)
                 for key, module in self._families.items()
             }
-        return self._builders[name]
+        return self._builders
 
     def __contains__(self, name: object) -> bool:
         return name in self._families  # (Mapping's would import the builders)
