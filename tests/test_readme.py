@@ -113,3 +113,20 @@ def test_readme_presets_table_is_the_cards_headlines():
     assert [name for name, _, _ in rows] == sorted(presets.PRESETS)
     for name, task, headline in rows:
         assert (task, headline) == (presets.PRESETS[name]["task"], presets.PRESETS[name]["headline"])
+
+
+@pytest.mark.slow
+def test_the_quick_start_runs_as_written(tmp_path):
+    """README's Python quick start, in a fresh process in an empty folder (about 3 minutes):
+    it must run, and its classifier must reach the accuracy README promises."""
+    import sys
+
+    code = README.split("## Quick start", 1)[1].split("```python\n", 1)[1].split("\n```", 1)[0]
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=1200)
+    assert result.returncode == 0, result.stderr[-3000:]
+    mse = float(re.search(r"test MSE ([0-9.e-]+)", result.stdout)[1])
+    assert mse < 0.0035
+    loss, accuracy = map(float, re.findall(r"\[([0-9.e-]+), ([0-9.e-]+)\]", result.stdout)[-1])
+    assert accuracy > 0.85
+    assert (tmp_path / "mnist_conv16.keras").is_file()
