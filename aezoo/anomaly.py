@@ -172,6 +172,7 @@ class Detector:
         if runs.is_finished(path):
             raise FileExistsError(f"{path} already holds a finished run; choose another folder.")
         path.mkdir(parents=True, exist_ok=True)
+        runs.clean_partials(path)
         if not (path / runs.MODEL_FILE).is_file():
             training.save_model(self.model_, path / runs.MODEL_FILE)
         return runs.finish_run(

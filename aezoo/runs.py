@@ -350,6 +350,14 @@ def _umask() -> int:
 # ----------------------------------------------------------------------------- locks
 
 
+def clean_partials(folder: str | os.PathLike) -> None:
+    """Deletes what a killed writer left in `folder` and its subfolders: the temporary files
+    of `write_bytes`, `writing` and `aezoo.training.save_model` (never a final name)."""
+    for path in Path(folder).rglob("*.partial*"):
+        if path.is_file() and (path.name.startswith(".") or ".partial." in path.name):
+            path.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def locked(path: str | os.PathLike):
     """Holds the run folder `path` (created if missing) for this process.

@@ -124,6 +124,7 @@ def train_run(
     chief = training.is_chief(strategy)
     out = training.run_dir(args.out, strategy)
     with runs.locked(out):
+        runs.clean_partials(out)  # what a killed run was writing
         state = training.run_state(out)
         if state == "resume":
             print(f"Resuming the interrupted run in {args.out}", flush=True)
