@@ -302,19 +302,11 @@ def model_from_weights(config: dict[str, Any], path: Path) -> keras.Model:
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Writes a file whole or not at all: into a temporary file beside it, then renamed,
     so a kill, a crash or a full disk never leaves a truncated file under `path`."""
-    path = Path(path)
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
+    with writing(path) as temporary:
+        with open(temporary, "wb") as f:
             f.write(data)
             f.flush()
-            os.fsync(f.fileno())
-        os.chmod(temporary, 0o666 & ~_umask())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
+            os.fsync(f.fileno())  # on the disk before the rename makes it the file
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

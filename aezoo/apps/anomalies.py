@@ -194,11 +194,8 @@ def _plot_train_scores(detector, path: Path) -> None:
 def score(args: argparse.Namespace) -> int:
     from aezoo import anomaly, plots, runs
 
-    outputs = [args.out / name for name in ("scores.csv", "metrics.json", "histogram.png",
-                                            "roc.png")]
-    taken = [path for path in outputs if path.exists()]
-    if taken and not args.overwrite:
-        raise FileExistsError(f"{taken[0]} exists; choose another --out or pass --overwrite.")
+    cli.check_outputs(args.out, ("scores.csv", "metrics.json", "histogram.png", "roc.png"),
+                      args.overwrite)
     run = runs.load_run(args.model, task="anomaly")
     detector = anomaly.Detector.from_run(run)
     stored = run.info.get("options", {}).get("data", {})

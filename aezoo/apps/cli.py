@@ -95,6 +95,18 @@ def guarded(prog: str):
     return decorate
 
 
+def check_outputs(folder: Path, names: Sequence[str], overwrite: bool) -> None:
+    """Refuses to replace the results `names` in `folder` without `--overwrite` (commands
+    that write a fixed set of result files).
+
+    Raises:
+        FileExistsError: naming the first result that exists.
+    """
+    taken = [folder / name for name in names if (folder / name).exists()]
+    if taken and not overwrite:
+        raise FileExistsError(f"{taken[0]} exists; choose another --out or pass --overwrite.")
+
+
 def output_paths(inputs: Sequence[Path], out: Path, suffix: str, overwrite: bool) -> list[Path]:
     """One output per input file, `out/<its stem><suffix>`, all checked before an
     application writes anything.

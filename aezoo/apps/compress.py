@@ -176,10 +176,7 @@ def decompress(args: argparse.Namespace) -> int:
 def evaluate(args: argparse.Namespace) -> int:
     from aezoo import codec, data, rate_distortion, runs
 
-    outputs = [args.out / name for name in ("results.json", "results.md", "rd.png")]
-    taken = [path for path in outputs if path.exists()]
-    if taken and not args.overwrite:
-        raise FileExistsError(f"{taken[0]} exists; choose another --out or pass --overwrite.")
+    cli.check_outputs(args.out, ("results.json", "results.md", "rd.png"), args.overwrite)
     files = data.list_images(args.images)[: args.max_images]
     for path in files:
         data.probe_image(path)

@@ -164,10 +164,7 @@ def evaluate(args: argparse.Namespace) -> None:
     from aezoo import denoise as denoising, noise, plots, runs
 
     kind, level = noise.parse_noise(args.noise)
-    outputs = [args.out / name for name in ("results.json", "results.md", "samples.png")]
-    taken = [path for path in outputs if path.exists()]
-    if taken and not args.overwrite:
-        raise FileExistsError(f"{taken[0]} exists; choose another --out or pass --overwrite.")
+    cli.check_outputs(args.out, ("results.json", "results.md", "samples.png"), args.overwrite)
     run = runs.load_run(args.model, task="denoise")
     denoising.check_denoiser(run.model, int(run.application["channels"]), f"{args.model}")
     names, images = load_clean_images(args, int(run.application["channels"]))

@@ -67,9 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.steps < 2:
         raise ValueError("--steps must be at least 2.")
-    taken = [args.out / name for name in OUTPUTS if (args.out / name).exists()]
-    if taken and not args.overwrite:
-        raise FileExistsError(f"{taken[0]} exists; choose another --out or pass --overwrite.")
+    cli.check_outputs(args.out, OUTPUTS, args.overwrite)
     cli.start_tensorflow()
     import numpy as np
 
