@@ -281,18 +281,19 @@ class Codec:
 
     def encode_latents(self, image: np.ndarray) -> dict[str, np.ndarray]:
         """What a version-2 file carries for a uint8 image: `z_hat` (zh, zw, hyper channels)
-        and `symbols`, `round(y - mean)` (h, w, M), both int64."""
+        and `symbols`, `round(y - mean)` (h, w, M), both int64; and the `indexes` of the
+        tables that code the symbols (what `entropy_parameters` gives for `z_hat`)."""
         image = self._check_image(image)
         x = image[None].astype(np.float32) / 255.0
         parts = self._analysis(x, training=False)
         z_hat = np.clip(np.asarray(parts["z_hat"], np.float64)[0], -LATENT_LIMIT, LATENT_LIMIT)
         z_hat = z_hat.astype(np.int64)
-        _, means = self.entropy_parameters(z_hat)
+        indexes, means = self.entropy_parameters(z_hat)
         y = np.asarray(parts["y"], np.float64)[0]
         if means is not None:
             y = y - means * 2.0**-16  # exact in float64
         symbols = np.clip(np.rint(y), -LATENT_LIMIT, LATENT_LIMIT).astype(np.int64)
-        return {"z_hat": z_hat, "symbols": symbols}
+        return {"z_hat": z_hat, "symbols": symbols, "indexes": indexes}
 
     def decode_latent(self, latent: np.ndarray, height: int, width: int) -> np.ndarray:
         """The uint8 image (height, width, channels) that a latent `y_hat` decodes to."""
@@ -343,7 +344,8 @@ class Codec:
         else:
             latents = self.encode_latents(image)
             latent = latents["symbols"]
-            side, main = self.encode_streams(latents["z_hat"], latents["symbols"])
+            side, main = self.encode_streams(latents["z_hat"], latents["symbols"],
+                                             latents["indexes"])
         header = Header(self.channels, height, width, latent.shape, self.fingerprint,
                         len(side) + len(main), 0, self.version, len(side))
         fields = header.pack()[: header.size - 4]
@@ -520,13 +522,16 @@ class Codec:
         """Inverse of `encode_symbols`."""
         return self._decode_factorized(_range_decoder(payload), latent_shape)
 
-    def encode_streams(self, z_hat: np.ndarray, symbols: np.ndarray) -> tuple[bytes, bytes]:
+    def encode_streams(self, z_hat: np.ndarray, symbols: np.ndarray,
+                       indexes: np.ndarray | None = None) -> tuple[bytes, bytes]:
         """Version 2's side stream (`z_hat`, factorized prior) and main stream (`symbols`,
-        the Gaussian table that the integer hyper-synthesis picks for each)."""
+        the Gaussian table that the integer hyper-synthesis picks for each; `indexes`, when
+        `encode_latents` has them already)."""
         import constriction
 
         side = self.encode_symbols(z_hat)
-        indexes, _ = self.entropy_parameters(z_hat)
+        if indexes is None:
+            indexes, _ = self.entropy_parameters(z_hat)
         encoder = constriction.stream.queue.RangeEncoder()
         self._encode_indexed(encoder, symbols.ravel(), indexes.ravel())
         return side, encoder.get_compressed().astype("<u4").tobytes()
