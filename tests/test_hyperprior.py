@@ -486,23 +486,26 @@ def test_version_1_files_still_decode(factorized, meanscale, image):
 
 
 MEMORY_SCRIPT = """
-import resource, sys, time
+import re, sys, time
 import aezoo
 from aezoo import codec
 
-def peak_mib():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+def status_mib(field):
+    # VmRSS: resident now; VmHWM: the peak since the last reset (clear_refs "5", Linux 4.0+)
+    text = open("/proc/self/status").read()
+    return int(re.search(field + r":\\s+(\\d+) kB", text).group(1)) // 1024
 
 jobs = [(codec.Codec(aezoo.load_model(model)), path)
         for model, path in zip(sys.argv[1::2], sys.argv[2::2])]
 packer, path = jobs[0]
 packer.synthesise(packer.decompress_latents(open(path, "rb").read())["y_hat"][:8, :8], 64, 64)
-before = peak_mib()  # TensorFlow, the models and their first small run
+open("/proc/self/clear_refs", "w").write("5")  # peaks of loading do not count
+before = status_mib("VmRSS")  # TensorFlow, the models and their first small run
 for packer, path in jobs:
     started = time.perf_counter()
     image = packer.read(path)
     print(image.shape, f"{time.perf_counter() - started:.1f} s", flush=True)
-print(before, peak_mib())
+print(before, status_mib("VmHWM"))
 """
 
 
@@ -533,8 +536,10 @@ def test_a_tiny_file_claiming_4096x4096_decodes_in_bounded_memory(
     print(result.stdout)
     # One pass over the whole image would take 2 GiB and more of activations (16.8
     # Mpixels x 8 channels x 4 bytes x 4 copies); tiles take DECODE_MEMORY (256 MiB) and a
-    # little more (measured: 220 MiB more than before), beside TensorFlow's 0.8-1 GiB.
-    assert after - before < 640 and after < 1800
+    # little more (measured: a peak 505 MiB above the resident size before).  Only the rise
+    # counts: what TensorFlow itself takes depends on the machine (0.8 GiB here, 2.4 GiB on
+    # a CI machine).
+    assert after - before < 1024
 
 
 # ------------------------------------------------------------------ Keras contract
