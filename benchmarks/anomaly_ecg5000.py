@@ -38,8 +38,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-from offline import DATA  # noqa: E402  (this folder's offline.py)
+from offline import DATA
 
 from aezoo.apps import cli
 

@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from offline import DATA  # noqa: E402  (this folder's offline.py)
+from offline import DATA
 
 from aezoo.apps import cli
 

@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from offline import DATA, use_offline_tfds  # noqa: E402  (this folder's offline.py)
+from offline import DATA, use_offline_tfds
 
 from aezoo.apps import cli
 

@@ -33,9 +33,9 @@ from aezoo.apps import cli
 
 cli.start_tensorflow()  # TensorFlow's start-up notices off the terminal
 
-import keras  # noqa: E402
+import keras
 
-from aezoo import generative, latent, runs, training  # noqa: E402
+from aezoo import generative, latent, runs, training
 
 
 def lenet(seed: int = 0) -> keras.Model:

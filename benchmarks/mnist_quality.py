@@ -18,8 +18,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-
-from offline import use_offline_tfds  # noqa: E402  (this folder's offline.py)
+from offline import use_offline_tfds
 
 from aezoo.apps import cli
 

@@ -19,7 +19,7 @@ import json
 import sys
 from pathlib import Path
 
-from offline import DATA  # noqa: E402  (this folder's offline.py)
+from offline import DATA
 
 from aezoo import presets, runs
 from aezoo.apps import cli

@@ -50,8 +50,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-from offline import DATA, use_offline_tfds  # noqa: E402  (this folder's offline.py)
+from offline import DATA, use_offline_tfds
 
 BATCH = 128
 # The children's environment: quiet TensorFlow, the offline datasets.

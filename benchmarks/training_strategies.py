@@ -29,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from offline import use_offline_tfds  # noqa: E402  (this folder's offline.py)
+from offline import use_offline_tfds
 
 ROOT = Path(__file__).resolve().parents[1]
 # This checkout's aezoo, and the offline datasets beside it unless TFDS_DATA_DIR says otherwise.

@@ -18,9 +18,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from offline import DATA
 from scipy import ndimage
-
-from offline import DATA  # noqa: E402  (this folder's offline.py)
 
 from aezoo.apps import cli
 

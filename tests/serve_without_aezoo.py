@@ -31,8 +31,8 @@ for name in ("aezoo", "keras"):
     else:
         sys.exit(f"{name} is importable in the serving process")
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import numpy as np
+import tensorflow as tf
 
 manifest = json.loads(open(sys.argv[2]).read())
 inputs = np.load(sys.argv[3])

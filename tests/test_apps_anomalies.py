@@ -7,8 +7,8 @@ import keras
 import numpy as np
 import pytest
 from PIL import Image
-from sklearn.ensemble import IsolationForest
 from scipy.stats import rankdata
+from sklearn.ensemble import IsolationForest
 from sklearn.model_selection import train_test_split
 
 from aezoo import anomaly, runs

@@ -8,11 +8,11 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import ROOT
 from PIL import Image
 
 from aezoo import codec, metrics, runs
 from aezoo.apps import compress
-from conftest import ROOT
 
 
 def test_training_writes_a_finalised_model_and_its_tables(codec_run):

@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from aezoo import denoise, runs
+from aezoo import runs
 from aezoo.apps import denoise as app
 
 # A small, quick denoiser: enough to learn MNIST digits at sigma 0.4 in a few epochs.

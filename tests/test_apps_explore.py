@@ -3,7 +3,6 @@
 import json
 
 import keras
-import numpy as np
 import pytest
 from PIL import Image
 from sklearn.linear_model import LogisticRegression
@@ -13,6 +12,7 @@ from sklearn.preprocessing import StandardScaler
 import aezoo
 from aezoo import data
 from aezoo.apps import explore as app
+
 SIZES = ["--examples", "200", "--probe-train", "300"]
 
 

@@ -10,9 +10,9 @@ import sys
 import time
 
 import numpy as np
+from workers import environment
 
 from aezoo import runs
-from workers import environment
 
 
 def test_random_kills_end_in_a_finished_run_that_loads(tmp_path):

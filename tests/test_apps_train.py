@@ -1,7 +1,6 @@
 """`aezoo train`: its outputs, its one-line errors, and resuming after SIGKILL."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -11,10 +10,10 @@ import keras
 import numpy as np
 import pytest
 from PIL import Image
+from workers import environment
 
 from aezoo import data, runs
 from aezoo.apps import train
-from workers import environment
 
 TINY = ["--filters", "8", "16", "--latent-dim", "8", "--batch-size", "16"]
 

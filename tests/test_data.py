@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import shared_data
 from PIL import Image
 
 from aezoo import data
-from conftest import shared_data
 
 
 def examples(ds):

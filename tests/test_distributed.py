@@ -17,8 +17,6 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-
-from aezoo import data, training
 import workers
 from workers import (
     SHARD_EXAMPLES,
@@ -28,6 +26,8 @@ from workers import (
     shard_pipeline,
     start_workers,
 )
+
+from aezoo import data, training
 
 TINY = ["--filters", "8", "16", "--latent-dim", "8", "--batch-size", "16", "--epochs", "2"]
 TINY_KWARGS = {"filters": (8, 16), "latent_dim": 8}

@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image
+from test_models import EXAMPLE_SHAPES
 
 import aezoo
 from aezoo import export, runs
 from aezoo.apps import export as export_command
-from test_models import EXAMPLE_SHAPES
 
 SERVER_SCRIPT = Path(__file__).with_name("serve_without_aezoo.py")
 SITE_PACKAGES = Path(tf.__file__).parents[1]

@@ -16,13 +16,13 @@ import sys
 import keras
 import numpy as np
 import pytest
+from conftest import ROOT, shared_data
 from PIL import Image
 
 import aezoo
 from aezoo import codec, runs
 from aezoo.apps import compress as compress_app
 from aezoo.models import compression
-from conftest import ROOT, shared_data
 
 SMALL = {"latent_dim": 8, "filters": (8, 8), "hyper_filters": (8, 8, 8), "lmbda": 0.05}
 

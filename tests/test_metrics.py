@@ -7,7 +7,6 @@ import tensorflow as tf
 from aezoo import metrics
 
 
-
 @pytest.mark.parametrize("channels", [1, 3])
 def test_psnr_and_ssim_agree_with_independent_computations(channels):
     rng = np.random.default_rng(0)

@@ -5,7 +5,6 @@ import pytest
 
 from aezoo import noise
 
-
 # 2**18 draws: a sample mean is within 5 standard errors of its expectation except with
 # probability < 1e-6, so these bounds are the definitions' own, not tuned to the generator.
 N = 2**18

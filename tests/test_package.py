@@ -9,10 +9,10 @@ import sys
 import time
 
 import pytest
+from conftest import ROOT
 
 import aezoo
 from aezoo.apps import cli
-from conftest import ROOT
 
 PACKAGE = ROOT / "aezoo"
 # The layers, from the bottom: a module may import only its own layer or lower ones.

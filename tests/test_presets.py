@@ -8,9 +8,9 @@ import subprocess
 import sys
 
 import pytest
+from conftest import ROOT, SHARED_DATA
 
 from aezoo import presets
-from conftest import ROOT, SHARED_DATA
 
 # The figures of a check are reproduced within these (the check runs the same computation
 # on the same data: only float round-off across processes and builds may differ).

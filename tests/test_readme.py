@@ -6,10 +6,10 @@ import shlex
 import subprocess
 
 import pytest
+from conftest import ROOT
 
 import aezoo
 from aezoo.apps import main as aezoo_command
-from conftest import ROOT
 
 README = (ROOT / "README.md").read_text()
 DOCS = sorted((ROOT / "docs").glob("*.md"))

@@ -10,10 +10,10 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from test_models import EXAMPLE_SHAPES
 
 import aezoo
 from aezoo import data, runs, training
-from test_models import EXAMPLE_SHAPES
 
 TINY = {"filters": (8, 16), "latent_dim": 8}
 

@@ -13,11 +13,11 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import ROOT
 from PIL import Image
 
 import aezoo
 from aezoo import export, generative, training
-from conftest import ROOT
 
 SERVER_SCRIPT = Path(__file__).with_name("serve_without_aezoo.py")
 SITE_PACKAGES = Path(tf.__file__).parents[1]

@@ -133,7 +133,8 @@ def train(args: argparse.Namespace) -> None:
 
 
 def denoise(args: argparse.Namespace) -> None:
-    from aezoo import data, denoise as denoising, runs
+    from aezoo import data, runs
+    from aezoo import denoise as denoising
 
     files = []
     for path in args.inputs:
@@ -161,7 +162,8 @@ def denoise(args: argparse.Namespace) -> None:
 
 
 def evaluate(args: argparse.Namespace) -> None:
-    from aezoo import denoise as denoising, noise, plots, runs
+    from aezoo import denoise as denoising
+    from aezoo import noise, plots, runs
 
     kind, level = noise.parse_noise(args.noise)
     cli.check_outputs(args.out, ("results.json", "results.md", "samples.png"), args.overwrite)
@@ -199,7 +201,8 @@ def load_clean_images(args: argparse.Namespace, channels: int):
     """Names and clean images in [0, 1] with the model's channels."""
     import numpy as np
 
-    from aezoo import data, denoise as denoising
+    from aezoo import data
+    from aezoo import denoise as denoising
 
     if args.images:
         files = data.list_images(args.images)[: args.limit]

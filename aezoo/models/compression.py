@@ -66,7 +66,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from aezoo.models.layers import PadToMultiple
 from aezoo.models.base import (
     Autoencoder,
     check_activation,
@@ -75,6 +74,7 @@ from aezoo.models.base import (
     check_ints,
     make_autoencoder,
 )
+from aezoo.models.layers import PadToMultiple
 
 # Integer probability tables: each channel has a window of at most TABLE_SUPPORT integer
 # values, plus one escape symbol for values outside it (coded losslessly, see aezoo.codec).

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import keras
 
-from aezoo.models.layers import CropLike, PadToMultiple
 from aezoo.models.base import (
     Autoencoder,
     check_activation,
@@ -14,6 +13,7 @@ from aezoo.models.base import (
     corruption_layer,
     make_autoencoder,
 )
+from aezoo.models.layers import CropLike, PadToMultiple
 
 
 def denoising(

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import keras
 
-from aezoo.models.conv import split_margin
 from aezoo.models.base import (
     Autoencoder,
     check_activation,
@@ -19,6 +18,7 @@ from aezoo.models.base import (
     corruption_layer,
     make_autoencoder,
 )
+from aezoo.models.conv import split_margin
 
 
 def sequence(
