@@ -621,10 +621,20 @@ def _encode_group(encoder, values: np.ndarray, model, offset: int, length: int) 
             encoder.encode(symbols, uniform, sizes)
 
 
+def _decode(decoder, model, counts):
+    """`decoder.decode`, with invalid data reported as ValueError: constriction's range
+    decoder raises AssertionError when a stream cannot have come from the model (found by
+    fuzzing random payloads with a valid checksum)."""
+    try:
+        return decoder.decode(model, counts)
+    except AssertionError as error:
+        raise ValueError(str(error)) from None
+
+
 def _decode_group(decoder, count: int, model, offset: int, length: int) -> np.ndarray:
     import constriction
 
-    symbols = decoder.decode(model, count).astype(np.int64)
+    symbols = _decode(decoder, model, count).astype(np.int64)
     values = symbols + offset
     escaped = symbols == length
     if escaped.any():
@@ -663,15 +673,15 @@ def _escape_symbols(values: np.ndarray, offset: int, length: int):
 
 
 def _decode_escapes(decoder, uniform, count: int, offset: int, length: int) -> np.ndarray:
-    above = decoder.decode(uniform, np.full(count, 2, np.int32)).astype(bool)
-    exponent = decoder.decode(uniform, np.full(count, 32, np.int32)).astype(np.int64)
+    above = _decode(decoder, uniform, np.full(count, 2, np.int32)).astype(bool)
+    exponent = _decode(decoder, uniform, np.full(count, 32, np.int32)).astype(np.int64)
     mantissa = np.zeros(count, np.int64)
     has_low, has_high = exponent > 0, exponent > 16
     if has_low.any():
         sizes = (1 << np.minimum(exponent[has_low], 16)).astype(np.int32)
-        mantissa[has_low] = decoder.decode(uniform, sizes)
+        mantissa[has_low] = _decode(decoder, uniform, sizes)
     if has_high.any():
         sizes = (1 << (exponent[has_high] - 16)).astype(np.int32)
-        mantissa[has_high] += decoder.decode(uniform, sizes).astype(np.int64) << 16
+        mantissa[has_high] += _decode(decoder, uniform, sizes).astype(np.int64) << 16
     distance = (1 << exponent) + mantissa
     return np.where(above, offset + length + distance - 1, offset - distance)

@@ -414,6 +414,44 @@ def test_every_corruption_of_a_version_2_file_is_refused_in_one_line(
     assert words in message and "\n" not in message and message.startswith("photo.aez")
 
 
+def with_checksum(data: bytes, payload: bytes) -> bytes:
+    """The header of `data` over another payload, lengths and checksum made to match."""
+    size = codec.HEADER_V2.size
+    fields = bytearray(data[: size - 4])
+    side = min(side_length(data), len(payload))
+    fields[30:34] = side.to_bytes(4, "little")
+    fields[34:38] = (len(payload) - side).to_bytes(4, "little")
+    return bytes(fields) + codec.checksum(bytes(fields), payload).to_bytes(4, "little") + payload
+
+
+def test_fuzz_every_byte_and_random_payloads_decode_or_are_refused_in_one_line(
+    meanscale, v2_file, image
+):
+    """Every single-byte change of a small file (two changes of each byte), and random
+    payloads that pass the checksum: each decodes to an image of the header's size or is
+    refused with one FormatError line, never another exception."""
+    packer = codec.Codec(meanscale)
+    rng = np.random.default_rng(0)
+    bad = [flip(v2_file, i) for i in range(len(v2_file))]
+    bad += [v2_file[:i] + bytes([(v2_file[i] + 1) % 256]) + v2_file[i + 1:]
+            for i in range(len(v2_file))]
+    payload_size = len(v2_file) - codec.HEADER_V2.size
+    random_payloads = [with_checksum(v2_file, rng.bytes(int(n)))
+                       for n in rng.integers(0, 2 * payload_size, 40)]
+    decoded = 0
+    for data in bad + random_payloads:
+        try:
+            result = packer.decompress(data, "fuzz.aez")
+        except codec.FormatError as error:
+            assert "\n" not in str(error) and str(error).startswith("fuzz.aez")
+            continue
+        assert data in random_payloads  # a changed byte always fails the checksum
+        assert result.shape == image.shape
+        decoded += 1
+    print(f"{len(bad)} changed files refused; {decoded} of {len(random_payloads)} random "
+          "payloads decoded (a range coder reads any bits), the rest refused")
+
+
 def test_the_command_refuses_a_corrupted_file_with_one_line_and_status_2(
     meanscale_run, v2_file, tmp_path, capsys
 ):
