@@ -115,6 +115,14 @@ def test_readme_presets_table_is_the_cards_headlines():
         assert (task, headline) == (presets.PRESETS[name]["task"], presets.PRESETS[name]["headline"])
 
 
+def test_docs_presets_page_shows_every_card_as_it_is():
+    from aezoo import presets
+
+    page = (ROOT / "docs" / "presets.md").read_text()
+    cards = page.split("<!-- presets-cards -->\n\n", 1)[1]
+    assert cards == presets.markdown(), "run: python benchmarks/presets.py docs"
+
+
 @pytest.mark.slow
 def test_the_quick_start_runs_as_written(tmp_path):
     """README's Python quick start, in a fresh process in an empty folder (about 3 minutes):

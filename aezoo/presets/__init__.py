@@ -83,3 +83,23 @@ def card(name: str) -> str:
         lines += ["", f"measured with: {entry['measured_with']}"]
     lines.append(f"size: {size(name) / 2**20:.1f} MB")
     return "\n".join(lines)
+
+
+def markdown() -> str:
+    """Every card as Markdown, for docs/presets.md (written there by `python
+    benchmarks/presets.py docs`; tests/test_readme.py checks that it is up to date)."""
+    parts = []
+    for name, entry in PRESETS.items():
+        lines = [f"### `{name}`", "", entry["summary"], ""]
+        for key in ("task", "model", "data", "trained_with", "training_time", "machine",
+                    "precision"):
+            if key in entry:
+                value = entry[key]
+                value = f"`{value}`" if key == "trained_with" else value
+                lines.append(f"* {key.replace('_', ' ')}: {value}")
+        lines += ["", "Measured:", ""]
+        lines += [f"* {figure}" for figure in entry.get("figures", [])]
+        lines += ["", f"Measured with `{entry['measured_with']}`; size "
+                  f"{size(name) / 2**20:.1f} MB."]
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts) + "\n"

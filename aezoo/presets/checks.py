@@ -25,12 +25,13 @@ from aezoo import anomaly, codec, data, denoise, metrics, noise, runs
 from aezoo.presets import PRESETS
 
 
-def measure(name: str, root: Path) -> dict[str, float]:
+def measure(name: str, root: Path, source: str | Path | None = None) -> dict[str, float]:
     """Runs the card's check of preset `name` on the datasets under `root`; returns the
-    figures it names."""
+    figures it names.  `source`: a run folder to measure instead of the preset (e.g. the
+    float32 run the preset was packed from)."""
     card = PRESETS[name]
     check: dict[str, Any] = card["check"]
-    run = runs.load_run(name)
+    run = runs.load_run(name if source is None else source)
     kind = check["kind"]
     if kind == "denoise":
         channels = int(run.application["channels"])
