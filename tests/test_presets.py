@@ -13,8 +13,10 @@ from conftest import ROOT, SHARED_DATA
 from aezoo import presets
 
 # The figures of a check are reproduced within these (the check runs the same computation
-# on the same data: only float round-off across processes and builds may differ).
-TOLERANCE = {"psnr": 0.05, "bpp": 1e-6, "roc_auc": 1e-3, "mse": 1e-5}
+# on the same data: only float round-off across processes and builds may differ; for a
+# codec, a float analysis transform that rounds a latent the other way on another CPU
+# changes a file by a few bytes: 1e-3 bpp is 48 bytes of a Kodak image).
+TOLERANCE = {"psnr": 0.05, "bpp": 1e-3, "roc_auc": 1e-3, "mse": 1e-5}
 NAMES = sorted(presets.PRESETS)
 
 
