@@ -109,7 +109,7 @@ def test_readme_presets_table_is_the_cards_headlines():
     from aezoo import presets
 
     table = README.split("<!-- presets-table -->", 1)[1].split("\n\n", 1)[0]
-    rows = re.findall(r"^\| `(\w+)` \| (\w+) \| (.*) \|$", table, flags=re.MULTILINE)
+    rows = re.findall(r"^\| `([\w.]+)` \| (\w+) \| (.*) \|$", table, flags=re.MULTILINE)
     assert [name for name, _, _ in rows] == sorted(presets.PRESETS)
     for name, task, headline in rows:
         assert (task, headline) == (presets.PRESETS[name]["task"], presets.PRESETS[name]["headline"])
