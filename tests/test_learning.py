@@ -26,7 +26,10 @@ def pca_test_mse(x_train, x_test, components):
     return float(np.mean((rebuilt - test) ** 2))
 
 
-@pytest.mark.parametrize("name,epochs", [("conv", 2), ("dense", 5)])
+# conv takes 80 s here (2 epochs of MNIST), so it runs with `-m slow`; its learning is also
+# checked by the conv_mnist preset's card check (tests/test_presets.py).
+@pytest.mark.parametrize("name,epochs", [pytest.param("conv", 2, marks=pytest.mark.slow),
+                                         ("dense", 5)])
 def test_autoencoder_beats_pca_with_as_many_components(mnist, name, epochs):
     x_train, x_test = mnist
     model, history = training.train(
