@@ -196,6 +196,24 @@ def test_the_model_is_deterministic_at_inference_and_samples_its_code_in_trainin
     assert np.abs(drawn["z"] - drawn["z_mean"]).max() > 1e-3
 
 
+def test_blocks_add_a_residual_block_per_level_on_each_side_and_keep_the_contract(tmp_path):
+    plain = build("vae", (12, 20, 3), filters=(4, 8))
+    deep = build("vae", (12, 20, 3), filters=(4, 8), blocks=1)
+    # A block of n channels: two 3x3 convolutions n -> n with biases; one after each strided
+    # convolution (n = 4, 8) and one after each transposed one (the same n).
+    per_block = [2 * (3 * 3 * n * n + n) for n in (4, 8)]
+    assert deep.count_params() - plain.count_params() == 2 * sum(per_block)
+    names = {layer.name for layer in deep.encoder.layers + deep.decoder.layers}
+    assert {"down1_block1_conv1", "down2_block1_add", "up1_block1_conv2"} <= names
+    x = images(3, (12, 20, 3))
+    np.testing.assert_allclose(deep(x), deep.decoder(deep.encoder(x)), atol=1e-6)
+    deep.save(tmp_path / "deep.keras")
+    np.testing.assert_allclose(keras.saving.load_model(tmp_path / "deep.keras")(x), deep(x),
+                               atol=1e-6)
+    with pytest.raises(ValueError, match="`blocks`"):
+        build("vae", (5, 7, 1), blocks=-1)
+
+
 # ------------------------------------------------------------------------------ VQ-VAE
 
 

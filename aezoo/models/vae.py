@@ -67,6 +67,7 @@ def vae(
     kernel_size: int = 3,
     activation: str = "elu",
     output_activation: str = "auto",
+    blocks: int = 0,
     likelihood: str = "bernoulli",
     variance: float = 0.0,
     beta: float = 1.0,
@@ -79,7 +80,10 @@ def vae(
     project -> upN_deconv .. up1_deconv -> output_conv -> crop -> reconstruction`
 
     Stride-2 convolutions down and transposed convolutions up, as the `conv` model; images
-    whose sizes are not a multiple of 2**len(filters) are padded and cropped inside.
+    whose sizes are not a multiple of 2**len(filters) are padded and cropped inside.  With
+    `blocks`, each of those is followed by residual blocks at its resolution (the decoder's
+    last ones at the image's full resolution, where a Bernoulli decoder needs the capacity
+    to draw sharp strokes).
 
     Args:
         input_shape: `(height, width, channels)`, channels 1 or 3.
@@ -90,6 +94,8 @@ def vae(
         output_activation: the mean of p(x|z) from the decoder's last pre-activation: must
             be "sigmoid" (or "auto") with `likelihood="bernoulli"`; "auto" is "sigmoid"
             for a Gaussian too ([0, 1] images).
+        blocks: residual blocks (two convolutions and a skip) after every strided
+            convolution of the encoder and transposed one of the decoder; 0 for none.
         likelihood: the decoder's distribution p(x|z): "bernoulli" (binary images; the
             reconstruction is the sigmoid of logits) or "gaussian".
         variance: for "gaussian": a positive number fixes the variance of every pixel;
@@ -111,6 +117,7 @@ def vae(
     filters = check_ints("filters", filters)
     kernel_size = check_int("kernel_size", kernel_size)
     check_activation("activation", activation)
+    blocks = check_int("blocks", blocks, minimum=0)
     output_activation = _check_vae_arguments(
         likelihood, variance, beta, binarize, output_activation, rank=3
     )
@@ -122,11 +129,19 @@ def vae(
     def conv2d(n, name, strides=1, act=activation, layer=keras.layers.Conv2D):
         return layer(n, kernel_size, strides=strides, padding="same", activation=act, name=name)
 
+    def residual_blocks(h, n, prefix):
+        for b in range(1, blocks + 1):
+            r = conv2d(n, f"{prefix}_block{b}_conv1")(h)
+            r = conv2d(n, f"{prefix}_block{b}_conv2", act=None)(r)
+            h = keras.layers.Add(name=f"{prefix}_block{b}_add")([h, r])
+        return h
+
     pad, crop = _pad_and_crop(margins)
     x = keras.Input((height, width, channels), name="x")
     h = pad(x)
     for i, n in enumerate(filters, start=1):
         h = conv2d(n, f"down{i}_conv", strides=2)(h)
+        h = residual_blocks(h, n, f"down{i}")
     h = keras.layers.Flatten(name="flatten")(h)
     encoder = _gaussian_encoder(x, h, latent_dim)
 
@@ -137,6 +152,7 @@ def vae(
     h = keras.layers.Reshape((*inner, filters[-1]), name="unflatten")(h)
     for i, n in reversed(list(enumerate(filters, start=1))):
         h = conv2d(n, f"up{i}_deconv", strides=2, layer=keras.layers.Conv2DTranspose)(h)
+        h = residual_blocks(h, n, f"up{i}")
     h = conv2d(channels, "output_conv", act=None)(h)
     h = crop(h)
     decoder = _likelihood_decoder(z, h, likelihood, output_activation, variance)
