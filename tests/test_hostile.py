@@ -159,6 +159,8 @@ CASES = {
     "walk out of range": (explore, ["--model", f"{W}/plain", "--dataset", "mnist",
                                     "--examples", "20", "--probe-train", "20", "--walk", "0",
                                     "99", "--out", OUT], "outside the 20 examples"),
+    "walk of one step": (explore, ["--model", f"{W}/plain", "--dataset", "mnist", "--steps",
+                                   "1", "--out", OUT], "--steps"),
     "score a denoiser as a detector": (anomalies, ["score", "--model", f"{W}/denoiser",
                                                    "--csv", f"{W}/rows.csv", "--out", OUT],
                                        "not of `aezoo anomalies train`"),

@@ -234,6 +234,11 @@ def positive_int(text: str) -> int:
     return _number(int, text, lambda v: v > 0, "a positive integer")
 
 
+def steps(text: str) -> int:
+    """Images along a walk or an interpolation: its two ends and what lies between."""
+    return _number(int, text, lambda v: v >= 2, "an integer of at least 2")
+
+
 def positive_float(text: str) -> float:
     return _number(float, text, lambda v: math.isfinite(v) and v > 0,
                    "a positive, finite number")

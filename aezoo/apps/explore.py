@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--walk", type=int, nargs=2, metavar=("A", "B"),
         help="indices of the walk's ends (default: the first two of different labels)",
     )
-    parser.add_argument("--steps", type=cli.positive_int, default=10, help="images along the walk")
+    parser.add_argument("--steps", type=cli.steps, default=10, help="images along the walk")
     parser.add_argument("--batch-size", type=cli.positive_int, default=256)
     return parser
 
@@ -65,8 +65,6 @@ def build_parser() -> argparse.ArgumentParser:
 @cli.guarded(PROG)
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.steps < 2:
-        raise ValueError("--steps must be at least 2.")
     cli.check_outputs(args.out, OUTPUTS, args.overwrite)
     cli.start_tensorflow()
     import numpy as np

@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="samples drawn (rows of 8; default 64)")
     parser.add_argument("--seed", type=int, default=0, help="seed of every draw (default 0)")
     parser.add_argument("--rows", type=cli.positive_int, default=6, help="interpolations drawn")
-    parser.add_argument("--steps", type=cli.positive_int, default=10,
+    parser.add_argument("--steps", type=cli.steps, default=10,
                         help="images along each interpolation and traversal")
     parser.add_argument("--dimensions", type=cli.positive_int, default=10,
                         help="latent dimensions traversed (those that change the image most)")
@@ -69,8 +69,6 @@ def build_parser() -> argparse.ArgumentParser:
 @cli.guarded(PROG)
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.steps < 2:
-        raise ValueError("--steps must be at least 2.")
     cli.check_outputs(args.out, OUTPUTS, args.overwrite)
     cli.start_tensorflow()
     from aezoo import generative, latent, runs
