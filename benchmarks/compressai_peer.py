@@ -64,7 +64,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from offline import DATA
+from offline import DATA, step_timer
 
 BATCH = 8
 PATCH = 128
@@ -94,23 +94,10 @@ TORCH_PYTHON = [sys.executable]  # main() sets it from --torch-python
 
 
 def train_aezoo(spec: dict, patches: np.ndarray) -> dict:
-    import keras
-
     from aezoo import training
 
-    class StepTimer(keras.callbacks.Callback):
-        steps, start = 0, None
-
-        def on_train_batch_end(self, batch, logs=None):
-            self.steps += 1
-            if self.steps == spec["warmup"]:
-                self.start = time.perf_counter()
-
-        def on_train_end(self, logs=None):
-            self.seconds = time.perf_counter() - self.start
-
     n, m = spec["filters"], spec["latent_dim"]
-    timer = StepTimer()
+    timer = step_timer(spec["warmup"])
     # The step schedule lowers the rate for the last of 5 epochs: the last fifth of the steps.
     epochs = 5 if spec["schedule"] == "step" else 1
     precision = spec["precision"]
@@ -125,7 +112,7 @@ def train_aezoo(spec: dict, patches: np.ndarray) -> dict:
     )
     if spec.get("save"):
         training.save_model(model, spec["save"])  # finalised: fit() made the tables
-    return {"steps_per_second": (timer.steps - spec["warmup"]) / timer.seconds,
+    return {"steps_per_second": timer.steps_per_second,
             "parameters": sum(int(np.prod(w.shape)) for w in model.trainable_weights),
             "last_epoch": {k: float(v[-1]) for k, v in history.items()}}
 

@@ -50,7 +50,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from offline import DATA, use_offline_tfds
+from offline import DATA, step_timer, use_offline_tfds
 
 BATCH = 128
 # The children's environment: quiet TensorFlow, the offline datasets.
@@ -60,33 +60,6 @@ use_offline_tfds(ENV)
 
 
 # ======================================================== in the child processes
-
-
-def step_timer(warmup: int):
-    """A Keras callback that times the training steps after `warmup` of them, up to the
-    end of training (its `images_per_second` then)."""
-    import keras
-
-    class StepTimer(keras.callbacks.Callback):
-        def __init__(self):
-            super().__init__()
-            self.start = None
-            self.steps = 0
-
-        def on_train_batch_end(self, batch, logs=None):
-            self.steps += 1
-            if self.steps == warmup:
-                self.start = time.perf_counter()
-
-        def on_train_end(self, logs=None):
-            self.seconds = time.perf_counter() - self.start
-            self.timed_steps = self.steps - warmup
-
-        @property
-        def images_per_second(self) -> float:
-            return self.timed_steps * BATCH / self.seconds
-
-    return StepTimer()
 
 
 def classic_keras_model():
@@ -119,7 +92,7 @@ def run_aezoo(x: np.ndarray, steps: int, warmup: int, **options) -> float:
         "conv", x, model_kwargs=options.pop("model_kwargs", CLASSIC_AEZOO), epochs=1,
         batch_size=BATCH, steps_per_epoch=steps, callbacks=[timer], verbose=0, **options,
     )
-    return timer.images_per_second
+    return timer.steps_per_second * BATCH
 
 
 def fit_arrays(model, x: np.ndarray, steps: int, warmup: int) -> float:
@@ -127,7 +100,7 @@ def fit_arrays(model, x: np.ndarray, steps: int, warmup: int) -> float:
     timer = step_timer(warmup)
     n = steps * BATCH
     model.fit(x[:n], x[:n], batch_size=BATCH, epochs=1, callbacks=[timer], verbose=0)
-    return timer.images_per_second
+    return timer.steps_per_second * BATCH
 
 
 def run_keras(x: np.ndarray, steps: int, warmup: int) -> float:
