@@ -1,12 +1,13 @@
 """A convolutional VAE on dynamically binarised MNIST: test NLL (IWAE bound) and the
 Fréchet distance of its samples, in the features of a small LeNet this script trains.
 
-    python benchmarks/generative_mnist.py --out ../runs/vae_mnist --epochs 40 \\
-        --iwae-examples 500 --json results/generative_mnist.json
+    python benchmarks/generative_mnist.py --out ../runs/vae_mnist --epochs 80 --blocks 1 \\
+        --mixed-precision mixed_bfloat16 --iwae-examples 500 --json results/generative_mnist.json
 
 Trains `vae` (latent 32, Bernoulli likelihood, `binarize=True`: a fresh Bernoulli draw of
 every training image at every step) with `aezoo.training.train` into OUT (run it again after
-an interruption: it resumes; once OUT/model.keras is there it only measures), then prints:
+an interruption: it resumes; once OUT/model.keras is there it only measures), then prints
+(measured in float32, whatever the training's precision):
 
 * the IWAE bound with k importance samples (Burda et al. 2016) on the first
   `--iwae-examples` test images, each binarised once with a fixed seed: the "NLL" of the
@@ -17,7 +18,8 @@ an interruption: it resumes; once OUT/model.keras is there it only measures), th
   the test images.  (Like FID, but in an MNIST classifier's features, not Inception's, so
   the numbers compare only with this script's.)
 
-Writes OUT/samples.png and, with --json, the figures.
+OUT becomes a run folder as the training commands write it (run.json, samples.png, the
+SavedModel; `aezoo generate --model OUT` shows it); with --json, the figures go there too.
 """
 
 from __future__ import annotations
@@ -51,10 +53,48 @@ def lenet(seed: int = 0) -> keras.Model:
     return keras.Model(x, keras.layers.Dense(10, activation="softmax")(h))
 
 
+def float32_copy(model: keras.Model) -> keras.Model:
+    """The same model built in float32 (a mixed-precision model's layers keep their
+    policy in their config), with its weights: likelihoods are measured in float32."""
+    from aezoo.models import MODELS
+
+    config = {k: v for k, v in model.get_config().items() if k != "model"}
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("float32")
+    try:
+        copy = MODELS[model.get_config()["model"]](**config)
+    finally:
+        keras.config.set_dtype_policy(previous)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def finish(out: Path, model: str, options: dict, history: dict) -> None:
+    """Completes the run folder OUT as the zoo's commands do (run.json, history, loss.png,
+    samples.png, the SavedModel export/1), so that `aezoo generate --model OUT` opens it and
+    `benchmarks/presets.py pack` packs it; `options` has the run's data, model and training
+    options."""
+    if runs.is_finished(out):
+        return
+
+    def samples(trained, path):
+        generative.sample_grid(trained, path, 64, seed=0)
+
+    generates = model in ("vae", "vae_dense", "vq_vae")
+    runs.finish_run(out, history, task="train", model=model, options=options,
+                    title=f"{model} on {options['data']['dataset']}",
+                    samples=samples if generates else None)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="the VAE's run folder")
     parser.add_argument("--latent-dim", type=int, default=32)
+    parser.add_argument("--filters", type=int, nargs="+", default=[32, 64])
+    parser.add_argument("--blocks", type=int, default=0,
+                        help="residual blocks per level (the vae builder's `blocks`)")
+    parser.add_argument("--mixed-precision", choices=["mixed_bfloat16", "mixed_float16"],
+                        help="train in this precision (measured in float32)")
     parser.add_argument("--epochs", type=int, default=40,
                         help="epochs (a cosine learning-rate schedule spans them)")
     parser.add_argument("--time-limit", type=float, metavar="MINUTES",
@@ -69,17 +109,21 @@ def main(argv=None) -> int:
     x_train, y_train = latent.load_split("mnist", "train", 60000)
     x_test, y_test = latent.load_split("mnist", "test", 10000)
     started = time.monotonic()
+    model_kwargs = {"latent_dim": args.latent_dim, "filters": tuple(args.filters),
+                    "blocks": args.blocks, "binarize": True}
+    options = {"epochs": args.epochs, "batch_size": 128, "learning_rate": 1e-3,
+               "lr_schedule": "cosine", "mixed_precision": args.mixed_precision,
+               "time_limit": args.time_limit}
     model, history = training.train(
-        "vae", x_train, model_kwargs={"latent_dim": args.latent_dim, "binarize": True},
-        validation_data=x_test, epochs=args.epochs, batch_size=128, strategy="cpu",
-        out_dir=args.out, learning_rate=1e-3, lr_schedule="cosine",
-        time_limit=args.time_limit, verbose=2,
+        "vae", x_train, model_kwargs=model_kwargs, validation_data=x_test, strategy="cpu",
+        out_dir=args.out, verbose=2, **options,
     )
     epochs = len(history.get("loss", []))
     print(f"Trained {epochs} epochs ({(time.monotonic() - started) / 60:.1f} min here); "
           f"last training -ELBO {history['loss'][-1]:.2f} nats.", flush=True)
-    with runs.writing(args.out / "samples.png") as path:
-        generative.sample_grid(model, path, 64, seed=0)
+    finish(args.out, "vae", {"data": {"dataset": "mnist", "split": "train"},
+                             "model": model_kwargs, "training": options}, history)
+    model = float32_copy(model)
 
     started = time.monotonic()
     elbo = generative.iwae_bound(model, x_test, k=1, batch_size=500, chunk=1, binarize=True)
@@ -108,15 +152,16 @@ def main(argv=None) -> int:
     n = len(subset)
     error = bounds.std(ddof=1) / math.sqrt(n)
     result = {
-        "epochs": epochs, "latent_dim": args.latent_dim, "k": args.k, "iwae_examples": n,
+        "epochs": epochs, "latent_dim": args.latent_dim, "filters": args.filters,
+        "blocks": args.blocks, "mixed_precision": args.mixed_precision, "k": args.k, "iwae_examples": n,
         "nll_iwae": float(-bounds.mean()), "nll_iwae_standard_error": float(error),
         "neg_elbo_same_examples": float(-same_elbo), "neg_elbo_test": float(-elbo.mean()),
         "frechet_samples_vs_test": distance, "frechet_train_vs_test": floor,
         "classifier_test_accuracy": float(accuracy), "samples": args.samples,
         "minutes": {"iwae": iwae_minutes, "frechet": fid_minutes},
     }
-    print(f"\nMNIST, dynamically binarised; conv VAE, latent {args.latent_dim}, "
-          f"{epochs} epochs:")
+    print(f"\nMNIST, dynamically binarised; conv VAE, latent {args.latent_dim}, filters "
+          f"{tuple(args.filters)}, blocks {args.blocks}, {epochs} epochs:")
     print("| measure | value |")
     print("|---|---|")
     print(f"| test NLL, IWAE k={args.k}, first {n} test images | {-bounds.mean():.2f} "

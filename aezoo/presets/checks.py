@@ -8,6 +8,7 @@ that loads but computes something else is caught.
 | `compress` | mean bpp (file bytes) and PSNR (dB) of .aez round trips | `images`, `files`, `bpp`, `psnr` |
 | `anomaly` | ROC-AUC on labelled CSV rows | `csv`, `label_column`, `normal_label`, `split`, `test_size`, `split_seed`, `roc_auc` |
 | `reconstruct` | mean squared reconstruction error on a tfds split (prepared under `tensorflow_datasets/`) | `dataset`, `split`, `mse` |
+| `likelihood` | a VAE's negative IWAE bound (nats) with `k` samples on a tfds split binarised once (seed 0), 100 images a step | `dataset`, `split`, `k`, `nll` |
 
 Paths are relative to a folder of the offline datasets (`../shared/data` beside this
 repository, for the tests and benchmarks).
@@ -21,7 +22,7 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from aezoo import anomaly, codec, data, denoise, metrics, noise, runs
+from aezoo import anomaly, codec, data, denoise, generative, metrics, noise, runs
 from aezoo.presets import PRESETS
 
 
@@ -58,9 +59,14 @@ def measure(name: str, root: Path, source: str | Path | None = None) -> dict[str
         is_anomaly = ~anomaly.is_normal(examples.labels, check["normal_label"])
         scores = anomaly.Detector.from_run(run).score(examples.x)
         return {"roc_auc": float(roc_auc_score(is_anomaly, scores))}
-    if kind == "reconstruct":
+    if kind in ("reconstruct", "likelihood"):
         x = data.to_arrays(data.from_tfds(check["dataset"], check["split"],
                                           data_dir=str(root / "tensorflow_datasets")))
+        if kind == "likelihood":
+            k = int(check["k"])
+            bounds = generative.iwae_bound(run.model, x, k=k, batch_size=100, chunk=k,
+                                           binarize=True)
+            return {"nll": float(-bounds.mean())}
         x_hat = run.model.predict(x, batch_size=256, verbose=0)
         return {"mse": float(np.mean((x_hat - x) ** 2))}
     raise ValueError(f"Preset {name!r} has a check of unknown kind {kind!r}.")
