@@ -1,7 +1,7 @@
 """A convolutional VAE on dynamically binarised MNIST: test NLL (IWAE bound) and the
 Fréchet distance of its samples, in the features of a small LeNet this script trains.
 
-    python benchmarks/generative_mnist.py --out ../runs/vae_mnist --epochs 80 --blocks 1 \\
+    python benchmarks/generative_mnist.py --out ../runs/vae_mnist --epochs 60 --blocks 1 \\
         --mixed-precision mixed_bfloat16 --iwae-examples 500 --json results/generative_mnist.json
 
 Trains `vae` (latent 32, Bernoulli likelihood, `binarize=True`: a fresh Bernoulli draw of
