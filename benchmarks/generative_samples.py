@@ -136,8 +136,8 @@ def codebook_use(model, x_train, x_test) -> dict:
         indices = model.encoder.predict(x, batch_size=500, verbose=0)["indices"]
         return np.bincount(np.ravel(indices), minlength=size)
 
-    test = counts(x_test) / counts(x_test).sum()
-    used = test[test > 0]
+    test = counts(x_test)
+    used = test[test > 0] / test.sum()
     return {
         "codebook_size": size,
         "test_perplexity": float(np.exp(-np.sum(used * np.log(used)))),
