@@ -31,7 +31,11 @@ def is_multi_worker(strategy: tf.distribute.Strategy) -> bool:
     ) and strategy.extended._in_multi_worker_mode()
 
 
-def _rank1(logs):
+def fix_logs(logs, strategy: tf.distribute.Strategy):
+    """A step's logs as Keras can reduce them under `strategy` (part 2 above); for models'
+    own train steps that do not call Keras's."""
+    if not is_multi_worker(strategy):
+        return logs
     return tree.map_structure(lambda v: tf.reshape(v, [1]) if v.shape.rank == 0 else v, logs)
 
 
@@ -54,12 +58,10 @@ class MultiWorkerFitMixin:
             self._symbolic_build(data_batch=data_batch)
 
     def train_step(self, data):
-        logs = super().train_step(data)
-        return _rank1(logs) if is_multi_worker(self.distribute_strategy) else logs
+        return fix_logs(super().train_step(data), self.distribute_strategy)
 
     def test_step(self, data):
-        logs = super().test_step(data)
-        return _rank1(logs) if is_multi_worker(self.distribute_strategy) else logs
+        return fix_logs(super().test_step(data), self.distribute_strategy)
 
 
 def fix_multi_worker_fit(model, strategy: tf.distribute.Strategy) -> None:

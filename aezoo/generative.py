@@ -43,29 +43,8 @@ def binarized(x: np.ndarray, seed: int = 0) -> np.ndarray:
 
 
 def log_importance_weights(model, x, eps) -> tf.Tensor:
-    """`log p(x, z_i) - log q(z_i | x)` for `z_i = mean + exp(log_var / 2) * eps_i`.
-
-    Args:
-        model: a variational autoencoder.
-        x: a batch of examples (B, ...).
-        eps: standard normal draws (B, k, latent_dim).
-
-    Returns:
-        float32 (B, k): the log importance weights, in nats.
-    """
-    codes = model.encoder(x, training=False)
-    mean = tf.cast(codes["z_mean"], tf.float32)
-    log_var = tf.cast(codes["z_log_var"], tf.float32)
-    eps = tf.cast(eps, tf.float32)
-    batch, k = tf.shape(eps)[0], tf.shape(eps)[1]
-    z = mean[:, None, :] + tf.exp(0.5 * log_var)[:, None, :] * eps
-    # log N(z; mean, sigma^2) with (z - mean) / sigma = eps.
-    log_q = -0.5 * tf.reduce_sum(tf.square(eps) + LOG_2PI + log_var[:, None, :], axis=-1)
-    log_prior = -0.5 * tf.reduce_sum(tf.square(z) + LOG_2PI, axis=-1)
-    flat_z = tf.reshape(z, [batch * k, -1])
-    x_hat = model.decoder(flat_z, training=False)
-    log_px = model.likelihood.log_prob(tf.repeat(x, k, axis=0), x_hat)
-    return tf.reshape(log_px, [batch, k]) + log_prior - log_q
+    """The model's `log_importance_weights(x, eps)` in inference mode: float32 (B, k)."""
+    return model.log_importance_weights(x, eps, training=False)
 
 
 def importance_draws(batch: int, k: int, dim: int, seed: int, offset: int) -> tf.Tensor:

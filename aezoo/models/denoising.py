@@ -13,7 +13,7 @@ from aezoo.models.base import (
     corruption_layer,
     make_autoencoder,
 )
-from aezoo.models.layers import CropLike, PadToMultiple
+from aezoo.models.layers import CropLike, PadToMultiple, residual_blocks
 
 
 def denoising(
@@ -129,23 +129,19 @@ def _residual_unet(input_shape, latent_dim, filters, kernel_size, activation, bl
     def conv2d(n, name, act=None, size=kernel_size, strides=1, layer=keras.layers.Conv2D):
         return layer(n, size, strides=strides, padding="same", activation=act, name=name)
 
-    def residual_blocks(h, n, prefix):
-        for b in range(1, blocks + 1):
-            r = conv2d(n, f"{prefix}_block{b}_conv1", act=activation)(h)
-            r = conv2d(n, f"{prefix}_block{b}_conv2")(r)
-            h = keras.layers.Add(name=f"{prefix}_block{b}_add")([h, r])
-        return h
+    def blocks_at(h, n, prefix):
+        return residual_blocks(h, n, blocks, prefix, conv2d, activation)
 
     x = keras.Input(input_shape, name="x")
     h = PadToMultiple(2 ** len(filters), name="pad")(x)
     h = conv2d(filters[0], "head_conv")(h)
     features = {}
     for i, n in enumerate(filters, start=1):
-        h = residual_blocks(h, n, f"down{i}")
+        h = blocks_at(h, n, f"down{i}")
         features[f"skip{i}"] = h
         wider = filters[i] if i < len(filters) else latent_dim
         h = conv2d(wider, f"down{i}_conv", size=2, strides=2)(h)
-    features["latent"] = residual_blocks(h, latent_dim, "latent")
+    features["latent"] = blocks_at(h, latent_dim, "latent")
     features["image"] = x
     encoder = keras.Model(x, features, name="encoder")
 
@@ -155,7 +151,7 @@ def _residual_unet(input_shape, latent_dim, filters, kernel_size, activation, bl
         h = conv2d(filters[i - 1], f"up{i}_deconv", size=2, strides=2,
                    layer=keras.layers.Conv2DTranspose)(h)
         h = keras.layers.Add(name=f"up{i}_add")([h, inputs[f"skip{i}"]])
-        h = residual_blocks(h, filters[i - 1], f"up{i}")
+        h = blocks_at(h, filters[i - 1], f"up{i}")
     h = conv2d(input_shape[-1], "output_conv")(h)
     return encoder, inputs, h
 

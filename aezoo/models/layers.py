@@ -1,5 +1,5 @@
 """Layers shared by the families, each registered so `.keras` files load with no
-`custom_objects`."""
+`custom_objects`, and the blocks built of them that several builders use."""
 
 from __future__ import annotations
 
@@ -96,3 +96,17 @@ class CropLike(keras.layers.Layer):
     def compute_output_shape(self, input_shapes):
         x_shape, reference_shape = input_shapes
         return (x_shape[0], reference_shape[1], reference_shape[2], x_shape[3])
+
+
+def residual_blocks(h, n: int, blocks: int, prefix: str, conv, activation):
+    """`blocks` residual blocks on `h` (which has `n` channels): convolution, activation,
+    convolution, plus the block's input; layers `{prefix}_block{b}_conv1|conv2|add`.
+
+    `conv(n, name, act=...)` is the builder's convolution factory (its kernel size, padding
+    and dtype), so that the blocks match the layers around them.
+    """
+    for b in range(1, blocks + 1):
+        r = conv(n, f"{prefix}_block{b}_conv1", act=activation)(h)
+        r = conv(n, f"{prefix}_block{b}_conv2", act=None)(r)
+        h = keras.layers.Add(name=f"{prefix}_block{b}_add")([h, r])
+    return h

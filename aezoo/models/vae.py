@@ -40,6 +40,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from aezoo._keras_fixes import fix_logs
 from aezoo.models.base import (
     Autoencoder,
     Endpoint,
@@ -52,6 +53,7 @@ from aezoo.models.base import (
     make_autoencoder,
 )
 from aezoo.models.conv import split_margin
+from aezoo.models.layers import residual_blocks
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 LOG_2PI = math.log(2.0 * math.pi)
@@ -72,6 +74,7 @@ def vae(
     variance: float = 0.0,
     beta: float = 1.0,
     binarize: bool = False,
+    importance_samples: int = 1,
     name: str = "vae",
 ) -> "VariationalAutoencoder":
     """Builds a convolutional variational autoencoder.
@@ -105,6 +108,9 @@ def vae(
         binarize: replace every training and validation batch by a Bernoulli draw with
             the pixels as probabilities, anew at each step ("dynamic binarisation", for
             `likelihood="bernoulli"`); the data stay in [0, 1] and the model's output too.
+        importance_samples: k, the draws of z per example in training: 1 trains on the
+            ELBO; k > 1 on the importance-weighted bound of Burda et al. (2016), tighter
+            and so a better likelihood, at k decoder passes per example (beta must be 1).
         name: model name.
 
     Returns:
@@ -119,7 +125,7 @@ def vae(
     check_activation("activation", activation)
     blocks = check_int("blocks", blocks, minimum=0)
     output_activation = _check_vae_arguments(
-        likelihood, variance, beta, binarize, output_activation, rank=3
+        likelihood, variance, beta, binarize, output_activation, importance_samples, rank=3
     )
 
     multiple = 2 ** len(filters)
@@ -129,19 +135,15 @@ def vae(
     def conv2d(n, name, strides=1, act=activation, layer=keras.layers.Conv2D):
         return layer(n, kernel_size, strides=strides, padding="same", activation=act, name=name)
 
-    def residual_blocks(h, n, prefix):
-        for b in range(1, blocks + 1):
-            r = conv2d(n, f"{prefix}_block{b}_conv1")(h)
-            r = conv2d(n, f"{prefix}_block{b}_conv2", act=None)(r)
-            h = keras.layers.Add(name=f"{prefix}_block{b}_add")([h, r])
-        return h
+    def blocks_at(h, n, prefix):
+        return residual_blocks(h, n, blocks, prefix, conv2d, activation)
 
     pad, crop = _pad_and_crop(margins)
     x = keras.Input((height, width, channels), name="x")
     h = pad(x)
     for i, n in enumerate(filters, start=1):
         h = conv2d(n, f"down{i}_conv", strides=2)(h)
-        h = residual_blocks(h, n, f"down{i}")
+        h = blocks_at(h, n, f"down{i}")
     h = keras.layers.Flatten(name="flatten")(h)
     encoder = _gaussian_encoder(x, h, latent_dim)
 
@@ -152,7 +154,7 @@ def vae(
     h = keras.layers.Reshape((*inner, filters[-1]), name="unflatten")(h)
     for i, n in reversed(list(enumerate(filters, start=1))):
         h = conv2d(n, f"up{i}_deconv", strides=2, layer=keras.layers.Conv2DTranspose)(h)
-        h = residual_blocks(h, n, f"up{i}")
+        h = blocks_at(h, n, f"up{i}")
     h = conv2d(channels, "output_conv", act=None)(h)
     h = crop(h)
     decoder = _likelihood_decoder(z, h, likelihood, output_activation, variance)
@@ -169,6 +171,7 @@ def vae_dense(
     variance: float = 0.0,
     beta: float = 1.0,
     binarize: bool = False,
+    importance_samples: int = 1,
     name: str = "vae_dense",
 ) -> "VariationalAutoencoder":
     """Builds a dense (MLP) variational autoencoder, for vectors and (flattened) images.
@@ -187,6 +190,7 @@ def vae_dense(
         variance: as for `vae`.
         beta: weight of the KL term.
         binarize: dynamic binarisation, as for `vae`.
+        importance_samples: the training objective's k, as for `vae`.
         name: model name.
 
     Returns:
@@ -198,7 +202,8 @@ def vae_dense(
     units = check_ints("units", units)
     check_activation("activation", activation)
     output_activation = _check_vae_arguments(
-        likelihood, variance, beta, binarize, output_activation, rank=len(input_shape)
+        likelihood, variance, beta, binarize, output_activation, importance_samples,
+        rank=len(input_shape),
     )
 
     x = keras.Input(input_shape, name="x")
@@ -327,11 +332,18 @@ def _check_non_negative(name: str, value) -> float:
     return float(value)
 
 
-def _check_vae_arguments(likelihood, variance, beta, binarize, output_activation, rank):
+def _check_vae_arguments(likelihood, variance, beta, binarize, output_activation,
+                         importance_samples, rank):
     """Checks the VAE's own arguments; returns the resolved output activation."""
     check_choice("likelihood", likelihood, LIKELIHOODS)
     _check_non_negative("variance", variance)
     _check_non_negative("beta", beta)
+    if check_int("importance_samples", importance_samples) > 1 and beta != 1:
+        # The importance-weighted bound has no KL term to weigh.
+        raise ValueError(
+            "`importance_samples` > 1 trains on the importance-weighted bound, which has no "
+            f"KL term for `beta` to weigh: beta must be 1. Received: beta={beta!r}"
+        )
     if not isinstance(binarize, bool):
         raise ValueError(f"`binarize` must be True or False. Received: binarize={binarize!r}")
     if likelihood == "bernoulli":
@@ -413,6 +425,12 @@ class VariationalAutoencoder(Autoencoder):
     history and the progress bar show both besides `loss`.  Validation decodes the
     posterior mean (inference mode), so `val_reconstruction` is slightly optimistic; use
     `aezoo.generative.iwae_bound` for a likelihood.
+
+    With `importance_samples` k > 1, training minimises the negative importance-weighted
+    bound `-log mean_i p(x, z_i) / q(z_i|x)` over k draws z_i ~ q(z|x) instead (Burda et
+    al. 2016): `loss` is that bound, and `reconstruction` (at the first draw) and `kl` are
+    still the ELBO's terms, so that their sum shows how much tighter the bound is.
+    Validation stays on the ELBO.
     """
 
     def __init__(self, *args, **kwargs):
@@ -420,10 +438,16 @@ class VariationalAutoencoder(Autoencoder):
         self.reconstruction_tracker = keras.metrics.Mean(name="reconstruction")
         self.kl_tracker = keras.metrics.Mean(name="kl")
         self.binarize_seed = keras.random.SeedGenerator(0, name="binarize_seed")
+        self.importance_seed = keras.random.SeedGenerator(1, name="importance_seed")
 
     @property
     def beta(self) -> float:
         return float(self.get_config()["beta"])
+
+    @property
+    def importance_samples(self) -> int:
+        # Files saved before the argument existed trained on the ELBO.
+        return int(self.get_config().get("importance_samples", 1))
 
     @property
     def latent_dim(self) -> int:
@@ -453,8 +477,69 @@ class VariationalAutoencoder(Autoencoder):
         # Keras sums the replicas' gradients: each replica's loss is divided by their number.
         return total / tf.distribute.get_strategy().num_replicas_in_sync
 
+    def log_importance_weights(self, x, eps, training: bool = False) -> tf.Tensor:
+        """`log p(x, z_i) - log q(z_i | x)` for `z_i = mean + exp(log_var / 2) * eps_i`.
+
+        Args:
+            x: a batch of examples (B, ...).
+            eps: standard normal draws (B, k, latent_dim).
+            training: the mode the encoder and decoder are called in.
+
+        Returns:
+            float32 (B, k): the log importance weights, in nats.
+        """
+        log_px, log_prior_over_q = self._log_weight_terms(x, eps, training)
+        return log_px + log_prior_over_q
+
+    def _log_weight_terms(self, x, eps, training):
+        """`log p(x|z_i)` and `log p(z_i) - log q(z_i|x)`, each (B, k)."""
+        codes = self.encoder(x, training=training)
+        mean = tf.cast(codes["z_mean"], tf.float32)
+        log_var = tf.cast(codes["z_log_var"], tf.float32)
+        eps = tf.cast(eps, tf.float32)
+        batch, k = tf.shape(eps)[0], tf.shape(eps)[1]
+        z = mean[:, None, :] + tf.exp(0.5 * log_var)[:, None, :] * eps
+        # log N(z; mean, sigma^2) with (z - mean) / sigma = eps.
+        log_q = -0.5 * tf.reduce_sum(tf.square(eps) + LOG_2PI + log_var[:, None, :], axis=-1)
+        log_prior = -0.5 * tf.reduce_sum(tf.square(z) + LOG_2PI, axis=-1)
+        x_hat = self.decoder(tf.reshape(z, [batch * k, -1]), training=training)
+        log_px = self.likelihood.log_prob(tf.repeat(x, k, axis=0), x_hat)
+        return tf.reshape(log_px, [batch, k]), log_prior - log_q
+
     def train_step(self, data):
-        return super().train_step(self._binarized(data))
+        data = self._binarized(data)
+        if self.importance_samples == 1:
+            return super().train_step(data)
+        return self._importance_weighted_step(data)
+
+    def _importance_weighted_step(self, data):
+        # Keras's train_step (TensorFlow backend) with the IWAE loss; the model's own call
+        # would decode one more draw per example, for nothing.
+        x, _, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        if sample_weight is not None:
+            raise ValueError("importance_samples > 1 does not take sample weights.")
+        k = self.importance_samples
+        batch = tf.shape(x)[0]
+        eps = keras.random.normal([batch, k, self.latent_dim], seed=self.importance_seed)
+        with tf.GradientTape() as tape:
+            log_px, log_prior_over_q = self._log_weight_terms(x, eps, training=True)
+            log_w = log_px + log_prior_over_q
+            loss = -tf.reduce_mean(tf.reduce_logsumexp(log_w, axis=1) - math.log(k))
+            # As in compute_loss: Keras sums the replicas' gradients.
+            scaled = self.optimizer.scale_loss(
+                loss / tf.distribute.get_strategy().num_replicas_in_sync
+            )
+        weights = self.trainable_weights
+        self.optimizer.apply_gradients(zip(tape.gradient(scaled, weights), weights))
+        # The analytic KL the posterior layer added when the encoder ran above.
+        kl = tf.add_n([tf.cast(t, tf.float32) for t in self.encoder.losses])
+        size = tf.cast(batch, tf.float32)
+        # Keras's own "loss" metric, as its train_step updates it.
+        self._loss_tracker.update_state(loss, sample_weight=size)
+        self.reconstruction_tracker.update_state(-tf.reduce_mean(log_px[:, 0]), sample_weight=size)
+        self.kl_tracker.update_state(kl, sample_weight=size)
+        logs = {metric.name: metric.result() for metric in self.metrics}
+        return fix_logs(logs, self.distribute_strategy)
 
     def test_step(self, data):
         return super().test_step(self._binarized(data))
