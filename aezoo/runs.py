@@ -302,7 +302,7 @@ def model_from_weights(config: dict[str, Any], path: Path) -> keras.Model:
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Writes a file whole or not at all: into a temporary file beside it, then renamed,
     so a kill, a crash or a full disk never leaves a truncated file under `path`."""
-    with writing(path) as temporary:
+    with writing(path, allow_empty=True) as temporary:
         with open(temporary, "wb") as f:
             f.write(data)
             f.flush()
@@ -314,10 +314,16 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 
 
 @contextlib.contextmanager
-def writing(path: str | os.PathLike, suffix: str | None = None):
+def writing(path: str | os.PathLike, suffix: str | None = None, *, allow_empty: bool = False):
     """A temporary path beside `path` for a library that writes files itself (Pillow,
     matplotlib, Keras); renamed to `path` when the block ends without an error, deleted
-    otherwise."""
+    otherwise.
+
+    Raises:
+        RuntimeError: the block wrote nothing (the temporary file is still empty) and
+            `allow_empty` is False: a bug of the writer, which must not leave an empty file
+            under the final name.
+    """
     path = Path(path)
     suffix = suffix if suffix is not None else path.suffix
     fd, temporary = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".partial{suffix}",
@@ -325,6 +331,8 @@ def writing(path: str | os.PathLike, suffix: str | None = None):
     os.close(fd)
     try:
         yield Path(temporary)
+        if not allow_empty and os.path.getsize(temporary) == 0:
+            raise RuntimeError(f"Nothing was written to {path}.")
         os.chmod(temporary, 0o666 & ~_umask())
         os.replace(temporary, path)
     except BaseException:

@@ -1,0 +1,37 @@
+"""aezoo.runs: files appear whole under their final names, or not at all."""
+
+import pytest
+
+from aezoo import runs
+
+
+def test_writing_renames_a_written_file_into_place_and_leaves_nothing_else(tmp_path):
+    target = tmp_path / "plot.png"
+    with runs.writing(target) as temporary:
+        assert temporary.parent == tmp_path and temporary != target
+        temporary.write_bytes(b"\x89PNG data")
+        assert not target.exists()  # not under its name before the block ends
+    assert target.read_bytes() == b"\x89PNG data"
+    assert [p.name for p in tmp_path.iterdir()] == ["plot.png"]
+
+
+def test_writing_keeps_the_old_file_when_the_writer_fails(tmp_path):
+    target = tmp_path / "plot.png"
+    target.write_bytes(b"old")
+    with pytest.raises(ZeroDivisionError), runs.writing(target) as temporary:
+        temporary.write_bytes(b"half")
+        1 / 0  # noqa: B018
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["plot.png"]
+
+
+def test_writing_refuses_to_put_an_empty_file_under_the_name(tmp_path):
+    target = tmp_path / "samples.png"
+    with pytest.raises(RuntimeError, match="Nothing was written"), runs.writing(target):
+        pass  # a writer that forgot to write
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_write_bytes_writes_even_an_empty_file(tmp_path):
+    runs.write_bytes(tmp_path / "empty.bin", b"")
+    assert (tmp_path / "empty.bin").read_bytes() == b""
