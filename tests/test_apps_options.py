@@ -47,7 +47,7 @@ def history(out):
 
 
 @pytest.mark.parametrize("command", ["train", "denoise", "compress", "anomalies"])
-def test_schedule_steps_clipping_and_time_limit_take_effect(command, inputs, tmp_path):
+def test_schedule_steps_and_clipping_take_effect(command, inputs, tmp_path):
     main, argv = commands(inputs, tmp_path)[command]
     out = tmp_path / "cosine"
     assert main([*map(str, argv), "--epochs", "2", "--learning-rate", "0.01",
@@ -60,6 +60,11 @@ def test_schedule_steps_clipping_and_time_limit_take_effect(command, inputs, tmp
     assert int(model.optimizer.iterations) == 2 * 2  # --steps-per-epoch
     assert model.optimizer.global_clipnorm == pytest.approx(0.5)
 
+
+def test_a_time_limit_stops_after_the_first_epoch_past_it(inputs, tmp_path):
+    # One command is enough: all pass the training options on in one dict
+    # (`cli.training_options`), whose other entries the test above follows for each.
+    main, argv = commands(inputs, tmp_path)["train"]
     out = tmp_path / "limited"
     assert main([*map(str, argv), "--epochs", "3", "--time-limit", "0.00001",
                  "--out", str(out)]) == 0

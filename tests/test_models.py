@@ -96,6 +96,13 @@ def batch(shape, n=3, seed=0):
     return np.random.default_rng(seed).random((n, *shape), dtype=np.float32)
 
 
+def infer(model, x):
+    """The model's inference output as NumPy, from a direct (eager) call: `predict` would
+    trace a tf.function for each of the many small models here, which took most of the
+    time of these tests; `test_reconstruction_has_the_input_shape` keeps `predict`."""
+    return keras.tree.map_structure(np.asarray, model(x, training=False))
+
+
 def max_weight_difference(a, b):
     return max(float(np.max(np.abs(x - y))) for x, y in zip(a.get_weights(), b.get_weights()))
 
@@ -116,18 +123,16 @@ def test_reconstruction_has_the_input_shape(name, shape):
 def test_encoder_then_decoder_equals_the_whole_model(name, shape):
     ae = build(name, shape)
     x = batch(shape)
-    z = ae.encoder.predict(x, verbose=0)
-    # Same float32 ops in the same order, but predict batches and XLA-free kernels may fuse
-    # differently: allow float32 round-off only.
-    np.testing.assert_allclose(
-        ae.decoder.predict(z, verbose=0), ae.predict(x, verbose=0), rtol=1e-5, atol=1e-6
-    )
+    # The same float32 ops in the same order, but kernels may fuse differently: allow
+    # float32 round-off only.
+    np.testing.assert_allclose(infer(ae.decoder, infer(ae.encoder, x)), infer(ae, x),
+                               rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("name,shape", CASES, ids=IDS)
 def test_keras_file_round_trip_needs_no_custom_objects(name, shape, tmp_path):
     ae = build(name, shape)
-    ae.compile()
+    ae.compile(run_eagerly=True)  # eager: no train function to trace (see `infer`)
     x = batch(shape)
     ae.fit(x, x, epochs=1, verbose=0)  # so the optimizer has state to save and restore
     ae.save(tmp_path / "m.keras")
@@ -136,11 +141,10 @@ def test_keras_file_round_trip_needs_no_custom_objects(name, shape, tmp_path):
     assert loaded.get_config() == ae.get_config()
     assert max_weight_difference(ae, loaded) == 0.0
     assert loaded.optimizer.iterations.numpy() == 1
-    np.testing.assert_allclose(loaded.predict(x, verbose=0), ae.predict(x, verbose=0), atol=1e-6)
-    z = loaded.encoder.predict(x, verbose=0)
-    np.testing.assert_allclose(
-        loaded.decoder.predict(z, verbose=0), ae.predict(x, verbose=0), rtol=1e-5, atol=1e-6
-    )
+    expected = infer(ae, x)
+    np.testing.assert_allclose(infer(loaded, x), expected, atol=1e-6)
+    z = infer(loaded.encoder, x)
+    np.testing.assert_allclose(infer(loaded.decoder, z), expected, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("name,shape", CASES, ids=IDS)
@@ -151,10 +155,8 @@ def test_encoder_and_decoder_save_and_load_alone(name, shape, tmp_path):
     ae.decoder.save(tmp_path / "decoder.keras")
     encoder = keras.models.load_model(tmp_path / "encoder.keras")
     decoder = keras.models.load_model(tmp_path / "decoder.keras")
-    z = encoder.predict(x, verbose=0)
-    np.testing.assert_allclose(
-        decoder.predict(z, verbose=0), ae.predict(x, verbose=0), rtol=1e-5, atol=1e-6
-    )
+    np.testing.assert_allclose(infer(decoder, infer(encoder, x)), infer(ae, x),
+                               rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("name,shape", CASES, ids=IDS)
@@ -164,7 +166,7 @@ def test_training_the_whole_updates_the_submodels_variables(name, shape):
     decoder_before = [w.copy() for w in ae.decoder.get_weights()]
     ids = {id(v) for v in ae.trainable_variables}
     assert all(id(v) in ids for v in ae.encoder.trainable_variables + ae.decoder.trainable_variables)
-    ae.compile(optimizer=keras.optimizers.SGD(0.1))
+    ae.compile(optimizer=keras.optimizers.SGD(0.1), run_eagerly=True)
     x = batch(shape, n=8)
     ae.fit(x, x, epochs=1, batch_size=8, verbose=0)
     assert any(not np.array_equal(a, b) for a, b in zip(encoder_before, ae.encoder.get_weights()))
