@@ -149,7 +149,8 @@ def main(argv=None) -> int:
         )
     epochs = len(history.get("loss", []))
     print(f"Trained {epochs} epochs ({(time.monotonic() - started) / 60:.1f} min here); "
-          f"last training -ELBO {history['loss'][-1]:.2f} nats.", flush=True)
+          f"last training loss {history['loss'][-1]:.2f} nats (-ELBO, or the negative "
+          f"IWAE bound with --importance-samples).", flush=True)
     finish(args.out, "vae", {"data": {"dataset": "mnist", "split": "train"},
                              "model": model_kwargs,
                              "training": {**options, "init": args.init}}, history)
