@@ -24,8 +24,6 @@ import tensorflow as tf
 from aezoo import plots
 from aezoo.models.base import check_int
 
-LOG_2PI = math.log(2.0 * math.pi)
-
 
 def _check_vae(model) -> None:
     if not hasattr(model, "prior_draws"):
