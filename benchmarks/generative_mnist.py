@@ -1,7 +1,7 @@
 """A convolutional VAE on dynamically binarised MNIST: test NLL (IWAE bound) and the
 Fréchet distance of its samples, in the features of a small LeNet this script trains.
 
-    python benchmarks/generative_mnist.py --out ../runs/vae_mnist --epochs 60 --blocks 1 \\
+    python benchmarks/generative_mnist.py --out ../runs/vae_mnist_elbo --epochs 60 --blocks 1 \\
         --mixed-precision mixed_bfloat16 --iwae-examples 500 --json results/generative_mnist.json
 
 Trains `vae` (latent 32, Bernoulli likelihood, `binarize=True`: a fresh Bernoulli draw of
@@ -23,10 +23,11 @@ SavedModel; `aezoo generate --model OUT` shows it); with --json, the figures go 
 Given a finished run folder, it only measures.
 
 `--init RUN --importance-samples K` fine-tunes a trained VAE (a run folder or a preset, same
-architecture) on the importance-weighted bound with K samples (the preset `vae_mnist`):
+architecture) on the importance-weighted bound with K samples; the preset `vae_mnist` is the
+first command's run (in ../runs/vae_mnist_elbo) fine-tuned so:
 
-    python benchmarks/generative_mnist.py --out ../runs/vae_mnist_iwae --init vae_mnist \
-        --importance-samples 5 --epochs 10 --learning-rate 3e-4 --blocks 1 \
+    python benchmarks/generative_mnist.py --out ../runs/vae_mnist --init ../runs/vae_mnist_elbo \\
+        --importance-samples 5 --epochs 10 --learning-rate 3e-4 --blocks 1 \\
         --mixed-precision mixed_bfloat16 --iwae-examples 500
 """
 
