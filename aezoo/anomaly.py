@@ -49,11 +49,12 @@ class Detector:
             the training scores; scores above it are anomalies.
         scaling: one of `SCALINGS`, fitted on the training examples.
         latent_dim: size of the model's code; None: 8 for rows (signals and records), 32
-            for images, the sizes measured on ECG5000 and MNIST.
+            for images, the sizes measured on ECG5000 and MNIST (with an `init` in
+            `training_kwargs`: the initial model's).
         epochs, batch_size, learning_rate: the training (Adam).
         model_kwargs: more builder arguments.
         training_kwargs: more arguments of `aezoo.training.train` (strategy,
-            mixed_precision, lr_schedule, ...).
+            mixed_precision, lr_schedule, init, ...).
         seed: seed of the training.
         verbose: Keras's verbosity while training and scoring.
 
@@ -107,8 +108,11 @@ class Detector:
         self.example_shape_ = tuple(int(n) for n in x.shape[1:])
         self.scaling_ = fit_scaling(self.scaling, x)
         inputs = self._model_input(x)
-        latent_dim = self.latent_dim or (8 if x.ndim == 2 else 32)
-        kwargs = {"latent_dim": latent_dim, **self.model_kwargs}
+        kwargs = dict(self.model_kwargs)
+        if self.latent_dim is not None:
+            kwargs["latent_dim"] = self.latent_dim
+        elif self.training_kwargs.get("init") is None:  # else the initial model's
+            kwargs["latent_dim"] = 8 if x.ndim == 2 else 32
         started, cpu_started = time.time(), time.process_time()
         self.model_, self.history_ = training.train(
             self.model_name_, inputs, model_kwargs=kwargs, epochs=self.epochs,

@@ -31,7 +31,7 @@ import tensorflow as tf
 from aezoo import data as data_lib
 from aezoo._keras_fixes import fix_multi_worker_fit, is_multi_worker
 from aezoo.models import MODELS
-from aezoo.models.base import check_choice, check_int, keras_loss
+from aezoo.models.base import Autoencoder, check_choice, check_int, keras_loss
 from aezoo.runs import RUN_FILE
 
 STRATEGIES = ("auto", "cpu", "gpu", "mirrored", "multiworker", "tpu")
@@ -330,6 +330,7 @@ def train(
     log_dir: str | os.PathLike | None = None,
     callbacks: Sequence[keras.callbacks.Callback] = (),
     steps_per_epoch: int | None = None,
+    init: keras.Model | str | os.PathLike | None = None,
     verbose: int | str = "auto",
 ) -> tuple[keras.Model, dict[str, list[float]]]:
     """Builds, compiles and fits a model under a tf.distribute strategy.
@@ -367,6 +368,10 @@ def train(
         log_dir: TensorBoard log folder.
         callbacks: more Keras callbacks.
         steps_per_epoch: limit each epoch to this many batches.
+        init: start from a trained model's weights (fine-tuning, or a rate point started
+            from its neighbour): an aezoo model, or a run folder, preset name or `.keras`
+            file.  It must be the model `model` names; its builder arguments are the
+            defaults that `model_kwargs` update, and they must give the same weights.
         verbose: Keras's verbosity ("auto": a progress bar).
 
     Returns:
@@ -418,13 +423,16 @@ def train(
             num_replicas=replicas,
         )
 
+    # Loaded here, outside the strategy's scope and the mixed-precision policy: only its
+    # builder arguments and weights are used.
+    initial = _initial(init)
     policy = resolve_mixed_precision(mixed_precision, strategy)
     previous_policy = keras.config.dtype_policy()
     try:
         if policy:
             keras.config.set_dtype_policy(policy)
         with strategy.scope():
-            ae = _build(model, model_kwargs or {}, example_spec, noise)
+            ae = _build(model, model_kwargs or {}, example_spec, noise, initial)
             if policy and ae.output.dtype != "float32":
                 raise ValueError(
                     f"Model '{ae.name}' gives {ae.output.dtype} outputs under {policy}; its "
@@ -621,7 +629,10 @@ class _EpochCheckpoint(keras.callbacks.Callback):
         return self.directory / f"epoch_{epoch + 1:03d}.keras"
 
 
-def _build(model, kwargs: dict[str, Any], example_spec: tf.TensorSpec, noise) -> keras.Model:
+def _build(model, kwargs: dict[str, Any], example_spec: tf.TensorSpec, noise,
+           initial=None) -> keras.Model:
+    if initial is not None:
+        return _build_from(initial, model, kwargs, example_spec)
     if isinstance(model, str):
         check_choice("model", model, list(MODELS))
         builder = MODELS[model]
@@ -634,6 +645,43 @@ def _build(model, kwargs: dict[str, Any], example_spec: tf.TensorSpec, noise) ->
         ae = model(**kwargs)
     check_fits(ae, example_spec.shape)
     return ae
+
+
+def _build_from(initial: tuple[keras.Model, str], model, kwargs: dict[str, Any],
+                example_spec: tf.TensorSpec) -> keras.Model:
+    """Model `model` built with the initial model's builder arguments updated by `kwargs`,
+    holding its weights."""
+    init, what = initial
+    if not isinstance(model, str):
+        raise ValueError("`init` needs `model` to be the name of the initial model's builder "
+                         "in aezoo.MODELS, not a function.")
+    config = init.get_config() if isinstance(init, Autoencoder) else {}
+    if "model" not in config:
+        raise ValueError(f"The initial model {what} is not a model of aezoo.MODELS.")
+    if config["model"] != model:
+        raise ValueError(f"The initial model {what} is a '{config['model']}' model, not "
+                         f"'{model}'.")
+    merged = {k: v for k, v in config.items() if k != "model"}
+    merged.update(kwargs)
+    ae = MODELS[model](**merged)
+    try:
+        ae.set_weights(init.get_weights())
+    except ValueError:
+        raise ValueError(f"The initial model {what} has other weights than the model these "
+                         "arguments build: give the same model arguments (or none).") from None
+    check_fits(ae, example_spec.shape)
+    return ae
+
+
+def _initial(init) -> tuple[keras.Model, str] | None:
+    """(the initial model, how messages name it) for `train`'s `init`."""
+    if init is None:
+        return None
+    if isinstance(init, keras.Model):
+        return init, f"'{init.name}'"
+    from aezoo import runs
+
+    return runs.open_model(init), str(init)
 
 
 def _default_input_shape(builder, spec: tf.TensorSpec) -> tuple[int | None, ...]:

@@ -129,23 +129,12 @@ def main(argv=None) -> int:
     options = {"epochs": args.epochs, "batch_size": 128, "learning_rate": args.learning_rate,
                "lr_schedule": "cosine", "mixed_precision": args.mixed_precision,
                "time_limit": args.time_limit}
-    builder = "vae"
-    if args.init:
-        weights = runs.open_model(args.init).get_weights()
-
-        def builder(**kwargs):
-            from aezoo.models import MODELS
-
-            model = MODELS["vae"](**kwargs)
-            model.set_weights(weights)
-            return model
-
     if runs.is_finished(args.out):
         run = runs.load_run(args.out, task="train")
         model, history = run.model, json.loads((args.out / "history.json").read_text())
     else:
         model, history = training.train(
-            builder, x_train, model_kwargs=model_kwargs, validation_data=x_test,
+            "vae", x_train, init=args.init, model_kwargs=model_kwargs, validation_data=x_test,
             strategy="cpu", out_dir=args.out, verbose=2, **options,
         )
     epochs = len(history.get("loss", []))

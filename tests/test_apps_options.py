@@ -70,3 +70,22 @@ def test_a_time_limit_stops_after_the_first_epoch_past_it(inputs, tmp_path):
                  "--out", str(out)]) == 0
     assert len(history(out)["loss"]) == 1  # stopped after the first epoch
 
+
+
+@pytest.mark.parametrize("command", ["train", "denoise", "compress", "anomalies"])
+def test_init_starts_from_the_weights_of_the_given_run(command, inputs, tmp_path):
+    main, argv = commands(inputs, tmp_path)[command]
+    argv = [*map(str, argv), "--epochs", "1", "--steps-per-epoch", "1"]
+    assert main([*argv, "--out", str(tmp_path / "first")]) == 0
+    # One Adam step moves each trainable weight by about the learning rate at most (plus a
+    # float32 rounding); a fresh model's weights are 0.01-1 away from the first run's.
+    # (A codec's integer tables are computed from the trained weights afterwards.)
+    assert main([*argv, "--learning-rate", "1e-7", "--init", str(tmp_path / "first"),
+                 "--out", str(tmp_path / "tuned")]) == 0
+    first, tuned = (keras.models.load_model(tmp_path / name / "model.keras")
+                    for name in ("first", "tuned"))
+    moved = [np.max(np.abs(a.numpy() - b.numpy()))
+             for a, b in zip(tuned.trainable_weights, first.trainable_weights)]
+    assert 0 < max(moved) < 1e-6
+    info = json.loads((tmp_path / "tuned" / "run.json").read_text())
+    assert info["options"]["training"]["init"] == str(tmp_path / "first")

@@ -325,3 +325,52 @@ def test_history_is_json_serialisable_with_one_value_per_epoch(tmp_path):
     assert json.loads(json.dumps(history)) == history
     assert set(history) == {"loss", "val_loss", "learning_rate"}
     assert all(len(v) == 3 for v in history.values())
+
+
+# ------------------------------------------------------------------------------ init
+
+
+@pytest.fixture(scope="module")
+def first_model(tmp_path_factory):
+    """A trained 'conv' model with a latent_dim other than the builder's default, and its
+    .keras file."""
+    model, _ = training.train("conv", images(32), model_kwargs={**TINY, "latent_dim": 4},
+                              epochs=1, batch_size=16, strategy="cpu", verbose=0)
+    path = tmp_path_factory.mktemp("init") / "first.keras"
+    training.save_model(model, path)
+    return model, path
+
+
+@pytest.mark.parametrize("given", ["model", "file"])
+def test_init_starts_from_the_initial_models_weights_and_builder_arguments(first_model, given):
+    first, path = first_model
+    x = images(32)
+    # One step on the whole set: the epoch's loss is that of the initial weights, and Adam's
+    # first step moves each weight by at most the learning rate (m / sqrt(v) = sign(g)).
+    expected = float(np.mean((keras.ops.convert_to_numpy(first(x)) - x) ** 2))
+    rate = 1e-4
+    ae, history = training.train("conv", x, init=first if given == "model" else path,
+                                 model_kwargs={"name": "tuned"}, epochs=1, batch_size=32,
+                                 steps_per_epoch=1, learning_rate=rate, strategy="cpu",
+                                 verbose=0)
+    assert ae.name == "tuned"
+    config = ae.get_config()
+    assert config["latent_dim"] == 4 and tuple(config["filters"]) == (8, 16)
+    assert history["loss"][0] == pytest.approx(expected, rel=1e-5)
+    moved = [np.max(np.abs(a.numpy() - b.numpy()))
+             for a, b in zip(ae.trainable_weights, first.trainable_weights)]
+    assert 0 < max(moved) <= rate * 1.001
+
+
+@pytest.mark.parametrize(
+    "model,kwargs,message",
+    [("dense", {}, "is a 'conv' model, not 'dense'"),
+     ("conv", {"latent_dim": 5}, "has other weights than the model these arguments build"),
+     (lambda **kwargs: None, {}, "needs `model` to be the name")],
+    ids=["other-model", "other-weights", "function"],
+)
+def test_an_init_that_the_model_cannot_start_from_is_a_value_error(first_model, model, kwargs,
+                                                                   message):
+    with pytest.raises(ValueError, match=message):
+        training.train(model, images(32), init=first_model[1], model_kwargs=kwargs, epochs=1,
+                       batch_size=16, strategy="cpu", verbose=0)

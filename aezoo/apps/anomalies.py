@@ -172,7 +172,8 @@ def train(args: argparse.Namespace) -> int:
         detector.fit(x, out_dir=args.out)
         if not training.is_chief(strategy):
             return 0
-        run = detector.save(args.out, extra={"data": data_options(args)})
+        run = detector.save(args.out, extra={"data": data_options(args), "training": {
+            k: v for k, v in detector.training_kwargs.items() if k != "strategy"}})
     _plot_train_scores(detector, run.path / "train_scores.png")
     print(f"Saved {args.out}: threshold {detector.threshold_:.6g} ({args.threshold} of "
           f"{len(x)} normal training scores, mean {detector.train_scores_.mean():.6g})")

@@ -216,6 +216,7 @@ def training_options(args: argparse.Namespace) -> dict[str, Any]:
         seed=args.seed,
         log_dir=args.log_dir,
         steps_per_epoch=args.steps_per_epoch,
+        init=args.init,
         verbose=1 if sys.stdout.isatty() else 2,
     )
 

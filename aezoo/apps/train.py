@@ -96,9 +96,6 @@ def train_run(
     from aezoo import noise, runs, training
 
     kwargs = cli.model_kwargs(args)
-    model = args.model
-    if getattr(args, "init", None):
-        model, kwargs = _from_init(runs.open_model(args.init), args, kwargs)
     options = cli.training_options(args)
     options["loss"] = getattr(args, "loss", "mse")
     noise_spec = getattr(args, "noise", None)
@@ -132,7 +129,7 @@ def train_run(
             print(f"Completing the run in {args.out}: its training had finished.", flush=True)
         started, cpu_started = time.time(), time.process_time()
         trained, history = training.train(
-            model, train_examples, model_kwargs=kwargs, validation_data=val_examples,
+            args.model, train_examples, model_kwargs=kwargs, validation_data=val_examples,
             strategy=strategy, **options,
         )
         timing = {"wall_seconds": time.time() - started,
@@ -142,6 +139,9 @@ def train_run(
         examples = val_examples if val_examples is not None else train_examples
         x = first_examples(examples, 8)
         draw = samples or _reconstructions
+        if options["init"] is not None:
+            # The builder arguments are the initial model's, updated by those given.
+            kwargs = {k: v for k, v in trained.get_config().items() if k != "model"}
         return runs.finish_run(
             out, history, task=task, model=args.model,
             options={"data": data_options(args), "model": kwargs,
@@ -152,31 +152,6 @@ def train_run(
             samples=lambda trained, path: draw(trained, x, path),
             timing=timing,
         )
-
-
-def _from_init(initial, args: argparse.Namespace, kwargs: dict):
-    """A builder that starts from `initial`'s weights, and its arguments: `initial`'s own,
-    updated with those given on the command line."""
-    from aezoo.models import MODELS
-
-    config = initial.get_config()
-    if config.get("model") != args.model:
-        raise ValueError(f"--init {args.init} is a '{config.get('model')}' model, not "
-                         f"'{args.model}'.")
-    merged = {k: v for k, v in config.items() if k != "model"}
-    merged.update(kwargs)
-    weights = initial.get_weights()
-
-    def build(**builder_kwargs):
-        model = MODELS[args.model](**builder_kwargs)
-        try:
-            model.set_weights(weights)
-        except ValueError:
-            raise ValueError(f"--init {args.init} has other weights than this model: give "
-                             "the same model options (or none).") from None
-        return model
-
-    return build, merged
 
 
 def _reconstructions(model, x, path) -> None:
