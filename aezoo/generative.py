@@ -113,8 +113,6 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     """The Fréchet distance between Gaussians fitted to two sets of features (N, d):
     `|mu_a - mu_b|^2 + tr(S_a + S_b - 2 (S_a S_b)^(1/2))`, as FID (Heusel et al. 2017)
     computes it on Inception features."""
-    from scipy import linalg
-
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     # Features constant in both sets (dead ReLUs) add nothing to the distance but make the
     # covariances singular: leave them out.
@@ -122,13 +120,15 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     a, b = a[:, varying], b[:, varying]
     mu_a, mu_b = a.mean(axis=0), b.mean(axis=0)
     s_a, s_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    root, _ = linalg.sqrtm(s_a @ s_b, disp=False)
-    if not np.isfinite(root).all():
-        # A singular product: offset both covariances slightly, as FID's reference code does.
-        offset = np.eye(len(s_a)) * 1e-6
-        root = linalg.sqrtm((s_a + offset) @ (s_b + offset))
-    root = np.real(root)
-    return float(np.sum((mu_a - mu_b) ** 2) + np.trace(s_a + s_b - 2.0 * root))
+    # tr (S_a S_b)^(1/2) is the sum of the square roots of the eigenvalues of the symmetric
+    # S_a^(1/2) S_b S_a^(1/2), which has the same spectrum: computed with eigh, it stays
+    # exact for the rank-deficient covariances of few samples or correlated features, where
+    # scipy's general sqrtm of S_a S_b warns that the matrix is singular and loses precision.
+    values, vectors = np.linalg.eigh(s_a)
+    root_a = (vectors * np.sqrt(np.clip(values, 0.0, None))) @ vectors.T
+    inner = np.linalg.eigvalsh(root_a @ s_b @ root_a)
+    trace_root = np.sum(np.sqrt(np.clip(inner, 0.0, None)))
+    return float(np.sum((mu_a - mu_b) ** 2) + np.trace(s_a) + np.trace(s_b) - 2.0 * trace_root)
 
 
 # ---------------------------------------------------------------------------- pictures

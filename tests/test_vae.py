@@ -5,6 +5,7 @@ called by a process without aezoo.  The generic checks (shapes, composition, .ke
 trip, golden parameter counts) are test_models.py's."""
 
 import json
+import warnings
 import subprocess
 import sys
 from pathlib import Path
@@ -528,3 +529,19 @@ def test_frechet_distance_of_gaussians_is_the_closed_form():
     # |mu_a - mu_b|^2 + tr(I + 4I - 2 * 2I) = 1 + 3; sampling error ~0.05 at this size.
     assert abs(generative.frechet_distance(a, b) - 4.0) < 0.15
     assert generative.frechet_distance(a, a) < 1e-6
+
+
+@pytest.mark.parametrize("rank", [6, 3], ids=["full-rank", "singular"])
+def test_frechet_distance_takes_the_trace_of_scipys_matrix_square_root(rank):
+    from scipy import linalg
+
+    rng = np.random.default_rng(rank)
+    a = rng.standard_normal((500, rank)) @ rng.standard_normal((rank, 6))
+    b = rng.standard_normal((400, rank)) @ rng.standard_normal((rank, 6)) + 0.5
+    s_a, s_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    offset = np.eye(6) * 1e-12 * (rank < 6)  # sqrtm of a singular product: barely regular
+    root = np.real(linalg.sqrtm((s_a + offset) @ (s_b + offset)))
+    expected = np.sum((a.mean(0) - b.mean(0)) ** 2) + np.trace(s_a + s_b - 2 * root)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "Matrix is singular" from the singular case
+        assert generative.frechet_distance(a, b) == pytest.approx(expected, rel=1e-6)
