@@ -264,7 +264,27 @@ class Codec:
                 for k in range(SCALE_LEVELS)
             ]
             self.hyper_parameters = model.hyper_synthesis.integer_parameters()
-            self._analysis = model.analysis_model()
+        self._analyse, self._synthesise = self._graphs(model)
+
+    def _graphs(self, model):
+        """The analysis (image -> y_hat, or y and z_hat) and the synthesis (a tile of y_hat
+        -> pixels) as TensorFlow graphs taking any height and width: run eagerly, Keras's
+        per-layer calls took half the time of a Kodak image (0.12 s of analysis, against
+        0.06 s as a graph; the outputs are the same bits). Tracing each costs about 0.4 s
+        once, on the first image."""
+        import tensorflow as tf
+
+        analysis = model.analysis_model() if self.version == 2 else model.encoder
+        latent = (None, None, self.latent_channels)
+        analyse = tf.function(
+            lambda x: analysis(x, training=False),
+            input_signature=[tf.TensorSpec((1, None, None, self.channels), tf.float32)])
+        synthesise = tf.function(
+            lambda y_hat, size: model.decoder({"y_hat": y_hat, "image_size": size},
+                                              training=False),
+            input_signature=[tf.TensorSpec((1, *latent), tf.float32),
+                             tf.TensorSpec((1, 2), tf.int32)])
+        return analyse, synthesise
 
     # ----------------------------------------------------------------- images
 
@@ -276,7 +296,7 @@ class Codec:
                              "use encode_latents().")
         image = self._check_image(image)
         x = image[None].astype(np.float32) / 255.0
-        y = np.asarray(self.model.encoder(x, training=False)["y_hat"])[0]
+        y = np.asarray(self._analyse(x)["y_hat"])[0]
         return np.clip(y, -LATENT_LIMIT, LATENT_LIMIT).astype(np.int64)
 
     def encode_latents(self, image: np.ndarray) -> dict[str, np.ndarray]:
@@ -285,7 +305,7 @@ class Codec:
         tables that code the symbols (what `entropy_parameters` gives for `z_hat`)."""
         image = self._check_image(image)
         x = image[None].astype(np.float32) / 255.0
-        parts = self._analysis(x, training=False)
+        parts = self._analyse(x)
         z_hat = np.clip(np.asarray(parts["z_hat"], np.float64)[0], -LATENT_LIMIT, LATENT_LIMIT)
         z_hat = z_hat.astype(np.int64)
         indexes, means = self.entropy_parameters(z_hat)
@@ -316,10 +336,8 @@ class Codec:
                 bottom, right = min(top + tile, latent_h), min(left + tile, latent_w)
                 r0, r1 = max(top - margin, 0), min(bottom + margin, latent_h)
                 c0, c1 = max(left - margin, 0), min(right + margin, latent_w)
-                codes = {"y_hat": y_hat[None, r0:r1, c0:c1],
-                         "image_size": np.array([[(r1 - r0) * stride, (c1 - c0) * stride]],
-                                                np.int32)}
-                x_hat = np.asarray(self.model.decoder(codes, training=False))[0]
+                size = np.array([[(r1 - r0) * stride, (c1 - c0) * stride]], np.int32)
+                x_hat = np.asarray(self._synthesise(y_hat[None, r0:r1, c0:c1], size))[0]
                 rows = min(bottom * stride, height) - top * stride
                 cols = min(right * stride, width) - left * stride
                 part = x_hat[(top - r0) * stride:, (left - c0) * stride:][:rows, :cols]
