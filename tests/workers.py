@@ -8,7 +8,8 @@ a script, it is what such a process does (the tests' modes):
         A worker of a multi-worker job: records the batches it gets from
         `aezoo.data.pipeline` (2 epochs of `SHARD_EXAMPLES`, with noise), runs
         `aezoo train TRAIN_ARGS` in this process, trains a plain Keras model through
-        `aezoo.training.train`, then fits one as Keras users would, without aezoo's fix for
+        `aezoo.training.train` and a VAE on its importance-weighted bound (its own train
+        step), then fits a plain model as Keras users would, without aezoo's fix for
         keras-team/keras#20585; saves the batches, the weights and how that fit ended in
         PREFIX<task index>.npz, and exits with the command's status.
     python tests/workers.py mirrored OUTCOME_FILE -- TRAIN_ARGS ...
@@ -147,6 +148,16 @@ def _shards(prefix: str, train_args: list[str]) -> int:
                               strategy=strategy, verbose=0)
     for i, weight in enumerate(model.get_weights()):
         arrays[f"plain_{i}"] = weight
+    # The VAE's importance-weighted objective has a train step of its own (one encoder
+    # pass, k decoder passes), which returns its logs through _keras_fixes.fix_logs too.
+    iwae, history = training.train(
+        "vae", plain_data(), model_kwargs={"latent_dim": 2, "filters": (4, 8),
+                                           "binarize": True, "importance_samples": 3},
+        epochs=2, batch_size=16, strategy=strategy, verbose=0)
+    for i, weight in enumerate(iwae.get_weights()):
+        arrays[f"iwae_{i}"] = weight
+    for key in ("loss", "reconstruction", "kl"):
+        arrays[f"iwae_history_{key}"] = np.array(history[key])
     # Last, as it fails (before any collective op, so that no worker waits for another).
     arrays["plain_keras_fit"] = _outcome(_plain_keras_fit, strategy)
     np.savez(f"{prefix}{strategy.cluster_resolver.task_id}.npz", **arrays)
