@@ -630,9 +630,10 @@ class _EpochCheckpoint(keras.callbacks.Callback):
 
 
 def _build(model, kwargs: dict[str, Any], example_spec: tf.TensorSpec, noise,
-           initial=None) -> keras.Model:
+           initial: tuple[keras.Model, str] | None = None) -> keras.Model:
     if initial is not None:
-        return _build_from(initial, model, kwargs, example_spec)
+        # The initial model's builder arguments are the defaults of those given.
+        kwargs = {**_initial_arguments(initial, model), **kwargs}
     if isinstance(model, str):
         check_choice("model", model, list(MODELS))
         builder = MODELS[model]
@@ -643,14 +644,19 @@ def _build(model, kwargs: dict[str, Any], example_spec: tf.TensorSpec, noise,
         ae = builder(**kwargs)
     else:
         ae = model(**kwargs)
+    if initial is not None:
+        try:
+            ae.set_weights(initial[0].get_weights())
+        except ValueError:
+            raise ValueError(f"The initial model {initial[1]} has other weights than the model "
+                             "these arguments build: give the same model arguments (or none)."
+                             ) from None
     check_fits(ae, example_spec.shape)
     return ae
 
 
-def _build_from(initial: tuple[keras.Model, str], model, kwargs: dict[str, Any],
-                example_spec: tf.TensorSpec) -> keras.Model:
-    """Model `model` built with the initial model's builder arguments updated by `kwargs`,
-    holding its weights."""
+def _initial_arguments(initial: tuple[keras.Model, str], model) -> dict[str, Any]:
+    """The builder arguments of the initial model, checked to be one of `model`."""
     init, what = initial
     if not isinstance(model, str):
         raise ValueError("`init` needs `model` to be the name of the initial model's builder "
@@ -661,16 +667,7 @@ def _build_from(initial: tuple[keras.Model, str], model, kwargs: dict[str, Any],
     if config["model"] != model:
         raise ValueError(f"The initial model {what} is a '{config['model']}' model, not "
                          f"'{model}'.")
-    merged = {k: v for k, v in config.items() if k != "model"}
-    merged.update(kwargs)
-    ae = MODELS[model](**merged)
-    try:
-        ae.set_weights(init.get_weights())
-    except ValueError:
-        raise ValueError(f"The initial model {what} has other weights than the model these "
-                         "arguments build: give the same model arguments (or none).") from None
-    check_fits(ae, example_spec.shape)
-    return ae
+    return {k: v for k, v in config.items() if k != "model"}
 
 
 def _initial(init) -> tuple[keras.Model, str] | None:
