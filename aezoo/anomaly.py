@@ -44,7 +44,8 @@ class Detector:
     """Finds the examples that do not fit: scores are reconstruction errors.
 
     Args:
-        model: a name in `aezoo.MODELS`, or "auto" (see `default_model`).
+        model: a name in `aezoo.MODELS`, or "auto": the initial model's with an `init` in
+            `training_kwargs`, else chosen by the data (see `default_model`).
         threshold: "percentile:P" (0-100), "mean_std:K" or "contamination:C" (0-0.5) of
             the training scores; scores above it are anomalies.
         scaling: one of `SCALINGS`, fitted on the training examples.
@@ -104,7 +105,12 @@ class Detector:
         x = as_array(x)
         if len(x) < 2:
             raise ValueError(f"Fit needs at least 2 normal examples; got {len(x)}.")
-        self.model_name_ = default_model(x) if self.model == "auto" else self.model
+        if self.model != "auto":
+            self.model_name_ = self.model
+        elif self.training_kwargs.get("init") is not None:  # fine-tuning: the initial model
+            self.model_name_ = training.initial_model_name(self.training_kwargs["init"])
+        else:
+            self.model_name_ = default_model(x)
         self.example_shape_ = tuple(int(n) for n in x.shape[1:])
         self.scaling_ = fit_scaling(self.scaling, x)
         inputs = self._model_input(x)

@@ -670,6 +670,16 @@ def _initial_arguments(initial: tuple[keras.Model, str], model) -> dict[str, Any
     return {k: v for k, v in config.items() if k != "model"}
 
 
+def initial_model_name(init) -> str:
+    """The `aezoo.MODELS` name of `train`'s `init` (a model, run folder, preset name or
+    .keras file), for callers that choose a model by the data unless fine-tuning."""
+    initial = _initial(init)
+    config = initial[0].get_config() if isinstance(initial[0], Autoencoder) else {}
+    if "model" not in config:
+        raise ValueError(f"The initial model {initial[1]} is not a model of aezoo.MODELS.")
+    return config["model"]
+
+
 def _initial(init) -> tuple[keras.Model, str] | None:
     """(the initial model, how messages name it) for `train`'s `init`."""
     if init is None:
