@@ -3,6 +3,7 @@ against the classical denoisers of `aezoo.baselines` on clean images noised with
 
 >>> from aezoo import denoise
 >>> clean = denoise.denoise(model, noisy)        # float (height, width, channels) in [0, 1]
+>>> better = denoise.denoise(model, noisy, ensemble=True)   # 8 passes, averaged
 >>> results = denoise.evaluate(model, images, ("gaussian", 25 / 255), seed=0)
 """
 
@@ -17,11 +18,13 @@ import numpy as np
 from aezoo import baselines, metrics, noise
 from aezoo.models.layers import PadToMultiple
 
-# What `evaluate` compares: the noisy input, the classical denoisers and the model.
-METHODS = ("noisy", *baselines.CLASSICAL, "aezoo")
+# What `evaluate` compares: the noisy input, the classical denoisers and the model, in one
+# pass and as the self-ensemble of `denoise(..., ensemble=True)`.
+METHODS = ("noisy", *baselines.CLASSICAL, "aezoo", "aezoo_x8")
 
 
-def denoise(model: keras.Model, image, tile: int = 1024, margin: int = 32):
+def denoise(model: keras.Model, image, tile: int = 1024, margin: int = 32,
+            ensemble: bool = False):
     """Denoises one image with a model that maps images to images of the same shape.
 
     An image larger than `tile` on a side goes through the model in overlapping tiles: each
@@ -37,11 +40,26 @@ def denoise(model: keras.Model, image, tile: int = 1024, margin: int = 32):
         tile: side of the largest piece a fully convolutional model sees at once (memory).
         margin: context kept around each tile's centre; at least the model's receptive-field
             radius for results identical to one whole-image pass.
+        ensemble: the mean of the model's outputs for the image turned and mirrored by the
+            8 symmetries of the square (each output turned back), at 8 times the cost; the
+            4 that keep the shape for a model of fixed, non-square input.  A network trained
+            on turned patches is still not exactly symmetric, and its errors on the 8 views
+            partly cancel: the `denoise_gray` preset gains 0.1-0.35 dB on BSD68 (see
+            docs/denoising.md).
 
     Returns:
         The denoised image, float32 (height, width, channels), not clipped.
     """
     image = np.asarray(image, dtype=np.float32)
+    if ensemble:
+        fixed = model.input_shape[1:3]
+        turns = (0, 1, 2, 3) if None in fixed or fixed[0] == fixed[1] else (0, 2)
+        total = np.zeros(image.shape, np.float32)
+        for turn in turns:
+            for mirror in (False, True):
+                view = _view(image, turn, mirror)
+                total += _unview(denoise(model, view, tile, margin), turn, mirror)
+        return total / (2 * len(turns))
     height, width = image.shape[:2]
     fixed = model.input_shape[1:3]
     if None in fixed:
@@ -57,6 +75,17 @@ def denoise(model: keras.Model, image, tile: int = 1024, margin: int = 32):
             result = np.asarray(model(image[None, y0:y1, x0:x1], training=False))[0]
             out[top:bottom, left:right] = result[top - y0 : bottom - y0, left - x0 : right - x0]
     return out[:height, :width]
+
+
+def _view(image: np.ndarray, turn: int, mirror: bool) -> np.ndarray:
+    """The image turned by `turn` quarter turns, then mirrored left to right."""
+    view = np.rot90(image, turn)
+    return np.ascontiguousarray(view[:, ::-1] if mirror else view)
+
+
+def _unview(image: np.ndarray, turn: int, mirror: bool) -> np.ndarray:
+    """Undoes `_view`."""
+    return np.rot90(image[:, ::-1] if mirror else image, -turn)
 
 
 def _windows(
@@ -137,8 +166,8 @@ def evaluate(
             start = time.perf_counter()
             if method == "noisy":
                 output = noisy
-            elif method == "aezoo":
-                output = denoise(model, noisy)
+            elif method in ("aezoo", "aezoo_x8"):
+                output = denoise(model, noisy, ensemble=method == "aezoo_x8")
             else:
                 output = baselines.CLASSICAL[method](noisy, sigma)
             seconds[method] += time.perf_counter() - start
@@ -170,7 +199,8 @@ def markdown_table(results: dict, sigma: float | None) -> str:
         if method in baselines.CLASSICAL:
             setting = baselines.describe(method, sigma) if sigma is not None else "oracle sigma"
         else:
-            setting = {"noisy": "the input", "aezoo": "this model"}[method]
+            setting = {"noisy": "the input", "aezoo": "this model",
+                       "aezoo_x8": "this model, mean of 8 turned and mirrored views"}[method]
         rows.append(f"| {method} | {score['psnr']:.2f} | {score['ssim']:.4f} | "
                     f"{score['seconds']:.3f} | {setting} |")
     return "\n".join(rows)

@@ -58,11 +58,13 @@ def test_short_training_on_mnist_beats_the_noisy_input_by_far(mnist_run, tmp_pat
     assert status == 0
     results = json.loads((out / "results.json").read_text())
     assert {"noise", "images", "methods", "per_image"} <= set(results) and results["images"] == 6
-    assert set(results["methods"]) == {"noisy", "gaussian", "median", "nlm", "bm3d", "aezoo"}
+    assert set(results["methods"]) == {"noisy", "gaussian", "median", "nlm", "bm3d", "aezoo",
+                                       "aezoo_x8"}
     scores = results["methods"]
     # Noisy MNIST at sigma 0.4 is about 10.7 dB; a denoiser that learnt anything about digits
     # gains several dB (over 15 dB after these four short epochs when this test was written).
     assert scores["aezoo"]["psnr"] > scores["noisy"]["psnr"] + 4
+    assert scores["aezoo_x8"]["psnr"] > scores["noisy"]["psnr"] + 4
     assert scores["aezoo"]["ssim"] > scores["noisy"]["ssim"]
     assert (out / "samples.png").stat().st_size > 0 and "| aezoo |" in (out / "results.md").read_text()
 
@@ -82,6 +84,15 @@ def test_denoise_writes_one_png_per_input_with_its_size_and_mode(mnist_run, tmp_
             assert image.size == (shape[1], shape[0])
             assert image.mode == "L"  # the model is grayscale: colour input is converted
     assert {p.name: p.read_bytes() for p in inputs.iterdir()} == before
+    # --ensemble writes the self-ensemble of aezoo.denoise, computed here in-process.
+    assert app.main(["denoise", "--model", str(mnist_run), str(inputs / "odd.png"),
+                     "--ensemble", "--out", str(tmp_path / "x8")]) == 0
+    from aezoo import denoise
+
+    noisy = np.asarray(Image.open(inputs / "odd.png"), np.float32)[..., None] / 255
+    expected = denoise.denoise(runs.load_run(mnist_run).model, noisy, ensemble=True)
+    assert (tmp_path / "x8" / "odd.png").read_bytes() == denoise.png_bytes(expected)
+    assert (tmp_path / "x8" / "odd.png").read_bytes() != (out / "odd.png").read_bytes()
 
 
 def test_an_rgb_model_writes_rgb_pngs(tmp_path):
