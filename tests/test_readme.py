@@ -89,20 +89,36 @@ def aezoo_commands(text: str) -> list[list[str]]:
     return commands
 
 
-@pytest.mark.parametrize("document", [ROOT / "README.md", *DOCS], ids=lambda p: p.name)
-def test_every_documented_command_parses(document):
+def assert_parse(commands: list[list[str]], where: str) -> None:
     import importlib
 
-    commands = aezoo_commands(document.read_text())
     for argv in commands:
         name = argv[0]
-        assert name in aezoo_command.COMMANDS, f"{document.name}: no command {name!r}"
+        assert name in aezoo_command.COMMANDS, f"{where}: no command {name!r}"
         module = importlib.import_module(f"aezoo.apps.{aezoo_command.COMMANDS[name][0]}")
         try:
             module.build_parser().parse_args(argv[1:])
         except SystemExit as error:
-            raise AssertionError(f"{document.name}: `aezoo {' '.join(argv)}` does not parse") \
+            raise AssertionError(f"{where}: `aezoo {' '.join(argv)}` does not parse") \
                 from error
+
+
+@pytest.mark.parametrize("document", [ROOT / "README.md", *DOCS], ids=lambda p: p.name)
+def test_every_documented_command_parses(document):
+    assert_parse(aezoo_commands(document.read_text()), document.name)
+
+
+@pytest.mark.parametrize("name", list(aezoo_command.COMMANDS))
+def test_every_command_in_a_commands_docstring_parses(name):
+    import importlib
+
+    module = importlib.import_module(f"aezoo.apps.{aezoo_command.COMMANDS[name][0]}")
+    # The docstring's examples are its paragraphs indented by 4 spaces.
+    blocks = [block for block in re.split(r"\n\s*\n", module.__doc__)
+              if all(line.startswith("    ") for line in block.strip("\n").splitlines())]
+    commands = aezoo_commands("".join(f"```bash\n{block}\n```\n" for block in blocks))
+    assert any(argv[0] == name for argv in commands)
+    assert_parse(commands, module.__name__)
 
 
 def test_readme_presets_table_is_the_cards_headlines():
