@@ -44,7 +44,7 @@ def denoise(model: keras.Model, image, tile: int = 1024, margin: int = 32,
             8 symmetries of the square (each output turned back), at 8 times the cost; the
             4 that keep the shape for a model of fixed, non-square input.  A network trained
             on turned patches is still not exactly symmetric, and its errors on the 8 views
-            partly cancel: the `denoise_gray` preset gains 0.1-0.35 dB on BSD68 (see
+            partly cancel: the `denoise_gray` preset gains 0.1-0.3 dB on BSD68 (see
             docs/denoising.md).
 
     Returns:

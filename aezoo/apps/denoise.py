@@ -31,7 +31,7 @@ command prints the level it estimates in each image):
     aezoo denoise denoise --model denoise_gray scan.jpg photos/ --out clean/
 
 The same, averaging the model over the 8 turns and mirror images of each image (8 times the
-time, 0.1-0.35 dB better on BSD68):
+time, 0.1-0.3 dB better on BSD68):
 
     aezoo denoise denoise --model denoise_gray --ensemble scan.jpg photos/ --out clean/
 
@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="larger images go in tiles of this side")
     run.add_argument("--ensemble", action="store_true",
                      help="average the model over the 8 turns and mirror images of each image "
-                     "(8 times the time; 0.1-0.35 dB better on BSD68)")
+                     "(8 times the time; 0.1-0.3 dB better on BSD68)")
 
     evaluate = commands.add_parser("evaluate", help="PSNR/SSIM against classical denoisers")
     evaluate.add_argument("--model", required=True, help="run folder of `train`, or a preset")
