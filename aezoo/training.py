@@ -657,27 +657,30 @@ def _build(model, kwargs: dict[str, Any], example_spec: tf.TensorSpec, noise,
 
 def _initial_arguments(initial: tuple[keras.Model, str], model) -> dict[str, Any]:
     """The builder arguments of the initial model, checked to be one of `model`."""
-    init, what = initial
     if not isinstance(model, str):
         raise ValueError("`init` needs `model` to be the name of the initial model's builder "
                          "in aezoo.MODELS, not a function.")
+    config = _initial_config(initial)
+    if config["model"] != model:
+        raise ValueError(f"The initial model {initial[1]} is a '{config['model']}' model, not "
+                         f"'{model}'.")
+    return {k: v for k, v in config.items() if k != "model"}
+
+
+def _initial_config(initial: tuple[keras.Model, str]) -> dict[str, Any]:
+    """The initial model's config: its builder arguments and, under "model", its name in
+    aezoo.MODELS (a ValueError for any other model)."""
+    init, what = initial
     config = init.get_config() if isinstance(init, Autoencoder) else {}
     if "model" not in config:
         raise ValueError(f"The initial model {what} is not a model of aezoo.MODELS.")
-    if config["model"] != model:
-        raise ValueError(f"The initial model {what} is a '{config['model']}' model, not "
-                         f"'{model}'.")
-    return {k: v for k, v in config.items() if k != "model"}
+    return config
 
 
 def initial_model_name(init) -> str:
     """The `aezoo.MODELS` name of `train`'s `init` (a model, run folder, preset name or
     .keras file), for callers that choose a model by the data unless fine-tuning."""
-    initial = _initial(init)
-    config = initial[0].get_config() if isinstance(initial[0], Autoencoder) else {}
-    if "model" not in config:
-        raise ValueError(f"The initial model {initial[1]} is not a model of aezoo.MODELS.")
-    return config["model"]
+    return _initial_config(_initial(init))["model"]
 
 
 def _initial(init) -> tuple[keras.Model, str] | None:
