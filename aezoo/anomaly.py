@@ -105,10 +105,13 @@ class Detector:
         x = as_array(x)
         if len(x) < 2:
             raise ValueError(f"Fit needs at least 2 normal examples; got {len(x)}.")
+        training_kwargs = dict(self.training_kwargs)  # `save` records the caller's, not these
         if self.model != "auto":
             self.model_name_ = self.model
-        elif self.training_kwargs.get("init") is not None:  # fine-tuning: the initial model
-            self.model_name_ = training.initial_model_name(self.training_kwargs["init"])
+        elif training_kwargs.get("init") is not None:  # fine-tuning: the initial model
+            # Opened once here: its name chooses the builder and train takes its weights.
+            training_kwargs["init"] = training.open_initial(training_kwargs["init"])
+            self.model_name_ = training.initial_model_name(training_kwargs["init"])
         else:
             self.model_name_ = default_model(x)
         self.example_shape_ = tuple(int(n) for n in x.shape[1:])
@@ -123,7 +126,7 @@ class Detector:
         self.model_, self.history_ = training.train(
             self.model_name_, inputs, model_kwargs=kwargs, epochs=self.epochs,
             batch_size=self.batch_size, learning_rate=self.learning_rate, seed=self.seed,
-            out_dir=out_dir, verbose=self.verbose, **self.training_kwargs,
+            out_dir=out_dir, verbose=self.verbose, **training_kwargs,
         )
         self.timing_ = {"wall_seconds": time.time() - started,
                         "cpu_seconds": time.process_time() - cpu_started}

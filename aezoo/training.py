@@ -369,8 +369,8 @@ def train(
         callbacks: more Keras callbacks.
         steps_per_epoch: limit each epoch to this many batches.
         init: start from a trained model's weights (fine-tuning, or a rate point started
-            from its neighbour): an aezoo model, or a run folder, preset name or `.keras`
-            file.  It must be the model `model` names; its builder arguments are the
+            from its neighbour): an aezoo model, a run folder, preset name or `.keras`
+            file, or the pair `open_initial` returns for one.  It must be the model `model` names; its builder arguments are the
             defaults that `model_kwargs` update, and they must give the same weights.
         verbose: Keras's verbosity ("auto": a progress bar).
 
@@ -677,9 +677,16 @@ def _initial_config(initial: tuple[keras.Model, str]) -> dict[str, Any]:
     return config
 
 
+def open_initial(init) -> tuple[keras.Model, str]:
+    """`train`'s `init` (a model, run folder, preset name or .keras file) opened once, as
+    (the model, how messages name it); `train` and `initial_model_name` take the pair too,
+    so a caller that needs both opens the file only once."""
+    return _initial(init)
+
+
 def initial_model_name(init) -> str:
-    """The `aezoo.MODELS` name of `train`'s `init` (a model, run folder, preset name or
-    .keras file), for callers that choose a model by the data unless fine-tuning."""
+    """The `aezoo.MODELS` name of `train`'s `init` (as `open_initial` takes it, or its pair),
+    for callers that choose a model by the data unless fine-tuning."""
     return _initial_config(_initial(init))["model"]
 
 
@@ -687,6 +694,8 @@ def _initial(init) -> tuple[keras.Model, str] | None:
     """(the initial model, how messages name it) for `train`'s `init`."""
     if init is None:
         return None
+    if isinstance(init, tuple) and len(init) == 2 and isinstance(init[0], keras.Model):
+        return init  # opened already by open_initial
     if isinstance(init, keras.Model):
         return init, f"'{init.name}'"
     from aezoo import runs

@@ -374,14 +374,18 @@ def test_init_fine_tunes_the_model_of_a_trained_detector(ecg_like, tmp_path):
     assert info["options"]["training"]["init"] == str(ecg_like["run"])
 
 
-def test_init_without_model_takes_the_initial_model(ecg_like, tmp_path):
+def test_init_without_model_takes_the_initial_model(ecg_like, tmp_path, monkeypatch):
     # These rows are long enough for "auto" to choose 'sequence'; fine-tuning a 'dense' run
     # without --model used to stop with "is a 'dense' model, not 'sequence'".
     common = ["--csv", ecg_like["csv"], "--label-column", -1, "--normal-label", 1,
               "--split", "train", "--epochs", 1, "--batch-size", 64]
     assert run(["train", *common, "--model", "dense", "--latent-dim", 3,
                 "--out", tmp_path / "dense"]) == 0
+    opened = []  # the initial run is opened once: its name picks the model, its weights start it
+    open_model = runs.open_model
+    monkeypatch.setattr(runs, "open_model", lambda path: opened.append(path) or open_model(path))
     assert run(["train", *common, "--init", tmp_path / "dense", "--out", tmp_path / "tuned"]) == 0
+    assert [str(path) for path in opened] == [str(tmp_path / "dense")]
     initial, tuned = (runs.load_run(tmp_path / name) for name in ("dense", "tuned"))
     assert tuned.info["model"] == "dense"
     assert tuned.model.get_config() == initial.model.get_config()  # latent_dim 3 kept
