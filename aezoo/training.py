@@ -22,7 +22,7 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import keras
 import numpy as np
@@ -370,8 +370,9 @@ def train(
         steps_per_epoch: limit each epoch to this many batches.
         init: start from a trained model's weights (fine-tuning, or a rate point started
             from its neighbour): an aezoo model, a run folder, preset name or `.keras`
-            file, or the pair `open_initial` returns for one.  It must be the model `model` names; its builder arguments are the
-            defaults that `model_kwargs` update, and they must give the same weights.
+            file, or the `InitialModel` that `open_initial` made of one.  It must be the
+            model `model` names; its builder arguments are the defaults that
+            `model_kwargs` update, and they must give the same weights.
         verbose: Keras's verbosity ("auto": a progress bar).
 
     Returns:
@@ -425,7 +426,7 @@ def train(
 
     # Loaded here, outside the strategy's scope and the mixed-precision policy: only its
     # builder arguments and weights are used.
-    initial = _initial(init)
+    initial = open_initial(init)
     policy = resolve_mixed_precision(mixed_precision, strategy)
     previous_policy = keras.config.dtype_policy()
     try:
@@ -630,7 +631,7 @@ class _EpochCheckpoint(keras.callbacks.Callback):
 
 
 def _build(model, kwargs: dict[str, Any], example_spec: tf.TensorSpec, noise,
-           initial: tuple[keras.Model, str] | None = None) -> keras.Model:
+           initial: InitialModel | None = None) -> keras.Model:
     if initial is not None:
         # The initial model's builder arguments are the defaults of those given.
         kwargs = {**_initial_arguments(initial, model), **kwargs}
@@ -646,61 +647,61 @@ def _build(model, kwargs: dict[str, Any], example_spec: tf.TensorSpec, noise,
         ae = model(**kwargs)
     if initial is not None:
         try:
-            ae.set_weights(initial[0].get_weights())
+            ae.set_weights(initial.model.get_weights())
         except ValueError:
-            raise ValueError(f"The initial model {initial[1]} has other weights than the model "
+            raise ValueError(f"The initial model {initial.label} has other weights than the model "
                              "these arguments build: give the same model arguments (or none)."
                              ) from None
     check_fits(ae, example_spec.shape)
     return ae
 
 
-def _initial_arguments(initial: tuple[keras.Model, str], model) -> dict[str, Any]:
+def _initial_arguments(initial: InitialModel, model) -> dict[str, Any]:
     """The builder arguments of the initial model, checked to be one of `model`."""
     if not isinstance(model, str):
         raise ValueError("`init` needs `model` to be the name of the initial model's builder "
                          "in aezoo.MODELS, not a function.")
     config = _initial_config(initial)
     if config["model"] != model:
-        raise ValueError(f"The initial model {initial[1]} is a '{config['model']}' model, not "
+        raise ValueError(f"The initial model {initial.label} is a '{config['model']}' model, not "
                          f"'{model}'.")
     return {k: v for k, v in config.items() if k != "model"}
 
 
-def _initial_config(initial: tuple[keras.Model, str]) -> dict[str, Any]:
+def _initial_config(initial: InitialModel) -> dict[str, Any]:
     """The initial model's config: its builder arguments and, under "model", its name in
     aezoo.MODELS (a ValueError for any other model)."""
-    init, what = initial
-    config = init.get_config() if isinstance(init, Autoencoder) else {}
+    model = initial.model
+    config = model.get_config() if isinstance(model, Autoencoder) else {}
     if "model" not in config:
-        raise ValueError(f"The initial model {what} is not a model of aezoo.MODELS.")
+        raise ValueError(f"The initial model {initial.label} is not a model of aezoo.MODELS.")
     return config
 
 
-def open_initial(init) -> tuple[keras.Model, str]:
-    """`train`'s `init` (a model, run folder, preset name or .keras file) opened once, as
-    (the model, how messages name it); `train` and `initial_model_name` take the pair too,
-    so a caller that needs both opens the file only once."""
-    return _initial(init)
+class InitialModel(NamedTuple):
+    """`train`'s `init`, opened: the model, and how messages name it (the path given)."""
+
+    model: keras.Model
+    label: str
+
+
+def open_initial(init) -> InitialModel | None:
+    """`train`'s `init` (a model, run folder, preset name or .keras file) opened, or passed
+    through if opened already: `train` and `initial_model_name` take what this returns, so a
+    caller that needs both opens the file once."""
+    if init is None or isinstance(init, InitialModel):
+        return init
+    if isinstance(init, keras.Model):
+        return InitialModel(init, f"'{init.name}'")
+    from aezoo import runs
+
+    return InitialModel(runs.open_model(init), str(init))
 
 
 def initial_model_name(init) -> str:
-    """The `aezoo.MODELS` name of `train`'s `init` (as `open_initial` takes it, or its pair),
-    for callers that choose a model by the data unless fine-tuning."""
-    return _initial_config(_initial(init))["model"]
-
-
-def _initial(init) -> tuple[keras.Model, str] | None:
-    """(the initial model, how messages name it) for `train`'s `init`."""
-    if init is None:
-        return None
-    if isinstance(init, tuple) and len(init) == 2 and isinstance(init[0], keras.Model):
-        return init  # opened already by open_initial
-    if isinstance(init, keras.Model):
-        return init, f"'{init.name}'"
-    from aezoo import runs
-
-    return runs.open_model(init), str(init)
+    """The `aezoo.MODELS` name of `train`'s `init` (anything `open_initial` takes), for
+    callers that choose a model by the data unless fine-tuning."""
+    return _initial_config(open_initial(init))["model"]
 
 
 def _default_input_shape(builder, spec: tf.TensorSpec) -> tuple[int | None, ...]:
