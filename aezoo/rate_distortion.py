@@ -168,6 +168,7 @@ def evaluate(
     names: Sequence[str],
     codecs: Sequence[str] = CODECS,
     progress=None,
+    refine: int = 0,
 ) -> dict:
     """Rate-distortion of aezoo codecs (one model per rate point) and the classical codecs
     on the same uint8 images.
@@ -178,6 +179,7 @@ def evaluate(
         names: their names.
         codecs: classical codecs to compare with.
         progress: called with (codec, point) after each rate point.
+        refine: iterations of latent refinement of aezoo's encoder (`Codec.compress`).
 
     Returns:
         {"images", "curves": {codec: [points]}, "bd_rate", "psnr_at_bpp"}; a point holds the
@@ -185,7 +187,7 @@ def evaluate(
     """
     curves: dict[str, list[dict]] = {"aezoo": []}
     for label, model in models.items():
-        curves["aezoo"].append(_evaluate_model(label, model, images, names))
+        curves["aezoo"].append(_evaluate_model(label, model, images, names, refine))
         if progress is not None:
             progress("aezoo", curves["aezoo"][-1])
     for name in codecs:
@@ -206,12 +208,12 @@ def evaluate(
     }
 
 
-def _evaluate_model(label: str, model, images, names) -> dict:
+def _evaluate_model(label: str, model, images, names, refine: int = 0) -> dict:
     packer = codec.Codec(model)
     rows = []
     for name, image in zip(names, images):
         started = time.perf_counter()
-        blob = packer.compress(image)
+        blob = packer.compress(image, refine=refine)
         encoded = time.perf_counter()
         decoded = packer.decompress(blob, name)
         finished = time.perf_counter()
@@ -220,7 +222,7 @@ def _evaluate_model(label: str, model, images, names) -> dict:
         rows.append(_measure(image, decoded, blob, encoded - started, finished - encoded))
         rows[-1]["estimated_bpp"] = estimate
     point = _mean(rows)
-    point.update(setting=label, lmbda=model.lmbda)
+    point.update(setting=label, lmbda=model.lmbda, refine=refine)
     return point
 
 
@@ -292,9 +294,12 @@ def markdown(results: dict) -> str:
     def number(value, digits):
         return "-" if value is None else f"{value:.{digits}f}"
 
-    lines = ["## Rate-distortion", "",
-             "| codec | setting | bpp | PSNR (dB) | MS-SSIM | encode (s) | decode (s) |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["## Rate-distortion", ""]
+    refine = max((p.get("refine", 0) for p in results["curves"].get("aezoo", [])), default=0)
+    if refine:
+        lines += [f"aezoo's latents refined with {refine} iterations (`--refine`).", ""]
+    lines += ["| codec | setting | bpp | PSNR (dB) | MS-SSIM | encode (s) | decode (s) |",
+              "|---|---|---|---|---|---|---|"]
     for name, points in results["curves"].items():
         for p in points:
             setting = Path(p["setting"]).name if name == "aezoo" else p["setting"]

@@ -22,8 +22,8 @@ LAYERS = {
     "models": ["aezoo.models"],
     "services": ["aezoo.data", "aezoo.plots", "aezoo.baselines", "aezoo.export",
                  "aezoo.presets", "aezoo.runs", "aezoo.training", "aezoo.codec",
-                 "aezoo.rate_distortion", "aezoo.denoise", "aezoo.anomaly", "aezoo.latent",
-                 "aezoo.generative"],
+                 "aezoo.refinement", "aezoo.rate_distortion", "aezoo.denoise",
+                 "aezoo.anomaly", "aezoo.latent", "aezoo.generative"],
     "commands": ["aezoo.apps", "aezoo.__main__"],
 }
 

@@ -235,6 +235,10 @@ def positive_int(text: str) -> int:
     return _number(int, text, lambda v: v > 0, "a positive integer")
 
 
+def non_negative_int(text: str) -> int:
+    return _number(int, text, lambda v: v >= 0, "an integer >= 0")
+
+
 def steps(text: str) -> int:
     """Images along a walk or an interpolation: its two ends and what lies between."""
     return _number(int, text, lambda v: v >= 2, "an integer of at least 2")

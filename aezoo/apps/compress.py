@@ -27,6 +27,11 @@ Compress and decompress (one .aez file per image, one PNG per .aez file, same st
     aezoo compress decompress --model runs/compress_0.01 packed/*.aez \\
         --out unpacked/
 
+Smaller files of better quality for encoder time (--refine N: N steps of gradient descent on
+each image's own latents, about 0.1 s each for a 768x512 image; decoding is unchanged):
+
+    aezoo compress compress --model codec_0.01 photo.png --refine 100 --out packed/
+
 Rate-distortion evaluation on Kodak against JPEG 4:2:0, WebP and JPEG 2000 (results.json,
 results.md, rd.png):
 
@@ -87,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     pack.add_argument("images", type=Path, nargs="+", help="PNG/JPEG files")
     pack.add_argument("--out", type=Path, required=True, help="folder of the .aez files")
     pack.add_argument("--overwrite", action="store_true", help="replace existing .aez files")
+    add_refine_argument(pack)
 
     unpack = actions.add_parser("decompress", help="decompress .aez files to PNG images")
     unpack.add_argument("--model", required=True, help="run folder of `train`, or a preset name")
@@ -106,7 +112,16 @@ def build_parser() -> argparse.ArgumentParser:
                           help="the first N images only")
     evaluate.add_argument("--codecs", nargs="*", default=list(CODECS), choices=CODECS,
                           help="classical codecs to compare with (default: all)")
+    add_refine_argument(evaluate)
     return parser
+
+
+def add_refine_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--refine", type=cli.non_negative_int, default=0, metavar="N",
+        help="encode with N iterations of latent refinement (aezoo.refinement): with N=100, "
+             "0.3-0.7 dB more at equal rate on Kodak, at about 0.1 s an iteration for a "
+             "768x512 image on 2 cores; files decode as any other (default: 0, none)")
 
 
 # ------------------------------------------------------------------------ train
@@ -141,8 +156,11 @@ def compress(args: argparse.Namespace) -> int:
     images = [data.read_image(path, channels=packer.channels) for path in args.images]
     args.out.mkdir(parents=True, exist_ok=True)
     for i, (path, image, target) in enumerate(zip(args.images, images, targets), start=1):
+        if args.refine:
+            print(f"[{i}/{len(targets)}] {path.name}: refining ({args.refine} iterations)",
+                  flush=True)
         started = time.perf_counter()
-        blob = packer.compress(image)
+        blob = packer.compress(image, refine=args.refine)
         seconds = time.perf_counter() - started
         runs.write_bytes(target, blob)
         bpp = 8 * len(blob) / (image.shape[0] * image.shape[1])
@@ -190,9 +208,10 @@ def evaluate(args: argparse.Namespace) -> int:
         raise ValueError("The models differ in channels (grayscale and RGB); evaluate them apart.")
     channels = channels.pop()
     images = [data.read_image(path, channels=channels) for path in files]
-    print(f"Evaluating on {len(images)} images of {args.images}", flush=True)
+    refined = f", latents refined ({args.refine} iterations)" if args.refine else ""
+    print(f"Evaluating on {len(images)} images of {args.images}{refined}", flush=True)
     results = rate_distortion.evaluate(models, images, [p.name for p in files], args.codecs,
-                                       progress=_print_point)
+                                       progress=_print_point, refine=args.refine)
     args.out.mkdir(parents=True, exist_ok=True)
     with runs.writing(args.out / "rd.png") as path:
         rate_distortion.plot(results["curves"], path,

@@ -1,0 +1,88 @@
+"""`aezoo.refinement`: refined latents make files that cost less (bits + lmbda * distortion,
+measured on the files and the decoded pixels) and decode as any other file."""
+
+import numpy as np
+import pytest
+from conftest import shared_data
+from PIL import Image
+
+import aezoo
+from aezoo import codec, refinement, runs
+from aezoo.apps import compress
+
+
+def cost(packer: codec.Codec, image: np.ndarray, data: bytes) -> float:
+    """The model's loss as a user pays it: bits per pixel of the file, plus lmbda times the
+    squared error (0-255 scale) of what a fresh decoder makes of it, computed in numpy."""
+    decoded = codec.Codec(packer.model).decompress(data).astype(np.float64)
+    mse = np.mean((decoded - image.astype(np.float64)) ** 2)
+    return 8 * len(data) / (image.shape[0] * image.shape[1]) + packer.model.lmbda * mse
+
+
+@pytest.fixture(scope="module")
+def meanscale() -> codec.Codec:
+    return codec.Codec(aezoo.from_preset("codec_0.01"))
+
+
+@pytest.fixture(scope="module")
+def photo() -> np.ndarray:
+    """A 128x192 crop of a Kodak image (a test image: refinement trains nothing)."""
+    with Image.open(shared_data("raw", "kodak", "kodim19.png")) as image:
+        return np.asarray(image.convert("RGB"))[100:228, :192]
+
+
+def test_refined_files_cost_less_and_are_the_same_each_time(meanscale, photo):
+    plain = meanscale.compress(photo)
+    refined = meanscale.compress(photo, refine=100)
+    assert cost(meanscale, photo, refined) < 0.97 * cost(meanscale, photo, plain)
+    # The annealing's draws are seeded by the step: the same image, the same file.
+    assert meanscale.compress(photo, refine=100) == refined
+
+
+def test_large_images_are_refined_in_tiles_that_cover_the_latents(
+    meanscale, photo, monkeypatch
+):
+    # Tiles of 3x3 blocks of the model's 64 pixels: a core of one block and a margin of one;
+    # the 128x192 crop is 2 x 3 blocks.
+    monkeypatch.setattr(refinement, "REFINE_PIXELS", 192 * 192)
+    refiner = refinement.Refiner(meanscale.model)
+    x = photo[None].astype(np.float32) / 255.0
+    calls = []
+    start = refiner.refine(x, 0)
+    latents = refiner.refine(x, 10, progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(i, 6) for i in range(1, 7)]
+    for key in ("y", "z"):
+        assert latents[key].shape == start[key].shape
+    # Every block of y was refined: moved from the analysis's latents (by about the
+    # learning rate a step, at most).
+    moved = np.abs(latents["y"] - start["y"]).max(axis=-1)[0]
+    assert moved.reshape(2, 4, 3, 4).max(axis=(1, 3)).min() > 0.05
+    tiled = meanscale.compress(photo, refine=100)
+    assert cost(meanscale, photo, tiled) < cost(meanscale, photo, meanscale.compress(photo))
+
+
+def test_a_factorized_model_refines_its_latent_too(codec_run, odd_images):
+    packer = codec.Codec(runs.load_run(codec_run, task="compress").model)
+    with Image.open(odd_images / "tall.png") as image:
+        digits = np.asarray(image)[..., None]
+    plain, refined = packer.compress(digits), packer.compress(digits, refine=60)
+    assert packer.decompress(refined).shape == digits.shape
+    assert cost(packer, digits, refined) < cost(packer, digits, plain)
+
+
+def test_the_command_refines_and_reports_it(photo, tmp_path, capsys):
+    Image.fromarray(photo).save(tmp_path / "crop.png")
+    assert compress.main(["compress", "--model", "codec_0.01", str(tmp_path / "crop.png"),
+                          "--refine", "5", "--out", str(tmp_path / "packed")]) == 0
+    assert "refining (5 iterations)" in capsys.readouterr().out
+    assert codec.Codec(aezoo.from_preset("codec_0.01")).read(
+        tmp_path / "packed" / "crop.aez").shape == photo.shape
+
+
+def test_a_negative_number_of_iterations_is_refused_in_one_line(photo, tmp_path, capsys):
+    Image.fromarray(photo).save(tmp_path / "crop.png")
+    assert compress.main(["compress", "--model", "codec_0.01", str(tmp_path / "crop.png"),
+                          "--refine", "-3", "--out", str(tmp_path / "packed")]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "aezoo compress compress: error: argument --refine: expected an integer >= 0, got '-3'"]
+    assert not (tmp_path / "packed").exists()
