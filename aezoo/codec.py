@@ -289,29 +289,30 @@ class Codec:
 
     # ----------------------------------------------------------------- images
 
-    def encode_latent(self, image: np.ndarray, refine: int = 0) -> np.ndarray:
+    def encode_latent(self, image: np.ndarray, refine: int = 0, progress=None) -> np.ndarray:
         """The integer latent (latent_h, latent_w, M) of a uint8 image (version 1; see
-        `encode_latents` for version 2); `refine`: iterations of `aezoo.refinement`."""
+        `encode_latents` for version 2); `refine`, `progress`: see `compress`."""
         if self.version != 1:
             raise ValueError("A hyperprior model's file carries z_hat and round(y - mean): "
                              "use encode_latents().")
         image = self._check_image(image)
         x = image[None].astype(np.float32) / 255.0
         if refine:
-            y = np.rint(self.refiner().refine(x, refine)["y"][0])
+            y = np.rint(self.refiner().refine(x, refine, progress)["y"][0])
         else:
             y = np.asarray(self._analyse(x)["y_hat"])[0]
         return np.clip(y, -LATENT_LIMIT, LATENT_LIMIT).astype(np.int64)
 
-    def encode_latents(self, image: np.ndarray, refine: int = 0) -> dict[str, np.ndarray]:
+    def encode_latents(self, image: np.ndarray, refine: int = 0,
+                       progress=None) -> dict[str, np.ndarray]:
         """What a version-2 file carries for a uint8 image: `z_hat` (zh, zw, hyper channels)
         and `symbols`, `round(y - mean)` (h, w, M), both int64; and the `indexes` of the
         tables that code the symbols (what `entropy_parameters` gives for `z_hat`).
-        `refine`: iterations of `aezoo.refinement` (0: the analysis's latents)."""
+        `refine`, `progress`: see `compress` (0: the analysis's latents)."""
         image = self._check_image(image)
         x = image[None].astype(np.float32) / 255.0
         if refine:
-            parts = self.refiner().refine(x, refine)
+            parts = self.refiner().refine(x, refine, progress)
             parts["z_hat"] = np.rint(parts.pop("z"))
         else:
             parts = self._analyse(x)
@@ -369,22 +370,23 @@ class Codec:
         positions = DECODE_MEMORY // self._bytes_per_position
         return max(math.isqrt(positions) - 2 * self.margin, 4)
 
-    def compress(self, image: np.ndarray, refine: int = 0) -> bytes:
+    def compress(self, image: np.ndarray, refine: int = 0, progress=None) -> bytes:
         """A uint8 (height, width, channels) image -> the bytes of an .aez file.
 
         `refine`: iterations of latent refinement (`aezoo.refinement`): smaller files of
         better quality, about 0.1 s an iteration for a Kodak image on 2 cores; 0 (the
         default) codes the analysis transform's latents, in a fraction of a second.
+        `progress(done, total)`: called after every step of the refinement.
         """
         if isinstance(refine, bool) or not isinstance(refine, int) or refine < 0:
             raise ValueError(f"`refine` must be an integer >= 0. Received: refine={refine!r}")
         image = self._check_image(image)
         height, width = image.shape[:2]
         if self.version == 1:
-            latent = self.encode_latent(image, refine)
+            latent = self.encode_latent(image, refine, progress)
             side, main = b"", self.encode_symbols(latent)
         else:
-            latents = self.encode_latents(image, refine)
+            latents = self.encode_latents(image, refine, progress)
             latent = latents["symbols"]
             side, main = self.encode_streams(latents["z_hat"], latents["symbols"],
                                              latents["indexes"])

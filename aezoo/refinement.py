@@ -94,7 +94,8 @@ class Refiner:
     def refine(self, x: np.ndarray, iterations: int,
                progress: Callable[[int, int], None] | None = None) -> dict[str, np.ndarray]:
         """The refined continuous latents of `x` after `iterations` steps (the analysis's
-        own latents when 0); `progress(done, total)` is called after each tile."""
+        own latents when 0); `progress(done, total)` is called after every step, with the
+        steps done and to do over all tiles."""
         x = np.asarray(x, np.float32)
         start = {k: np.asarray(v, np.float32) for k, v in self._analyse(x).items()}
         if iterations <= 0:
@@ -102,8 +103,12 @@ class Refiner:
         blocks = (-(-x.shape[1] // self.block), -(-x.shape[2] // self.block))
         tiles = list(self._tiles(*blocks))
         result = {k: v.copy() for k, v in start.items()}
-        for done, (core, around) in enumerate(tiles, start=1):
-            refined = self._refine_tile(x, start, around, iterations)
+        for number, (core, around) in enumerate(tiles):
+            def step_done(i, before=number * iterations):
+                if progress is not None:
+                    progress(before + i, len(tiles) * iterations)
+
+            refined = self._refine_tile(x, start, around, iterations, step_done)
             for key, value in refined.items():
                 # The core's part of the refined latents (the margins are dropped).
                 inner = tuple(slice(self._at(key, c.start - a.start),
@@ -112,8 +117,6 @@ class Refiner:
                 outer = tuple(slice(self._at(key, c.start), self._at(key, c.stop))
                               for c in core)
                 result[key][(slice(None), *outer)] = value[(slice(None), *inner)]
-            if progress is not None:
-                progress(done, len(tiles))
         return result
 
     def _at(self, key: str, blocks: int) -> int:
@@ -134,7 +137,7 @@ class Refiner:
                                for c, n in zip(core, (blocks_h, blocks_w)))
                 yield core, around
 
-    def _refine_tile(self, x, start, around, iterations) -> dict[str, np.ndarray]:
+    def _refine_tile(self, x, start, around, iterations, step_done) -> dict[str, np.ndarray]:
         """Refines the latents of the blocks `around` (all of them: a tile's margins move
         with it, so that its core is optimised beside neighbours that fit it, not beside
         the zeros the synthesis pads a lone tile with)."""
@@ -155,6 +158,7 @@ class Refiner:
             latents, first, second = self._step(
                 latents, first, second, tile, tf.constant(temperature(i, iterations)),
                 tf.constant(i + 1))
+            step_done(i + 1)
         return {key: np.asarray(v) for key, v in zip(keys, latents)}
 
     def loss(self, latents, x, tau, seed):

@@ -1,6 +1,8 @@
 """`aezoo.refinement`: refined latents make files that cost less (bits + lmbda * distortion,
 measured on the files and the decoded pixels) and decode as any other file."""
 
+import time
+
 import numpy as np
 import pytest
 from conftest import shared_data
@@ -50,7 +52,7 @@ def test_large_images_are_refined_in_tiles_that_cover_the_latents(
     calls = []
     start = refiner.refine(x, 0)
     latents = refiner.refine(x, 10, progress=lambda done, total: calls.append((done, total)))
-    assert calls == [(i, 6) for i in range(1, 7)]
+    assert calls == [(i, 60) for i in range(1, 61)]  # every step of the 6 tiles
     for key in ("y", "z"):
         assert latents[key].shape == start[key].shape
     # Every block of y was refined: moved from the analysis's latents (by about the
@@ -77,6 +79,17 @@ def test_the_command_refines_and_reports_it(photo, tmp_path, capsys):
     assert "refining (5 iterations)" in capsys.readouterr().out
     assert codec.Codec(aezoo.from_preset("codec_0.01")).read(
         tmp_path / "packed" / "crop.aez").shape == photo.shape
+
+
+def test_long_refinements_print_each_quarter(capsys):
+    quick = compress._quarters("[1/1] a.png", time.perf_counter())
+    slow = compress._quarters("[1/1] b.png", time.perf_counter() - 60)
+    for done in range(1, 9):
+        quick(done, 8)
+        slow(done, 8)
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(" (")[0] for line in lines] == [
+        "[1/1] b.png: 25 % refined", "[1/1] b.png: 50 % refined", "[1/1] b.png: 75 % refined"]
 
 
 def test_a_negative_number_of_iterations_is_refused_in_one_line(photo, tmp_path, capsys):
