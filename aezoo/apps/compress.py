@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     pack.add_argument("images", type=Path, nargs="+", help="PNG/JPEG files")
     pack.add_argument("--out", type=Path, required=True, help="folder of the .aez files")
     pack.add_argument("--overwrite", action="store_true", help="replace existing .aez files")
-    add_refine_argument(pack)
+    _add_refine_argument(pack)
 
     unpack = actions.add_parser("decompress", help="decompress .aez files to PNG images")
     unpack.add_argument("--model", required=True, help="run folder of `train`, or a preset name")
@@ -112,11 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
                           help="the first N images only")
     evaluate.add_argument("--codecs", nargs="*", default=list(CODECS), choices=CODECS,
                           help="classical codecs to compare with (default: all)")
-    add_refine_argument(evaluate)
+    _add_refine_argument(evaluate)
     return parser
 
 
-def add_refine_argument(parser: argparse.ArgumentParser) -> None:
+def _add_refine_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--refine", type=cli.non_negative_int, default=0, metavar="N",
         help="encode with N iterations of latent refinement (aezoo.refinement): with N=100, "
