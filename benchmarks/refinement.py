@@ -11,7 +11,8 @@ and decoded by the ordinary decoder; bits are counted from the files and PSNR fr
 decoded pixels.  The table gives the means over images, the model's loss (bpp + lmbda *
 MSE on the 0-255 scale, what refinement minimises) relative to no refinement, and the gain
 in PSNR at the rate of no refinement, moved there along the slope that lmbda implies
-(`_slope`; the rates differ by a few percent at most).  Run it on a quiet machine: encode seconds are wall-clock times.
+(`_slope`; the rates differ by a few percent at most).  Run it on a quiet machine: encode
+seconds are wall-clock times.
 """
 
 from __future__ import annotations
@@ -66,11 +67,9 @@ def main(argv=None) -> int:
           "encode (s, median) |")
     print("|---|---|---|---|---|---|")
     for iterations, row in rows.items():
-        # The gain at the rate of no refinement, along the line through both points (the
-        # local slope of the rate-distortion curve is about the same at either end).
-        gain = row["psnr"] - base["psnr"]
-        if iterations and abs(row["bpp"] - base["bpp"]) > 1e-9:
-            gain -= _slope(lmbda, base["psnr"]) * (row["bpp"] - base["bpp"])
+        # The gain at the rate of no refinement: the point moved there along `_slope`.
+        gain = (row["psnr"] - base["psnr"]
+                - _slope(lmbda, base["psnr"]) * (row["bpp"] - base["bpp"]))
         print(f"| {iterations} | {row['bpp']:.4f} | {row['psnr']:.3f} | "
               f"{row['loss'] / base['loss']:.4f} | {gain:+.3f} | {row['seconds']:.2f} |")
     return 0
