@@ -217,10 +217,10 @@ def _evaluate_model(label: str, model, images, names, refine: int = 0) -> dict:
         encoded = time.perf_counter()
         decoded = packer.decompress(blob, name)
         finished = time.perf_counter()
-        pixels = image.shape[0] * image.shape[1]
-        estimate = _rate_estimate(model, image) / pixels
         rows.append(_measure(image, decoded, blob, encoded - started, finished - encoded))
-        rows[-1]["estimated_bpp"] = estimate
+        if not refine:  # (the estimate is of the analysis's latents, not refined ones)
+            pixels = image.shape[0] * image.shape[1]
+            rows[-1]["estimated_bpp"] = _rate_estimate(model, image) / pixels
     point = _mean(rows)
     point.update(setting=label, lmbda=model.lmbda, refine=refine)
     return point

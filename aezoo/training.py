@@ -32,6 +32,7 @@ from aezoo import data as data_lib
 from aezoo._keras_fixes import fix_multi_worker_fit, is_multi_worker
 from aezoo.models import MODELS
 from aezoo.models.base import Autoencoder, check_choice, check_int, keras_loss
+from aezoo.models.compression import CompressionAutoencoder, widen
 from aezoo.runs import RUN_FILE
 
 STRATEGIES = ("auto", "cpu", "gpu", "mirrored", "multiworker", "tpu")
@@ -649,9 +650,17 @@ def _build(model, kwargs: dict[str, Any], example_spec: tf.TensorSpec, noise,
         try:
             ae.set_weights(initial.model.get_weights())
         except ValueError:
-            raise ValueError(f"The initial model {initial.label} has other weights than the model "
-                             "these arguments build: give the same model arguments (or none)."
-                             ) from None
+            try:
+                # A codec given wider `filters` starts as the same function (Net2Net).
+                if not isinstance(ae, CompressionAutoencoder):
+                    raise ValueError
+                widen(initial.model, ae)
+            except ValueError:
+                raise ValueError(
+                    f"The initial model {initial.label} has other weights than the model these "
+                    "arguments build: give the same model arguments (or none; a compression "
+                    "model may be given wider filters)."
+                ) from None
     check_fits(ae, example_spec.shape)
     return ae
 

@@ -695,3 +695,61 @@ def test_layer_names_are_deterministic():
         layer.name for layer in scale.decoder.layers]
     assert aezoo.MODELS.signature("compression_meanscale").parameters[
         "hyper_filters"].default == (128, 128, 128)
+
+
+# --------------------------------------------------------------------------- widening
+
+
+@pytest.mark.parametrize("name,activation", [
+    ("compression_meanscale", "gdn"), ("compression", "gdn"), ("compression_hyperprior", "relu"),
+])
+def test_a_widened_model_computes_what_the_narrow_one_did(name, activation, image):
+    """`compression.widen` copies channels (the first keep their own, the rest at random)
+    and splits the next layer's weights among copies: the same function, whatever the
+    weights, until training moves the copies apart."""
+    kwargs = {k: v for k, v in SMALL.items() if name != "compression" or k != "hyper_filters"}
+    kwargs["activation"] = activation
+    build = aezoo.MODELS[name]
+    narrow = build(input_shape=(None, None, 1), **kwargs)
+    rng = np.random.default_rng(3)
+    # GDN's gamma off its diagonal and every kernel moved: widening must carry them all.
+    narrow.set_weights([w + rng.uniform(0.0, 0.05, w.shape).astype(w.dtype)
+                        if w.dtype.kind == "f" else w for w in narrow.get_weights()])
+    wide = build(input_shape=(None, None, 1), **{**kwargs, "filters": (11, 16)})
+    compression.widen(narrow, wide)
+    x = image[None, ..., None].astype(np.float32) / 255.0
+    np.testing.assert_array_equal(wide.encoder(x)["y_hat"], narrow.encoder(x)["y_hat"])
+    # Equal up to float32 round-off, relative to the largest value (sums of other lengths).
+    expected = np.asarray(narrow(x))
+    assert np.abs(np.asarray(wide(x)) - expected).max() <= 1e-5 * np.abs(expected).max()
+
+    # Each new channel of level 2 copies the input weights of one of the first 8, but gets
+    # another share of the next layer's: one training step moves them apart.
+    kernel = wide.encoder.get_layer("down2_conv").get_weights()[0]
+    twins = {j: [k for k in range(8) if np.array_equal(kernel[..., j], kernel[..., k])]
+             for j in range(8, 16)}
+    assert all(len(twin) == 1 for twin in twins.values()), twins
+    shares = wide.encoder.get_layer("latent_conv").get_weights()[0]
+    wide.compile(optimizer=keras.optimizers.SGD(0.1))
+    wide.fit(x[:, :32, :32], x[:, :32, :32], epochs=1, verbose=0)
+    moved = wide.encoder.get_layer("down2_conv").get_weights()[0]
+    for j, (k,) in twins.items():
+        assert not np.allclose(shares[:, :, j], shares[:, :, k])
+        assert np.abs(moved[..., j] - moved[..., k]).max() > 1e-6
+
+
+def test_init_with_wider_filters_widens_and_narrower_ones_are_refused(meanscale, digits):
+    from aezoo import training
+
+    x = digits[:32, 2:26, 2:26].astype(np.float32) / 255.0
+    wide = training.train("compression_meanscale", x, init=meanscale, epochs=1, batch_size=32,
+                          model_kwargs={"filters": (12, 8)}, learning_rate=1e-9,
+                          strategy="cpu", verbose=0)[0]
+    assert tuple(wide.get_config()["filters"]) == (12, 8)
+    # A step of 1e-9 moves nothing that shows: the same bits and reconstructions.
+    assert wide.estimate_bits(x) == pytest.approx(meanscale.estimate_bits(x), rel=1e-4)
+    np.testing.assert_allclose(wide.predict(x, verbose=0), meanscale.predict(x, verbose=0),
+                               atol=1e-4)
+    with pytest.raises(ValueError, match="may be given wider filters"):
+        training.train("compression_meanscale", x, init=meanscale, epochs=1, batch_size=32,
+                       model_kwargs={"filters": (4, 8)}, strategy="cpu", verbose=0)

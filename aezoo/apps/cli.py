@@ -196,7 +196,8 @@ def add_training_arguments(parser: argparse.ArgumentParser, **defaults: Any) -> 
     group.add_argument("--log-dir", type=Path, help="TensorBoard log folder")
     group.add_argument("--init", metavar="RUN",
                        help="start from the weights of this run folder or preset (the same "
-                       "model; its builder arguments are the defaults)")
+                       "model; its builder arguments are the defaults; a codec may be given "
+                       "wider --filters, and starts as the same function)")
 
 
 def training_options(args: argparse.Namespace) -> dict[str, Any]:

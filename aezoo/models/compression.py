@@ -328,6 +328,69 @@ def _synthesis(latent_shape, channels: int, filters, kernel_size: int, activatio
     return keras.Model(inputs, x_hat, name="decoder")
 
 
+def widen(source: "CompressionAutoencoder", target: "CompressionAutoencoder",
+          seed: int = 0) -> None:
+    """Sets `target`'s weights to `source`'s, where `target` is the same model with wider
+    analysis and synthesis levels (`filters`), so that `target` computes the same function
+    (Net2WiderNet: Chen, Goodfellow, Shlens, ICLR 2016): a fine-tuning then starts where
+    the narrower model is and can only add to it.
+
+    Each new channel copies a channel of its level (the first `n` keep their own; the rest
+    copy channels drawn at random), in its convolution and its GDN, whose gamma is divided
+    among the copies (each copy's square counts in the others' norms); the next layer
+    splits each channel's weights among its copies at random proportions summing to one,
+    so that their gradients differ and the copies can drift apart.  Raises ValueError if
+    the two models differ in anything but the widths (and lmbda) or a width shrinks.
+    """
+    def arguments(model):  # (lmbda may change too: it is no weight)
+        return {k: tuple(v) if isinstance(v, list) else v for k, v in model.get_config().items()
+                if k not in ("filters", "name", "lmbda")}
+
+    old_filters = tuple(source.get_config()["filters"])
+    new_filters = tuple(target.get_config()["filters"])
+    if (arguments(source) != arguments(target) or len(old_filters) != len(new_filters)
+            or any(n < o for o, n in zip(old_filters, new_filters))):
+        raise ValueError(f"Cannot widen a model of filters {old_filters} to {new_filters}: "
+                         "only the widths may grow, all else must be the same.")
+    rng = np.random.default_rng(seed)
+    old = {layer.name: layer for part in (source.encoder, source.decoder) for layer in part.layers}
+    new = {layer.name: layer for part in (target.encoder, target.decoder) for layer in part.layers}
+    weights = {name: [np.asarray(w, np.float64) for w in layer.get_weights()]
+               for name, layer in old.items()}
+
+    count = len(old_filters)
+    for level in range(1, count + 1):
+        n, wide = old_filters[level - 1], new_filters[level - 1]
+        copies = np.concatenate([np.arange(n), rng.integers(0, n, wide - n)])
+        shares = np.bincount(copies, minlength=n)[copies]  # copies of each one's channel
+        analysis = (f"down{level}_conv", f"down{level}_gdn",
+                    f"down{level + 1}_conv" if level < count else "latent_conv")
+        synthesis = ("latent_deconv" if level == count else f"up{level + 1}_deconv",
+                     "latent_igdn" if level == count else f"up{level + 1}_igdn",
+                     f"up{level}_deconv")
+        # Kernel axes (out, in): Conv2D kernels are (h, w, in, out), transposed ones
+        # (h, w, out, in).
+        for (producer, norm, consumer), (out, into) in ((analysis, (3, 2)), (synthesis, (2, 3))):
+            kernel, bias = weights[producer]
+            weights[producer] = [np.take(kernel, copies, axis=out), bias[copies]]
+            if norm in weights:  # GDN (absent where the activation is another)
+                beta, gamma = weights[norm]
+                pedestal = GDN._PEDESTAL
+                effective = np.square(np.maximum(gamma, 2.0**-18)) - pedestal
+                effective = effective[np.ix_(copies, copies)] / shares[:, None]
+                weights[norm] = [beta[copies], np.sqrt(np.maximum(effective, 0.0) + pedestal)]
+            kernel, bias = weights[consumer]
+            split = 1.0 / shares + rng.uniform(-0.2, 0.2, copies.shape) / shares
+            # Within each channel's copies, the proportions sum to one.
+            split -= (np.bincount(copies, split, n) - 1.0)[copies] / shares
+            shape = [1] * kernel.ndim
+            shape[into] = len(copies)
+            weights[consumer] = [np.take(kernel, copies, axis=into) * split.reshape(shape), bias]
+    for name, layer in new.items():
+        if name in weights:
+            layer.set_weights([w.astype(v.dtype) for w, v in zip(weights[name], layer.weights)])
+
+
 @keras.saving.register_keras_serializable(package="aezoo")
 class CompressionAutoencoder(Autoencoder):
     """An `Autoencoder` trained on rate + lmbda * distortion.
