@@ -208,7 +208,9 @@ class Codec:
     `compression_meanscale` models write version 2.
     """
 
-    def __init__(self, model):
+    def __init__(self, model, refiner=None):
+        """`refiner`: the `aezoo.refinement.Refiner` of `model` that `compress(refine=N)`
+        uses (default: one built on first use, in `search_precision()`)."""
         import constriction
 
         if not isinstance(model, CompressionAutoencoder):
@@ -265,7 +267,9 @@ class Codec:
             ]
             self.hyper_parameters = model.hyper_synthesis.integer_parameters()
         self._analyse, self._synthesise = self._graphs(model)
-        self._refiner = None
+        if refiner is not None and refiner.model is not model:
+            raise ValueError("The refiner is another model's.")
+        self._refiner = refiner
 
     def _graphs(self, model):
         """The analysis (image -> y_hat, or y and z_hat) and the synthesis (a tile of y_hat
@@ -374,7 +378,7 @@ class Codec:
         """A uint8 (height, width, channels) image -> the bytes of an .aez file.
 
         `refine`: iterations of latent refinement (`aezoo.refinement`): smaller files of
-        better quality, about 0.1 s an iteration for a Kodak image on 2 cores; 0 (the
+        better quality, 0.1-0.4 s an iteration for a Kodak image on 2 cores; 0 (the
         default) codes the analysis transform's latents, in a fraction of a second.
         `progress(done, total)`: called after every step of the refinement.
         """

@@ -169,6 +169,7 @@ def evaluate(
     codecs: Sequence[str] = CODECS,
     progress=None,
     refine: int = 0,
+    image_progress=None,
 ) -> dict:
     """Rate-distortion of aezoo codecs (one model per rate point) and the classical codecs
     on the same uint8 images.
@@ -180,6 +181,8 @@ def evaluate(
         codecs: classical codecs to compare with.
         progress: called with (codec, point) after each rate point.
         refine: iterations of latent refinement of aezoo's encoder (`Codec.compress`).
+        image_progress: called with (label, images done, images) after each image that an
+            aezoo model has coded.
 
     Returns:
         {"images", "curves": {codec: [points]}, "bd_rate", "psnr_at_bpp"}; a point holds the
@@ -187,7 +190,8 @@ def evaluate(
     """
     curves: dict[str, list[dict]] = {"aezoo": []}
     for label, model in models.items():
-        curves["aezoo"].append(_evaluate_model(label, model, images, names, refine))
+        curves["aezoo"].append(
+            _evaluate_model(label, model, images, names, refine, image_progress))
         if progress is not None:
             progress("aezoo", curves["aezoo"][-1])
     for name in codecs:
@@ -208,10 +212,11 @@ def evaluate(
     }
 
 
-def _evaluate_model(label: str, model, images, names, refine: int = 0) -> dict:
+def _evaluate_model(label: str, model, images, names, refine: int = 0,
+                    image_progress=None) -> dict:
     packer = codec.Codec(model)
     rows = []
-    for name, image in zip(names, images):
+    for done, (name, image) in enumerate(zip(names, images), start=1):
         started = time.perf_counter()
         blob = packer.compress(image, refine=refine)
         encoded = time.perf_counter()
@@ -221,6 +226,8 @@ def _evaluate_model(label: str, model, images, names, refine: int = 0) -> dict:
         if not refine:  # (the estimate is of the analysis's latents, not refined ones)
             pixels = image.shape[0] * image.shape[1]
             rows[-1]["estimated_bpp"] = _rate_estimate(model, image) / pixels
+        if image_progress is not None:
+            image_progress(label, done, len(images))
     point = _mean(rows)
     point.update(setting=label, lmbda=model.lmbda, refine=refine)
     return point

@@ -10,9 +10,16 @@ with probabilities that sharpen into rounding as a temperature falls.  Only the 
 changes: the file holds integers like any other, and decodes with the same exact tables
 and integer hyper-synthesis, so refined files decode bit-exactly on any machine too.
 
-On the `codec_*` presets, 100 iterations (11-15 s for a Kodak image on 2 cores) gain
-0.34-0.66 dB at equal rate on Kodak (docs/compression.md; `benchmarks/refinement.py`
+On the `codec_*` presets, 100 iterations (11-15 s for a Kodak image on 2 cores, float32)
+gain 0.34-0.66 dB at equal rate on Kodak (docs/compression.md; `benchmarks/refinement.py`
 measures the gain against the number of iterations).
+
+The search runs its synthesis in bfloat16 where the CPU computes it natively (AVX512-BF16
+or AMX; see `search_precision`): on this project's 2-core CPU an iteration took 0.6x the
+time of float32's (1.55-1.75x as fast, alternating in one process), and 100 iterations kept
+all but 0.015-0.03 dB of float32's gain (`benchmarks/README.md`), which the iterations that
+the saved time buys give back, or more.  It only changes which integers the encoder picks:
+the file decodes as any other.
 
 Images larger than `REFINE_PIXELS` are refined in tiles of whole blocks (stride *
 hyper_stride pixels, so that a tile's latents are a block of the image's), each with a
@@ -45,6 +52,22 @@ REFINE_PIXELS = 2**21
 MARGIN = 64
 
 
+def search_precision() -> str:
+    """"bfloat16" where no GPU is visible and the CPU computes bfloat16 natively (its flags
+    name avx512_bf16 or amx_bf16, on Linux), else "float32": elsewhere bfloat16 is emulated,
+    and slower than float32."""
+    import tensorflow as tf
+
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
+            flags = set(info.read().split())
+    except OSError:
+        return "float32"
+    if tf.config.list_physical_devices("GPU") or not flags & {"avx512_bf16", "amx_bf16"}:
+        return "float32"
+    return "bfloat16"
+
+
 def temperature(iteration: int, iterations: int) -> float:
     """SGA's temperature at `iteration` (0-based) of `iterations`."""
     progress = iteration / max(iterations - 1, 1)
@@ -59,15 +82,22 @@ class Refiner:
 
     `x` is one image as floats in [0, 1], (1, height, width, channels).  The latents
     returned are continuous; the codec rounds them as it rounds the analysis's.
+    `precision`: of the search's synthesis, "float32" or "bfloat16" (default:
+    `search_precision()`); the analysis that gives the starting latents, the entropy models
+    and the latents themselves stay float32.
     """
 
-    def __init__(self, model):
+    def __init__(self, model, precision: str | None = None):
         import keras
         import tensorflow as tf
 
+        from aezoo.models.base import check_choice
         from aezoo.models.compression import HyperpriorAutoencoder
 
+        self.precision = search_precision() if precision is None else precision
+        check_choice("precision", self.precision, ("float32", "bfloat16"))
         self.model = model
+        self.search = model if self.precision == "float32" else _bfloat16_copy(model)
         self.hyper = isinstance(model, HyperpriorAutoencoder)
         encoder = model.encoder
         outputs = {"y": encoder.get_layer("latent_conv").output}
@@ -166,7 +196,7 @@ class Refiner:
         (`seed`: of the draws, two int32)."""
         import tensorflow as tf
 
-        model = self.model
+        model = self.search
         pixels = tf.cast(tf.shape(x)[1] * tf.shape(x)[2], tf.float32)
         if self.hyper:
             y, z = latents
@@ -200,6 +230,24 @@ class Refiner:
         latents = [w - rate * m / (tf.sqrt(v) + EPSILON)
                    for w, m, v in zip(latents, first, second)]
         return latents, first, second
+
+
+def _bfloat16_copy(model):
+    """`model` built again under Keras's mixed_bfloat16 policy, with its weights: its
+    convolutions compute in bfloat16, its entropy models (float32 by design) do not."""
+    import keras
+
+    from aezoo.models import MODELS
+
+    config = dict(model.get_config())
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        copy = MODELS[config.pop("model")](**config)
+    finally:
+        keras.config.set_dtype_policy(previous)
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 def sga(values, tau, seed):

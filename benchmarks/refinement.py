@@ -5,6 +5,10 @@ against the number of iterations, on Kodak.
         --max-images 6
     python benchmarks/refinement.py --model codec_0.01 --iterations 0 5 \\
         --max-images 1                                               # a smoke test
+    python benchmarks/refinement.py --iterations 0 100 --precision float32 bfloat16
+
+`--precision`: of the search (`aezoo.refinement.Refiner`), one table each (default: the
+precision `search_precision()` picks for this machine).
 
 For each iteration count, every image is compressed with `Codec.compress(image, refine=N)`
 and decoded by the ordinary decoder; bits are counted from the files and PSNR from the
@@ -37,13 +41,25 @@ def main(argv=None) -> int:
     parser.add_argument("--images", type=Path, default=DATA / "raw" / "kodak")
     parser.add_argument("--max-images", type=cli.positive_int, default=6,
                         help="the first N images (default 6)")
+    parser.add_argument("--precision", nargs="+", choices=("float32", "bfloat16"),
+                        help="of the search (default: what this machine does best)")
     args = parser.parse_args(argv)
     cli.start_tensorflow()
-    from aezoo import codec, data, metrics, runs
+    from aezoo import codec, data, refinement, runs
 
-    packer = codec.Codec(runs.load_run(args.model, task="compress").model)
+    model = runs.load_run(args.model, task="compress").model
     files = data.list_images(args.images)[: args.max_images]
-    images = [data.read_image(path, channels=packer.channels) for path in files]
+    channels = int(model.encoder.input_shape[-1])
+    images = [data.read_image(path, channels=channels) for path in files]
+    for precision in args.precision or [refinement.search_precision()]:
+        packer = codec.Codec(model, refinement.Refiner(model, precision))
+        _table(args, packer, files, images)
+    return 0
+
+
+def _table(args, packer, files, images) -> None:
+    from aezoo import metrics
+
     lmbda = packer.model.lmbda
     rows = {}
     for iterations in sorted(set([0, *args.iterations])):
@@ -62,7 +78,8 @@ def main(argv=None) -> int:
         print(f"  {iterations} iterations: {rows[iterations]['bpp']:.4f} bpp, "
               f"{rows[iterations]['psnr']:.3f} dB", flush=True)
     base = rows[0]
-    print(f"\n{args.model} on the first {len(images)} images of {args.images.name}\n")
+    print(f"\n{args.model} on the first {len(images)} images of {args.images.name}, "
+          f"searching in {packer.refiner().precision}\n")
     print("| iterations | bpp | PSNR (dB) | loss / loss at 0 | dB at equal rate | "
           "encode (s, median) |")
     print("|---|---|---|---|---|---|")
@@ -72,7 +89,6 @@ def main(argv=None) -> int:
                 - _slope(lmbda, base["psnr"]) * (row["bpp"] - base["bpp"]))
         print(f"| {iterations} | {row['bpp']:.4f} | {row['psnr']:.3f} | "
               f"{row['loss'] / base['loss']:.4f} | {gain:+.3f} | {row['seconds']:.2f} |")
-    return 0
 
 
 def _slope(lmbda: float, psnr: float) -> float:

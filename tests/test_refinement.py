@@ -41,6 +41,24 @@ def test_refined_files_cost_less_and_are_the_same_each_time(meanscale, photo):
     assert meanscale.compress(photo, refine=100) == refined
 
 
+def test_a_bfloat16_search_costs_about_what_a_float32_one_does(meanscale, photo, monkeypatch):
+    """Where the CPU has native bfloat16 the search runs its synthesis in it (1.7-2.1x
+    faster here); the files it picks cost within 1 % of a float32 search's."""
+    costs = {}
+    for precision in ("float32", "bfloat16"):
+        monkeypatch.setattr(refinement, "search_precision", lambda p=precision: p)
+        packer = codec.Codec(meanscale.model)
+        assert packer.refiner().precision == precision
+        costs[precision] = cost(packer, photo, packer.compress(photo, refine=100))
+    search = refinement.Refiner(meanscale.model, precision="bfloat16").search
+    assert search.decoder.get_layer("up1_deconv").compute_dtype == "bfloat16"
+    assert search.gaussian_conditional.compute_dtype == "float32"
+    assert costs["bfloat16"] < 0.97 * cost(meanscale, photo, meanscale.compress(photo))
+    assert costs["bfloat16"] == pytest.approx(costs["float32"], rel=0.01)
+    with pytest.raises(ValueError, match="`precision` must be one of"):
+        refinement.Refiner(meanscale.model, precision="float16")
+
+
 def test_large_images_are_refined_in_tiles_that_cover_the_latents(
     meanscale, photo, monkeypatch
 ):
@@ -79,6 +97,10 @@ def test_the_command_refines_and_reports_it(photo, tmp_path, capsys):
     assert "refining (5 iterations)" in capsys.readouterr().out
     assert codec.Codec(aezoo.from_preset("codec_0.01")).read(
         tmp_path / "packed" / "crop.aez").shape == photo.shape
+    # evaluate says how far each refined rate point is, image by image.
+    assert compress.main(["evaluate", "--model", "codec_0.01", "--images", str(tmp_path),
+                          "--codecs", "--refine", "2", "--out", str(tmp_path / "rd")]) == 0
+    assert "  aezoo codec_0.01: 1/1 images (" in capsys.readouterr().out
 
 
 def test_long_refinements_print_each_quarter(capsys):
