@@ -237,13 +237,10 @@ def _bfloat16_copy(model):
     convolutions compute in bfloat16, its entropy models (float32 by design) do not."""
     import keras
 
-    from aezoo.models import MODELS
-
-    config = dict(model.get_config())
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy("mixed_bfloat16")
     try:
-        copy = MODELS[config.pop("model")](**config)
+        copy = model.from_config(model.get_config())  # the builder, called again
     finally:
         keras.config.set_dtype_policy(previous)
     copy.set_weights(model.get_weights())

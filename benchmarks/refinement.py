@@ -51,7 +51,7 @@ def main(argv=None) -> int:
     files = data.list_images(args.images)[: args.max_images]
     channels = int(model.encoder.input_shape[-1])
     images = [data.read_image(path, channels=channels) for path in files]
-    for precision in args.precision or [refinement.search_precision()]:
+    for precision in args.precision or [None]:  # None: the Refiner's own choice
         packer = codec.Codec(model, refinement.Refiner(model, precision))
         _table(args, packer, files, images)
     return 0
