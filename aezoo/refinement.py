@@ -196,6 +196,8 @@ class Refiner:
         (`seed`: of the draws, two int32)."""
         import tensorflow as tf
 
+        from aezoo.models.compression import information
+
         model = self.search
         pixels = tf.cast(tf.shape(x)[1] * tf.shape(x)[2], tf.float32)
         if self.hyper:
@@ -205,11 +207,11 @@ class Refiner:
             means, scales = conditional.split(model.hyper_synthesis(z_tilde))
             residual = sga(y - means, tau, seed)
             y_tilde = means + residual
-            bits = (_bits(conditional.likelihood(residual, scales))
-                    + _bits(model.entropy_bottleneck.likelihood(z_tilde)))
+            bits = (information(conditional.likelihood(residual, scales))
+                    + information(model.entropy_bottleneck.likelihood(z_tilde)))
         else:
             y_tilde = sga(latents[0], tau, seed)
-            bits = _bits(model.entropy_bottleneck.likelihood(y_tilde))
+            bits = information(model.entropy_bottleneck.likelihood(y_tilde))
         size = tf.shape(x)[1:3][None]
         x_hat = model.decoder({"y_hat": y_tilde, "image_size": size}, training=False)
         mse = tf.reduce_mean(tf.square(tf.cast(x_hat, tf.float32) - x))
@@ -262,9 +264,3 @@ def sga(values, tau, seed):
     gumbel = -tf.math.log(-tf.math.log(uniform))
     weights = tf.nn.softmax((logits + gumbel) / tau, axis=-1)
     return floor + weights[..., 1]
-
-
-def _bits(likelihood):
-    import tensorflow as tf
-
-    return -tf.reduce_sum(tf.math.log(likelihood)) / math.log(2.0)

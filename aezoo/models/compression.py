@@ -534,6 +534,17 @@ class HyperpriorAutoencoder(CompressionAutoencoder):
 # ------------------------------------------------------------------------------ layers
 
 
+def information(likelihood):
+    """`sum(-log2 p)` of a tensor of likelihoods: the bits an ideal entropy coder spends."""
+    return -tf.reduce_sum(tf.math.log(likelihood)) / math.log(2.0)
+
+
+def _pixels(y, pixels_per_element: int):
+    """The image pixels of a batch of latents `y` (batch, height, width, channels)."""
+    shape = tf.shape(y)
+    return tf.cast(shape[0] * shape[1] * shape[2] * pixels_per_element, tf.float32)
+
+
 def _lower_bound(x, bound: float):
     """max(x, bound), with gradients that still pull x up from below the bound (so a
     parameter stuck there can recover), as tensorflow-compression's `lower_bound`."""
@@ -735,10 +746,7 @@ class EntropyBottleneck(keras.layers.Layer):
             y_hat = y + keras.random.uniform(tf.shape(y), -0.5, 0.5, seed=self.seed_generator)
         else:
             y_hat = tf.round(y)
-        bits = -tf.reduce_sum(tf.math.log(self.likelihood(y_hat))) / math.log(2.0)
-        shape = tf.shape(y)
-        pixels = tf.cast(shape[0] * shape[1] * shape[2] * self.pixels_per_element, tf.float32)
-        self.add_loss(bits / pixels)
+        self.add_loss(information(self.likelihood(y_hat)) / _pixels(y, self.pixels_per_element))
         return y_hat
 
     def compute_output_shape(self, input_shape):
@@ -1181,10 +1189,8 @@ class GaussianConditional(keras.layers.Layer):
             y_hat = y + keras.random.uniform(tf.shape(y), -0.5, 0.5, seed=self.seed_generator)
         else:
             y_hat = self.quantise(y, means)
-        bits = -tf.reduce_sum(tf.math.log(self.likelihood(y_hat - means, scales))) / math.log(2.0)
-        shape = tf.shape(y)
-        pixels = tf.cast(shape[0] * shape[1] * shape[2] * self.pixels_per_element, tf.float32)
-        self.add_loss(bits / pixels)
+        bits = information(self.likelihood(y_hat - means, scales))
+        self.add_loss(bits / _pixels(y, self.pixels_per_element))
         return y_hat
 
     def compute_output_shape(self, input_shapes):
