@@ -245,22 +245,30 @@ class Schedule(keras.callbacks.Callback):
     its time limit still ends at a low rate.  With a time limit (minutes), training stops
     at the end of the first epoch that ends past it; it counts from the start of this
     process's training (a resumed run starts anew).
+
+    With `warmup` steps, the rate of the first `warmup` optimizer steps rises linearly to
+    the schedule's: a fresh Adam's first steps move every weight by about the learning rate
+    (m / sqrt(v) is sign(g) at first), which throws a trained model (`init`) far up its
+    loss.  The steps are the optimizer's, so a resumed run does not warm up again.
     """
 
-    def __init__(self, learning_rate: float, schedule: str, epochs: int, minutes: float | None):
+    def __init__(self, learning_rate: float, schedule: str, epochs: int, minutes: float | None,
+                 warmup: int = 0):
         super().__init__()
         check_choice("lr_schedule", schedule, LR_SCHEDULES)
         self.start, self.schedule, self.epochs = learning_rate, schedule, epochs
         self.seconds = None if minutes is None else 60.0 * minutes
+        self.warmup = check_int("warmup", warmup, minimum=0)
 
     def on_train_begin(self, logs=None):
         self.began = time.monotonic()
+        self.step = None
 
     def _time_used(self) -> float:
         return 0.0 if self.seconds is None else (time.monotonic() - self.began) / self.seconds
 
     def rate(self, epoch: int) -> float:
-        """The learning rate of `epoch` (0-based)."""
+        """The learning rate of `epoch` (0-based), after the warm-up."""
         progress = min(1.0, max(epoch / self.epochs, self._time_used()))
         if self.schedule == "cosine":
             return self.start * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress)))
@@ -269,8 +277,20 @@ class Schedule(keras.callbacks.Callback):
         return self.start
 
     def on_epoch_begin(self, epoch, logs=None):
+        if self.step is None:
+            # Read here, not in on_train_begin: a resumed run's optimizer is restored by a
+            # callback that comes after this one.
+            self.step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
         self.current = self.rate(epoch)
         self.model.optimizer.learning_rate.assign(self.current)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        # Only the warm-up's steps pay for this callback's assignment.
+        if self.warmup and self.step <= self.warmup:
+            self.model.optimizer.learning_rate.assign(
+                self.current * min(1.0, (self.step + 1) / (self.warmup + 1))
+            )
+            self.step += 1
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
@@ -322,6 +342,7 @@ def train(
     loss: str = "mse",
     learning_rate: float = 1e-3,
     lr_schedule: str = "constant",
+    warmup: int = 0,
     time_limit: float | None = None,
     clipnorm: float | None = None,
     noise: tuple[str, float] | None = None,
@@ -359,6 +380,8 @@ def train(
         loss: "mse", "bce" or any Keras loss.
         learning_rate: Adam's learning rate (positive, finite).
         lr_schedule: "constant", "cosine" or "step" (see `Schedule`).
+        warmup: optimizer steps over which the learning rate rises linearly to the
+            schedule's (see `Schedule`).
         time_limit: minutes; stop after the first epoch that ends past them (see
             `Schedule`).  Not with several workers, whose clocks would disagree.
         clipnorm: clip the gradient to this global norm (None: no clipping).
@@ -450,7 +473,7 @@ def train(
     fix_multi_worker_fit(ae, strategy)
 
     # The schedule first: the history (and history.csv) then records each epoch's rate.
-    schedule = Schedule(learning_rate, lr_schedule, epochs, time_limit)
+    schedule = Schedule(learning_rate, lr_schedule, epochs, time_limit, warmup)
     all_callbacks = [schedule, *default_callbacks(out_dir, strategy, log_dir), *callbacks]
     with warnings.catch_warnings():
         if steps_per_epoch is None:

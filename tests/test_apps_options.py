@@ -72,6 +72,23 @@ def test_a_time_limit_stops_after_the_first_epoch_past_it(inputs, tmp_path):
 
 
 
+def test_a_warm_up_scales_the_first_steps_rate(inputs, tmp_path):
+    main, argv = commands(inputs, tmp_path)["train"]
+    argv = [*map(str, argv), "--epochs", "1", "--steps-per-epoch", "1", "--learning-rate", "0.01"]
+    assert main([*argv, "--out", str(tmp_path / "first")]) == 0
+    assert main([*argv, "--warmup", "9", "--init", str(tmp_path / "first"),
+                 "--out", str(tmp_path / "tuned")]) == 0
+    first, tuned = (keras.models.load_model(tmp_path / name / "model.keras")
+                    for name in ("first", "tuned"))
+    # A fresh Adam's first step moves each weight by its rate (|m / sqrt(v)| = 1, less a
+    # hair for epsilon): here the first of 10 steps of the ramp, 0.01 / 10.
+    moved = max(np.max(np.abs(a.numpy() - b.numpy()))
+                for a, b in zip(tuned.trainable_weights, first.trainable_weights))
+    assert 0.001 * 0.99 < moved <= 0.001 * 1.001
+    info = json.loads((tmp_path / "tuned" / "run.json").read_text())
+    assert info["options"]["training"]["warmup"] == 9
+
+
 @pytest.mark.parametrize("command", ["train", "denoise", "compress", "anomalies"])
 def test_init_starts_from_the_weights_of_the_given_run(command, inputs, tmp_path):
     main, argv = commands(inputs, tmp_path)[command]

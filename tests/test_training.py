@@ -289,6 +289,32 @@ def test_resumed_training_restores_weights_optimizer_and_epoch(tmp_path):
     assert (tmp_path / "model.keras").is_file() and not (tmp_path / "backup").exists()
 
 
+class Rates(keras.callbacks.Callback):
+    """Records the learning rate of every step (the schedule sets it before this runs)."""
+
+    def __init__(self):
+        super().__init__()
+        self.rates = []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.rates.append(float(self.model.optimizer.learning_rate.numpy()))
+
+
+def test_the_warm_up_ramps_the_first_steps_of_the_schedule_and_not_those_of_a_resume(tmp_path):
+    x, rate, warmup = images(48), 1e-3, 4  # 3 steps an epoch
+    run = dict(model_kwargs=TINY, batch_size=16, strategy="cpu", out_dir=tmp_path, verbose=0,
+               epochs=4, learning_rate=rate, lr_schedule="cosine", warmup=warmup)
+    first, resumed = Rates(), Rates()
+    with pytest.raises(KeyboardInterrupt):
+        training.train("conv", x, callbacks=[first, Crash(2)], **run)
+    training.train("conv", x, callbacks=[resumed], **run)
+    cosine = [rate * (0.01 + 0.99 * 0.5 * (1 + np.cos(np.pi * e / 4))) for e in range(4)]
+    ramp = [min(1.0, (step + 1) / (warmup + 1)) for step in range(6)]
+    assert first.rates == pytest.approx([cosine[s // 3] * ramp[s] for s in range(6)], rel=1e-6)
+    # The resumed run's optimizer has taken 6 steps: no second warm-up.
+    assert resumed.rates == pytest.approx([cosine[2]] * 3 + [cosine[3]] * 3, rel=1e-6)
+
+
 # -------------------------------------------------------------------- logs and models
 
 

@@ -180,6 +180,9 @@ def add_training_arguments(parser: argparse.ArgumentParser, **defaults: Any) -> 
         help="cosine: down to 1%% of --learning-rate over the epochs; step: ten times lower "
         f"for the last fifth (default {values['lr_schedule']})",
     )
+    group.add_argument("--warmup", type=non_negative_int, default=values.get("warmup", 0),
+                       metavar="STEPS", help="raise the learning rate linearly over the first "
+                       "STEPS steps")
     group.add_argument("--time-limit", type=positive_float, metavar="MINUTES",
                        help="stop after the first epoch that ends past this many minutes")
     group.add_argument("--clipnorm", type=non_negative_float, default=values["clipnorm"],
@@ -210,6 +213,7 @@ def training_options(args: argparse.Namespace) -> dict[str, Any]:
         out_dir=args.out,
         learning_rate=args.learning_rate,
         lr_schedule=args.lr_schedule,
+        warmup=args.warmup,
         time_limit=args.time_limit,
         clipnorm=args.clipnorm or None,
         mixed_precision=args.mixed_precision,
