@@ -674,7 +674,8 @@ def _build(model, kwargs: dict[str, Any], example_spec: tf.TensorSpec, noise,
             ae.set_weights(initial.model.get_weights())
         except ValueError:
             try:
-                # A codec given wider `filters` starts as the same function (Net2Net).
+                # A codec given wider `filters` (or a larger `latent_dim`) starts as the
+                # same function (Net2Net).
                 if not isinstance(ae, CompressionAutoencoder):
                     raise ValueError
                 widen(initial.model, ae)
@@ -682,7 +683,7 @@ def _build(model, kwargs: dict[str, Any], example_spec: tf.TensorSpec, noise,
                 raise ValueError(
                     f"The initial model {initial.label} has other weights than the model these "
                     "arguments build: give the same model arguments (or none; a compression "
-                    "model may be given wider filters)."
+                    "model may be given wider filters, a hyperprior one more latent channels)."
                 ) from None
     check_fits(ae, example_spec.shape)
     return ae

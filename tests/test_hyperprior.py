@@ -9,6 +9,7 @@ for seconds on MNIST digits, once per module.
 
 import gzip
 import json
+import math
 import os
 import subprocess
 import sys
@@ -738,16 +739,58 @@ def test_a_widened_model_computes_what_the_narrow_one_did(name, activation, imag
         assert np.abs(moved[..., j] - moved[..., k]).max() > 1e-6
 
 
+@pytest.mark.parametrize("name", ["compression_meanscale", "compression_hyperprior"])
+def test_new_latent_channels_start_unused_and_then_learn(name, image):
+    """`widen` to a larger latent_dim: the old channels' integers, the hyper-latent and the
+    pixels stay; the new channels round to zero and cost next to no bits; one step gives
+    their synthesis weights, which start at zero, the analysis's signal."""
+    build = aezoo.MODELS[name]
+    narrow = build(input_shape=(None, None, 1), **SMALL)
+    rng = np.random.default_rng(4)
+    narrow.set_weights([w + rng.uniform(0.0, 0.05, w.shape).astype(w.dtype)
+                        if w.dtype.kind == "f" else w for w in narrow.get_weights()])
+    wide = build(input_shape=(None, None, 1), **{**SMALL, "latent_dim": 13, "filters": (8, 11)})
+    compression.widen(narrow, wide)
+    x = image[None, ..., None].astype(np.float32) / 255.0
+    old, new = narrow.analysis_model()(x), wide.analysis_model()(x)
+    np.testing.assert_array_equal(new["z_hat"], old["z_hat"])
+    y_hat = np.asarray(wide.encoder(x)["y_hat"])
+    np.testing.assert_array_equal(y_hat[..., :8], narrow.encoder(x)["y_hat"])
+    assert not np.any(y_hat[..., 8:])
+    expected = np.asarray(narrow(x))
+    assert np.abs(np.asarray(wide(x)) - expected).max() <= 1e-5 * np.abs(expected).max()
+    # A zero under the smallest scale's Gaussian: -log2 of its mass on [-0.5, 0.5].
+    per_element = -np.log2(math.erf(0.5 / (compression.SCALE_MIN * math.sqrt(2))))
+    extra = per_element * y_hat[..., 8:].size
+    assert wide.estimate_bits(x) - narrow.estimate_bits(x) == pytest.approx(extra, rel=1e-3,
+                                                                            abs=1e-6)
+    deconv = wide.decoder.get_layer("latent_deconv")
+    assert not np.any(deconv.get_weights()[0][..., 8:])
+    wide.compile(optimizer=keras.optimizers.SGD(0.1))
+    wide.fit(x[:, :32, :32], x[:, :32, :32], epochs=1, verbose=0)
+    assert np.abs(deconv.get_weights()[0][..., 8:]).max() > 1e-6
+
+
+def test_a_factorized_prior_model_is_not_given_more_latent_channels():
+    kwargs = {k: v for k, v in SMALL.items() if k != "hyper_filters"}
+    narrow = aezoo.MODELS["compression"](input_shape=(None, None, 1), **kwargs)
+    wide = aezoo.MODELS["compression"](input_shape=(None, None, 1), **{**kwargs, "latent_dim": 9})
+    with pytest.raises(ValueError, match="Only a hyperprior model"):
+        compression.widen(narrow, wide)
+
+
 def test_init_with_wider_filters_widens_and_narrower_ones_are_refused(meanscale, digits):
     from aezoo import training
 
     x = digits[:32, 2:26, 2:26].astype(np.float32) / 255.0
     wide = training.train("compression_meanscale", x, init=meanscale, epochs=1, batch_size=32,
-                          model_kwargs={"filters": (12, 8)}, learning_rate=1e-9,
-                          strategy="cpu", verbose=0)[0]
-    assert tuple(wide.get_config()["filters"]) == (12, 8)
-    # A step of 1e-9 moves nothing that shows: the same bits and reconstructions.
-    assert wide.estimate_bits(x) == pytest.approx(meanscale.estimate_bits(x), rel=1e-4)
+                          model_kwargs={"filters": (12, 8), "latent_dim": 10},
+                          learning_rate=1e-9, strategy="cpu", verbose=0)[0]
+    config = wide.get_config()
+    assert tuple(config["filters"]) == (12, 8) and config["latent_dim"] == 10
+    # A step of 1e-9 moves nothing that shows: the same reconstructions, and the same bits
+    # but for the new latent channels' zeros (under 0.001 bit each).
+    assert wide.estimate_bits(x) == pytest.approx(meanscale.estimate_bits(x), rel=1e-3)
     np.testing.assert_allclose(wide.predict(x, verbose=0), meanscale.predict(x, verbose=0),
                                atol=1e-4)
     with pytest.raises(ValueError, match="may be given wider filters"):

@@ -200,7 +200,8 @@ def add_training_arguments(parser: argparse.ArgumentParser, **defaults: Any) -> 
     group.add_argument("--init", metavar="RUN",
                        help="start from the weights of this run folder or preset (the same "
                        "model; its builder arguments are the defaults; a codec may be given "
-                       "wider --filters, and starts as the same function)")
+                       "wider --filters, a hyperprior codec a larger --latent-dim, and starts "
+                       "as the same function)")
 
 
 def training_options(args: argparse.Namespace) -> dict[str, Any]:

@@ -339,19 +339,33 @@ def widen(source: "CompressionAutoencoder", target: "CompressionAutoencoder",
     copy channels drawn at random), in its convolution and its GDN, whose gamma is divided
     among the copies (each copy's square counts in the others' norms); the next layer
     splits each channel's weights among its copies at random proportions summing to one,
-    so that their gradients differ and the copies can drift apart.  Raises ValueError if
-    the two models differ in anything but the widths (and lmbda) or a width shrinks.
+    so that their gradients differ and the copies can drift apart.
+
+    A hyperprior model may also be given more latent channels (`latent_dim`).  Copies would
+    be coded twice, so the new channels start unused instead: the analysis computes each as
+    a hundredth of an old channel drawn at random (so small that it rounds to zero: no
+    bits, and the same file), the synthesis and the hyper-analysis give them zero weights
+    (the same pixels and hyper-latent), and the hyper-synthesis a mean of zero and the
+    smallest scale.  Training then grows their synthesis weights from the analysis's signal.
+
+    Raises ValueError if the two models differ in anything but these widths (and lmbda),
+    a width shrinks, or a model without a hyperprior is given more latent channels.
     """
     def arguments(model):  # (lmbda may change too: it is no weight)
         return {k: tuple(v) if isinstance(v, list) else v for k, v in model.get_config().items()
-                if k not in ("filters", "name", "lmbda")}
+                if k not in ("filters", "latent_dim", "name", "lmbda")}
 
     old_filters = tuple(source.get_config()["filters"])
     new_filters = tuple(target.get_config()["filters"])
+    old_latent, new_latent = source.get_config()["latent_dim"], target.get_config()["latent_dim"]
     if (arguments(source) != arguments(target) or len(old_filters) != len(new_filters)
-            or any(n < o for o, n in zip(old_filters, new_filters))):
-        raise ValueError(f"Cannot widen a model of filters {old_filters} to {new_filters}: "
-                         "only the widths may grow, all else must be the same.")
+            or any(n < o for o, n in zip(old_filters, new_filters)) or new_latent < old_latent):
+        raise ValueError(f"Cannot widen a model of filters {old_filters} and latent_dim "
+                         f"{old_latent} to {new_filters} and {new_latent}: only the widths "
+                         "may grow, all else must be the same.")
+    if new_latent > old_latent and not isinstance(source, HyperpriorAutoencoder):
+        raise ValueError("Only a hyperprior model can be given more latent channels: a "
+                         "factorized prior has no density for a channel that starts unused.")
     rng = np.random.default_rng(seed)
     old = {layer.name: layer for part in (source.encoder, source.decoder) for layer in part.layers}
     new = {layer.name: layer for part in (target.encoder, target.decoder) for layer in part.layers}
@@ -386,9 +400,47 @@ def widen(source: "CompressionAutoencoder", target: "CompressionAutoencoder",
             shape = [1] * kernel.ndim
             shape[into] = len(copies)
             weights[consumer] = [np.take(kernel, copies, axis=into) * split.reshape(shape), bias]
+    if new_latent > old_latent:
+        _add_latent_channels(weights, old_latent, new_latent, target, rng)
     for name, layer in new.items():
         if name in weights:
             layer.set_weights([w.astype(v.dtype) for w, v in zip(weights[name], layer.weights)])
+
+
+def _add_latent_channels(weights: dict, old: int, new: int, target, rng) -> None:
+    """`widen`'s new latent channels, in `weights` (layer name -> arrays, `target`'s order)."""
+    def pad(array, axis, width, values=0.0):
+        shape = list(array.shape)
+        shape[axis] = width
+        return np.concatenate([array, np.broadcast_to(values, shape)], axis=axis)
+
+    added = new - old
+    kernel, bias = weights["latent_conv"]  # (h, w, in, out)
+    copies = rng.integers(0, old, added)
+    weights["latent_conv"] = [np.concatenate([kernel, kernel[..., copies] / 100], axis=3),
+                              np.concatenate([bias, bias[copies] / 100])]
+    kernel, bias = weights["latent_deconv"]  # transposed: (h, w, out, in)
+    weights["latent_deconv"] = [pad(kernel, 3, added), bias]
+    first = "hyper_conv1" if "hyper_conv1" in weights else "hyper_latent_conv"
+    kernel, bias = weights[first]  # (h, w, in, out)
+    weights[first] = [pad(kernel, 2, added), bias]
+    # The hyper-synthesis's last level gives the means (if any), then the scales, of each
+    # channel: each part gets its new channels at its end, with zero weights (a scale of 0
+    # is SCALE_MIN's table).  Its integer weights are left as the new layer's: unset, until
+    # `finalise()` computes them from the float ones.
+    layer = target.encoder.get_layer("hyper_synthesis")
+    values = dict(zip([v.name for v in layer.weights], weights["hyper_synthesis"]))
+    last = len(layer.filters)
+    parts = 2 if target.gaussian_conditional.means else 1
+    kernel, bias = values[f"kernel{last}"], values[f"bias{last}"]
+    values[f"kernel{last}"] = np.concatenate(
+        [pad(part, 3, added) for part in np.split(kernel, parts, axis=3)], axis=3)
+    values[f"bias{last}"] = np.concatenate(
+        [pad(part, 0, added) for part in np.split(bias, parts)])
+    for variable in layer.weights:
+        if variable.name.startswith("integer"):
+            values[variable.name] = np.asarray(variable.numpy())
+    weights["hyper_synthesis"] = [values[v.name] for v in layer.weights]
 
 
 @keras.saving.register_keras_serializable(package="aezoo")
