@@ -104,7 +104,9 @@ def bd_rate(
             "cubic"), with distinct qualities.
         method: "pchip" or "cubic".
         rate_range: optional (low, high) rates: limit the quality interval to the qualities
-            the anchor reaches between these rates.
+            both curves reach between these rates, so that neither curve's points outside
+            the range move it (a test curve that goes on above `high` would otherwise
+            stretch the interval to qualities the anchor reaches only above it).
 
     Returns:
         The BD-rate in percent, or None if the curves share no quality interval.
@@ -128,11 +130,12 @@ def bd_rate(
     qt, rt = curve(test, "test")
     low, high = max(qa[0], qt[0]), min(qa[-1], qt[-1])
     if rate_range is not None:
-        order = np.argsort(ra)
-        quality_at = PchipInterpolator(ra[order], qa[order], extrapolate=False)
-        limits = quality_at(np.log10(rate_range))
-        low = max(low, limits[0]) if np.isfinite(limits[0]) else low
-        high = min(high, limits[1]) if np.isfinite(limits[1]) else high
+        for qualities, log_rates in ((qa, ra), (qt, rt)):
+            order = np.argsort(log_rates)
+            quality_at = PchipInterpolator(log_rates[order], qualities[order], extrapolate=False)
+            limits = quality_at(np.log10(rate_range))
+            low = max(low, limits[0]) if np.isfinite(limits[0]) else low
+            high = min(high, limits[1]) if np.isfinite(limits[1]) else high
     if not high > low:
         return None
 
@@ -279,7 +282,7 @@ def _points(points: list[dict], quality: str) -> list[tuple[float, float]]:
 
 def _bd_rates(curves: dict[str, list[dict]]) -> dict:
     """BD-rate (%) of our curve against each classical codec, in PSNR and MS-SSIM (dB),
-    over all the rates both cover and over the anchor's 0.25-1.0 bpp."""
+    over all the rates both cover and over the qualities both reach within 0.25-1.0 bpp."""
     ours = curves["aezoo"]
     results = {}
     for name, points in curves.items():

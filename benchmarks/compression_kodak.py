@@ -110,7 +110,7 @@ def main(argv=None) -> int:
         print(f"| {name} | " + " | ".join(cell(at[name][r]) for r in PUBLISHED) + " |")
     published = " | ".join(cell(v) for v in PUBLISHED.values())
     print(f"| published factorized prior (Kodak) | {published} |")
-    print("\n| BD-rate of aezoo (PSNR) | all shared rates | 0.25-1.0 bpp of the anchor |")
+    print("\n| BD-rate of aezoo (PSNR) | all shared rates | 0.25-1.0 bpp of both |")
     print("|---|---|---|")
     for name, values in bd.items():
         print(f"| vs {name} | {cell(values['psnr_all'], 1)} % | "

@@ -17,6 +17,20 @@ def test_bd_rate_of_a_curve_shifted_by_a_constant_rate_factor_is_that_factor():
         assert rate_distortion.bd_rate(test, anchor, method=method) == pytest.approx(25.0, abs=1e-9)
 
 
+def test_a_rate_range_keeps_the_test_curve_s_points_outside_it_out_of_the_interval():
+    # Below 1 bpp the test needs 1.25x the anchor's bits; above it, 4x.  Over 0.25-1.0 bpp
+    # only the first part counts, so adding the tail must (nearly: pchip's slope at the
+    # 1 bpp point sees its new neighbour) leave the BD-rate alone.  Limiting the interval by
+    # the anchor's rates alone let the tail in: 25.2 % became 32.6 %.
+    anchor = [(0.2, 26.0), (0.35, 28.5), (0.6, 31.0), (1.0, 33.2), (1.6, 35.9)]
+    test = [(1.25 * r, q) for r, q in anchor[:3]] + [(1.0, 32.0)]
+    tail = [(2.0, 33.0), (4.0, 34.0)]
+    within = rate_distortion.bd_rate(anchor, test, rate_range=(0.25, 1.0))
+    assert 20.0 < within < 30.0
+    assert rate_distortion.bd_rate(anchor, test + tail, rate_range=(0.25, 1.0)) == pytest.approx(within, abs=0.5)
+    assert rate_distortion.bd_rate(anchor, test + tail) > within + 5.0
+
+
 def test_bd_rate_of_polynomial_curves_matches_the_integral_by_hand():
     # log10 R_anchor(q) = (q - 30) / 10 and log10 R_test(q) = log10 R_anchor(q) + 0.01 (q - 30):
     # cubic fits are exact, and over the shared interval [28, 34] the mean log-rate
