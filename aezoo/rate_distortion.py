@@ -130,12 +130,10 @@ def bd_rate(
     qt, rt = curve(test, "test")
     low, high = max(qa[0], qt[0]), min(qa[-1], qt[-1])
     if rate_range is not None:
-        for qualities, log_rates in ((qa, ra), (qt, rt)):
-            order = np.argsort(log_rates)
-            quality_at = PchipInterpolator(log_rates[order], qualities[order], extrapolate=False)
-            limits = quality_at(np.log10(rate_range))
-            low = max(low, limits[0]) if np.isfinite(limits[0]) else low
-            high = min(high, limits[1]) if np.isfinite(limits[1]) else high
+        for points in (anchor, test):
+            lower, upper = (quality_at_rate(points, rate) for rate in rate_range)
+            low = low if lower is None else max(low, lower)
+            high = high if upper is None else min(high, upper)
     if not high > low:
         return None
 
