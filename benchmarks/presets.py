@@ -4,13 +4,16 @@
     python benchmarks/presets.py check                  # every preset: card vs measured
     python benchmarks/presets.py check denoise_gray
     python benchmarks/presets.py docs                   # README's table, docs/presets.md
+    python benchmarks/presets.py codec-figures rd/results.json --beside "with nothing else running"
 
 `pack` writes aezoo/presets/NAME/ (run.json and weights.npz, float16 weights unless
 --float32; see aezoo.runs.pack) and the card: CARD (a JSON file with the card's text fields
 and its `check`) completed with the SHA-256 of the files.  A preset's file is replaced only
 when a better model has been measured, so that the repository does not grow with every
 experiment.  `--compare` prints the check measured on the run (float32) and on the packed
-preset, the cost of float16 storage.
+preset, the cost of float16 storage.  `codec-figures` writes every codec card's Kodak and
+BD-rate figures from one `aezoo compress evaluate` of all the codec presets, so that the
+cards agree with each other (the float16 storage line a card has is kept).
 """
 
 from __future__ import annotations
@@ -74,6 +77,54 @@ def docs(args: argparse.Namespace) -> None:
     print("Wrote README.md's presets table and docs/presets.md's cards.")
 
 
+def codec_figures(args: argparse.Namespace) -> None:
+    """Every evaluated codec preset's headline and figures, from one results.json."""
+    results = json.loads(Path(args.results).read_text())
+    ours = sorted(results["curves"]["aezoo"], key=lambda point: point["bpp"])
+    unknown = [p["setting"] for p in ours if presets.PRESETS.get(p["setting"], {}).get("task")
+               != "compress"]
+    if unknown:
+        raise SystemExit(f"presets.py: {', '.join(unknown)}: not codec presets; evaluate the "
+                         "presets by name (--model codec_...)")
+    bd = results["bd_rate"]
+
+    def rate(codec: str, quality: str) -> str:
+        value = bd[codec][f"{quality}_0.25-1.0bpp"]
+        return "n/a" if value is None else f"{value:+.1f} %"
+
+    curve = (f"the {len(ours)} rate points ({ours[0]['bpp']:.3f}-{ours[-1]['bpp']:.3f} bpp) "
+             "against Pillow's codecs on Kodak: BD-rate in PSNR "
+             f"{rate('jpeg', 'psnr')} against JPEG 4:2:0, {rate('webp', 'psnr')} against WebP, "
+             f"{rate('jpeg2000', 'psnr')} against JPEG 2000 over 0.25-1.0 bpp of both curves "
+             f"(MS-SSIM: {rate('jpeg', 'ms_ssim_db')}, {rate('webp', 'ms_ssim_db')}, "
+             f"{rate('jpeg2000', 'ms_ssim_db')}); see docs/compression.md")
+    print(curve)
+    measured_with = ("aezoo compress evaluate --model " + " ".join(p["setting"] for p in ours)
+                     + " --images ../shared/data/raw/kodak --out rd/")
+    for point in ours:
+        name = point["setting"]
+        card = dict(presets.PRESETS[name])
+        for key in ("sha256", "precision"):  # written by pack; kept in place below
+            card.pop(key, None)
+        card["headline"] = f"Kodak {point['bpp']:.3f} bpp, {point['psnr']:.2f} dB PSNR"
+        card["summary"] = (card["summary"].split(": photos")[0]
+                           + f": photos to .aez files of about {point['bpp']:.2f} bits a pixel"
+                           " and back.")
+        card["figures"] = [
+            f"the {len(results['images'])} Kodak images at full size (bits counted from the "
+            f"files, RGB PSNR): {point['bpp']:.3f} bpp, {point['psnr']:.2f} dB, MS-SSIM "
+            f"{point['ms_ssim']:.4f}; encode {point['encode_s']:.2f} s and decode "
+            f"{point['decode_s']:.2f} s an image on 2 cores {args.beside}", curve,
+        ] + [line for line in presets.PRESETS[name]["figures"]
+             if line.startswith("float16 storage")]
+        card["measured_with"] = measured_with
+        card["sha256"] = presets.PRESETS[name]["sha256"]
+        card["precision"] = presets.PRESETS[name]["precision"]
+        path = presets.PRESET_DIR / name / "card.json"
+        path.write_text(json.dumps(card, indent=2) + "\n")
+        print(f"{name}: {card['headline']}")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     actions = parser.add_subparsers(dest="action", required=True)
@@ -87,9 +138,15 @@ def main(argv=None) -> int:
     checker = actions.add_parser("check")
     checker.add_argument("names", nargs="*")
     actions.add_parser("docs", help="README's presets table and docs/presets.md from the cards")
+    figures = actions.add_parser(
+        "codec-figures", help="every codec card's Kodak figures from one evaluate results.json")
+    figures.add_argument("results", help="results.json of `aezoo compress evaluate --model "
+                         "codec_...` over all the codec presets on Kodak")
+    figures.add_argument("--beside", required=True,
+                         help="what ran beside the timings, e.g. 'with nothing else running'")
     args = parser.parse_args(argv)
-    if args.action == "docs":
-        docs(args)
+    if args.action in ("docs", "codec-figures"):
+        {"docs": docs, "codec-figures": codec_figures}[args.action](args)
         return 0
     cli.start_tensorflow()
     {"pack": pack, "check": check}[args.action](args)
