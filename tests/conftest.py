@@ -17,6 +17,37 @@ if "TFDS_DATA_DIR" not in os.environ and (SHARED_DATA / "tensorflow_datasets").i
     os.environ["TFDS_DATA_DIR"] = str(SHARED_DATA / "tensorflow_datasets")
 
 
+# pytest-xdist hands each worker whole files (--dist loadfile) in collection order
+# (--no-loadscope-reorder, pytest-xdist 3.8): the longest files go first, so that no worker
+# is left alone with a long file at the end.  Ordered by test count, as xdist does by
+# default, the files of a few long tests came last and left one core idle for a minute and
+# more.  Seconds from `pytest --durations=0` on 2 cores; the files not named follow in
+# their own order.
+LONGEST_FIRST = [
+    "test_hyperprior.py",  # 179 s
+    "test_export.py",  # 167
+    "test_models.py",  # 159
+    "test_vae.py",  # 121
+    "test_apps_options.py",  # 109
+    "test_distributed.py",  # 89
+    "test_refinement.py",  # 85
+    "test_apps_compress.py",  # 79
+    "test_apps_train.py",  # 76
+    "test_apps_anomalies.py",  # 72
+    "test_apps_denoise.py",  # 69
+    "test_apps_explore.py",  # 62
+    "test_presets.py",  # 54
+    "test_training.py",  # 48
+    "test_learning.py",  # 39
+]
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    order = {item: n for n, item in enumerate(items)}
+    items.sort(key=lambda item: (rank.get(item.path.name, len(rank)), order[item]))
+
+
 def shared_data(*parts: str) -> Path:
     """A path under ../shared/data; skips the test when that data is not there."""
     path = SHARED_DATA.joinpath(*parts)
@@ -86,3 +117,14 @@ def packed(codec_run, odd_images, tmp_path_factory) -> Path:
     images = sorted(str(p) for p in odd_images.iterdir())
     assert compress.main(["compress", "--model", str(codec_run), *images, "--out", str(out)]) == 0
     return out
+
+
+@pytest.fixture
+def no_export(monkeypatch):
+    """Training commands without the SavedModel export that ends every run (1-12 s each):
+    for tests of other things.  test_export.py and the tests that read a run's export/
+    folder keep it."""
+    from aezoo import export
+
+    monkeypatch.setattr(export, "export_saved_model",
+                        lambda model, base_dir, **options: Path(base_dir) / "1")

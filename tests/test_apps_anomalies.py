@@ -214,6 +214,7 @@ def test_threshold_rules_follow_their_definitions():
 # ------------------------------------------------------------------ other data
 
 
+@pytest.mark.usefixtures("no_export")
 def test_header_names_text_labels_and_short_rows_train_a_dense_model(tmp_path):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(60, 5)) * [1, 10, 100, 1000, 1]
@@ -237,6 +238,7 @@ def test_header_names_text_labels_and_short_rows_train_a_dense_model(tmp_path):
     assert [int(r["index"]) for r in rows] == list(range(60))
 
 
+@pytest.mark.usefixtures("no_export")
 def test_image_folders_with_one_subfolder_per_label(tmp_path):
     rng = np.random.default_rng(0)
     ramp = np.linspace(0, 255, 12)
@@ -263,6 +265,7 @@ def test_image_folders_with_one_subfolder_per_label(tmp_path):
     assert [r["label"] for r in rows] == ["bad"] * 4 + ["good"] * 12
 
 
+@pytest.mark.usefixtures("no_export")
 def test_mnist_one_class_scores_the_test_split_by_digit(tfds_dir, tmp_path):
     assert run(["train", "--dataset", "mnist", "--split", "train[:600]", "--normal-class", 3,
                 "--epochs", 1, "--filters", 8, 16, "--out", tmp_path / "run"]) == 0
@@ -358,6 +361,7 @@ def test_the_docstring_commands_name_real_options():
     assert app.build_parser().parse_args(commands[-1]).strategy == "multiworker"
 
 
+@pytest.mark.usefixtures("no_export")
 def test_init_fine_tunes_the_model_of_a_trained_detector(ecg_like, tmp_path):
     # --init used to be accepted and ignored by `anomalies train`. One epoch at a learning
     # rate of 1e-7 (a few Adam steps, each moving a weight by a few times the rate at most)
@@ -374,6 +378,7 @@ def test_init_fine_tunes_the_model_of_a_trained_detector(ecg_like, tmp_path):
     assert info["options"]["training"]["init"] == str(ecg_like["run"])
 
 
+@pytest.mark.usefixtures("no_export")
 def test_init_without_model_takes_the_initial_model(ecg_like, tmp_path, monkeypatch):
     # These rows are long enough for "auto" to choose 'sequence'; fine-tuning a 'dense' run
     # without --model used to stop with "is a 'dense' model, not 'sequence'".

@@ -95,6 +95,7 @@ def test_denoise_writes_one_png_per_input_with_its_size_and_mode(mnist_run, tmp_
     assert (tmp_path / "x8" / "odd.png").read_bytes() != (out / "odd.png").read_bytes()
 
 
+@pytest.mark.usefixtures("no_export")
 def test_an_rgb_model_writes_rgb_pngs(tmp_path):
     images = tmp_path / "photos"
     images.mkdir()

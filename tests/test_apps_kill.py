@@ -10,11 +10,15 @@ import sys
 import time
 
 import numpy as np
+import pytest
 from workers import environment
 
 from aezoo import runs
 
 
+# A minute and more of waiting for processes to start and be killed: `-m slow`.  The
+# default run keeps test_apps_train.py's kill within an epoch and its resume.
+@pytest.mark.slow
 def test_random_kills_end_in_a_finished_run_that_loads(tmp_path):
     np.save(tmp_path / "x.npy", np.random.default_rng(0).random((512, 8, 8, 1), np.float32))
     command = [sys.executable, "-m", "aezoo", "train", "--arrays", "x.npy", "--filters", "4",

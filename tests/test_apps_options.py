@@ -10,6 +10,9 @@ from PIL import Image
 
 from aezoo.apps import anomalies, compress, denoise, train
 
+# What these tests check ends before the run's SavedModel export (test_export.py's).
+pytestmark = pytest.mark.usefixtures("no_export")
+
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):

@@ -53,6 +53,7 @@ def test_training_on_mnist_writes_model_history_and_plots(tfds_dir, tmp_path, ca
     ]
 
 
+@pytest.mark.usefixtures("no_export")
 def test_a_denoiser_trains_on_random_patches_of_an_image_folder(tmp_path):
     rng = np.random.default_rng(0)
     (tmp_path / "photos").mkdir()
@@ -190,6 +191,7 @@ def test_a_killed_run_started_again_goes_on_after_its_last_checkpoint(tmp_path):
     assert (run / "model.keras").read_bytes() == before
 
 
+@pytest.mark.usefixtures("no_export")
 def test_init_continues_a_run_with_its_builder_arguments(tmp_path):
     np.save(tmp_path / "x.npy", np.random.default_rng(0).random((32, 8, 8, 1), np.float32))
     arrays = ["--arrays", str(tmp_path / "x.npy"), "--epochs", "1", "--batch-size", "16"]
