@@ -190,6 +190,9 @@ def default_endpoints(model: keras.Model) -> dict[str, Endpoint]:
         )
     }
 
+    # One function for serving_default, score and reconstruct_image: traced once for each
+    # input shape, where three Python closures traced the whole model three times.
+    @tf.function
     def reconstruct(x):
         return model(x, training=False)  # inference: Corruption layers pass x through
 
