@@ -43,7 +43,9 @@ def test_refined_files_cost_less_and_are_the_same_each_time(meanscale, photo):
 
 def test_a_bfloat16_search_costs_about_what_a_float32_one_does(meanscale, photo, monkeypatch):
     """Where the CPU has native bfloat16 the search runs its synthesis in it (1.7-2.1x
-    faster here); the files it picks cost within 1 % of a float32 search's."""
+    faster here); the files it picks cost at most 1 % more than a float32 search's.  The
+    two searches take different paths, so either may end lower: on this crop the M = 192
+    codec_0.01's bfloat16 search ended 2.6 % below the float32 one."""
     costs = {}
     for precision in ("float32", "bfloat16"):
         monkeypatch.setattr(refinement, "search_precision", lambda p=precision: p)
@@ -54,7 +56,7 @@ def test_a_bfloat16_search_costs_about_what_a_float32_one_does(meanscale, photo,
     assert search.decoder.get_layer("up1_deconv").compute_dtype == "bfloat16"
     assert search.gaussian_conditional.compute_dtype == "float32"
     assert costs["bfloat16"] < 0.97 * cost(meanscale, photo, meanscale.compress(photo))
-    assert costs["bfloat16"] == pytest.approx(costs["float32"], rel=0.01)
+    assert costs["bfloat16"] <= 1.01 * costs["float32"]
     with pytest.raises(ValueError, match="`precision` must be one of"):
         refinement.Refiner(meanscale.model, precision="float16")
 
