@@ -1,19 +1,24 @@
 """Pack trained runs as presets, and measure every preset's check against its card.
 
     python benchmarks/presets.py pack conv_mnist /work/runs/conv_mnist --card card.json
+    python benchmarks/presets.py pack codec_0.05 /work/runs/codec_0.05 --compare \
+        --then "round 11, from codec_0.025: aezoo compress train ..." --time "round 11: ..."
     python benchmarks/presets.py check                  # every preset: card vs measured
     python benchmarks/presets.py check denoise_gray
     python benchmarks/presets.py docs                   # README's table, docs/presets.md
     python benchmarks/presets.py codec-figures rd/results.json --beside "with nothing else running"
 
 `pack` writes aezoo/presets/NAME/ (run.json and weights.npz, float16 weights unless
---float32; see aezoo.runs.pack) and the card: CARD (a JSON file with the card's text fields
-and its `check`) completed with the SHA-256 of the files.  A preset's file is replaced only
-when a better model has been measured, so that the repository does not grow with every
-experiment.  `--compare` prints the check measured on the run (float32) and on the packed
-preset, the cost of float16 storage.  `codec-figures` writes every codec card's Kodak and
-BD-rate figures from one `aezoo compress evaluate` of all the codec presets, so that the
-cards agree with each other (the float16 storage line a card has is kept).
+--float32; see aezoo.runs.pack) and the card, completed with the SHA-256 of the files: CARD
+(a JSON file with the card's text fields and its `check`), or, for another round of a preset,
+its card as it is, with `--then` appended to how it was trained and `--time` to how long.  A
+preset's file is replaced only when a better model has been measured, so that the repository
+does not grow with every experiment.  `--compare` measures the check on the run (float32) and
+on the packed preset, and writes both into the card: the preset's figures become the check
+the tests reproduce, and a "float16 storage" figure states the cost of float16.
+`codec-figures` writes every codec card's Kodak and BD-rate figures from one `aezoo compress
+evaluate` of all the codec presets, so that the cards agree with each other (the float16
+storage line a card has is kept).
 """
 
 from __future__ import annotations
@@ -32,20 +37,67 @@ from aezoo.apps import cli
 def pack(args: argparse.Namespace) -> None:
     from aezoo import runs  # TensorFlow, after cli.start_tensorflow() quietened it
 
-    card = json.loads(Path(args.card).read_text())
+    if args.card:
+        card = json.loads(Path(args.card).read_text())
+    elif args.name in presets.PRESETS:
+        card = dict(presets.PRESETS[args.name])
+    else:
+        raise SystemExit(f"presets.py: {args.name} is not a preset yet: give its card "
+                         "with --card")
+    if args.then:
+        card["trained_with"] += "; then " + args.then
+    if args.time:
+        card["training_time"] += "; " + args.time
     run = runs.load_run(args.run)
     folder = presets.PRESET_DIR / args.name
     card["sha256"] = runs.pack(run, folder, float16=not args.float32)
     card["precision"] = "float32" if args.float32 else "float16"
-    runs.write_text(folder / "card.json", json.dumps(card, indent=2) + "\n")
-    print(f"Packed {args.run} as {folder} ({sum(p.stat().st_size for p in folder.iterdir())} "
-          "bytes)")
+    # The new files' checksums, for the measurement below and for whatever this process
+    # opens next.
+    presets.PRESETS[args.name] = card
     if args.compare:
         from aezoo.presets import checks
 
-        presets.PRESETS[args.name] = card
-        for what, source in (("run (float32)", args.run), (f"preset ({card['precision']})", None)):
-            print(f"{what}: {checks.measure(args.name, DATA, source)}")
+        measured = checks.measure(args.name, DATA, args.run)
+        stored = checks.measure(args.name, DATA)
+        print(f"run (float32): {measured}\npreset ({card['precision']}): {stored}")
+        card["check"] = {**card["check"], **{key: float(f"{value:.6g}")
+                                             for key, value in stored.items()}}
+        if not args.float32:
+            line = storage_line(card["check"], measured, stored, run.info["model"])
+            card["figures"] = [figure for figure in card["figures"]
+                               if not figure.startswith("float16 storage")] + [line]
+            print(line)
+    runs.write_text(folder / "card.json", json.dumps(card, indent=2) + "\n")
+    print(f"Packed {args.run} as {folder} ({sum(p.stat().st_size for p in folder.iterdir())} "
+          "bytes)")
+
+
+# How a card writes each figure a check measures.
+FIGURE_FORMATS = {"psnr": "{:.3f} dB", "bpp": "{:.4f} bpp", "mse": "an MSE of {:.4g}",
+                  "roc_auc": "a ROC-AUC of {:.4f}", "nll": "{:.2f} nats"}
+
+
+def storage_line(check: dict, measured: dict[str, float], stored: dict[str, float],
+                 model: str) -> str:
+    """The card's figure for the cost of float16 storage: the check on the preset against
+    the check on the float32 run it was packed from."""
+    if "files" in check:
+        stems = [Path(file).stem for file in check["files"]]
+        subject = " and ".join([", ".join(stems[:-1]), stems[-1]] if len(stems) > 1 else stems)
+        if "noise" in check:
+            subject += f", {check['noise']} noise"
+    else:
+        subject = f"{check.get('dataset', check.get('csv'))} {check['split']}"
+
+    def figures(values: dict[str, float]) -> str:
+        return " and ".join(FIGURE_FORMATS[key].format(value) for key, value in values.items())
+
+    line = (f"float16 storage: the check ({subject}) gives {figures(stored)}, against "
+            f"{figures(measured)} for the float32 run")
+    if check["kind"] == "compress" and ("hyperprior" in model or "meanscale" in model):
+        line += " (the integer tables and integer hyper-synthesis are stored exactly)"
+    return line
 
 
 def check(args: argparse.Namespace) -> None:
@@ -127,10 +179,16 @@ def main(argv=None) -> int:
     packer = actions.add_parser("pack")
     packer.add_argument("name")
     packer.add_argument("run")
-    packer.add_argument("--card", required=True)
+    packer.add_argument("--card", help="the card as a JSON file (default: the preset's card, "
+                        "for another round of a preset)")
+    packer.add_argument("--then", help="another round: how it was trained, appended to the "
+                        "card's command")
+    packer.add_argument("--time", help="another round: how long it took, appended to the "
+                        "card's training time")
     packer.add_argument("--float32", action="store_true")
     packer.add_argument("--compare", action="store_true",
-                        help="measure the card's check on the run and on the packed preset")
+                        help="measure the card's check on the run and on the packed preset, and write "
+                        "both into the card")
     checker = actions.add_parser("check")
     checker.add_argument("names", nargs="*")
     actions.add_parser("docs", help="README's presets table and docs/presets.md from the cards")

@@ -123,3 +123,56 @@ def test_the_installed_package_finds_its_presets(tmp_path):
     sizes = json.loads(result.stdout.splitlines()[0])
     assert sorted(sizes) == NAMES and all(size > 0 for size in sizes.values())
     assert str(target) in result.stdout.splitlines()[1]
+
+
+def test_packing_a_round_writes_the_presets_own_check_and_the_cost_of_float16(
+        codec_run, tmp_path, monkeypatch):
+    """`benchmarks/presets.py pack --compare`, as a codec round is packed: a new preset from
+    a card, then another round from the preset's own card.  The card's check must be what
+    the packed (float16) preset measures, recomputed here from its files with numpy."""
+    import hashlib
+    import importlib.util
+
+    import numpy as np
+
+    from aezoo import codec, data, runs
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("bench_presets",
+                                                  ROOT / "benchmarks" / "presets.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    monkeypatch.setattr(presets, "PRESET_DIR", tmp_path)
+    monkeypatch.setitem(presets.PRESETS, "tiny_codec", {})  # removed again after the test
+    card = {"summary": "s", "task": "compress", "model": "m", "data": "d",
+            "trained_with": "aezoo compress train A", "training_time": "1 minute",
+            "machine": "2 CPU cores", "headline": "h", "figures": ["f"], "measured_with": "w",
+            "check": {"kind": "compress", "images": "raw/set12", "files": ["01.png", "02.png"],
+                      "bpp": 0.0, "psnr": 0.0}}
+    (tmp_path / "card.json").write_text(json.dumps(card))
+    assert bench.main(["pack", "tiny_codec", str(codec_run), "--card",
+                       str(tmp_path / "card.json"), "--compare"]) == 0
+    assert bench.main(["pack", "tiny_codec", str(codec_run), "--compare",
+                       "--then", "round 2: aezoo compress train B",
+                       "--time", "round 2: 2 minutes"]) == 0
+
+    written = json.loads((tmp_path / "tiny_codec" / "card.json").read_text())
+    assert written["trained_with"] == "aezoo compress train A; then round 2: aezoo compress train B"
+    assert written["training_time"] == "1 minute; round 2: 2 minutes"
+    for file, digest in written["sha256"].items():
+        assert hashlib.sha256((tmp_path / "tiny_codec" / file).read_bytes()).hexdigest() == digest
+    storage = [line for line in written["figures"] if line.startswith("float16 storage")]
+    assert written["figures"][0] == "f" and len(storage) == 1  # replaced, not added again
+
+    packer = codec.Codec(runs.load_run(tmp_path / "tiny_codec").model)
+    bits, errors = [], []
+    for file in ("01.png", "02.png"):
+        image = data.read_image(SHARED_DATA / "raw" / "set12" / file, 1)
+        blob = packer.compress(image)
+        bits.append(8 * len(blob) / image.size)
+        decoded = packer.decompress(blob).astype(np.float64)
+        errors.append(10 * np.log10(255.0**2 / np.mean((decoded - image) ** 2)))
+    assert written["check"]["bpp"] == pytest.approx(np.mean(bits), rel=1e-5)
+    assert written["check"]["psnr"] == pytest.approx(np.mean(errors), rel=1e-5)
+    assert f"gives {np.mean(bits):.4f} bpp and {np.mean(errors):.3f} dB" in storage[0]
+    assert "01 and 02" in storage[0] and "for the float32 run" in storage[0]
