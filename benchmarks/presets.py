@@ -18,7 +18,10 @@ on the packed preset, and writes both into the card: the preset's figures become
 the tests reproduce, and a "float16 storage" figure states the cost of float16.
 `codec-figures` writes every codec card's Kodak and BD-rate figures from one `aezoo compress
 evaluate` of all the codec presets, so that the cards agree with each other (the float16
-storage line a card has is kept).
+storage line a card has is kept); first it prints, for the round's account, the PSNR at
+0.25-1.0 bpp against the curve the cards stated until then (read from their headlines, so
+rounded: an unchanged curve shows +-0.01 dB and +-0.1 %) and how many more bits than WebP
+the codecs need at equal PSNR.
 """
 
 from __future__ import annotations
@@ -151,6 +154,7 @@ def codec_figures(args: argparse.Namespace) -> None:
              f"(MS-SSIM: {rate('jpeg', 'ms_ssim_db')}, {rate('webp', 'ms_ssim_db')}, "
              f"{rate('jpeg2000', 'ms_ssim_db')}); see docs/compression.md")
     print(curve)
+    print(against_previous(results, ours))
     measured_with = ("aezoo compress evaluate --model " + " ".join(p["setting"] for p in ours)
                      + " --images ../shared/data/raw/kodak --out rd/")
     for point in ours:
@@ -171,6 +175,53 @@ def codec_figures(args: argparse.Namespace) -> None:
         path = presets.PRESET_DIR / name / "card.json"
         path.write_text(json.dumps(card, indent=2) + "\n")
         print(f"{name}: {card['headline']}")
+
+
+RATES = (0.25, 0.3, 0.5, 0.75, 0.9, 1.0)
+
+
+def against_previous(results: dict, ours: list[dict]) -> str:
+    """A table for the round's account: our PSNR at each rate of 0.25-1.0 bpp, now and with
+    the curve the cards state before this call rewrites them (their headlines), and how many
+    more bits than WebP ours need at equal PSNR; then the BD-rate against that curve."""
+    import math
+    import re
+
+    from scipy.interpolate import PchipInterpolator
+
+    from aezoo.rate_distortion import bd_rate, quality_at_rate
+
+    def hull(points):  # a BD curve needs qualities that increase with the rate
+        kept = []
+        for rate, quality in sorted(points):
+            if not kept or quality > kept[-1][1]:
+                kept.append((rate, quality))
+        return kept
+
+    now = hull([(p["bpp"], p["psnr"]) for p in ours])
+    headlines = [re.fullmatch(r"Kodak ([\d.]+) bpp, ([\d.]+) dB PSNR", card["headline"])
+                 for card in presets.PRESETS.values() if card["task"] == "compress"]
+    before = hull([(float(m[1]), float(m[2])) for m in headlines if m])
+    webp = sorted((p["psnr"], math.log10(p["bpp"])) for p in results["curves"]["webp"])
+    webp_rate = PchipInterpolator(*zip(*webp), extrapolate=False)
+
+    def number(value, form):
+        return "-" if value is None or not math.isfinite(value) else form.format(value)
+
+    lines = ["| bpp | PSNR now (dB) | with the cards' curve | change | WebP's bpp at that PSNR "
+             "| our extra bits |", "|---|---|---|---|---|---|"]
+    for rate in RATES:
+        quality, previous = quality_at_rate(now, rate), quality_at_rate(before, rate)
+        theirs = None if quality is None else 10 ** float(webp_rate(quality))
+        change = None if quality is None or previous is None else quality - previous
+        extra = None if theirs is None else 100 * (rate / theirs - 1)
+        lines.append(f"| {rate} | {number(quality, '{:.2f}')} | {number(previous, '{:.2f}')} | "
+                     f"{number(change, '{:+.2f}')} | {number(theirs, '{:.3f}')} | "
+                     f"{number(extra, '{:+.0f} %')} |")
+    shift = bd_rate(before, now, rate_range=(0.25, 1.0)) if len(before) > 1 else None
+    lines.append(f"\nBD-rate over 0.25-1.0 bpp against the cards' curve: "
+                 f"{number(shift, '{:+.1f} %')}")
+    return "\n".join(lines)
 
 
 def main(argv=None) -> int:
