@@ -30,7 +30,7 @@ import tensorflow as tf
 
 from aezoo import data as data_lib
 from aezoo._keras_fixes import fix_multi_worker_fit, is_multi_worker
-from aezoo.models import MODELS
+from aezoo.models import MODELS, denoising
 from aezoo.models.base import Autoencoder, check_choice, check_int, keras_loss
 from aezoo.models.compression import CompressionAutoencoder, widen
 from aezoo.runs import RUN_FILE
@@ -674,16 +674,20 @@ def _build(model, kwargs: dict[str, Any], example_spec: tf.TensorSpec, noise,
             ae.set_weights(initial.model.get_weights())
         except ValueError:
             try:
-                # A codec given wider `filters` (or a larger `latent_dim`) starts as the
-                # same function (Net2Net).
-                if not isinstance(ae, CompressionAutoencoder):
+                # A codec or a denoiser given wider `filters` (or a larger `latent_dim`)
+                # starts as the same function (Net2Net).
+                if isinstance(ae, CompressionAutoencoder):
+                    widen(initial.model, ae)
+                elif ae.get_config().get("model") == "denoising":
+                    denoising.widen(initial.model, ae)
+                else:
                     raise ValueError
-                widen(initial.model, ae)
             except ValueError:
                 raise ValueError(
                     f"The initial model {initial.label} has other weights than the model these "
                     "arguments build: give the same model arguments (or none; a compression "
-                    "model may be given wider filters, a hyperprior one more latent channels)."
+                    "model may be given wider filters, a hyperprior one more latent channels, "
+                    "a denoising U-Net wider filters and latent_dim)."
                 ) from None
     check_fits(ae, example_spec.shape)
     return ae

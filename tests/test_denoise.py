@@ -89,3 +89,92 @@ def test_the_noise_estimate_follows_the_true_sigma():
     for sigma in (10 / 255, 25 / 255, 50 / 255):
         noisy = clean + rng.normal(0, sigma, clean.shape)
         assert denoise.estimate_sigma(noisy) == pytest.approx(sigma, rel=0.15)
+
+
+# --------------------------------------------------------------------------- widening
+
+
+def narrow_unet(**kwargs):
+    """A small U-Net whose every weight is moved off its initial value (biases too), so
+    that widening must carry them all."""
+    import keras
+
+    keras.utils.set_random_seed(5)
+    model = aezoo.MODELS["denoising"](input_shape=(None, None, 1), filters=(4, 6),
+                                      latent_dim=8, corruption=None, **kwargs)
+    rng = np.random.default_rng(5)
+    model.set_weights([w + rng.uniform(-0.05, 0.05, w.shape).astype(w.dtype)
+                       for w in model.get_weights()])
+    return model
+
+
+def test_a_widened_unet_denoises_as_the_narrow_one_did():
+    """`denoising.widen` copies channels and splits what reads them among the copies: the
+    same output for any weights, until a training step moves the copies apart."""
+    import keras
+    from aezoo.models import denoising
+
+    narrow = narrow_unet()
+    wide = aezoo.MODELS["denoising"](input_shape=(None, None, 1), filters=(7, 11),
+                                     latent_dim=13, corruption=None)
+    denoising.widen(narrow, wide)
+    x = np.random.default_rng(6).random((2, 21, 30, 1)).astype(np.float32)
+    expected = np.asarray(narrow(x))
+    np.testing.assert_allclose(np.asarray(wide(x)), expected, atol=1e-5)
+    # The residual output is mostly the input: compare the predicted noise too.
+    assert np.abs((np.asarray(wide(x)) - x) - (expected - x)).max() <= (
+        1e-4 * np.abs(expected - x).max())
+
+    # New channels copy the weights of one old channel each, and get another share of the
+    # next layer's input weights: one step of training moves them apart.
+    kernel = wide.encoder.get_layer("down2_conv1").get_weights()[0]
+    twins = {j: [k for k in range(6) if np.array_equal(kernel[..., j], kernel[..., k])]
+             for j in range(6, 11)}
+    assert all(len(twin) == 1 for twin in twins.values()), twins
+    # (A large step: this untrained U-Net's gradients are about 1e-6.)
+    wide.compile(optimizer=keras.optimizers.SGD(100.0), loss="mse")
+    wide.fit(x + 0.1, x, epochs=1, verbose=0)
+    moved = wide.encoder.get_layer("down2_conv1").get_weights()[0]
+    # Each copy's step is its twin's times the ratio of their shares (0.6-1.6, and near 1
+    # for some pairs): the copies part by far more than float32 round-off (about 1e-8 here).
+    for j, (k,) in twins.items():
+        step = np.abs(moved[..., j] - kernel[..., j]).max()
+        assert np.abs(moved[..., j] - moved[..., k]).max() > 1e-3 * step > 0
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"filters": (3, 6)}, "only the widths may grow"),
+    ({"filters": (4, 6, 8)}, "only the widths may grow"),
+    ({"kernel_size": 5}, "only the widths may grow"),
+])
+def test_a_unet_is_only_widened(kwargs, message):
+    from aezoo.models import denoising
+
+    target = aezoo.MODELS["denoising"](input_shape=(None, None, 1), **{
+        "filters": (4, 6), "latent_dim": 8, "corruption": None, **kwargs})
+    with pytest.raises(ValueError, match=message):
+        denoising.widen(narrow_unet(), target)
+
+
+def test_residual_block_unets_are_not_widened():
+    from aezoo.models import denoising
+
+    target = aezoo.MODELS["denoising"](input_shape=(None, None, 1), filters=(4, 8),
+                                       latent_dim=8, blocks=1, corruption=None)
+    with pytest.raises(ValueError, match="blocks=0"):
+        denoising.widen(narrow_unet(blocks=1), target)
+
+
+def test_init_with_a_wider_unet_starts_where_the_narrow_one_was():
+    from aezoo import training
+
+    narrow = narrow_unet()
+    clean = np.random.default_rng(7).random((16, 16, 16, 1)).astype(np.float32)
+    wide = training.train("denoising", clean, noise=("gaussian", 0.1), init=narrow, epochs=1,
+                          batch_size=16,
+                          model_kwargs={"filters": (6, 6), "latent_dim": 10},
+                          learning_rate=1e-9, strategy="cpu", verbose=0)[0]
+    config = wide.get_config()
+    assert tuple(config["filters"]) == (6, 6) and config["latent_dim"] == 10
+    np.testing.assert_allclose(wide.predict(clean, verbose=0), narrow.predict(clean, verbose=0),
+                               atol=1e-4)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import keras
+import numpy as np
 
 from aezoo.models.base import (
     Autoencoder,
@@ -166,3 +167,88 @@ def _finish(kwargs, encoder, inputs, h, residual, output_activation, corrupt) ->
     x_hat = keras.layers.Activation(output_activation, dtype="float32", name="reconstruction")(h)
     decoder = keras.Model(inputs, x_hat, name="decoder")
     return make_autoencoder("denoising", kwargs, encoder, decoder, corrupt)
+
+
+def widen(source: Autoencoder, target: Autoencoder, seed: int = 0) -> None:
+    """Sets `target`'s weights to `source`'s, where `target` is the same U-Net (`blocks=0`)
+    with wider levels (`filters`) and bottleneck (`latent_dim`), so that `target` denoises
+    exactly as `source` does (Net2WiderNet: Chen, Goodfellow, Shlens, ICLR 2016).  A
+    fine-tuning then starts from the narrower model's quality instead of from scratch, so a
+    preset can grow over several training rounds, each of which can only add to it.
+
+    Each convolution's new output channels copy channels of its own (the first `n` keep
+    theirs; the rest copy channels drawn at random); every layer that reads those channels
+    splits each one's weights among its copies at random proportions summing to one, so that
+    the copies' gradients differ and training moves them apart.  ReLU, max-pooling and
+    concatenation act on each channel alone, so the copies carry the same values through
+    them, and the sum of the next layer is unchanged.
+
+    Raises ValueError if the two models differ in anything but these widths, a width
+    shrinks, or the models are residual-block U-Nets (`blocks` > 0, whose additive skips
+    would need one copy pattern through a whole level: not supported).
+    """
+    def arguments(model):
+        return {k: tuple(v) if isinstance(v, list) else v for k, v in model.get_config().items()
+                if k not in ("filters", "latent_dim", "name")}
+
+    old, new = source.get_config(), target.get_config()
+    old_widths = (*old["filters"], old["latent_dim"])
+    new_widths = (*new["filters"], new["latent_dim"])
+    if (old.get("model") != "denoising" or arguments(source) != arguments(target)
+            or len(old_widths) != len(new_widths)
+            or any(n < o for o, n in zip(old_widths, new_widths))):
+        raise ValueError(f"Cannot widen a denoising model of filters {tuple(old['filters'])} "
+                         f"and latent_dim {old['latent_dim']} to {tuple(new['filters'])} and "
+                         f"{new['latent_dim']}: only the widths may grow, all else must be the "
+                         "same.")
+    if old["blocks"]:
+        raise ValueError("Only the plain U-Net (blocks=0) can be widened.")
+    rng = np.random.default_rng(seed)
+    layers = {layer.name: layer for part in (source.encoder, source.decoder)
+              for layer in part.layers if layer.weights}
+    weights = {name: [np.asarray(w, np.float64) for w in layer.get_weights()]
+               for name, layer in layers.items()}
+    # Kernel axes of (out, in): Conv2D kernels are (h, w, in, out), transposed ones
+    # (h, w, out, in).
+    axes = {name: (2, 3) if name.endswith("_deconv") else (3, 2) for name in weights}
+
+    def grow(producer, readers, n, wide):
+        """Widens `producer`'s n output channels to `wide`; `readers` are (layer, offset)
+        pairs: each reads those channels at `offset` of its input channels."""
+        copies = np.concatenate([np.arange(n), rng.integers(0, n, wide - n)])
+        shares = np.bincount(copies, minlength=n)[copies]
+        kernel, bias = weights[producer]
+        weights[producer] = [np.take(kernel, copies, axis=axes[producer][0]), bias[copies]]
+        split = 1.0 / shares + rng.uniform(-0.2, 0.2, copies.shape) / shares
+        split -= (np.bincount(copies, split, n) - 1.0)[copies] / shares  # each sums to one
+        for reader, offset in readers:
+            kernel, bias = weights[reader]
+            into = axes[reader][1]
+            total = kernel.shape[into]
+            index = np.concatenate([np.arange(offset), offset + copies,
+                                    np.arange(offset + n, total)])
+            scale = np.concatenate([np.ones(offset), split, np.ones(total - offset - n)])
+            shape = [1] * kernel.ndim
+            shape[into] = len(index)
+            weights[reader] = [np.take(kernel, index, axis=into) * scale.reshape(shape), bias]
+
+    count = len(old["filters"])
+    for level in range(1, count + 1):
+        n, wide = old["filters"][level - 1], new["filters"][level - 1]
+        below = f"down{level + 1}_conv1" if level < count else "latent_conv"
+        above = f"up{level - 1}_deconv" if level > 1 else "output_conv"
+        grow(f"down{level}_conv1", [(f"down{level}_conv2", 0)], n, wide)
+        # The skip: read by the level below and, after the up-sampled channels (which this
+        # loop has not widened yet: they are n wide), by the level's first up convolution.
+        grow(f"down{level}_conv2", [(below, 0), (f"up{level}_conv1", n)], n, wide)
+        grow(f"up{level}_deconv", [(f"up{level}_conv1", 0)], n, wide)
+        grow(f"up{level}_conv1", [(f"up{level}_conv2", 0)], n, wide)
+        grow(f"up{level}_conv2", [(above, 0)], n, wide)
+    n, wide = old["latent_dim"], new["latent_dim"]
+    grow("latent_conv", [("latent", 0)], n, wide)
+    grow("latent", [(f"up{count}_deconv", 0)], n, wide)
+    for part in (target.encoder, target.decoder):
+        for layer in part.layers:
+            if layer.name in weights:
+                layer.set_weights([w.astype(v.dtype)
+                                   for w, v in zip(weights[layer.name], layer.weights)])
