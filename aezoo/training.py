@@ -243,8 +243,10 @@ class Schedule(keras.callbacks.Callback):
     fifth of the epochs (the compression recipe).  The progress is the larger of the
     fraction of epochs done and the fraction of the time limit used, so a run cut short by
     its time limit still ends at a low rate.  With a time limit (minutes), training stops
-    at the end of the first epoch that ends past it; it counts from the start of this
-    process's training (a resumed run starts anew).
+    at the end of the first epoch that ends past it.  Each epoch logs `minutes`, the
+    training time so far; a resumed run is given those of the epochs it keeps (`minutes`,
+    epoch -> minutes, from history.csv) and goes on counting from where the interrupted one
+    stopped, so its rate and its time limit continue rather than start again.
 
     With `warmup` steps, the rate of the first `warmup` optimizer steps rises linearly to
     the schedule's: a fresh Adam's first steps move every weight by about the learning rate
@@ -252,20 +254,27 @@ class Schedule(keras.callbacks.Callback):
     loss.  The steps are the optimizer's, so a resumed run does not warm up again.
     """
 
+    clock = staticmethod(time.monotonic)  # seconds; a test may replace it
+
     def __init__(self, learning_rate: float, schedule: str, epochs: int, minutes: float | None,
-                 warmup: int = 0):
+                 warmup: int = 0, done: dict[int, float] | None = None):
         super().__init__()
         check_choice("lr_schedule", schedule, LR_SCHEDULES)
         self.start, self.schedule, self.epochs = learning_rate, schedule, epochs
         self.seconds = None if minutes is None else 60.0 * minutes
         self.warmup = check_int("warmup", warmup, minimum=0)
+        self.done = dict(done or {})
 
     def on_train_begin(self, logs=None):
-        self.began = time.monotonic()
+        self.began = self.clock()
         self.step = None
+        self.before = None  # seconds trained before this process, known at the first epoch
+
+    def _elapsed(self) -> float:
+        return (self.before or 0.0) + self.clock() - self.began
 
     def _time_used(self) -> float:
-        return 0.0 if self.seconds is None else (time.monotonic() - self.began) / self.seconds
+        return 0.0 if self.seconds is None else self._elapsed() / self.seconds
 
     def rate(self, epoch: int) -> float:
         """The learning rate of `epoch` (0-based), after the warm-up."""
@@ -277,6 +286,10 @@ class Schedule(keras.callbacks.Callback):
         return self.start
 
     def on_epoch_begin(self, epoch, logs=None):
+        if self.before is None:
+            # The first epoch of this process: a resumed run starts after epoch - 1.
+            self.before = 60.0 * self.done.get(epoch - 1, 0.0)
+            self.began = self.clock()
         if self.step is None:
             # Read here, not in on_train_begin: a resumed run's optimizer is restored by a
             # callback that comes after this one.
@@ -295,6 +308,7 @@ class Schedule(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
             logs["learning_rate"] = self.current
+            logs["minutes"] = self._elapsed() / 60.0
         if self._time_used() >= 1.0:
             print(f"Stopping after epoch {epoch + 1}: the time limit is reached.", flush=True)
             self.model.stop_training = True
@@ -473,7 +487,8 @@ def train(
     fix_multi_worker_fit(ae, strategy)
 
     # The schedule first: the history (and history.csv) then records each epoch's rate.
-    schedule = Schedule(learning_rate, lr_schedule, epochs, time_limit, warmup)
+    schedule = Schedule(learning_rate, lr_schedule, epochs, time_limit, warmup,
+                        done=_minutes_done(run))
     all_callbacks = [schedule, *default_callbacks(out_dir, strategy, log_dir), *callbacks]
     with warnings.catch_warnings():
         if steps_per_epoch is None:
@@ -789,6 +804,17 @@ def _example_spec(data: tf.data.Dataset) -> tf.TensorSpec:
     if size == 0 or (size < 0 and not any(True for _ in data.take(1))):
         raise ValueError("The training data is empty.")
     return spec
+
+
+def _minutes_done(run: Path | None) -> dict[int, float]:
+    """Epoch (0-based) -> training minutes at its end, from the history.csv of a run that
+    resumes (empty for a new run, and for epochs logged before aezoo logged `minutes`)."""
+    path = run / "history.csv" if run is not None else None
+    if path is None or not path.is_file():
+        return {}
+    with open(path, newline="") as f:
+        return {int(row["epoch"]): float(row["minutes"]) for row in csv.DictReader(f)
+                if row.get("minutes") not in (None, "", "NA")}
 
 
 def _history(model: keras.Model, run: Path | None) -> dict[str, list[float]]:

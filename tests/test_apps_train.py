@@ -40,7 +40,7 @@ def test_training_on_mnist_writes_model_history_and_plots(tfds_dir, tmp_path, ca
     assert run.info["model"] == "conv" and run.info["options"]["training"]["epochs"] == 2
     assert model.input_shape == (None, 28, 28, 1)
     history = json.loads((out / "history.json").read_text())
-    assert set(history) == {"loss", "val_loss", "learning_rate"}
+    assert set(history) == {"loss", "val_loss", "learning_rate", "minutes"}
     assert all(len(v) == 2 for v in history.values())
     # The history is the model's own: its last validation loss is that of the saved model.
     x = np.stack([e for e in data.from_tfds("mnist", "test[:32]").as_numpy_iterator()])

@@ -315,6 +315,39 @@ def test_the_warm_up_ramps_the_first_steps_of_the_schedule_and_not_those_of_a_re
     assert resumed.rates == pytest.approx([cosine[2]] * 3 + [cosine[3]] * 3, rel=1e-6)
 
 
+class Clock(keras.callbacks.Callback):
+    """A stand-in for the schedule's clock: each epoch takes one minute, and a restart
+    `down` minutes after the crash (time that must not count)."""
+
+    def __init__(self, now=0.0):
+        super().__init__()
+        self.now = now
+
+    def __call__(self):
+        return self.now
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.now += 60.0  # runs after the schedule read the epoch's start
+
+
+def test_a_resumed_run_goes_on_with_the_time_and_rate_of_the_interrupted_one(tmp_path, monkeypatch):
+    x, rate = images(48), 1e-3
+    run = dict(model_kwargs=TINY, batch_size=16, strategy="cpu", out_dir=tmp_path, verbose=0,
+               epochs=100, learning_rate=rate, lr_schedule="cosine", time_limit=4)
+    clock = Clock()
+    monkeypatch.setattr(training.Schedule, "clock", clock)
+    with pytest.raises(KeyboardInterrupt):
+        training.train("conv", x, callbacks=[clock, Crash(2)], **run)
+    clock.now += 3600.0  # the machine was down for an hour
+    _, history = training.train("conv", x, callbacks=[clock], **run)
+    # Two minutes before the crash, two after: the 4-minute limit ends the 4th epoch (a
+    # restarted count would run to the 6th), and the cosine follows the minutes used.
+    assert history["minutes"] == pytest.approx([1, 2, 3, 4])
+    assert history["learning_rate"] == pytest.approx(
+        [rate * (0.01 + 0.99 * 0.5 * (1 + np.cos(np.pi * used / 4))) for used in range(4)],
+        rel=1e-6)
+
+
 # -------------------------------------------------------------------- logs and models
 
 
@@ -349,7 +382,7 @@ def test_history_is_json_serialisable_with_one_value_per_epoch(tmp_path):
         strategy="cpu", out_dir=tmp_path, verbose=0,
     )
     assert json.loads(json.dumps(history)) == history
-    assert set(history) == {"loss", "val_loss", "learning_rate"}
+    assert set(history) == {"loss", "val_loss", "learning_rate", "minutes"}
     assert all(len(v) == 3 for v in history.values())
 
 
