@@ -591,7 +591,7 @@ def default_callbacks(
         # after it), and a crash before the backup redoes the epoch, whose repeated history
         # row _history() drops.
         callbacks += [
-            keras.callbacks.CSVLogger(str(run / "history.csv"), append=True),
+            _HistoryCSV(run / "history.csv"),
             _SyncedBackupAndRestore(run / "backup", strategy),
             _EpochCheckpoint(run / "checkpoints"),
         ]
@@ -645,6 +645,28 @@ class _SyncedBackupAndRestore(keras.callbacks.BackupAndRestore):
         shutil.copy(previous, self._training_metadata_path)
         self.model.load_weights(self._weights_path)
         self.model._initial_epoch = common
+
+
+class _HistoryCSV(keras.callbacks.CSVLogger):
+    """`CSVLogger` appending to history.csv, whose rows keep the columns of the file's header.
+
+    Keras names the columns after the first epoch's logs and, when it appends, writes no
+    header: a run resumed by an aezoo that logs other metrics (`minutes` was added) would
+    append rows whose columns do not match the header, and every value after the first new
+    column would be read under the wrong name.  So a resumed run writes the header's columns,
+    in its order ("NA" for those no longer logged, and drops those it did not log before).
+    """
+
+    def __init__(self, path: Path):
+        super().__init__(str(path), append=True)
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        if not self.append_header:  # the file has a header: resumed
+            with open(self.filename, newline="") as f:
+                header = next(csv.reader(f), [])
+            if header[:1] == ["epoch"]:
+                self.keys = header[1:]
 
 
 class _EpochCheckpoint(keras.callbacks.Callback):

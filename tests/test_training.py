@@ -4,6 +4,7 @@ Training on several replicas and workers is in test_distributed.py (it needs pro
 CPU is split before TensorFlow starts).
 """
 
+import csv
 import json
 
 import keras
@@ -287,6 +288,39 @@ def test_resumed_training_restores_weights_optimizer_and_epoch(tmp_path):
         f"epoch_00{i}.keras" for i in range(1, 5)
     ]
     assert (tmp_path / "model.keras").is_file() and not (tmp_path / "backup").exists()
+
+
+class Logs(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.logs = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.logs.append(dict(logs))
+
+
+def test_a_run_resumed_by_an_aezoo_that_logs_other_columns_keeps_the_files_columns(tmp_path):
+    x = images(48)
+    run = dict(model_kwargs=TINY, batch_size=16, strategy="cpu", out_dir=tmp_path, verbose=0,
+               epochs=4, validation_data=images(16, seed=1))
+    with pytest.raises(KeyboardInterrupt):
+        training.train("conv", x, callbacks=[Crash(2)], **run)
+    # As an aezoo without the `minutes` column would have written the first two epochs:
+    path = tmp_path / "history.csv"
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    columns = [c for c in rows[0] if "minutes" not in c]
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    logs = Logs()
+    _, history = training.train("conv", x, callbacks=[logs], **run)
+    with open(path, newline="") as f:
+        table = list(csv.reader(f))
+    assert {len(row) for row in table} == {len(columns)}
+    assert history["val_loss"][2:] == pytest.approx([entry["val_loss"] for entry in logs.logs])
+    assert history["loss"][2:] == pytest.approx([entry["loss"] for entry in logs.logs])
 
 
 class Rates(keras.callbacks.Callback):
