@@ -266,12 +266,11 @@ class Schedule(keras.callbacks.Callback):
         self.done = dict(done or {})
 
     def on_train_begin(self, logs=None):
-        self.began = self.clock()
         self.step = None
         self.before = None  # seconds trained before this process, known at the first epoch
 
     def _elapsed(self) -> float:
-        return (self.before or 0.0) + self.clock() - self.began
+        return self.before + self.clock() - self.began
 
     def _time_used(self) -> float:
         return 0.0 if self.seconds is None else self._elapsed() / self.seconds
@@ -828,31 +827,40 @@ def _example_spec(data: tf.data.Dataset) -> tf.TensorSpec:
     return spec
 
 
+def _history_rows(run: Path | None) -> dict[int, dict[str, str]] | None:
+    """history.csv's rows by epoch (0-based; an epoch redone after a crash keeps its last
+    row), or None when the run has no history.csv."""
+    path = run / "history.csv" if run is not None else None
+    if path is None or not path.is_file():
+        return None
+    with open(path, newline="") as f:
+        return {int(row["epoch"]): row for row in csv.DictReader(f)}
+
+
+def _logged(value: str | None) -> bool:
+    # CSVLogger writes "NA" for the val_ columns it adds even without validation data.
+    return value not in (None, "", "NA")
+
+
 def _minutes_done(run: Path | None) -> dict[int, float]:
     """Epoch (0-based) -> training minutes at its end, from the history.csv of a run that
     resumes (empty for a new run, and for epochs logged before aezoo logged `minutes`)."""
-    path = run / "history.csv" if run is not None else None
-    if path is None or not path.is_file():
-        return {}
-    with open(path, newline="") as f:
-        return {int(row["epoch"]): float(row["minutes"]) for row in csv.DictReader(f)
-                if row.get("minutes") not in (None, "", "NA")}
+    rows = _history_rows(run) or {}
+    return {epoch: float(row["minutes"]) for epoch, row in rows.items()
+            if _logged(row.get("minutes"))}
 
 
 def _history(model: keras.Model, run: Path | None) -> dict[str, list[float]]:
     """The whole history: from history.csv when there is one (it spans resumed runs; an
     epoch redone after a crash keeps its last row)."""
-    path = run / "history.csv" if run is not None else None
-    if path is None or not path.is_file():
+    rows = _history_rows(run)
+    if rows is None:
         if model is None:
             return {}
         return {k: [float(v) for v in values] for k, values in model.history.history.items()}
-    with open(path, newline="") as f:
-        rows = {int(row["epoch"]): row for row in csv.DictReader(f)}
     rows = [rows[epoch] for epoch in sorted(rows)]
-    # CSVLogger writes "NA" for the val_ columns it adds even without validation data.
     history = {
-        key: [float(row[key]) for row in rows if row.get(key) not in (None, "", "NA")]
+        key: [float(row[key]) for row in rows if _logged(row.get(key))]
         for key in (rows[0] if rows else {})
         if key != "epoch"
     }

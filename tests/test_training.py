@@ -350,8 +350,8 @@ def test_the_warm_up_ramps_the_first_steps_of_the_schedule_and_not_those_of_a_re
 
 
 class Clock(keras.callbacks.Callback):
-    """A stand-in for the schedule's clock: each epoch takes one minute, and a restart
-    `down` minutes after the crash (time that must not count)."""
+    """A stand-in for the schedule's clock: each epoch takes one minute (the test moves it
+    on by the downtime between a crash and the restart, which must not count)."""
 
     def __init__(self, now=0.0):
         super().__init__()
