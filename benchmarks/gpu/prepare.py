@@ -1,0 +1,70 @@
+"""Prepares `.gpu/` (ignored by git) for a GPU session: the training images, the initial
+weights of models that start wider than their preset, and the Keras wheels that the GPU
+machine lacks.  Runs here, with aezoo and TensorFlow.
+
+    python benchmarks/gpu/prepare.py --widen denoise_gray:64,128,256 denoise_rgb:48,96,192
+
+Then `run.sh` there, and `import_weights.py` here on what comes back.
+"""
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+import aezoo
+from aezoo.models import MODELS
+from aezoo.models import denoising
+
+ROOT = Path(__file__).resolve().parents[2]
+GPU = ROOT / ".gpu"
+DATA = ROOT.parent / "shared" / "data" / "raw"
+WHEELS = ["keras==3.15.1", "namex==0.1.0", "optree==0.20.0"]
+
+
+def widened(name: str, widths: list[int]) -> None:
+    """Writes `.gpu/init/NAME_W1-W2-L.{npz,json}`: the preset's denoiser widened (Net2Net)
+    to filters W1, W2 and latent L, as the same function."""
+    source = aezoo.from_preset(name)
+    config = {**source.get_config(), "filters": widths[:-1], "latent_dim": widths[-1]}
+    kwargs = {k: v for k, v in config.items() if k != "model"}
+    target = MODELS[config["model"]](**kwargs)
+    denoising.widen(source, target)
+    x = np.random.default_rng(0).uniform(0, 1, (1, 64, 64, config["input_shape"][-1]))
+    drift = float(np.max(np.abs(np.asarray(source(x)) - np.asarray(target(x)))))
+    stem = GPU / "init" / f"{name}_{'-'.join(map(str, widths))}"
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(stem.with_suffix(".npz"),
+             **{v.path: v.numpy().astype(np.float16) for v in target.weights})
+    stem.with_suffix(".json").write_text(json.dumps({"config": target.get_config()}))
+    print(f"{stem.name}: {target.count_params()} parameters, same function as {name} "
+          f"(max output difference {drift:.1e})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--widen", nargs="*", default=[], metavar="PRESET:W1,W2,L")
+    parser.add_argument("--data", nargs="*", default=["train400", "cbsd432"])
+    args = parser.parse_args()
+    for spec in args.widen:
+        name, widths = spec.split(":")
+        widened(name, [int(w) for w in widths.split(",")])
+    for folder in args.data:
+        shutil.copytree(DATA / folder, GPU / "data" / folder, dirs_exist_ok=True)
+    wheels = GPU / "whl"
+    if not list(wheels.glob("keras-*.whl")):
+        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps",
+                        "--only-binary=:all:", "--python-version", "3.12",
+                        "--implementation", "cp", "--platform", "manylinux_2_28_x86_64",
+                        "--platform", "manylinux_2_17_x86_64", "--platform",
+                        "manylinux2014_x86_64", "-d", str(wheels), *WHEELS], check=True)
+    size = sum(p.stat().st_size for p in GPU.rglob("*") if p.is_file())
+    print(f".gpu/: {size / 2**20:.1f} MiB")
+
+
+if __name__ == "__main__":
+    main()
