@@ -31,6 +31,9 @@ def main() -> None:
     info = json.loads((presets.folder(args.preset) / runs.RUN_FILE).read_text())
     if args.config:
         info["config"] = json.loads(args.config.read_text())["config"]
+        # The command-line options that built it, as a run trained here would record them.
+        options = info["options"].get("model", {})
+        options.update({k: v for k, v in info["config"].items() if k in options})
     model = runs.model_from_weights(info["config"], args.job / runs.WEIGHTS_FILE)
     if isinstance(model, CompressionAutoencoder):
         model.finalise()
