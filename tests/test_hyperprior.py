@@ -796,3 +796,37 @@ def test_init_with_wider_filters_widens_and_narrower_ones_are_refused(meanscale,
     with pytest.raises(ValueError, match="may be given wider filters"):
         training.train("compression_meanscale", x, init=meanscale, epochs=1, batch_size=32,
                        model_kwargs={"filters": (4, 8)}, strategy="cpu", verbose=0)
+
+
+def test_weights_back_from_a_gpu_round_make_a_run_that_codes_as_the_one_they_left(
+        meanscale_run, image, tmp_path, monkeypatch):
+    """`benchmarks/gpu/import_weights.py`: float weights that a GPU round brings back, with
+    every integer table of the file zeroed (the GPU trainer cannot compute them), become a
+    run whose finalised codec writes the very files of the run the weights came from."""
+    import importlib.util
+
+    from aezoo import presets
+
+    spec = importlib.util.spec_from_file_location(
+        "import_weights", ROOT / "benchmarks" / "gpu" / "import_weights.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(presets, "PRESET_DIR", tmp_path)
+    original = runs.load_run(meanscale_run)
+    digests = runs.pack(original, tmp_path / "tiny_meanscale", float16=False)
+    monkeypatch.setitem(presets.PRESETS, "tiny_meanscale", {"sha256": digests})
+    job = tmp_path / "job"
+    job.mkdir()
+    with np.load(tmp_path / "tiny_meanscale" / runs.WEIGHTS_FILE) as stored:
+        tables = [k for k in stored.files if stored[k].dtype.kind in "iu"]
+        np.savez(job / runs.WEIGHTS_FILE, **{
+            k: np.zeros_like(stored[k]) if k in tables else stored[k] for k in stored.files})
+    assert tables  # the test zeroes something
+    monkeypatch.setattr(sys, "argv", ["import_weights.py", str(job), "--preset",
+                                      "tiny_meanscale", "--out", str(tmp_path / "imported")])
+    module.main()
+
+    imported = runs.load_run(tmp_path / "imported")
+    assert imported.info["application"] == original.info["application"]
+    blob = codec.Codec(imported.model).compress(image)
+    assert blob == codec.Codec(original.model).compress(image)
