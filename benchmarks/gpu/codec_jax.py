@@ -62,7 +62,9 @@ import jax.numpy as jnp  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from keras import ops  # noqa: E402
-from PIL import Image  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import image_files, load_images, read_image  # noqa: E402
 
 if keras.backend.backend() != "jax":
     sys.exit(f"codec_jax.py needs KERAS_BACKEND=jax (Keras runs on {keras.backend.backend()}).")
@@ -79,7 +81,6 @@ LIKELIHOOD_BOUND = 1e-9  # both entropy models' smallest likelihood
 GDN_PEDESTAL = 2.0**-36
 GDN_BETA_MIN = 1e-6
 ENTROPY_FILTERS = (3, 3, 3)  # EntropyBottleneck's default `filters`
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 UMASK = os.umask(0)  # (read by setting it: put back at once)
 os.umask(UMASK)
 
@@ -446,40 +447,6 @@ class Port:
 # ---------------------------------------------------------------------------- images
 
 
-def image_files(folder: Path) -> list[Path]:
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise FileNotFoundError(f"No images in {folder}.")
-    return files
-
-
-def read_rgb(path: Path) -> np.ndarray:
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"), np.uint8)
-
-
-def load_images(folder: Path) -> tuple[np.ndarray, np.ndarray]:
-    """All images as one uint8 array (N, H, W, 3), portrait ones turned to landscape
-    (np.rot90, counter-clockwise) so that they stack, then centre-cropped to the common
-    size; and whether each was portrait (its patches are turned back in the step)."""
-    images, portrait = [], []
-    for path in image_files(folder):
-        image = read_rgb(path)
-        portrait.append(image.shape[0] > image.shape[1])
-        images.append(np.rot90(image) if portrait[-1] else image)
-    height = min(i.shape[0] for i in images)
-    width = min(i.shape[1] for i in images)
-    cropped = sum(i.shape[:2] != (height, width) for i in images)
-    if cropped:
-        print(f"{cropped} images centre-cropped to {height}x{width}", flush=True)
-
-    def centre(image):
-        top, left = (image.shape[0] - height) // 2, (image.shape[1] - width) // 2
-        return image[top: top + height, left: left + width]
-
-    return np.stack([centre(i) for i in images]), np.array(portrait)
-
-
 def random_patches(images, portrait, key, batch: int, patch: int, augment: bool):
     """A batch of random patches (float32 in [0, 1]), cut on the device.
 
@@ -522,7 +489,7 @@ def dump(args) -> None:
     (or under `--precision bfloat16`, the training's mixed policy, for a looser check)."""
     port = Port(args.preset, args.precision or "float32", args.weights)
     first = image_files(args.images)[0]
-    image = read_rgb(first)
+    image = read_image(first, 3)
     size = args.patch
     x = (image[:size, :size].astype(np.float32) / 255.0)[None]  # the top-left crop
     shape_z, shape_y = port.model.latent_shapes(1, size, size, port.config)
@@ -575,7 +542,7 @@ def train(args) -> int:
     stride = port.model.stride * port.model.hyper_stride
     if args.patch % stride:
         raise ValueError(f"--patch must be a multiple of {stride}, the model's total stride.")
-    images, portrait = load_images(args.images)
+    images, portrait = load_images(args.images, 3)
     if min(images.shape[1:3]) < args.patch:
         raise ValueError(f"The images ({images.shape[1]}x{images.shape[2]}) are smaller than "
                          f"--patch {args.patch}.")

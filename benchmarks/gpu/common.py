@@ -19,29 +19,44 @@ import numpy as np
 from PIL import Image
 
 
-def load_images(folder: str | os.PathLike, channels: int) -> np.ndarray:
-    """Every PNG/JPEG of `folder` as one uint8 array (count, height, width, channels).
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
-    Portrait images are turned to landscape, and all are cut (top-left) to the smallest
-    height and width among them, so that they stack into one array the GPU can crop from.
-    """
-    paths = sorted(p for p in Path(folder).iterdir()
-                   if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp"))
-    if not paths:
+
+def image_files(folder: str | os.PathLike) -> list[Path]:
+    files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
         raise SystemExit(f"error: no images in {folder}")
-    mode = "L" if channels == 1 else "RGB"
-    images = []
-    for path in paths:
-        with Image.open(path) as image:
-            array = np.asarray(image.convert(mode))
-        if array.ndim == 2:
-            array = array[..., None]
-        if array.shape[0] > array.shape[1]:
-            array = array.transpose(1, 0, 2)
-        images.append(array)
-    height = min(a.shape[0] for a in images)
-    width = min(a.shape[1] for a in images)
-    return np.stack([a[:height, :width] for a in images])
+    return files
+
+
+def read_image(path: str | os.PathLike, channels: int) -> np.ndarray:
+    """An image file as uint8 (height, width, channels)."""
+    with Image.open(path) as image:
+        array = np.asarray(image.convert("L" if channels == 1 else "RGB"), np.uint8)
+    return array[..., None] if array.ndim == 2 else array
+
+
+def load_images(folder: str | os.PathLike, channels: int) -> tuple[np.ndarray, np.ndarray]:
+    """All images as one uint8 array (N, H, W, channels), portrait ones turned to landscape
+    (np.rot90, counter-clockwise) so that they stack, then centre-cropped to the common
+    size; and whether each was portrait (a trainer that wants upright patches turns those
+    images' patches back)."""
+    images, portrait = [], []
+    for path in image_files(folder):
+        image = read_image(path, channels)
+        portrait.append(image.shape[0] > image.shape[1])
+        images.append(np.rot90(image) if portrait[-1] else image)
+    height = min(i.shape[0] for i in images)
+    width = min(i.shape[1] for i in images)
+    cropped = sum(i.shape[:2] != (height, width) for i in images)
+    if cropped:
+        print(f"{cropped} images centre-cropped to {height}x{width}", flush=True)
+
+    def centre(image):
+        top, left = (image.shape[0] - height) // 2, (image.shape[1] - width) // 2
+        return image[top: top + height, left: left + width]
+
+    return np.stack([centre(i) for i in images]), np.array(portrait)
 
 
 class Budget:
