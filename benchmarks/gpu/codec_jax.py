@@ -46,13 +46,11 @@ import time
 STARTED = time.monotonic()  # the time budget counts from here, imports and compilation too
 
 import argparse  # noqa: E402
-import csv  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import os  # noqa: E402
 import shutil  # noqa: E402
 import sys  # noqa: E402
-import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 os.environ.setdefault("KERAS_BACKEND", "jax")  # before Keras is imported
@@ -64,7 +62,8 @@ import numpy as np  # noqa: E402
 from keras import ops  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import image_files, load_images, read_image  # noqa: E402
+from common import (Budget, image_files, load_images, log_line, read_image,  # noqa: E402
+                    save_weights)
 
 if keras.backend.backend() != "jax":
     sys.exit(f"codec_jax.py needs KERAS_BACKEND=jax (Keras runs on {keras.backend.backend()}).")
@@ -81,8 +80,6 @@ LIKELIHOOD_BOUND = 1e-9  # both entropy models' smallest likelihood
 GDN_PEDESTAL = 2.0**-36
 GDN_BETA_MIN = 1e-6
 ENTROPY_FILTERS = (3, 3, 3)  # EntropyBottleneck's default `filters`
-UMASK = os.umask(0)  # (read by setting it: put back at once)
-os.umask(UMASK)
 
 # The integer weights that depend on the float ones, and their "not finalised" values
 # (what a freshly built aezoo layer holds): trained float weights make the preset's stale.
@@ -418,7 +415,7 @@ class Port:
 
     def save_weights(self, values, path: Path) -> None:
         """Writes the weights as the preset's weights.npz (same keys, shapes, dtypes: float
-        weights as float16), atomically.  The integer tables that depend on the weights
+        weights as float16), atomically (`common.save_weights`).  The integer tables that depend on the weights
         are written as "not finalised" (aezoo's `finalise()` recomputes them); the
         Gaussian tables, which depend on no weight, are the preset's."""
         arrays = {}
@@ -430,18 +427,7 @@ class Port:
             reset = next((v for prefix, v in STALE_TABLES.items() if name.startswith(prefix)),
                          None)
             arrays[name] = stored if reset is None else np.full_like(stored, reset)
-        fd, temporary = tempfile.mkstemp(prefix=".weights.", suffix=".partial.npz",
-                                         dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez_compressed(f, **arrays)
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(temporary, 0o666 & ~UMASK)  # mkstemp's file is private (0600)
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        save_weights(path, arrays)
 
 
 # ---------------------------------------------------------------------------- images
@@ -525,19 +511,8 @@ def dump(args) -> None:
 # ---------------------------------------------------------------------------- training
 
 
-def learning_rate(args, step: int, now: float, began: float, ends: float) -> float:
-    """aezoo's warm-up (a factor (step + 1) / (warmup + 1) over the first steps) times a
-    cosine from `--learning-rate` to 0 over the training time (from the first step, once
-    compiled, to the end of the budget)."""
-    progress = min(1.0, max(0.0, (now - began) / max(ends - began, 1e-9)))
-    rate = args.learning_rate * 0.5 * (1 + math.cos(math.pi * progress))
-    if args.warmup and step <= args.warmup:
-        rate *= min(1.0, (step + 1) / (args.warmup + 1))
-    return rate
-
-
 def train(args) -> int:
-    ends = STARTED + 60.0 * args.minutes
+    budget = Budget(args.minutes, args.learning_rate, args.warmup, started=STARTED)
     port = Port(args.preset, args.precision)
     stride = port.model.stride * port.model.hyper_stride
     if args.patch % stride:
@@ -576,19 +551,14 @@ def train(args) -> int:
     base_key = jax.random.key(args.seed)
     compiled = jax.jit(step, donate_argnums=(0, 1)).lower(
         values, opt_values, images, portrait, base_key, jnp.float32(0)).compile()
-    began = time.monotonic()
-    print(f"compiled in {began - STARTED:.1f} s since start; training until "
-          f"{ends - STARTED:.0f} s", flush=True)
+    budget.begin()
+    began = budget.began
+    print(f"compiled in {budget.elapsed:.1f} s since start; training until "
+          f"{budget.end - STARTED:.0f} s", flush=True)
 
     args.out.mkdir(parents=True, exist_ok=True)
     shutil.copy(args.preset / "run.json", args.out / "run.json")
     log_path = args.out / "log.csv"
-    new_log = not log_path.exists()
-    log = open(log_path, "a", newline="")
-    writer = csv.writer(log)
-    if new_log:
-        writer.writerow(["step", "elapsed_s", "loss", "bpp", "mse", "psnr", "learning_rate",
-                         "steps_per_s"])
 
     # Metrics stay on the device until a report (reading them waits for the device).
     pending, since_save, since_print = [], [], []
@@ -601,12 +571,19 @@ def train(args) -> int:
         mean = np.mean(np.array(rows), axis=0)
         return mean, len(rows) / max(now - t0, 1e-9)
 
+    def log(rows, t0, now):
+        (loss, rate, mse), speed = report(rows, t0, now)
+        log_line(log_path, {"step": step_count, "elapsed_s": round(now - STARTED, 1),
+                            "loss": float(loss), "bpp": float(rate), "mse": float(mse),
+                            "psnr": -10 * math.log10(mse), "learning_rate": lr,
+                            "steps_per_s": speed})
+
     while True:
         now = time.monotonic()
         # Stop while the last steps and the final save still fit in the budget.
-        if now + 2 * step_seconds + save_seconds + 0.5 >= ends:
+        if now + 2 * step_seconds + save_seconds + 0.5 >= budget.end:
             break
-        lr = learning_rate(args, step_count, now, began, ends)
+        lr = budget.rate(step_count)
         key = jax.random.fold_in(base_key, step_count)
         values, opt_values, metrics = compiled(values, opt_values, images, portrait, key,
                                                jnp.float32(lr))
@@ -630,7 +607,6 @@ def train(args) -> int:
                 print(f"step {step_count}: the loss is not finite; stopping without saving "
                       f"(the last good weights, of step {saved_step}, stay in "
                       f"{args.out / 'weights.npz'}).", flush=True)
-                log.close()
                 return 1
             since_print += list(rows)
             since_save += list(rows)
@@ -643,27 +619,18 @@ def train(args) -> int:
                 t = time.monotonic()
                 port.save_weights(jax.device_get(values), args.out / "weights.npz")
                 save_seconds = time.monotonic() - t
-                (loss, rate, mse), speed = report(since_save, last_save, now)
-                writer.writerow([step_count, f"{now - STARTED:.1f}", f"{loss:.6f}",
-                                 f"{rate:.6f}", f"{mse:.8f}", f"{-10 * math.log10(mse):.4f}",
-                                 f"{lr:.6g}", f"{speed:.3f}"])
-                log.flush()
+                log(since_save, last_save, now)
                 since_save, last_save, saved_step = [], time.monotonic(), step_count
 
     now = time.monotonic()
     rows = np.asarray(jnp.stack(pending)) if pending else np.zeros((0, 3))
     if not np.all(np.isfinite(rows)):
         print("The loss is not finite at the end; the last good weights stay.", flush=True)
-        log.close()
         return 1
     since_save += list(rows)
     port.save_weights(jax.device_get(values), args.out / "weights.npz")
     if since_save:
-        (loss, rate, mse), speed = report(since_save, last_save, now)
-        writer.writerow([step_count, f"{now - STARTED:.1f}", f"{loss:.6f}", f"{rate:.6f}",
-                         f"{mse:.8f}", f"{-10 * math.log10(mse):.4f}", f"{lr:.6g}",
-                         f"{speed:.3f}"])
-    log.close()
+        log(since_save, last_save, now)
     print(f"done: {step_count} steps in {now - began:.0f} s of training "
           f"({step_count / max(now - began, 1e-9):.2f} steps/s), "
           f"{time.monotonic() - STARTED:.0f} s in all; wrote {args.out / 'weights.npz'}",

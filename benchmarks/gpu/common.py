@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -60,36 +61,67 @@ def load_images(folder: str | os.PathLike, channels: int) -> tuple[np.ndarray, n
 
 
 class Budget:
-    """A wall-clock budget in minutes, and the learning rate at each moment of it: a linear
-    warm-up over the first `warmup` steps, then a cosine decay that reaches 0 when the
-    budget ends (by time, because the step rate on a shared GPU is not known in advance)."""
+    """A wall-clock budget in minutes, counted from `started` (a `time.monotonic()` reading;
+    default now), and the learning rate at each moment of it.
 
-    def __init__(self, minutes: float, learning_rate: float, warmup: int):
-        self.start = time.monotonic()
-        self.seconds = 60.0 * minutes
+    The rate is aezoo's schedule (`aezoo.training.Schedule`) driven by time instead of
+    epochs, because the step rate on a shared GPU is not known in advance: a linear warm-up
+    by the factor (step + 1) / (warmup + 1) over the first `warmup` steps, times a cosine
+    from `learning_rate` to 0 between `begin()` (call it once the step is compiled, so that
+    compiling, which takes 20-120 s, eats no part of the decay) and the end of the budget."""
+
+    def __init__(self, minutes: float, learning_rate: float, warmup: int,
+                 started: float | None = None):
+        self.start = time.monotonic() if started is None else started
+        self.end = self.start + 60.0 * minutes
+        self.began = self.start
         self.learning_rate, self.warmup = learning_rate, warmup
+
+    def begin(self) -> None:
+        """Starts the cosine now."""
+        self.began = time.monotonic()
 
     @property
     def elapsed(self) -> float:
+        """Seconds since the budget started."""
         return time.monotonic() - self.start
 
     @property
+    def left(self) -> float:
+        return self.end - time.monotonic()
+
+    @property
     def over(self) -> bool:
-        return self.elapsed >= self.seconds
+        return self.left <= 0
 
     def rate(self, step: int) -> float:
-        fraction = min(self.elapsed / self.seconds, 1.0)
-        rate = self.learning_rate * 0.5 * (1.0 + math.cos(math.pi * fraction))
-        return rate * min(1.0, (step + 1) / self.warmup) if self.warmup else rate
+        progress = (time.monotonic() - self.began) / max(self.end - self.began, 1e-9)
+        rate = self.learning_rate * 0.5 * (1.0 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
+        if self.warmup and step <= self.warmup:
+            rate *= min(1.0, (step + 1) / (self.warmup + 1))
+        return rate
 
 
 def save_weights(path: str | os.PathLike, weights: dict[str, np.ndarray]) -> None:
-    """Writes `weights` (name -> array) as float16 `.npz`, as aezoo's presets store them;
-    atomically, so that a run killed while saving leaves the previous file whole."""
+    """Writes `weights` (name -> array) as aezoo's presets store them (compressed `.npz`,
+    floating-point arrays as float16, integer ones as they are), atomically: a run killed
+    while saving leaves the previous file whole, and the file is on disk before it replaces
+    the old one, because run.sh bundles it into $OUT while the trainer runs."""
     path = Path(path)
-    temporary = path.with_name(path.name + ".tmp.npz")
-    np.savez(temporary, **{k: np.asarray(v, np.float16) for k, v in weights.items()})
-    os.replace(temporary, path)
+    arrays = {name: np.asarray(value, np.float16)
+              if np.issubdtype(np.asarray(value).dtype, np.floating) else np.asarray(value)
+              for name, value in weights.items()}
+    fd, temporary = tempfile.mkstemp(prefix=".weights.", suffix=".partial.npz", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            np.savez_compressed(file, **arrays)
+            file.flush()
+            os.fsync(file.fileno())
+        os.chmod(temporary, 0o644)  # mkstemp's file is private (0600)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
 
 
 def log_line(path: str | os.PathLike, row: dict) -> None:

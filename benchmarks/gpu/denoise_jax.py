@@ -166,6 +166,9 @@ def main(argv=None) -> None:
         trainable, state, loss = step(trainable, state, sub, budget.rate(steps))
         steps += 1
         losses.append(loss)
+        if steps == 1:  # compiled now: the cosine starts here
+            jax.block_until_ready(loss)
+            budget.begin()
         if steps % 50 == 0:
             mean = float(jnp.mean(jnp.stack(losses)))  # waits for the device
             losses = []
