@@ -87,6 +87,26 @@ def test_another_process_writes_the_same_bits_and_decodes_the_same_pixels(
     assert (out / "rd.png").is_file() and "| aezoo |" in (out / "results.md").read_text()
 
 
+def test_evaluate_keeps_apart_two_runs_of_the_same_name(codec_run, odd_images, tmp_path, capsys):
+    """A run and a copy of it in another folder (as a retrained run and the preset it started
+    from): two rate points named by their paths, not one that overwrites the other."""
+    import shutil
+
+    copy = shutil.copytree(codec_run, tmp_path / "elsewhere" / codec_run.name)
+    out = tmp_path / "rd"
+    assert compress.main(["evaluate", "--model", str(codec_run), str(copy), "--images",
+                          str(odd_images), "--codecs", "--out", str(out)]) == 0
+    points = json.loads((out / "results.json").read_text())["curves"]["aezoo"]
+    assert [p["setting"] for p in points] == [str(codec_run), str(copy)]
+    assert points[0]["bpp"] == points[1]["bpp"] and points[0]["psnr"] == points[1]["psnr"]
+    capsys.readouterr()
+    status = compress.main(["evaluate", "--model", str(copy), str(copy), "--images",
+                            str(odd_images), "--out", str(tmp_path / "rd2")])
+    err = capsys.readouterr().err
+    assert status == 2 and err.count("\n") == 1 and "given twice" in err
+    assert not (tmp_path / "rd2").exists()
+
+
 # -------------------------------------------------------------------- corruption
 
 

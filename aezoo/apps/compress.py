@@ -215,11 +215,12 @@ def evaluate(args: argparse.Namespace) -> int:
     files = data.list_images(args.images)[: args.max_images]
     for path in files:
         data.probe_image(path)
+    labels = _labels(args.model)
     models = {}  # all load before the long part
-    for source in args.model:
+    for source, label in zip(args.model, labels):
         model = runs.load_run(source, task="compress").model
         codec.Codec(model)  # a finalised compression model
-        models[Path(source).name] = model
+        models[label] = model
     channels = {int(m.encoder.input_shape[-1]) for m in models.values()}
     if len(channels) > 1:
         raise ValueError("The models differ in channels (grayscale and RGB); evaluate them apart.")
@@ -242,6 +243,18 @@ def evaluate(args: argparse.Namespace) -> int:
     print(markdown)
     print(f"Wrote {args.out / 'results.json'}, results.md and rd.png")
     return 0
+
+
+def _labels(sources: Sequence[str]) -> list[str]:
+    """Each rate point's name in the results: its folder's name (or the preset's), or, where
+    two share a name (a run and the preset it started from), the path as given."""
+    names = [Path(source).name for source in sources]
+    labels = [str(source) if names.count(name) > 1 else name
+              for source, name in zip(sources, names)]
+    repeated = sorted({label for label in labels if labels.count(label) > 1})
+    if repeated:
+        raise ValueError(f"--model {repeated[0]} is given twice.")
+    return labels
 
 
 def _images_done(started: float):
