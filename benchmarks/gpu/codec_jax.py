@@ -414,15 +414,16 @@ class Port:
         return rate + self.lmbda * 255.0**2 * mse, (rate, mse, out)
 
     def save_weights(self, values, path: Path) -> None:
-        """Writes the weights as the preset's weights.npz (same keys, shapes, dtypes: float
-        weights as float16), atomically (`common.save_weights`).  The integer tables that depend on the weights
-        are written as "not finalised" (aezoo's `finalise()` recomputes them); the
-        Gaussian tables, which depend on no weight, are the preset's."""
+        """Writes the weights as the preset's weights.npz (same keys and shapes; float
+        weights as float16, which `common.save_weights` makes them, atomically).  The
+        integer tables that depend on the weights are written as "not finalised" (aezoo's
+        `finalise()` recomputes them); the Gaussian tables, which depend on no weight, are
+        the preset's."""
         arrays = {}
         trained = dict(zip(self.names, values))
         for name, stored in self.stored.items():
             if name in trained:
-                arrays[name] = np.asarray(trained[name], np.float32).astype(stored.dtype)
+                arrays[name] = np.asarray(trained[name])
                 continue
             reset = next((v for prefix, v in STALE_TABLES.items() if name.startswith(prefix)),
                          None)
