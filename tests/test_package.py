@@ -91,6 +91,31 @@ def test_import_after_tensorflow_and_first_model_print_nothing_and_set_nothing()
     assert "cuInit" not in result.stderr and after_import.count("\n") <= 12
 
 
+@pytest.fixture(scope="module")
+def saved_vae(tmp_path_factory):
+    """A model of one of aezoo's own Model classes with its own layers, saved."""
+    path = tmp_path_factory.mktemp("saved") / "vae.keras"
+    aezoo.MODELS["vae_dense"](input_shape=(6,), latent_dim=2).save(path)
+    return path
+
+
+@pytest.mark.parametrize("imports", ["import aezoo, keras", "import keras, aezoo",
+                                     "import aezoo, tensorflow, keras",
+                                     "from aezoo import data\nimport keras",
+                                     "import aezoo\naezoo.Autoencoder\nimport keras"])
+def test_keras_load_model_reads_aezoo_files_in_a_fresh_process(saved_vae, imports):
+    """Without aezoo's classes registered, Keras says "Could not locate class"; the
+    post-import hook registers them in whichever order the modules come."""
+    script = (
+        f"{imports}\n"
+        f"model = keras.models.load_model({str(saved_vae)!r})\n"
+        "print(type(model).__name__, type(model.encoder).__name__)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["VariationalAutoencoder", "Functional"]
+
+
 @pytest.mark.parametrize("command", ["", "train", "denoise", "denoise train", "compress",
                                      "compress evaluate", "anomalies train", "explore",
                                      "generate", "export", "presets"])
