@@ -23,6 +23,7 @@ scores.
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import time
 from dataclasses import dataclass
@@ -85,6 +86,10 @@ class Detector:
         if scaling not in SCALINGS:
             raise ValueError(f"`scaling` must be one of {', '.join(SCALINGS)}. "
                              f"Received: scaling={scaling!r}")
+        if latent_dim is not None and (isinstance(latent_dim, bool) or not isinstance(
+                latent_dim, numbers.Integral) or latent_dim < 1):
+            raise ValueError(f"`latent_dim` must be a positive integer or None. "
+                             f"Received: latent_dim={latent_dim!r}")
         training.check_training_options(epochs=epochs, learning_rate=learning_rate)
         self.model, self.threshold, self.scaling = model, threshold, scaling
         self.latent_dim, self.epochs, self.batch_size = latent_dim, epochs, batch_size
@@ -116,7 +121,7 @@ class Detector:
             self.model_name_ = default_model(x)
         self.example_shape_ = tuple(int(n) for n in x.shape[1:])
         self.scaling_ = fit_scaling(self.scaling, x)
-        inputs = self._model_input(x)
+        inputs = self.model_input(x)
         kwargs = dict(self.model_kwargs)
         if self.latent_dim is not None:
             kwargs["latent_dim"] = self.latent_dim
@@ -134,7 +139,8 @@ class Detector:
         self.threshold_ = threshold_from(self.train_scores_, self.threshold)
         return self
 
-    def _model_input(self, x: np.ndarray) -> np.ndarray:
+    def model_input(self, x: np.ndarray) -> np.ndarray:
+        """Examples as the model takes them: scaled, with a channel axis for signals."""
         rank = len(MODELS.signature(self.model_name_).parameters["input_shape"].default)
         return as_model_input(apply_scaling(self.scaling_, x), rank)
 
@@ -148,7 +154,7 @@ class Detector:
         """Each example's anomaly score (float64): higher is more anomalous."""
         self._check_fitted()
         x = as_array(x)
-        inputs = self._model_input(x)
+        inputs = self.model_input(x)
         training.check_fits(self.model_, inputs.shape[1:])
         return reconstruction_errors(self.model_, inputs, verbose=self.verbose)
 

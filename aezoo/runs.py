@@ -90,14 +90,17 @@ def load_run(source: str | os.PathLike, task: str | None = None) -> Run:
         ValueError: not a finished run, a damaged `run.json`, a run of another task, or a
             preset whose files fail their checksums.
     """
+    name = str(source)  # as the user gave it, for messages (not a preset's installed path)
     if isinstance(source, str) and source in presets.PRESETS:
         source = presets.folder(source)
     path = Path(source)
     if path.is_file() and path.suffix == ".keras":
         path = path.parent
     if not path.is_dir():
+        if path.suffix == ".keras":
+            raise FileNotFoundError(f"No such model file: {name}")
         known = ", ".join(presets.PRESETS) or "none"
-        raise FileNotFoundError(f"{source} is neither a run folder nor a preset "
+        raise FileNotFoundError(f"{name} is neither a run folder nor a preset "
                                 f"(presets: {known}).")
     info_file = path / RUN_FILE
     if info_file.is_file():
@@ -110,7 +113,7 @@ def load_run(source: str | os.PathLike, task: str | None = None) -> Run:
     else:
         info = _legacy_info(path)
     if task is not None and info["task"] != task:
-        raise ValueError(f"{path} is a run of `{COMMANDS[info['task']]}`, not of "
+        raise ValueError(f"{name} is a run of `{COMMANDS[info['task']]}`, not of "
                          f"`{COMMANDS[task]}`.")
     return Run(path, info)
 
@@ -203,6 +206,25 @@ def open_model(source: str | os.PathLike) -> keras.Model:
     if path.is_file():
         return load_model(path)
     return load_run(source).model
+
+
+def open_for_export(source: str | os.PathLike) -> tuple[keras.Model, Any]:
+    """The model of a preset, run folder or `.keras` file, and the edit of its SavedModel's
+    endpoints that its run's application needs (None for most; see `aezoo.export`): an
+    anomaly detector's signatures take examples as they come, scale them as in training and
+    apply its threshold, as the run's own `export/1` does.  A run's `model.keras` counts as
+    the run."""
+    path = Path(source)
+    if path.is_file():
+        if path.name != MODEL_FILE or not is_finished(path.parent):
+            return load_model(path), None
+        source = path.parent
+    run = load_run(source)
+    if run.task == "anomaly":
+        from aezoo.anomaly import Detector  # (the anomaly service builds on this module)
+
+        return run.model, Detector.from_run(run).serving_endpoints
+    return run.model, None
 
 
 def load_model(path: str | os.PathLike) -> keras.Model:

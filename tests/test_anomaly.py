@@ -79,6 +79,8 @@ def test_save_and_load_give_the_same_scores(fitted, tmp_path):
         ({"learning_rate": float("nan")}, "learning_rate"),
         ({"model": "nope"}, "`model` must be"),
         ({"scaling": "log"}, "`scaling` must be"),
+        ({"latent_dim": 0}, "`latent_dim` must be a positive integer"),
+        ({"latent_dim": 2.5}, "`latent_dim` must be a positive integer"),
     ],
 )
 def test_bad_arguments_are_refused_with_what_was_received(kwargs, message):

@@ -177,6 +177,23 @@ def test_the_exported_score_signature_is_the_anomaly_score(ecg_like):
     assert result["anomaly"].numpy().tolist() == [int(r["anomaly"]) for r in rows]
 
 
+@pytest.mark.parametrize("source", ["run", "model.keras"])
+def test_aezoo_export_of_a_detector_serves_its_scores(ecg_like, tmp_path, source):
+    """`aezoo export` of the run (or its model.keras) gives the detector's signatures, not
+    the bare autoencoder's, whose score would be of unscaled rows."""
+    import tensorflow as tf
+
+    from aezoo.apps import export as export_command
+
+    model = ecg_like["run"] if source == "run" else ecg_like["run"] / "model.keras"
+    assert export_command.main([str(model), str(tmp_path / "served")]) == 0
+    score = tf.saved_model.load(str(tmp_path / "served" / "1")).signatures["score"]
+    result = score(x=tf.constant(ecg_like["x"][ecg_like["test_rows"]]))
+    rows = read_scores(ecg_like["scored"] / "scores.csv")
+    np.testing.assert_allclose(result["score"], [float(r["score"]) for r in rows], rtol=1e-5)
+    assert result["anomaly"].numpy().tolist() == [int(r["anomaly"]) for r in rows]
+
+
 def test_scores_csv_has_one_row_per_example_in_input_order(ecg_like):
     rows = read_scores(ecg_like["scored"] / "scores.csv")
     assert list(rows[0]) == ["index", "score", "anomaly", "label"]
@@ -186,7 +203,7 @@ def test_scores_csv_has_one_row_per_example_in_input_order(ecg_like):
 
 
 @pytest.mark.parametrize(
-    "folder,name", [("run", "loss.png"), ("run", "train_scores.png"),
+    "folder,name", [("run", "loss.png"), ("run", "train_scores.png"), ("run", "samples.png"),
                     ("scored", "histogram.png"), ("scored", "roc.png")]
 )
 def test_plots_are_valid_pngs_of_sensible_size(ecg_like, folder, name):
@@ -256,6 +273,8 @@ def test_image_folders_with_one_subfolder_per_label(tmp_path):
     images = tmp_path / "images"
     assert run(["train", "--images", images, "--normal-label", "good", "--epochs", 2,
                 "--filters", 8, 16, "--latent-dim", 4, "--out", tmp_path / "run"]) == 0
+    config = runs.load_run(tmp_path / "run").model.get_config()  # the options were used
+    assert (config["model"], list(config["filters"]), config["latent_dim"]) == ("conv", [8, 16], 4)
     assert run(["score", "--model", tmp_path / "run", "--images", images,
                 "--out", tmp_path / "scored"]) == 0
     rows = read_scores(tmp_path / "scored" / "scores.csv")
@@ -303,6 +322,10 @@ def small_csv(tmp_path):
         (["--label-column", "-1", "--normal-label", "1", "--split", "train", "--test-size",
           "1.5"], "test size must be"),
         (["--label-column", "-1", "--normal-label", "1", "--model", "conv"], "`input_shape`"),
+        (["--label-column", "-1", "--normal-label", "1", "--latent-dim", "0"],
+         "`latent_dim` must be a positive integer"),
+        (["--label-column", "-1", "--normal-label", "1", "--hyper-filters", "8"],
+         "--hyper-filters does not apply to model 'sequence'"),  # the automatic choice
     ],
 )
 def test_bad_training_input_is_one_line_and_status_two(

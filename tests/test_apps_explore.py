@@ -102,6 +102,8 @@ def test_bad_models_are_one_line_and_status_two(tfds_dir, tmp_path, capsys):
                          str(tmp_path / "out"), *SIZES])
 
     assert explore(tmp_path / "missing.keras") == 2
+    assert "No such model file: " in capsys.readouterr().err
+    assert explore(tmp_path / "missing") == 2
     assert "neither a run folder nor a preset" in capsys.readouterr().err
 
     aezoo.MODELS["sequence"](input_shape=(50, 1), latent_dim=4).save(tmp_path / "seq.keras")

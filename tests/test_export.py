@@ -450,7 +450,7 @@ def test_the_command_exports_a_keras_file(small_model, tmp_path, capsys):
 @pytest.mark.parametrize(
     "problem,message",
     [
-        ("missing", "neither a run folder nor a preset"),
+        ("missing", "No such model file"),
         ("text", "is damaged or truncated"),
         ("zip", "could not be loaded as an aezoo model"),
         ("existing", "Version 1 already exists"),

@@ -158,8 +158,19 @@ def train(args: argparse.Namespace) -> int:
     x = examples.x[normal]
     print(f"Training on {len(x)} normal examples of {len(examples.x)} ({describe(args)}).",
           flush=True)
-    kwargs = cli.model_kwargs(args) if args.model != "auto" else {}
-    latent_dim = kwargs.pop("latent_dim", None)
+    model = args.model
+    if model == "auto" and args.init is None:
+        model = anomaly.default_model(x)  # the detector's choice: the options must fit it
+    if model == "auto":  # fine-tuning: the initial model's builder, whose size it keeps
+        latent_dim = getattr(args, "model_latent_dim", None)
+        for dest in vars(args):
+            if dest.startswith("model_") and dest != "model_latent_dim":
+                option = "--" + dest[len("model_"):].replace("_", "-")
+                raise ValueError(f"{option} needs --model when --init gives the model.")
+        kwargs = {}
+    else:
+        kwargs = cli.model_kwargs(argparse.Namespace(**{**vars(args), "model": model}))
+        latent_dim = kwargs.pop("latent_dim", None)
     detector = anomaly.Detector(
         args.model, threshold=args.threshold, scaling=args.scaling, latent_dim=latent_dim,
         epochs=options.pop("epochs"), batch_size=options.pop("batch_size"),
@@ -175,6 +186,7 @@ def train(args: argparse.Namespace) -> int:
         run = detector.save(args.out, extra={"data": data_options(args), "training": {
             k: v for k, v in detector.training_kwargs.items() if k != "strategy"}})
     _plot_train_scores(detector, run.path / "train_scores.png")
+    _plot_samples(detector, x, run.path / "samples.png")
     print(f"Saved {args.out}: threshold {detector.threshold_:.6g} ({args.threshold} of "
           f"{len(x)} normal training scores, mean {detector.train_scores_.mean():.6g})")
     return 0
@@ -190,6 +202,14 @@ def _plot_train_scores(detector, path: Path) -> None:
         plots.plot_score_histogram(scores, np.zeros(len(scores), dtype=bool),
                                    detector.threshold_, temporary,
                                    title=f"training scores ({detector.threshold})")
+
+
+def _plot_samples(detector, x, path: Path) -> None:
+    from aezoo import plots, runs
+
+    with runs.writing(path) as temporary:
+        plots.plot_reconstructions(detector.model_, detector.model_input(x[:4]), temporary,
+                                   title="normal training examples (scaled), reconstructed")
 
 
 def score(args: argparse.Namespace) -> int:

@@ -4,7 +4,9 @@
     aezoo export runs/mnist_conv/model.keras exports/mnist_conv  # -> .../2
     aezoo export runs/mnist_conv exports/mnist_conv --version 7  # -> .../7
 
-The SavedModel runs with no Python and no aezoo (see aezoo.export for its signatures).
+The SavedModel runs with no Python and no aezoo (see aezoo.export for its signatures); an
+anomaly detector's (a run of `aezoo anomalies train`, or the ecg5000 preset) takes examples
+as they come and returns their `score` and `anomaly`, as the run's own export/1.
 Existing versions are never overwritten.
 """
 
@@ -38,9 +40,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from aezoo import export, runs
 
     export.new_version(args.base_dir, args.version)  # fails before the slow part
-    model = runs.open_model(args.model)
+    model, edit_endpoints = runs.open_for_export(args.model)
     print(f"Exporting {args.model} ...", flush=True)
-    target = export.export_saved_model(model, args.base_dir, version=args.version)
+    target = export.export_saved_model(model, args.base_dir, version=args.version,
+                                       edit_endpoints=edit_endpoints)
     print(f"Exported {args.model} to {target} "
           f"(signatures: {', '.join(export.signature_names(target))})")
     return 0
