@@ -45,6 +45,22 @@ def test_compressed_files_decode_to_images_of_the_original_size(
             assert decoded.size == (original.shape[1], original.shape[0])
 
 
+def test_a_folder_stands_for_its_images_and_its_aez_files(
+    codec_run, odd_images, packed, tmp_path
+):
+    assert compress.main(["compress", "--model", str(codec_run), str(odd_images), "--out",
+                          str(tmp_path / "packed")]) == 0
+    for name in ("strip.aez", "tall.aez"):  # the same bytes as the files named one by one
+        assert (tmp_path / "packed" / name).read_bytes() == (packed / name).read_bytes()
+    assert compress.main(["decompress", "--model", str(codec_run), str(packed), "--out",
+                          str(tmp_path / "unpacked")]) == 0
+    assert sorted(p.name for p in (tmp_path / "unpacked").iterdir()) == ["strip.png", "tall.png"]
+    (tmp_path / "empty").mkdir()
+    assert compress.main(["decompress", "--model", str(codec_run), str(tmp_path / "empty"),
+                          "--out", str(tmp_path / "none")]) == 2
+    assert not (tmp_path / "none").exists()
+
+
 def run_script(*args: str) -> None:
     """applications/compress.py in a process of its own, as a user runs it."""
     result = subprocess.run(

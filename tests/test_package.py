@@ -116,6 +116,18 @@ def test_keras_load_model_reads_aezoo_files_in_a_fresh_process(saved_vae, import
     assert result.stdout.split() == ["VariationalAutoencoder", "Functional"]
 
 
+@pytest.mark.parametrize("command", [["presets"], ["--help"], ["presets", "denoise_gray"]])
+def test_a_reader_that_goes_away_ends_the_command_quietly(command):
+    """`aezoo presets | head -2`: the pipe closes before the command writes; no traceback
+    (Python would print one, and another at exit), the status of a SIGPIPE ending."""
+    process = subprocess.Popen([sys.executable, "-m", "aezoo", *command],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.close()  # before the interpreter has even started
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=60) == 141, stderr
+    assert stderr == ""
+
+
 @pytest.mark.parametrize("command", ["", "train", "denoise", "denoise train", "compress",
                                      "compress evaluate", "anomalies train", "explore",
                                      "generate", "export", "presets"])

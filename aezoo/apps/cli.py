@@ -74,11 +74,15 @@ def guarded(prog: str):
         @functools.wraps(main)
         def wrapper(argv: Sequence[str] | None = None) -> int:
             try:
-                return main(argv) or 0
+                status = main(argv) or 0
+                sys.stdout.flush()  # a reader gone (`| head`) shows here, not at exit
+                return status
             except SystemExit as exit_:  # argparse's --help and usage errors
                 return exit_.code if isinstance(exit_.code, int) else 2
+            except BrokenPipeError:
+                return reader_gone()
             except USER_ERRORS as error:
-                print(f"{prog}: error: {error}", file=sys.stderr)
+                print(f"{prog}: error: {user_message(error)}", file=sys.stderr)
                 return 2
             except OSError as error:
                 if error.errno not in DISK_ERRNOS:
@@ -95,6 +99,26 @@ def guarded(prog: str):
     return decorate
 
 
+def user_message(error: Exception) -> str:
+    """The line that tells a user what went wrong.  aezoo's own errors say it in words; the
+    operating system's (a mkdir under a file, a folder that cannot be made) would read
+    "[Errno 17] File exists: 'out'", so they are put in the same words."""
+    if not isinstance(error, OSError) or error.errno is None or not error.strerror:
+        return str(error)
+    where = error.filename
+    if isinstance(error, FileExistsError) and where and os.path.isfile(where):
+        return f"{where} is a file; a folder is needed there."
+    return f"{error.strerror}: {where}" if where else error.strerror
+
+
+def reader_gone() -> int:
+    """What a command does when the reader of its output has gone (`aezoo presets | head
+    -2`): no traceback, and none at exit either, when Python flushes what is left; the
+    status of a process that SIGPIPE ended, as other commands of a pipe give."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 128 + 13
+
+
 def check_outputs(folder: Path, names: Sequence[str], overwrite: bool) -> None:
     """Refuses to replace the results `names` in `folder` without `--overwrite` (commands
     that write a fixed set of result files).
@@ -105,6 +129,15 @@ def check_outputs(folder: Path, names: Sequence[str], overwrite: bool) -> None:
     taken = [folder / name for name in names if (folder / name).exists()]
     if taken and not overwrite:
         raise FileExistsError(f"{taken[0]} exists; choose another --out or pass --overwrite.")
+
+
+def expand_folders(paths: Sequence[Path], list_folder: Callable[[Path], list[Path]]) -> list[Path]:
+    """The input files of a command: files as given, each folder replaced by the files that
+    `list_folder` finds in it (e.g. `aezoo.data.list_images`)."""
+    files: list[Path] = []
+    for path in paths:
+        files += list_folder(path) if path.is_dir() else [path]
+    return files
 
 
 def output_paths(inputs: Sequence[Path], out: Path, suffix: str, overwrite: bool) -> list[Path]:

@@ -20,12 +20,14 @@ A second rate point trains faster when it starts from the first (--init):
     aezoo compress train --images ../shared/data/raw/cbsd432 --patch 128 \\
         --lmbda 0.02 --epochs 15 --init runs/compress_0.01 --out runs/compress_0.02
 
-Compress and decompress (one .aez file per image, one PNG per .aez file, same stems):
+Compress and decompress (one .aez file per image, one PNG per .aez file, same stems; a
+folder stands for its images, or its .aez files):
 
     aezoo compress compress --model runs/compress_0.01 photo.png \\
         holiday.jpg --out packed/
     aezoo compress decompress --model runs/compress_0.01 packed/*.aez \\
         --out unpacked/
+    aezoo compress compress --model codec_0.01 photos/ --out packed/
 
 Smaller files of better quality for encoder time (--refine N: N steps of gradient descent on
 each image's own latents, about 0.1 s each for a 768x512 image; decoding is unchanged):
@@ -89,14 +91,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     pack = actions.add_parser("compress", help="compress images to .aez files")
     pack.add_argument("--model", required=True, help="run folder of `train`, or a preset name")
-    pack.add_argument("images", type=Path, nargs="+", help="PNG/JPEG files")
+    pack.add_argument("images", type=Path, nargs="+",
+                      help="PNG/JPEG files, or folders (their PNG/JPEG files)")
     pack.add_argument("--out", type=Path, required=True, help="folder of the .aez files")
     pack.add_argument("--overwrite", action="store_true", help="replace existing .aez files")
     _add_refine_argument(pack)
 
     unpack = actions.add_parser("decompress", help="decompress .aez files to PNG images")
     unpack.add_argument("--model", required=True, help="run folder of `train`, or a preset name")
-    unpack.add_argument("files", type=Path, nargs="+", help=".aez files")
+    unpack.add_argument("files", type=Path, nargs="+",
+                        help=".aez files, or folders (their .aez files)")
     unpack.add_argument("--out", type=Path, required=True, help="folder of the PNG files")
     unpack.add_argument("--overwrite", action="store_true", help="replace existing PNG files")
 
@@ -149,13 +153,14 @@ def train(args: argparse.Namespace) -> int:
 def compress(args: argparse.Namespace) -> int:
     from aezoo import codec, data, runs
 
-    for path in args.images:
+    files = cli.expand_folders(args.images, data.list_images)
+    for path in files:
         data.probe_image(path)  # every input is readable before anything is written
-    targets = cli.output_paths(args.images, args.out, ".aez", args.overwrite)
+    targets = cli.output_paths(files, args.out, ".aez", args.overwrite)
     packer = codec.Codec(runs.load_run(args.model, task="compress").model)
-    images = [data.read_image(path, channels=packer.channels) for path in args.images]
+    images = [data.read_image(path, channels=packer.channels) for path in files]
     args.out.mkdir(parents=True, exist_ok=True)
-    for i, (path, image, target) in enumerate(zip(args.images, images, targets), start=1):
+    for i, (path, image, target) in enumerate(zip(files, images, targets), start=1):
         if args.refine:
             print(f"[{i}/{len(targets)}] {path.name}: refining ({args.refine} iterations)",
                   flush=True)
@@ -189,20 +194,28 @@ def _quarters(label: str, started: float):
 def decompress(args: argparse.Namespace) -> int:
     from aezoo import codec, denoise, runs
 
-    targets = cli.output_paths(args.files, args.out, ".png", args.overwrite)
+    files = cli.expand_folders(args.files, _aez_files)
+    targets = cli.output_paths(files, args.out, ".png", args.overwrite)
     unpacker = codec.Codec(runs.load_run(args.model, task="compress").model)
-    for path in args.files:
+    for path in files:
         unpacker.check_file(path)  # headers and checksums, before anything is decoded
     decoded = []
-    for path in args.files:  # every file decodes before anything is written
+    for path in files:  # every file decodes before anything is written
         started = time.perf_counter()
         decoded.append((unpacker.read(path), time.perf_counter() - started))
     args.out.mkdir(parents=True, exist_ok=True)
-    for i, (path, target, (image, seconds)) in enumerate(zip(args.files, targets, decoded), 1):
+    for i, (path, target, (image, seconds)) in enumerate(zip(files, targets, decoded), 1):
         runs.write_bytes(target, denoise.png_bytes(image / 255.0))
         print(f"[{i}/{len(targets)}] {path.name} -> {target} ({image.shape[1]}x"
               f"{image.shape[0]}, {seconds:.2f} s)", flush=True)
     return 0
+
+
+def _aez_files(folder: Path) -> list[Path]:
+    files = sorted(folder.glob("*.aez"))
+    if not files:
+        raise ValueError(f"{folder} holds no .aez files.")
+    return files
 
 
 # --------------------------------------------------------------------- evaluate

@@ -108,8 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the noise")
     evaluate.add_argument("--out", type=Path, required=True, help="folder for the results")
     evaluate.add_argument("--overwrite", action="store_true", help="replace earlier results")
-    evaluate.add_argument("--samples", type=cli.positive_int, default=4,
-                          help="images shown in samples.png (at most 4)")
+    evaluate.add_argument("--samples", type=int, default=4, choices=range(1, 5),
+                          metavar="1-4", help="images shown in samples.png")
     return parser
 
 
@@ -145,9 +145,7 @@ def denoise(args: argparse.Namespace) -> None:
     from aezoo import data, runs
     from aezoo import denoise as denoising
 
-    files = []
-    for path in args.inputs:
-        files += data.list_images(path) if path.is_dir() else [path]
+    files = cli.expand_folders(args.inputs, data.list_images)
     for path in files:
         data.probe_image(path)  # every input readable before anything is written
     targets = cli.output_paths(files, args.out, ".png", args.overwrite)

@@ -40,12 +40,14 @@ def usage() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
-        print(usage())
+    if not argv or argv[0] in ("-h", "--help", "--version"):
+        try:
+            print(usage() if argv[:1] != ["--version"] else f"aezoo {__version__}", flush=True)
+        except BrokenPipeError:
+            from aezoo.apps import cli
+
+            return cli.reader_gone()
         return 0 if argv else 2
-    if argv[0] == "--version":
-        print(f"aezoo {__version__}")
-        return 0
     if argv[0] not in COMMANDS:
         print(f"aezoo: error: no command {argv[0]!r}; the commands are "
               f"{', '.join(COMMANDS)} (aezoo --help)", file=sys.stderr)
