@@ -273,6 +273,8 @@ def from_directory(
         raise ValueError(f"`channels` must be 1 or 3. Received: channels={channels!r}")
     if image_size is not None and patch_size is not None:
         raise ValueError("Give `image_size` (resize) or `patch_size` (crop), not both.")
+    if augment and patch_size is None:  # (it turns patches; whole images may not be square)
+        raise ValueError("`augment` turns random patches: it needs `patch_size` (--patch).")
     patches_per_image = check_int("patches_per_image", patches_per_image)
     patch = (patch_size, patch_size) if isinstance(patch_size, int) else patch_size
     if patch is not None:

@@ -122,6 +122,12 @@ def test_patches_larger_than_an_image_are_rejected(tmp_path):
         data.from_directory(tmp_path, patch_size=16)
 
 
+def test_augmenting_whole_images_is_refused_rather_than_ignored(tmp_path):
+    write_images(tmp_path, [(16, 16)], "L", ".png")
+    with pytest.raises(ValueError, match="it needs `patch_size`"):
+        data.from_directory(tmp_path, augment=True)
+
+
 def test_uint8_npy_gets_a_channel_axis_and_unit_range(tmp_path):
     raw = np.random.default_rng(0).integers(0, 256, (7, 5, 6), dtype=np.uint8)
     np.save(tmp_path / "x.npy", raw)

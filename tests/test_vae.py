@@ -507,6 +507,9 @@ def test_generate_command_writes_samples_interpolations_and_traversals(
     if name == "vq_vae":
         assert generate.main(argv) == 2
         assert "prior has not been trained" in capsys.readouterr().err
+        assert generate.main(argv + ["--fit-prior", "no_such_dataset"]) == 2
+        assert "no_such_dataset" in capsys.readouterr().err
+        assert not out.exists()  # refused before --out is made
         argv += ["--fit-prior", "mnist", "--prior-examples", "64", "--prior-epochs", "1"]
     assert generate.main(argv) == 0, capsys.readouterr().err
     written = {p.name for p in out.iterdir()}

@@ -83,9 +83,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             "The VQ-VAE's prior has not been trained; pass --fit-prior DATASET (e.g. "
             "--fit-prior mnist) to train it on that dataset first."
         )
+    if args.fit_prior:  # the data is loaded (or refused) before --out is made
+        x, _ = latent.load_split(args.fit_prior, "train", args.prior_examples, args.data_dir)
     args.out.mkdir(parents=True, exist_ok=True)
     if args.fit_prior:
-        x, _ = latent.load_split(args.fit_prior, "train", args.prior_examples, args.data_dir)
         print(f"Training the prior on {len(x)} {args.fit_prior} examples.")
         history = model.fit_prior(x, epochs=args.prior_epochs, verbose=2)
         with runs.writing(args.out / "model.keras") as path:
