@@ -208,6 +208,23 @@ def open_model(source: str | os.PathLike) -> keras.Model:
     return load_run(source).model
 
 
+def model_name(source: str | os.PathLike) -> str:
+    """The `aezoo.MODELS` name of the model of a preset, run folder or `.keras` file, read
+    from its JSON alone: no TensorFlow work (a multi-worker strategy must come first)."""
+    path = Path(source)
+    if path.is_file() and path.suffix == ".keras" and not is_finished(path.parent):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                name = json.loads(archive.read("config.json"))["config"].get("model")
+        except (zipfile.BadZipFile, KeyError, TypeError, AttributeError, ValueError):
+            name = None
+    else:
+        name = load_run(source).info.get("model")
+    if name not in MODELS:
+        raise ValueError(f"{source} is not a model of aezoo.MODELS.")
+    return name
+
+
 def open_for_export(source: str | os.PathLike) -> tuple[keras.Model, Any]:
     """The model of a preset, run folder or `.keras` file, and the edit of its SavedModel's
     endpoints that its run's application needs (None for most; see `aezoo.export`): an

@@ -195,14 +195,15 @@ def test_a_killed_run_started_again_goes_on_after_its_last_checkpoint(tmp_path):
 def test_init_continues_a_run_with_its_builder_arguments(tmp_path):
     np.save(tmp_path / "x.npy", np.random.default_rng(0).random((32, 8, 8, 1), np.float32))
     arrays = ["--arrays", str(tmp_path / "x.npy"), "--epochs", "1", "--batch-size", "16"]
-    assert train.main([*arrays, "--filters", "8", "16", "--latent-dim", "4",
+    assert train.main([*arrays, "--model", "dense", "--units", "16", "--latent-dim", "4",
                        "--out", str(tmp_path / "first")]) == 0
-    # No model options: they are the first run's (the builder's default latent_dim is 32).
+    # No model options, not even --model (the command's default is conv): they are the first
+    # run's (the builder's default latent_dim is 32).
     assert train.main([*arrays, "--learning-rate", "1e-7", "--init", str(tmp_path / "first"),
                        "--out", str(tmp_path / "tuned")]) == 0
     first, tuned = (runs.load_run(tmp_path / name, task="train") for name in ("first", "tuned"))
     assert tuned.model.get_config() == first.model.get_config()
-    assert tuned.info["options"]["model"]["latent_dim"] == 4
+    assert tuned.info["model"] == "dense" and tuned.info["options"]["model"]["latent_dim"] == 4
     assert tuned.info["options"]["training"]["init"] == str(tmp_path / "first")
     moved = [np.max(np.abs(a - b))
              for a, b in zip(tuned.model.get_weights(), first.model.get_weights())]

@@ -158,19 +158,12 @@ def train(args: argparse.Namespace) -> int:
     x = examples.x[normal]
     print(f"Training on {len(x)} normal examples of {len(examples.x)} ({describe(args)}).",
           flush=True)
+    cli.resolve_model(args)  # with --init, the initial run's model
     model = args.model
-    if model == "auto" and args.init is None:
+    if model == "auto":
         model = anomaly.default_model(x)  # the detector's choice: the options must fit it
-    if model == "auto":  # fine-tuning: the initial model's builder, whose size it keeps
-        latent_dim = getattr(args, "model_latent_dim", None)
-        for dest in vars(args):
-            if dest.startswith("model_") and dest != "model_latent_dim":
-                option = "--" + dest[len("model_"):].replace("_", "-")
-                raise ValueError(f"{option} needs --model when --init gives the model.")
-        kwargs = {}
-    else:
-        kwargs = cli.model_kwargs(argparse.Namespace(**{**vars(args), "model": model}))
-        latent_dim = kwargs.pop("latent_dim", None)
+    kwargs = cli.model_kwargs(argparse.Namespace(**{**vars(args), "model": model}))
+    latent_dim = kwargs.pop("latent_dim", None)
     detector = anomaly.Detector(
         args.model, threshold=args.threshold, scaling=args.scaling, latent_dim=latent_dim,
         epochs=options.pop("epochs"), batch_size=options.pop("batch_size"),

@@ -332,10 +332,11 @@ def add_model_arguments(parser: argparse.ArgumentParser, default_model: str) -> 
     extra = [] if default_model in MODELS else [default_model]
     parser.add_argument(
         "--model",
-        default=default_model,
+        default=None,  # see resolve_model
         choices=list(MODELS) + extra,
-        help=f"model of the zoo (default: {default_model})",
+        help=f"model of the zoo (default: {default_model}, or the --init run's model)",
     )
+    parser.set_defaults(default_model=default_model)
     group = parser.add_argument_group(
         "model options", "builder arguments; each applies to the models whose builder takes it"
     )
@@ -354,6 +355,18 @@ def add_model_arguments(parser: argparse.ArgumentParser, default_model: str) -> 
                 help=f"({', '.join(users)}; default {param.default!r})",
                 **_option_type(param.default),
             )
+
+
+def resolve_model(args: argparse.Namespace) -> None:
+    """Sets `args.model` when `--model` was not given: the `--init` run's model when fine-
+    tuning, else the command's default."""
+    if args.model is None:
+        if getattr(args, "init", None) is not None:
+            from aezoo import runs
+
+            args.model = runs.model_name(args.init)
+        else:
+            args.model = args.default_model
 
 
 def model_kwargs(args: argparse.Namespace) -> dict[str, Any]:

@@ -134,6 +134,7 @@ def _add_refine_argument(parser: argparse.ArgumentParser) -> None:
 def train(args: argparse.Namespace) -> int:
     from aezoo.models import MODELS
 
+    cli.resolve_model(args)
     if "lmbda" not in MODELS.signature(args.model).parameters:  # what compression models take
         raise ValueError(f"--model {args.model} is not a compression model.")
     if args.images is not None and args.out.resolve() == args.images.resolve():

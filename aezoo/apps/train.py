@@ -95,6 +95,7 @@ def train_run(
     """
     from aezoo import noise, runs, training
 
+    cli.resolve_model(args)
     kwargs = cli.model_kwargs(args)
     options = cli.training_options(args)
     options["loss"] = getattr(args, "loss", "mse")
