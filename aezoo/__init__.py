@@ -15,11 +15,11 @@ The package has three layers, and imports only go downwards:
 * the commands, `aezoo.apps`: the installed `aezoo` command and its subcommands.
 
 `import aezoo` is instant: TensorFlow loads with the first builder taken from `MODELS` (or
-the first model loaded).  Its one side effect is a post-import hook on Keras and TensorFlow:
-once both are imported (before aezoo or after it), aezoo's Keras classes are registered, so
-that `import aezoo` then `keras.models.load_model(path)` reads aezoo's `.keras` files with no
-`custom_objects`, in whichever order the two are imported (`aezoo.load_model(path)` does it
-in one call).
+the first model loaded).  Its one side effect is a post-import hook on Keras, TensorFlow and
+aezoo's model modules: once they are imported (before aezoo or after it, whichever comes
+first), aezoo's Keras classes are registered, so that in a program that imports aezoo,
+`keras.models.load_model(path)` reads aezoo's `.keras` files with no `custom_objects`
+(`aezoo.load_model(path)` does it in one call).
 """
 
 import importlib
@@ -33,14 +33,14 @@ from aezoo.models import MODELS
 
 
 def _register_with_keras(module) -> None:
-    """Registers aezoo's Keras classes (`MODELS.load()`) once Keras and TensorFlow are both
-    imported.
+    """Registers aezoo's Keras classes (`MODELS.load()`) once Keras, TensorFlow and every
+    aezoo model module that has begun to import are whole.
 
-    Each imports the other, and aezoo's model modules use TensorFlow at import time, so the
-    hook of the first to finish waits for the second (the hooked module itself is still
-    marked as initialising while its hooks run).  It also stands aside while one of aezoo's
-    model modules is half-imported (its `import keras` started it all): that import comes
-    from `MODELS.load()`, which registers everything itself.
+    It runs after each of them finishes importing: Keras and TensorFlow import each other,
+    and an aezoo model module may be what imported them (`from aezoo import codec` starts
+    with `aezoo.models.compression`, whose `import keras` comes before its classes): the
+    last of them to finish registers everything.  (The module whose hook runs is still
+    marked as initialising, though whole.)
     """
     def importing(name):
         other = sys.modules.get(name)
@@ -48,17 +48,24 @@ def _register_with_keras(module) -> None:
 
     if any(importing(name) for name in ("keras", "tensorflow") if name != module.__name__):
         return
-    if any(importing(name) for name in list(sys.modules) if name.startswith("aezoo.models.")):
+    if any(importing(name) for name in list(sys.modules)
+           if name.startswith("aezoo.models.") and name != module.__name__):
+        return
+    import keras
+
+    if keras.config.backend() != "tensorflow":  # aezoo's models are TensorFlow's
         return
     try:
         MODELS.load()
     except Exception as error:  # never break the user's `import keras` because of aezoo
         warnings.warn(f"aezoo could not register its Keras classes ({error}); "
-                      "load aezoo's .keras files with aezoo.load_model.", stacklevel=2)
+                      "load aezoo's .keras files with aezoo.load_model.")
 
 
-for _name in ("keras", "tensorflow"):
+for _name in ("keras", "tensorflow", "aezoo.models.base", "aezoo.models.layers",
+              *(f"aezoo.models.{family}" for family in MODELS.modules())):
     wrapt.register_post_import_hook(_register_with_keras, _name)
+
 
 # Public names that need TensorFlow, imported on first use (PEP 562).
 _LAZY = {
@@ -71,7 +78,6 @@ _LAZY = {
 
 def __getattr__(name: str):
     if name in _LAZY:
-        MODELS.load()  # every family first: the hook stands aside while one is half-imported
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'aezoo' has no attribute {name!r}")
 

@@ -23,7 +23,6 @@ scores.
 from __future__ import annotations
 
 import math
-import numbers
 import os
 import time
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ import numpy as np
 
 from aezoo import data, export, runs, training
 from aezoo.models import MODELS
+from aezoo.models.base import check_int
 
 SCALINGS = ("auto", "minmax", "standard", "standard_per_feature", "none")
 # Rows at least this long are signals (a 1-D convolutional model, one scale for all
@@ -86,10 +86,8 @@ class Detector:
         if scaling not in SCALINGS:
             raise ValueError(f"`scaling` must be one of {', '.join(SCALINGS)}. "
                              f"Received: scaling={scaling!r}")
-        if latent_dim is not None and (isinstance(latent_dim, bool) or not isinstance(
-                latent_dim, numbers.Integral) or latent_dim < 1):
-            raise ValueError(f"`latent_dim` must be a positive integer or None. "
-                             f"Received: latent_dim={latent_dim!r}")
+        if latent_dim is not None:
+            check_int("latent_dim", latent_dim)
         training.check_training_options(epochs=epochs, learning_rate=learning_rate)
         self.model, self.threshold, self.scaling = model, threshold, scaling
         self.latent_dim, self.epochs, self.batch_size = latent_dim, epochs, batch_size

@@ -213,16 +213,23 @@ def model_name(source: str | os.PathLike) -> str:
     from its JSON alone: no TensorFlow work (a multi-worker strategy must come first)."""
     path = Path(source)
     if path.is_file() and path.suffix == ".keras" and not is_finished(path.parent):
-        try:
-            with zipfile.ZipFile(path) as archive:
-                name = json.loads(archive.read("config.json"))["config"].get("model")
-        except (zipfile.BadZipFile, KeyError, TypeError, AttributeError, ValueError):
-            name = None
+        name = _configured_model_name(path)
     else:
-        name = load_run(source).info.get("model")
+        run = load_run(source)
+        # (aezoo 0.1's runs of `aezoo train` name no model in their sidecar files)
+        name = run.info.get("model") or _configured_model_name(run.path / MODEL_FILE)
     if name not in MODELS:
         raise ValueError(f"{source} is not a model of aezoo.MODELS.")
     return name
+
+
+def _configured_model_name(path: Path) -> str | None:
+    """The builder's name in a `.keras` file's config.json (None if it has none)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return json.loads(archive.read("config.json"))["config"].get("model")
+    except (OSError, zipfile.BadZipFile, KeyError, TypeError, AttributeError, ValueError):
+        return None
 
 
 def open_for_export(source: str | os.PathLike) -> tuple[keras.Model, Any]:

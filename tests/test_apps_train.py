@@ -94,6 +94,8 @@ BAD_INPUTS = {
     "log-dir-is-a-file": (["--arrays", "nan.npy", "--log-dir", "text.npy"],
                           "is a file, not a folder"),
     "usage": (["--arrays"], "expected one argument"),
+    "augment-arrays": (["--arrays", "nan.npy", "--augment"], "it needs --images and --patch"),
+    "augment-whole-images": (["--images", "sizes", "--augment"], "it needs --images and --patch"),
 }
 
 

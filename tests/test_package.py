@@ -91,6 +91,24 @@ def test_import_after_tensorflow_and_first_model_print_nothing_and_set_nothing()
     assert "cuInit" not in result.stderr and after_import.count("\n") <= 12
 
 
+def test_the_operating_systems_errors_are_told_in_words(tmp_path):
+    (tmp_path / "a").write_text("a file")
+    (tmp_path / "d").mkdir()
+    errors = {}
+    for name, call in {"mkdir": lambda: os.mkdir(tmp_path / "a"),
+                       "replace": lambda: os.replace(tmp_path / "a", tmp_path / "d"),
+                       "open": lambda: open(tmp_path / "missing")}.items():
+        with pytest.raises(OSError) as caught:
+            call()
+        errors[name] = cli.user_message(caught.value)
+    assert errors == {
+        "mkdir": f"{tmp_path / 'a'} is a file; a folder is needed there.",
+        "replace": f"Is a directory: {tmp_path / 'a'} -> {tmp_path / 'd'}",
+        "open": f"No such file or directory: {tmp_path / 'missing'}",
+    }
+    assert cli.user_message(ValueError("aezoo's own words")) == "aezoo's own words"
+
+
 @pytest.fixture(scope="module")
 def saved_vae(tmp_path_factory):
     """A model of one of aezoo's own Model classes with its own layers, saved."""
@@ -102,10 +120,13 @@ def saved_vae(tmp_path_factory):
 @pytest.mark.parametrize("imports", ["import aezoo, keras", "import keras, aezoo",
                                      "import aezoo, tensorflow, keras",
                                      "from aezoo import data\nimport keras",
-                                     "import aezoo\naezoo.Autoencoder\nimport keras"])
+                                     "import aezoo\naezoo.Autoencoder\nimport keras",
+                                     "from aezoo import codec\nimport keras",
+                                     "from aezoo.models import conv\nimport keras"])
 def test_keras_load_model_reads_aezoo_files_in_a_fresh_process(saved_vae, imports):
     """Without aezoo's classes registered, Keras says "Could not locate class"; the
-    post-import hook registers them in whichever order the modules come."""
+    post-import hook registers them in whichever order the modules come, also when one of
+    aezoo's model modules is what imports Keras (codec starts with models.compression)."""
     script = (
         f"{imports}\n"
         f"model = keras.models.load_model({str(saved_vae)!r})\n"
@@ -116,11 +137,14 @@ def test_keras_load_model_reads_aezoo_files_in_a_fresh_process(saved_vae, import
     assert result.stdout.split() == ["VariationalAutoencoder", "Functional"]
 
 
-@pytest.mark.parametrize("command", [["presets"], ["--help"], ["presets", "denoise_gray"]])
+@pytest.mark.parametrize("command", [["presets"], ["--help"], ["presets", "denoise_gray"],
+                                     ["presets", "--help"], ["compress", "--help"]])
 def test_a_reader_that_goes_away_ends_the_command_quietly(command):
     """`aezoo presets | head -2`: the pipe closes before the command writes; no traceback
-    (Python would print one, and another at exit), the status of a SIGPIPE ending."""
-    process = subprocess.Popen([sys.executable, "-m", "aezoo", *command],
+    (Python would print one, and another at exit), the status of a SIGPIPE ending.  Output
+    is buffered, as in a terminal session (PYTHONUNBUFFERED would hide the flush at exit)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    process = subprocess.Popen([sys.executable, "-m", "aezoo", *command], env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     process.stdout.close()  # before the interpreter has even started
     stderr = process.stderr.read().decode()

@@ -160,8 +160,8 @@ def train(args: argparse.Namespace) -> int:
           flush=True)
     cli.resolve_model(args)  # with --init, the initial run's model
     model = args.model
-    if model == "auto":
-        model = anomaly.default_model(x)  # the detector's choice: the options must fit it
+    if model == "auto":  # the detector's choice (the options must fit it): as fit makes it
+        model = runs.model_name(args.init) if args.init else anomaly.default_model(x)
     kwargs = cli.model_kwargs(argparse.Namespace(**{**vars(args), "model": model}))
     latent_dim = kwargs.pop("latent_dim", None)
     detector = anomaly.Detector(
@@ -176,10 +176,10 @@ def train(args: argparse.Namespace) -> int:
         detector.fit(x, out_dir=args.out)
         if not training.is_chief(strategy):
             return 0
-        run = detector.save(args.out, extra={"data": data_options(args), "training": {
+        _plot_train_scores(detector, args.out / "train_scores.png")  # before run.json, which
+        _plot_samples(detector, x, args.out / "samples.png")  # save writes last
+        detector.save(args.out, extra={"data": data_options(args), "training": {
             k: v for k, v in detector.training_kwargs.items() if k != "strategy"}})
-    _plot_train_scores(detector, run.path / "train_scores.png")
-    _plot_samples(detector, x, run.path / "samples.png")
     print(f"Saved {args.out}: threshold {detector.threshold_:.6g} ({args.threshold} of "
           f"{len(x)} normal training scores, mean {detector.train_scores_.mean():.6g})")
     return 0

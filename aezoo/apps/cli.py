@@ -74,13 +74,17 @@ def guarded(prog: str):
         @functools.wraps(main)
         def wrapper(argv: Sequence[str] | None = None) -> int:
             try:
-                status = main(argv) or 0
+                status = run(argv)
                 sys.stdout.flush()  # a reader gone (`| head`) shows here, not at exit
                 return status
-            except SystemExit as exit_:  # argparse's --help and usage errors
-                return exit_.code if isinstance(exit_.code, int) else 2
             except BrokenPipeError:
                 return reader_gone()
+
+        def run(argv: Sequence[str] | None) -> int:
+            try:
+                return main(argv) or 0
+            except SystemExit as exit_:  # argparse's --help and usage errors
+                return exit_.code if isinstance(exit_.code, int) else 2
             except USER_ERRORS as error:
                 print(f"{prog}: error: {user_message(error)}", file=sys.stderr)
                 return 2
@@ -105,7 +109,9 @@ def user_message(error: Exception) -> str:
     "[Errno 17] File exists: 'out'", so they are put in the same words."""
     if not isinstance(error, OSError) or error.errno is None or not error.strerror:
         return str(error)
-    where = error.filename
+    where, other = error.filename, error.filename2
+    if other is not None:  # os.replace, os.link: both paths
+        return f"{error.strerror}: {where} -> {other}"
     if isinstance(error, FileExistsError) and where and os.path.isfile(where):
         return f"{where} is a file; a folder is needed there."
     return f"{error.strerror}: {where}" if where else error.strerror
@@ -115,7 +121,9 @@ def reader_gone() -> int:
     """What a command does when the reader of its output has gone (`aezoo presets | head
     -2`): no traceback, and none at exit either, when Python flushes what is left; the
     status of a process that SIGPIPE ended, as other commands of a pipe give."""
-    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
     return 128 + 13
 
 

@@ -213,7 +213,7 @@ def decompress(args: argparse.Namespace) -> int:
 
 
 def _aez_files(folder: Path) -> list[Path]:
-    files = sorted(folder.glob("*.aez"))
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".aez" and p.is_file())
     if not files:
         raise ValueError(f"{folder} holds no .aez files.")
     return files

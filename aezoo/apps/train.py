@@ -95,6 +95,9 @@ def train_run(
     """
     from aezoo import noise, runs, training
 
+    if args.augment and (args.images is None or args.patch is None):  # (before any work)
+        raise ValueError("--augment turns random patches of images: it needs --images and "
+                         "--patch.")
     cli.resolve_model(args)
     kwargs = cli.model_kwargs(args)
     options = cli.training_options(args)

@@ -66,6 +66,10 @@ class ModelTable(Mapping):
             }
         return self._builders
 
+    def modules(self) -> list[str]:
+        """The family modules of `aezoo.models`, by name, without importing them."""
+        return sorted(set(self._families.values()))
+
     def __contains__(self, name: object) -> bool:
         return name in self._families  # (Mapping's would import the builders)
 
