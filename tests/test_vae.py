@@ -522,7 +522,11 @@ def test_generate_command_writes_samples_interpolations_and_traversals(
     if name == "vq_vae":  # the model with its trained prior generates by itself now
         assert keras.models.load_model(out / "model.keras").prior_trained
     else:
-        assert generate.main(argv + ["--overwrite"]) == 0
+        capsys.readouterr()
+        assert generate.main(argv + ["--overwrite", "--dimensions", "999"]) == 0
+        latent = json.loads((out / "generate.json").read_text())["traversed_dimensions"]
+        assert len(latent) == ae.encoder.outputs[0].shape[-1]  # all, and said so
+        assert f"The latent has {len(latent)} dimensions" in capsys.readouterr().out
 
 
 def test_frechet_distance_of_gaussians_is_the_closed_form():

@@ -104,6 +104,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         with runs.writing(args.out / "traversals.png") as path:
             summary["traversed_dimensions"] = generative.traversals(
                 model, path, args.dimensions, args.steps)
+        if len(summary["traversed_dimensions"]) < args.dimensions:
+            print(f"The latent has {len(summary['traversed_dimensions'])} dimensions: "
+                  "traversals.png shows them all.")
     if args.fit_prior:
         summary["prior"] = {"dataset": args.fit_prior, "examples": len(x),
                             "epochs": args.prior_epochs, "nats_per_code": nats}
