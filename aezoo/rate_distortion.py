@@ -310,8 +310,7 @@ def markdown(results: dict) -> str:
               "|---|---|---|---|---|---|---|"]
     for name, points in results["curves"].items():
         for p in points:
-            setting = Path(p["setting"]).name if name == "aezoo" else p["setting"]
-            lines.append(f"| {name} | {setting} | {p['bpp']:.3f} | {p['psnr']:.2f} | "
+            lines.append(f"| {name} | {p['setting']} | {p['bpp']:.3f} | {p['psnr']:.2f} | "
                          f"{number(p['ms_ssim'], 4)} | {p['encode_s']:.3f} | {p['decode_s']:.3f} |")
     lines += ["", "## BD-rate of aezoo against each codec (%, negative: fewer bits)", "",
               "| anchor | PSNR, all | PSNR, 0.25-1.0 bpp | MS-SSIM dB, all | "

@@ -115,6 +115,8 @@ def test_evaluate_keeps_apart_two_runs_of_the_same_name(codec_run, odd_images, t
     points = json.loads((out / "results.json").read_text())["curves"]["aezoo"]
     assert [p["setting"] for p in points] == [str(codec_run), str(copy)]
     assert points[0]["bpp"] == points[1]["bpp"] and points[0]["psnr"] == points[1]["psnr"]
+    table = (out / "results.md").read_text()  # and in the table, by the same names
+    assert f"| aezoo | {codec_run} |" in table and f"| aezoo | {copy} |" in table
     capsys.readouterr()
     status = compress.main(["evaluate", "--model", str(copy), str(copy), "--images",
                             str(odd_images), "--out", str(tmp_path / "rd2")])
