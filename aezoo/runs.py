@@ -212,7 +212,7 @@ def model_name(source: str | os.PathLike) -> str:
     """The `aezoo.MODELS` name of the model of a preset, run folder or `.keras` file, read
     from its JSON alone: no TensorFlow work (a multi-worker strategy must come first)."""
     path = Path(source)
-    if path.is_file() and path.suffix == ".keras" and not is_finished(path.parent):
+    if path.is_file() and path.suffix == ".keras" and not _stands_for_its_run(path):
         name = _configured_model_name(path)
     else:
         run = load_run(source)
@@ -221,6 +221,12 @@ def model_name(source: str | os.PathLike) -> str:
     if name not in MODELS:
         raise ValueError(f"{source} is not a model of aezoo.MODELS.")
     return name
+
+
+def _stands_for_its_run(path: Path) -> bool:
+    """Whether a file is the `model.keras` of a finished run, which then stands for the run
+    (its application, its builder's name)."""
+    return path.name == MODEL_FILE and is_finished(path.parent)
 
 
 def _configured_model_name(path: Path) -> str | None:
@@ -239,11 +245,9 @@ def open_for_export(source: str | os.PathLike) -> tuple[keras.Model, Any]:
     apply its threshold, as the run's own `export/1` does.  A run's `model.keras` counts as
     the run."""
     path = Path(source)
-    if path.is_file():
-        if path.name != MODEL_FILE or not is_finished(path.parent):
-            return load_model(path), None
-        source = path.parent
-    run = load_run(source)
+    if path.is_file() and not _stands_for_its_run(path):
+        return load_model(path), None
+    run = load_run(source)  # (a run's model.keras opens the run)
     if run.task == "anomaly":
         from aezoo.anomaly import Detector  # (the anomaly service builds on this module)
 
