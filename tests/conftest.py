@@ -84,14 +84,15 @@ def digits(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def codec_run(digits, tmp_path_factory) -> Path:
-    """A grayscale codec (stride 8) trained for a few seconds with `aezoo compress train`."""
+    """A grayscale factorized-prior codec (.aez version 1, stride 8) trained for a few seconds
+    with `aezoo compress train`."""
     from aezoo.apps import compress
 
     out = tmp_path_factory.mktemp("run") / "gray"
     status = compress.main([
-        "train", "--images", str(digits), "--patch", "24", "--patches-per-image", "4",
-        "--lmbda", "0.05", "--latent-dim", "8", "--filters", "8", "8", "--epochs", "3",
-        "--batch-size", "16", "--learning-rate", "3e-3", "--strategy", "cpu", "--out", str(out),
+        "train", "--model", "compression", "--images", str(digits), "--patch", "24",
+        "--patches-per-image", "4", "--lmbda", "0.05", "--latent-dim", "8", "--filters", "8",
+        "8", "--epochs", "3", "--batch-size", "16", "--learning-rate", "3e-3", "--strategy", "cpu", "--out", str(out),
     ])
     assert status == 0
     return out

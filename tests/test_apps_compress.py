@@ -233,7 +233,7 @@ cli.start_tensorflow()
 import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-sys.exit(compress.main(["train", "--images", {str(digits)!r}, "--patch", "24",
+sys.exit(compress.main(["train", "--model", "compression", "--images", {str(digits)!r}, "--patch", "24",
     "--latent-dim", "8", "--filters", "8", "8", "--epochs", "2", "--batch-size", "16",
     "--lmbda", "0.05", "--strategy", "mirrored", "--out", {str(tmp_path / "mirrored")!r}]))
 """
@@ -250,8 +250,8 @@ sys.exit(compress.main(["train", "--images", {str(digits)!r}, "--patch", "24",
 def test_training_in_bfloat16_gives_a_float32_codec(digits, odd_images, tmp_path):
     out = tmp_path / "bf16"
     assert compress.main([
-        "train", "--images", str(digits), "--patch", "24", "--latent-dim", "8", "--filters",
-        "8", "8", "--epochs", "1", "--batch-size", "16", "--strategy", "cpu",
+        "train", "--model", "compression", "--images", str(digits), "--patch", "24",
+        "--latent-dim", "8", "--filters", "8", "8", "--epochs", "1", "--batch-size", "16", "--strategy", "cpu",
         "--mixed-precision", "mixed_bfloat16", "--out", str(out),
     ]) == 0
     model = runs.load_run(out).model

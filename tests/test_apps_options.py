@@ -2,11 +2,14 @@
 
 import json
 import math
+from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
 from PIL import Image
+
+import aezoo
 
 from aezoo.apps import anomalies, compress, denoise, train
 
@@ -39,7 +42,8 @@ def commands(folder, out):
         "denoise": (denoise.main, ["train", "--images", folder / "images", "--patch", "16",
                                    "--noise", "gaussian:0-50", *TINY_IMAGES]),
         "compress": (compress.main, ["train", "--images", folder / "images", "--patch", "16",
-                                     "--filters", "4", "4", "--latent-dim", "4"]),
+                                     "--filters", "4", "4", "--hyper-filters", "4", "4", "4",
+                                     "--latent-dim", "4"]),
         "anomalies": (anomalies.main, ["train", "--csv", folder / "rows.csv",
                                        "--latent-dim", "2", "--batch-size", "16"]),
     }
@@ -109,3 +113,42 @@ def test_init_starts_from_the_weights_of_the_given_run(command, inputs, tmp_path
     assert 0 < max(moved) < 1e-6
     info = json.loads((tmp_path / "tuned" / "run.json").read_text())
     assert info["options"]["training"]["init"] == str(tmp_path / "first")
+
+
+
+def test_codec_training_defaults_to_the_presets_mean_scale_hyperprior(inputs, tmp_path):
+    main, argv = commands(inputs, tmp_path)["compress"]
+    assert main([*map(str, argv), "--epochs", "1", "--steps-per-epoch", "1",
+                 "--out", str(tmp_path / "run")]) == 0
+    preset = Path(aezoo.__file__).parent / "presets" / "codec_0.01" / "run.json"
+    assert (json.loads((tmp_path / "run" / "run.json").read_text())["model"]
+            == json.loads(preset.read_text())["model"] == "compression_meanscale")
+
+
+def _said_defaults(help_text: str, option: str) -> dict[str, str]:
+    """{model: default} from an option's help: "(m1, m2; default D)" or
+    "(defaults: m1, m2: D1; m3: D2)"."""
+    text = " ".join(help_text.split()).split("model options:", 1)[1]  # not the usage line
+    said = text.split(f"{option} ", 1)[1].split(" --", 1)[0]
+    said = said[said.index("(") + 1:-1]
+    if said.startswith("defaults: "):
+        pairs = [part.split(": ", 1) for part in said[len("defaults: "):].split("; ")]
+    else:
+        models, default = said.split("; default ")
+        pairs = [(models, default)]
+    return {model: default for models, default in pairs for model in models.split(", ")}
+
+
+@pytest.mark.parametrize("command", ["train", "denoise", "compress", "anomalies"])
+def test_help_gives_each_models_own_builder_defaults(command, capsys):
+    """Builders disagree (a codec's latent_dim is 192, a conv's 32): --help says each one's."""
+    from aezoo.models import MODELS
+
+    main = {"train": train.main, "denoise": denoise.main, "compress": compress.main,
+            "anomalies": anomalies.main}[command]
+    assert main(["--help"] if command == "train" else ["train", "--help"]) == 0
+    help_text = capsys.readouterr().out
+    for name in ("latent_dim", "filters", "activation", "kernel_size"):
+        expected = {model: repr(MODELS.signature(model).parameters[name].default)
+                    for model in MODELS if name in MODELS.signature(model).parameters}
+        assert _said_defaults(help_text, "--" + name.replace("_", "-")) == expected

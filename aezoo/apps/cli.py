@@ -355,14 +355,27 @@ def add_model_arguments(parser: argparse.ArgumentParser, default_model: str) -> 
             if param.name in _NOT_OPTIONS or param.name in seen:
                 continue
             seen.add(param.name)
-            users = [m for m, p in signatures.items() if param.name in p]
             group.add_argument(
                 "--" + param.name.replace("_", "-"),
                 dest=f"model_{param.name}",
                 default=argparse.SUPPRESS,  # absent unless given: the builder's default holds
-                help=f"({', '.join(users)}; default {param.default!r})",
+                help=_defaults_help(param.name, signatures),
                 **_option_type(param.default),
             )
+
+
+def _defaults_help(name: str, signatures: dict) -> str:
+    """"(dense, conv; default 32)", or, where the builders' defaults differ, each default
+    after the models that have it: "(dense, conv: 32; compression: 128)"."""
+    by_default: dict[str, list[str]] = {}
+    for model, parameters in signatures.items():
+        if name in parameters:
+            by_default.setdefault(repr(parameters[name].default), []).append(model)
+    if len(by_default) == 1:
+        [(default, users)] = by_default.items()
+        return f"({', '.join(users)}; default {default})"
+    return "(defaults: " + "; ".join(
+        f"{', '.join(users)}: {default}" for default, users in by_default.items()) + ")"
 
 
 def resolve_model(args: argparse.Namespace) -> None:
