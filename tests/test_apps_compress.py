@@ -45,6 +45,22 @@ def test_compressed_files_decode_to_images_of_the_original_size(
             assert decoded.size == (original.shape[1], original.shape[0])
 
 
+def test_a_colour_image_to_a_gray_codec_is_coded_gray_and_said_so(
+    codec_run, odd_images, tmp_path, capsys
+):
+    colour = tmp_path / "colour.png"
+    gray = np.asarray(Image.open(odd_images / "tall.png"))
+    Image.fromarray(np.stack([gray, gray[::-1], gray[:, ::-1]], axis=-1)).save(colour)
+    assert compress.main(["compress", "--model", str(codec_run), str(colour), str(odd_images /
+                          "tall.png"), "--out", str(tmp_path / "packed")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert ["colour read as grayscale" in line for line in lines] == [True, False]
+    assert compress.main(["decompress", "--model", str(codec_run), str(tmp_path / "packed"),
+                          "--out", str(tmp_path / "unpacked")]) == 0
+    with Image.open(tmp_path / "unpacked" / "colour.png") as decoded:
+        assert decoded.mode == "L"
+
+
 def test_a_folder_stands_for_its_images_and_its_aez_files(
     codec_run, odd_images, packed, tmp_path
 ):

@@ -69,7 +69,7 @@ def test_short_training_on_mnist_beats_the_noisy_input_by_far(mnist_run, tmp_pat
     assert (out / "samples.png").stat().st_size > 0 and "| aezoo |" in (out / "results.md").read_text()
 
 
-def test_denoise_writes_one_png_per_input_with_its_size_and_mode(mnist_run, tmp_path):
+def test_denoise_writes_one_png_per_input_with_its_size_and_mode(mnist_run, tmp_path, capsys):
     inputs = tmp_path / "in"
     inputs.mkdir()
     shapes = {"odd.png": (33, 47), "digit.png": (28, 28), "wide.jpg": (20, 90, 3)}
@@ -79,6 +79,10 @@ def test_denoise_writes_one_png_per_input_with_its_size_and_mode(mnist_run, tmp_
     out = tmp_path / "out"
     assert app.main(["denoise", "--model", str(mnist_run), str(inputs), "--out", str(out)]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["digit.png", "odd.png", "wide.png"]
+    # The colour JPEG's line, and only its, says it was made gray.
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[1] for line in lines if "colour read as grayscale" in line] == [
+        str(inputs / "wide.jpg")]
     for name, shape in shapes.items():
         with Image.open(out / (name.split(".")[0] + ".png")) as image:
             assert image.size == (shape[1], shape[0])
@@ -96,7 +100,7 @@ def test_denoise_writes_one_png_per_input_with_its_size_and_mode(mnist_run, tmp_
 
 
 @pytest.mark.usefixtures("no_export")
-def test_an_rgb_model_writes_rgb_pngs(tmp_path):
+def test_an_rgb_model_writes_rgb_pngs(tmp_path, capsys):
     images = tmp_path / "photos"
     images.mkdir()
     for i in range(4):
@@ -110,8 +114,11 @@ def test_an_rgb_model_writes_rgb_pngs(tmp_path):
     assert runs.load_run(run).application["channels"] == 3
     out = tmp_path / "out"
     gray = write_image(tmp_path / "gray.png", (17, 21))
+    capsys.readouterr()
     assert app.main(["denoise", "--model", str(run), str(images / "0.png"), str(gray),
                      "--out", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert ["grayscale read as colour" in line for line in lines] == [False, True]
     for name, size in (("0.png", (30, 24)), ("gray.png", (21, 17))):
         with Image.open(out / name) as image:
             assert (image.mode, image.size) == ("RGB", size)

@@ -148,6 +148,16 @@ def expand_folders(paths: Sequence[Path], list_folder: Callable[[Path], list[Pat
     return files
 
 
+def converted(file_channels: int, model_channels: int, colour_model: str) -> str:
+    """", <what was done>" for an image whose colour the model does not take, else "": a
+    grayscale model makes colour photos gray, which the user should hear of."""
+    if file_channels == model_channels:
+        return ""
+    if model_channels == 1:
+        return f", colour read as grayscale: the model is grayscale ({colour_model})"
+    return ", grayscale read as colour (R = G = B)"
+
+
 def output_paths(inputs: Sequence[Path], out: Path, suffix: str, overwrite: bool) -> list[Path]:
     """One output per input file, `out/<its stem><suffix>`, all checked before an
     application writes anything.

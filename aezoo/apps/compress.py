@@ -156,13 +156,15 @@ def compress(args: argparse.Namespace) -> int:
     from aezoo import codec, data, runs
 
     files = cli.expand_folders(args.images, data.list_images)
-    for path in files:
-        data.probe_image(path)  # every input is readable before anything is written
+    # every input is readable before anything is written
+    own_channels = [data.probe_image(path)[2] for path in files]
     targets = cli.output_paths(files, args.out, ".aez", args.overwrite)
     packer = codec.Codec(runs.load_run(args.model, task="compress").model)
     images = [data.read_image(path, channels=packer.channels) for path in files]
     args.out.mkdir(parents=True, exist_ok=True)
-    for i, (path, image, target) in enumerate(zip(files, images, targets), start=1):
+    hint = "the codec_* presets code colour"
+    for i, (path, image, target, own) in enumerate(
+            zip(files, images, targets, own_channels), start=1):
         if args.refine:
             print(f"[{i}/{len(targets)}] {path.name}: refining ({args.refine} iterations)",
                   flush=True)
@@ -173,7 +175,8 @@ def compress(args: argparse.Namespace) -> int:
         runs.write_bytes(target, blob)
         bpp = 8 * len(blob) / (image.shape[0] * image.shape[1])
         print(f"[{i}/{len(targets)}] {path.name} -> {target} ({image.shape[1]}x"
-              f"{image.shape[0]}, {len(blob)} bytes, {bpp:.3f} bpp, {seconds:.2f} s)", flush=True)
+              f"{image.shape[0]}, {len(blob)} bytes, {bpp:.3f} bpp, {seconds:.2f} s"
+              f"{cli.converted(own, packer.channels, hint)})", flush=True)
     return 0
 
 

@@ -146,22 +146,25 @@ def denoise(args: argparse.Namespace) -> None:
     from aezoo import denoise as denoising
 
     files = cli.expand_folders(args.inputs, data.list_images)
-    for path in files:
-        data.probe_image(path)  # every input readable before anything is written
+    # every input readable before anything is written
+    own_channels = [data.probe_image(path)[2] for path in files]
     targets = cli.output_paths(files, args.out, ".png", args.overwrite)
     run = runs.load_run(args.model, task="denoise")
     model, channels = run.model, int(run.application["channels"])
     denoising.check_denoiser(model, channels, f"{args.model}")
     images = [data.read_image(path, channels=channels) for path in files]  # all decode first
     args.out.mkdir(parents=True, exist_ok=True)
-    for i, (source, image, target) in enumerate(zip(files, images, targets), start=1):
+    hint = "denoise_rgb denoises colour"
+    for i, (source, image, target, own) in enumerate(
+            zip(files, images, targets, own_channels), start=1):
         start = time.perf_counter()
         noisy = image / 255.0
         sigma = denoising.estimate_sigma(noisy) * 255
         clean = denoising.denoise(model, noisy, tile=args.tile, ensemble=args.ensemble)
         runs.write_bytes(target, denoising.png_bytes(clean))
         print(f"[{i}/{len(files)}] {source} -> {target} ({image.shape[1]}x{image.shape[0]}, "
-              f"noise sigma ~{sigma:.1f} estimated, {time.perf_counter() - start:.1f} s)",
+              f"noise sigma ~{sigma:.1f} estimated{cli.converted(own, channels, hint)}, "
+              f"{time.perf_counter() - start:.1f} s)",
               flush=True)
 
 
