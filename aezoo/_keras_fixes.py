@@ -16,10 +16,18 @@ MirroredStrategy training run the unmodified Keras code.  `aezoo.training.train`
 to other models too (`fix_multi_worker_fit`).  `tests/test_distributed.py` has a
 strict-xfail test that trains a plain `keras.Model` on two workers: when Keras fixes the bug,
 that test starts to pass, fails as XPASS, and tells us to delete this module.
+
+A second bug, seen with Keras 3.15 and no upstream issue found: under a mixed precision
+policy, `Model.compute_loss` sums the compiled loss (float32) with the layers' own losses
+as the layers made them, and an activity regularizer's loss is in the 16-bit compute dtype,
+so even a plain `Dense(activity_regularizer="l1")` fails to train ("Cannot convert a list
+containing a tensor of dtype bfloat16 to float32").  `Float32LossesMixin` gives Keras its
+layers' losses in float32; `tests/test_training.py` has its strict xfail.
 """
 
 from __future__ import annotations
 
+import keras
 import tensorflow as tf
 from keras.src import tree  # the structure utilities Keras's own trainer uses
 
@@ -62,6 +70,15 @@ class MultiWorkerFitMixin:
 
     def test_step(self, data):
         return fix_logs(super().test_step(data), self.distribute_strategy)
+
+
+class Float32LossesMixin:
+    """Mixed into `aezoo.Autoencoder`: the layers' losses in float32 (the second bug above),
+    so that a model with an activity penalty trains in mixed precision."""
+
+    @property
+    def losses(self):
+        return [keras.ops.cast(loss, "float32") for loss in super().losses]
 
 
 def fix_multi_worker_fit(model, strategy: tf.distribute.Strategy) -> None:

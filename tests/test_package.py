@@ -179,6 +179,25 @@ def test_builder_signatures_read_from_source_equal_the_builders():
             assert read[key].default == parameter.default, (name, key)
 
 
+def test_a_builder_the_table_cannot_read_is_named_with_its_file(tmp_path):
+    from aezoo.models import ModelTable
+
+    (tmp_path / "family.py").write_text(
+        "WIDTH = 8\n\n"
+        "def good(input_shape, *, latent_dim=4, units=(8, 4), name='good'):\n    pass\n\n"
+        "def bad(input_shape, latent_dim=WIDTH):\n    pass\n")
+    table = ModelTable({"good": "family", "bad": "family", "gone": "family"}, folder=tmp_path)
+    good = table.signature("good").parameters  # keyword-only arguments are options too
+    assert {key: p.default for key, p in good.items()} == {
+        "input_shape": inspect.Parameter.empty, "latent_dim": 4, "units": (8, 4),
+        "name": "good"}
+    with pytest.raises(ValueError, match=r"family.py:6: the default of `latent_dim` in "
+                                         r"builder `bad` must be a literal \('WIDTH'"):
+        table.signature("bad")
+    with pytest.raises(ValueError, match=r"family.py has no top-level builder `def gone"):
+        table.signature("gone")
+
+
 def test_the_commands_option_choices_are_the_services():
     from aezoo import anomaly, rate_distortion, training
     from aezoo.apps import anomalies, compress

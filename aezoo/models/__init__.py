@@ -4,8 +4,7 @@
 >>> ae = MODELS["conv"](input_shape=(28, 28, 1), latent_dim=32)
 >>> ae.encoder, ae.decoder  # separate keras.Models sharing weights with `ae`
 
-One module per family (`dense`, `conv`, `denoising`, `sequence`, `compression`, `vae`) holds its
-builders, built on the `Autoencoder` base (`aezoo.models.base`) and aezoo's layers
+One module per family holds its builders (`_FAMILIES` maps each name to its module), built on the `Autoencoder` base (`aezoo.models.base`) and aezoo's layers
 (`aezoo.models.layers`).
 
 `MODELS` knows its names, and each builder's arguments (`MODELS.signature(name)`), without
@@ -24,10 +23,12 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-# The table: name -> the module of aezoo.models that defines a builder of that name.
-# Builders share one vocabulary of keyword arguments (input_shape, latent_dim, units |
-# filters, kernel_size, activation, output_activation, corruption, corruption_level, name;
-# the compression models add lmbda and hyper_filters).
+# The table: name -> the module of aezoo.models that defines a builder of that name, as a
+# top-level `def name(...)` whose defaults are literals (`signature` reads them from the
+# source, for --help without TensorFlow).  Builders share one vocabulary of keyword arguments
+# (input_shape, latent_dim, units | filters, kernel_size, activation, output_activation,
+# corruption, corruption_level, name; the compression models add lmbda and hyper_filters).
+# Adding a model: docs/development.md has the checklist.
 _FAMILIES = {
     "dense": "dense",
     "conv": "conv",
@@ -46,8 +47,9 @@ _FAMILIES = {
 class ModelTable(Mapping):
     """name -> builder, importing the builders' modules (and TensorFlow) at first use."""
 
-    def __init__(self, families: dict[str, str]):
+    def __init__(self, families: dict[str, str], folder: Path | None = None):
         self._families = dict(families)
+        self._folder = Path(__file__).parent if folder is None else folder  # of the sources
         self._builders: dict[str, Callable[..., Any]] | None = None
 
     def __getitem__(self, name: str) -> Callable[..., Any]:
@@ -84,20 +86,40 @@ class ModelTable(Mapping):
 
     def signature(self, name: str) -> inspect.Signature:
         """The builder's keyword arguments and defaults, read from its source file, so
-        without importing TensorFlow (tests check it against `inspect.signature`)."""
-        source = Path(__file__).with_name(f"{self._families[name]}.py").read_text()
+        without importing TensorFlow (tests check it against `inspect.signature`).
+
+        Raises:
+            ValueError: the module has no top-level `def <name>`, or a default that is not
+                a literal (the CLI could not show it without running the module).
+        """
+        path = self._folder / f"{self._families[name]}.py"
         function = next(
-            node for node in ast.parse(source).body
-            if isinstance(node, ast.FunctionDef) and node.name == name
-        )
+            (node for node in ast.parse(path.read_text()).body
+             if isinstance(node, ast.FunctionDef) and node.name == name), None)
+        if function is None:
+            raise ValueError(f"{path} has no top-level builder `def {name}(...)`, which "
+                             f"aezoo.models._FAMILIES promises.")
         args = function.args
-        defaults = [None] * (len(args.args) - len(args.defaults)) + list(args.defaults)
+        positional = [*args.posonlyargs, *args.args]
+        defaults = [None] * (len(positional) - len(args.defaults)) + list(args.defaults)
+        pairs = [*zip(positional, defaults), *zip(args.kwonlyargs, args.kw_defaults)]
+        kinds = ([inspect.Parameter.POSITIONAL_OR_KEYWORD] * len(positional)
+                 + [inspect.Parameter.KEYWORD_ONLY] * len(args.kwonlyargs))
+
+        def literal(arg: ast.arg, default: ast.expr | None) -> Any:
+            if default is None:
+                return inspect.Parameter.empty
+            try:
+                return ast.literal_eval(default)
+            except ValueError:
+                raise ValueError(
+                    f"{path}:{default.lineno}: the default of `{arg.arg}` in builder `{name}` "
+                    f"must be a literal ({ast.unparse(default)!r} is not): the CLI reads "
+                    "defaults without importing the module.") from None
+
         return inspect.Signature([
-            inspect.Parameter(
-                arg.arg, inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                default=inspect.Parameter.empty if default is None else ast.literal_eval(default),
-            )
-            for arg, default in zip(args.args, defaults)
+            inspect.Parameter(arg.arg, kind, default=literal(arg, default))
+            for (arg, default), kind in zip(pairs, kinds)
         ])
 
 

@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 import keras
 import tensorflow as tf
 
-from aezoo._keras_fixes import MultiWorkerFitMixin
+from aezoo._keras_fixes import Float32LossesMixin, MultiWorkerFitMixin
 from aezoo._quiet import stderr_captured
 from aezoo.models import MODELS
 from aezoo.models.layers import Corruption
@@ -52,7 +52,7 @@ LOSSES = {"mse": "mean_squared_error", "bce": "binary_crossentropy"}
 
 
 @keras.saving.register_keras_serializable(package="aezoo")
-class Autoencoder(MultiWorkerFitMixin, keras.Model):
+class Autoencoder(MultiWorkerFitMixin, Float32LossesMixin, keras.Model):
     """Functional autoencoder that remembers the builder call that made it.
 
     Args:
