@@ -225,12 +225,18 @@ def check_denoiser(model: keras.Model, channels: int, name: str = "The model") -
                          f"{shape_in} to {shape_out}.")
 
 
+MIN_SIGMA_SIDE = 8  # fewer than 4x4 wavelet coefficients a channel estimate nothing
+
+
 def estimate_sigma(image: np.ndarray) -> float:
     """The standard deviation of Gaussian noise in an image in [0, 1] (Donoho's wavelet
-    estimator, as scikit-image computes it; averaged over channels)."""
+    estimator, as scikit-image computes it; averaged over channels); NaN for an image with
+    a side shorter than `MIN_SIGMA_SIDE` pixels."""
     from skimage.restoration import estimate_sigma as wavelet_sigma
 
     image = np.asarray(image, dtype=np.float64)
+    if min(image.shape[:2]) < MIN_SIGMA_SIDE:
+        return float("nan")
     return float(wavelet_sigma(image, channel_axis=-1, average_sigmas=True))
 
 

@@ -79,10 +79,17 @@ def test_denoise_writes_one_png_per_input_with_its_size_and_mode(mnist_run, tmp_
     out = tmp_path / "out"
     assert app.main(["denoise", "--model", str(mnist_run), str(inputs), "--out", str(out)]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["digit.png", "odd.png", "wide.png"]
-    # The colour JPEG's line, and only its, says it was made gray.
+    # The colour JPEG's line, and only its, says it was made gray; the noise of the image
+    # 20 pixels high is estimated, as that of the others.
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[1] for line in lines if "colour read as grayscale" in line] == [
         str(inputs / "wide.jpg")]
+    assert all("estimated" in line for line in lines)
+    write_image(tmp_path / "tiny.png", (5, 9))
+    assert app.main(["denoise", "--model", str(mnist_run), str(tmp_path / "tiny.png"),
+                     "--out", str(tmp_path / "tiny")]) == 0
+    captured = capsys.readouterr()
+    assert "too small to estimate its noise" in captured.out and captured.err == ""
     for name, shape in shapes.items():
         with Image.open(out / (name.split(".")[0] + ".png")) as image:
             assert image.size == (shape[1], shape[0])

@@ -160,10 +160,12 @@ def denoise(args: argparse.Namespace) -> None:
         start = time.perf_counter()
         noisy = image / 255.0
         sigma = denoising.estimate_sigma(noisy) * 255
+        level = (f"noise sigma ~{sigma:.1f} estimated" if sigma == sigma
+                 else "too small to estimate its noise")
         clean = denoising.denoise(model, noisy, tile=args.tile, ensemble=args.ensemble)
         runs.write_bytes(target, denoising.png_bytes(clean))
         print(f"[{i}/{len(files)}] {source} -> {target} ({image.shape[1]}x{image.shape[0]}, "
-              f"noise sigma ~{sigma:.1f} estimated{cli.converted(own, channels, hint)}, "
+              f"{level}{cli.converted(own, channels, hint)}, "
               f"{time.perf_counter() - start:.1f} s)",
               flush=True)
 
