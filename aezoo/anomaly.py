@@ -88,6 +88,8 @@ class Detector:
                              f"Received: scaling={scaling!r}")
         if latent_dim is not None:
             check_int("latent_dim", latent_dim)
+        check_int("batch_size", batch_size)
+        check_int("seed", seed, minimum=0)
         training.check_training_options(epochs=epochs, learning_rate=learning_rate)
         self.model, self.threshold, self.scaling = model, threshold, scaling
         self.latent_dim, self.epochs, self.batch_size = latent_dim, epochs, batch_size
@@ -152,6 +154,12 @@ class Detector:
         """Each example's anomaly score (float64): higher is more anomalous."""
         self._check_fitted()
         x = as_array(x)
+        # Before the scaling, whose per-feature offsets would broadcast (N, 1) rows to the
+        # fitted width and score them without a word.
+        if x.ndim < 2 or tuple(x.shape[1:]) != tuple(self.example_shape_):
+            raise ValueError(f"The detector was fitted on examples of shape "
+                             f"{tuple(self.example_shape_)}; these are {tuple(x.shape[1:])} "
+                             f"(an array of {x.shape}).")
         inputs = self.model_input(x)
         training.check_fits(self.model_, inputs.shape[1:])
         return reconstruction_errors(self.model_, inputs, verbose=self.verbose)

@@ -214,8 +214,11 @@ class Codec:
         import constriction
 
         if not isinstance(model, CompressionAutoencoder):
-            raise ValueError(f"Model '{model.name}' is not a compression model; .aez files "
-                             "are made by the `compression` models of aezoo.MODELS.")
+            name = getattr(model, "name", None)
+            what = f"Model '{name}'" if name is not None else f"{type(model).__name__} {model!r:.40}"
+            raise ValueError(f"{what} is not a compression model; .aez files are made by the "
+                             "`compression` models of aezoo.MODELS (a preset: "
+                             "Codec(aezoo.from_preset('codec_0.01'))).")
         if not model.finalised:
             raise ValueError("The model has no integer tables yet: call model.finalise() "
                              "after training.")
@@ -504,6 +507,8 @@ class Codec:
                 f"{image.dtype} {image.shape}."
             )
         height, width = image.shape[:2]
+        if not (height and width):
+            raise ValueError(f"The image is empty ({height}x{width} pixels).")
         if not (height <= MAX_SIDE and width <= MAX_SIDE and height * width <= MAX_PIXELS):
             raise ValueError(f"The image is {height}x{width}; the .aez limits are {MAX_SIDE} "
                              f"per side and {MAX_PIXELS} pixels.")

@@ -338,8 +338,10 @@ def from_directory(
 def from_arrays(source: np.ndarray | str | os.PathLike, *, key: str | None = None) -> tf.data.Dataset:
     """Examples from a NumPy array or a `.npy`/`.npz` file (first axis = examples).
 
-    Integer arrays are taken as 8- or 16-bit images and scaled to [0, 1], and a 3-axis uint8
-    array (N, height, width) gets a channel axis; float arrays are used as they are.
+    Integer arrays are taken as 8- or 16-bit images and scaled to [0, 1] (uint8 and int8 by
+    255, uint16 and int16 by 65535, wider integers by 255 if none exceeds it, else 65535),
+    and a 3-axis uint8 array (N, height, width) gets a channel axis; float arrays are used as
+    they are.
 
     Raises:
         FileNotFoundError, ValueError: missing file, unknown `.npz` key, no examples, or values
@@ -385,12 +387,25 @@ def load_array(source: np.ndarray | str | os.PathLike, *, key: str | None = None
     if array.dtype == np.uint8 and array.ndim == 3:
         array = array[..., None]
     if np.issubdtype(array.dtype, np.integer):
-        array = array.astype(np.float32) / (255.0 if array.dtype.itemsize == 1 else 65535.0)
+        array = array.astype(np.float32) / _integer_scale(array)
     array = array.astype(np.float32)
     if not np.isfinite(array).all():
         bad = int(np.size(array) - np.isfinite(array).sum())
         raise ValueError(f"The data holds {bad} NaN or infinite values; clean them first.")
     return array
+
+
+def _integer_scale(array: np.ndarray) -> float:
+    """255 or 65535: what integer pixels are divided by.  8-bit and 16-bit types say it;
+    wider ones (NumPy's default int64, from lists) by their largest value, since 0-255
+    pixels in int64 divided by 65535 would train on images 257 times too dark."""
+    low, high = int(array.min()), int(array.max())
+    if array.dtype.itemsize <= 2 and low >= 0:
+        return 255.0 if array.dtype.itemsize == 1 else 65535.0
+    if low < 0 or high > 65535:
+        raise ValueError(f"Integer examples are taken as 8- or 16-bit pixels; these span "
+                         f"{low} to {high}: give floats (in [0, 1] for images) instead.")
+    return 255.0 if high <= 255 else 65535.0
 
 
 def to_float(image: tf.Tensor) -> tf.Tensor:
@@ -547,6 +562,10 @@ def pipeline(
     if noise is None:
         batches = batches.map(lambda x: (x, x))
     else:
+        if not (isinstance(noise, (tuple, list)) and len(noise) == 2):
+            raise ValueError("`noise` must be a (kind, level) pair, e.g. ('gaussian', 25 / "
+                             f"255) or aezoo.noise.parse_noise('gaussian:25'). Received: "
+                             f"noise={noise!r}")
         kind, level = noise
         noise_lib.check_noise(kind, level)
         # Fresh seeds each epoch, the same on every worker: stateless noise from them is

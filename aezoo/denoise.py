@@ -16,6 +16,7 @@ import keras
 import numpy as np
 
 from aezoo import baselines, metrics, noise
+from aezoo.models.base import check_int
 from aezoo.models.layers import PadToMultiple
 
 # What `evaluate` compares: the noisy input, the classical denoisers and the model, in one
@@ -48,9 +49,19 @@ def denoise(model: keras.Model, image, tile: int = 1024, margin: int = 32,
             docs/denoising.md).
 
     Returns:
-        The denoised image, float32 (height, width, channels), not clipped.
+        The denoised image, float32 (height, width, channels), not clipped; (height, width)
+        for a (height, width) image.
+
+    Raises:
+        ValueError: an image that is not one finite float image in [0, 1] with the model's
+            channels, or a bad `tile` or `margin`.
     """
-    image = np.asarray(image, dtype=np.float32)
+    image = _checked_image(model, image)
+    tile, margin = check_int("tile", tile), check_int("margin", margin, minimum=0)
+    if not isinstance(ensemble, (bool, np.bool_)):
+        raise ValueError(f"`ensemble` must be True or False. Received: ensemble={ensemble!r}")
+    if image.ndim == 2:
+        return denoise(model, image[..., None], tile, margin, ensemble)[..., 0]
     if ensemble:
         fixed = model.input_shape[1:3]
         turns = (0, 1, 2, 3) if None in fixed or fixed[0] == fixed[1] else (0, 2)
@@ -75,6 +86,36 @@ def denoise(model: keras.Model, image, tile: int = 1024, margin: int = 32,
             result = np.asarray(model(image[None, y0:y1, x0:x1], training=False))[0]
             out[top:bottom, left:right] = result[top - y0 : bottom - y0, left - x0 : right - x0]
     return out[:height, :width]
+
+
+def _checked_image(model: keras.Model, image) -> np.ndarray:
+    """`image` as float32 for `model`, or a ValueError a user can act on: 8-bit pixels and
+    0-255 floats would be denoised as if they were hugely bright, without an error."""
+    if not isinstance(model, keras.Model):
+        raise ValueError(f"`model` must be a Keras model (aezoo.from_preset('denoise_gray'), "
+                         f"aezoo.load_model(path)). Received: {type(model).__name__}")
+    array = np.asarray(image)
+    if not (np.issubdtype(array.dtype, np.floating) and array.dtype.itemsize >= 2):
+        hint = " (divide 8-bit pixels by 255)" if np.issubdtype(array.dtype, np.integer) else ""
+        raise ValueError(f"`image` must be floats in [0, 1]{hint}. Received: {array.dtype} "
+                         f"values of shape {array.shape}")
+    channels = model.input_shape[-1]
+    shape = array.shape if array.ndim == 3 else (*array.shape, 1) if array.ndim == 2 else None
+    if shape is None or 0 in shape:
+        raise ValueError(f"`image` must be one image, (height, width, channels) or (height, "
+                         f"width). Received: shape {array.shape}")
+    if shape[-1] != channels:
+        raise ValueError(f"The model takes {channels}-channel images; `image` has {shape[-1]} "
+                         f"(aezoo.data.read_image(path, channels={channels}) converts a file).")
+    if not np.all(np.isfinite(array)):
+        raise ValueError("`image` has NaN or infinite pixels.")
+    # Noisy images overshoot [0, 1] (Gaussian noise of sigma 1 reaches +-6 in a photo,
+    # Poisson counts at a peak of 1 reach about 10); past 16 the pixels are of another scale.
+    if array.max() > 16 or array.min() < -16:
+        raise ValueError(f"`image` must be in [0, 1] (noise may overshoot it); its values "
+                         f"span {array.min():.4g} to {array.max():.4g} (divide 0-255 pixels "
+                         "by 255).")
+    return array.astype(np.float32)
 
 
 def _view(image: np.ndarray, turn: int, mirror: bool) -> np.ndarray:

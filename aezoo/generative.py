@@ -21,7 +21,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from aezoo import plots
+from aezoo import plots, training
 from aezoo.models.base import check_int
 
 
@@ -84,7 +84,17 @@ def iwae_bound(
     _check_vae(model)
     k = check_int("k", k)
     batch_size, chunk = check_int("batch_size", batch_size), check_int("chunk", chunk)
-    x = binarized(x, seed) if binarize else np.asarray(x, np.float32)
+    x = np.asarray(x)
+    # 8-bit pixels would give bounds that look plausible and mean nothing (binarised, every
+    # pixel above 0 becomes 1): only float examples in [0, 1].
+    if not np.issubdtype(x.dtype, np.floating) or x.ndim < 2 or len(x) == 0:
+        raise ValueError(f"`x` must be float examples (N, ...) in [0, 1]. Received: "
+                         f"{x.dtype} of shape {x.shape}")
+    if not (np.all(np.isfinite(x)) and x.min() >= 0 and x.max() <= 1):
+        raise ValueError("`x` must be in [0, 1] (divide 8-bit pixels by 255); its values "
+                         f"span {np.nanmin(x):.4g} to {np.nanmax(x):.4g}, or are not finite.")
+    training.check_fits(model, x.shape[1:])
+    x = binarized(x, seed) if binarize else x.astype(np.float32)
     dim = model.latent_dim
     spec = tf.TensorSpec((None, *x.shape[1:]), tf.float32)
     weights = tf.function(
@@ -114,12 +124,19 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     `|mu_a - mu_b|^2 + tr(S_a + S_b - 2 (S_a S_b)^(1/2))`, as FID (Heusel et al. 2017)
     computes it on Inception features."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    # Features constant in both sets (dead ReLUs) add nothing to the distance but make the
-    # covariances singular: leave them out.
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or min(len(a), len(b)) < 2:
+        raise ValueError(f"`a` and `b` must be sets of at least 2 feature vectors of one "
+                         f"length, (N, d). Received: shapes {a.shape} and {b.shape}")
+    if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
+        raise ValueError("`a` and `b` must be finite; they hold NaN or infinite values.")
+    mean_term = np.sum((a.mean(axis=0) - b.mean(axis=0)) ** 2)
+    # Features constant in both sets (dead ReLUs) add nothing to the covariance terms (their
+    # means count above): leave them out of the matrices, which they only make larger.
     varying = (a.var(axis=0) > 0) | (b.var(axis=0) > 0)
+    if not varying.any():
+        return float(mean_term)
     a, b = a[:, varying], b[:, varying]
-    mu_a, mu_b = a.mean(axis=0), b.mean(axis=0)
-    s_a, s_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    s_a, s_b = (np.atleast_2d(np.cov(x, rowvar=False)) for x in (a, b))
     # tr (S_a S_b)^(1/2) is the sum of the square roots of the eigenvalues of the symmetric
     # S_a^(1/2) S_b S_a^(1/2), which has the same spectrum: computed with eigh, it stays
     # exact for the rank-deficient covariances of few samples or correlated features, where
@@ -128,7 +145,7 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     root_a = (vectors * np.sqrt(np.clip(values, 0.0, None))) @ vectors.T
     inner = np.linalg.eigvalsh(root_a @ s_b @ root_a)
     trace_root = np.sum(np.sqrt(np.clip(inner, 0.0, None)))
-    return float(np.sum((mu_a - mu_b) ** 2) + np.trace(s_a) + np.trace(s_b) - 2.0 * trace_root)
+    return float(mean_term + np.trace(s_a) + np.trace(s_b) - 2.0 * trace_root)
 
 
 # ---------------------------------------------------------------------------- pictures

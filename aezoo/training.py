@@ -452,8 +452,14 @@ def train(
         train_ds = train_ds.repeat()
     val_ds = None
     if validation_data is not None:
+        validation_data = _as_dataset(validation_data)
+        # Checked now: Keras would find out at the end of the first epoch.
+        val_shape = _example_spec(validation_data).shape
+        if not val_shape.is_compatible_with(example_spec.shape):
+            raise ValueError(f"The validation examples have shape {tuple(val_shape)}; the "
+                             f"training examples {tuple(example_spec.shape)}.")
         val_ds = data_lib.pipeline(
-            _as_dataset(validation_data),
+            validation_data,
             batch_size,
             noise=noise,
             shuffle=False,

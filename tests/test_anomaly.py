@@ -81,6 +81,8 @@ def test_save_and_load_give_the_same_scores(fitted, tmp_path):
         ({"scaling": "log"}, "`scaling` must be"),
         ({"latent_dim": 0}, "`latent_dim` must be a positive integer"),
         ({"latent_dim": 2.5}, "`latent_dim` must be a positive integer"),
+        ({"batch_size": -1}, "`batch_size` must be a positive integer"),
+        ({"seed": "a"}, "`seed` must be an integer >= 0"),
     ],
 )
 def test_bad_arguments_are_refused_with_what_was_received(kwargs, message):
@@ -100,3 +102,11 @@ def test_bad_examples_are_refused_before_training():
             detector.fit(bad)
     with pytest.raises(ValueError, match="not fitted"):
         detector.score(np.zeros((2, 40)))
+
+
+def test_examples_of_another_shape_are_refused_by_name(fitted):
+    detector, normal = fitted
+    # (5, 1) rows would broadcast against the 40 fitted offsets of the scaling.
+    for bad in (normal[:5, :1], normal[:5, :39]):
+        with pytest.raises(ValueError, match=r"fitted on examples of shape \(40,\)"):
+            detector.score(bad)

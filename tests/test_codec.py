@@ -29,6 +29,18 @@ def test_an_absurd_header_is_refused_before_anything_is_allocated(packed):
     assert peak < 100_000
 
 
+def test_what_is_not_a_model_or_an_image_is_refused_by_name(codec_run):
+    with pytest.raises(ValueError, match=r"str 'codec_run' is not a compression model.*"
+                                         r"from_preset"):
+        codec.Codec("codec_run")
+    packer = codec.Codec(runs.load_run(codec_run).model)
+    for empty in (np.zeros((0, 5), np.uint8), np.zeros((4, 0, 1), np.uint8)):
+        with pytest.raises(ValueError, match="The image is empty"):
+            packer.compress(empty)
+    with pytest.raises(ValueError, match=r"Expected a uint8 image of shape \(height, width, 1\)"):
+        packer.compress(np.zeros((4, 4, 1), np.float32))
+
+
 def test_constriction_keeps_the_integer_tables_exactly(codec_run):
     """Probes constriction's quantised model with an ANS decoder: a state whose low 24 bits
     are q decodes to the symbol whose interval [cdf_k, cdf_k+1) holds q.  Every boundary of

@@ -136,6 +136,16 @@ def test_uint8_npy_gets_a_channel_axis_and_unit_range(tmp_path):
     np.testing.assert_array_equal(x[..., 0], raw.astype(np.float32) / 255)
 
 
+def test_wide_integer_pixels_are_scaled_by_the_range_they_use():
+    pixels = np.random.default_rng(0).integers(0, 256, (4, 3, 3, 1))  # int64, as from lists
+    np.testing.assert_allclose(data.load_array(pixels), pixels / 255, rtol=1e-6)
+    deep = np.array(pixels * 257, dtype=np.int32)  # 16-bit values in int32
+    np.testing.assert_allclose(data.load_array(deep), deep / 65535, rtol=1e-6)
+    for bad in (pixels - 1, pixels * 1000):
+        with pytest.raises(ValueError, match="8- or 16-bit pixels; these span"):
+            data.load_array(bad)
+
+
 def test_npz_arrays_are_chosen_by_key_and_16_bit_scaled(tmp_path):
     signals = np.random.default_rng(0).normal(size=(9, 140)).astype(np.float64)
     depth = np.full((4, 3, 3, 1), 65535, dtype=np.uint16)
@@ -211,6 +221,8 @@ def test_denoising_pipeline_pairs_noisy_inputs_with_clean_targets():
     assert 0.07 < np.std(noisy - clean) < 0.13
     # Validation-style pipelines (shuffle=False) draw the same noise every epoch.
     np.testing.assert_array_equal(noisy, np.concatenate([np.asarray(x) for x, _ in ds]))
+    with pytest.raises(ValueError, match=r"`noise` must be a \(kind, level\) pair"):
+        data.pipeline(data.from_arrays(clean), 4, noise=0.1)
 
 
 def test_pipeline_asks_tf_distribute_to_shard_by_data():

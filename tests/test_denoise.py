@@ -85,6 +85,26 @@ def test_evaluate_scores_every_method_on_the_same_noisy_images(unet):
         denoise.evaluate(unet, images, ("gaussian", (0.0, 0.1)))
 
 
+def test_images_it_would_denoise_wrongly_are_refused_and_2d_ones_kept_2d(unet):
+    image = np.random.default_rng(0).random((12, 20), dtype=np.float32)
+    np.testing.assert_array_equal(denoise.denoise(unet, image),
+                                  denoise.denoise(unet, image[..., None])[..., 0])
+    for bad, message in (
+        ((image * 255).astype(np.uint8), r"floats in \[0, 1\] \(divide 8-bit pixels by 255\)"),
+        (image * 255, r"its values span .*divide 0-255 pixels by 255"),
+        (image[None, ..., None], r"one image.*Received: shape \(1, 12, 20, 1\)"),
+        (image[:0], "one image"),
+        (np.stack([image] * 3, axis=-1), "takes 1-channel images; `image` has 3"),
+        (np.where(image > 0.9, np.nan, image), "NaN or infinite"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            denoise.denoise(unet, bad)
+    with pytest.raises(ValueError, match="`ensemble` must be True or False"):
+        denoise.denoise(unet, image, ensemble="no")
+    with pytest.raises(ValueError, match="`margin` must be an integer >= 0"):
+        denoise.denoise(unet, image, margin=-10)
+
+
 def test_the_noise_estimate_follows_the_true_sigma():
     rng = np.random.default_rng(0)
     clean = np.clip(rng.normal(0.5, 0.02, (128, 128, 1)), 0, 1)  # nearly flat

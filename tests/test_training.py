@@ -269,6 +269,15 @@ def test_examples_that_do_not_fit_the_model_are_a_value_error():
         training.train(fixed_size, images(16), epochs=1, strategy="cpu", verbose=0)
 
 
+def test_validation_examples_of_another_shape_are_refused_before_training(tmp_path):
+    with pytest.raises(ValueError, match=r"validation examples have shape \(9, 9, 1\); the "
+                                         r"training examples \(8, 8, 1\)"):
+        training.train("conv", images(16), validation_data=images(8, shape=(9, 9, 1)),
+                       model_kwargs=TINY, epochs=1, strategy="cpu", verbose=0,
+                       out_dir=tmp_path / "run")
+    assert not (tmp_path / "run").exists()  # refused before any epoch, or any file
+
+
 def test_a_trained_run_is_returned_as_it_is_and_a_finished_one_never_overwritten(tmp_path):
     model, history = training.train("conv", images(16), model_kwargs=TINY, epochs=1,
                                     batch_size=16, strategy="cpu", out_dir=tmp_path, verbose=0)

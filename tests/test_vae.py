@@ -101,6 +101,11 @@ def test_iwae_bound_rises_with_k_towards_the_likelihood():
     # E[bound_k] rises with k; for an untrained model q(z|x) is far from p(z|x), so the
     # steps (about 1 nat here) are far above the noise of a mean over 64 examples.
     assert means[0] < means[1] < means[2] < 0
+    for bad, message in ((x * 255, r"in \[0, 1\] \(divide 8-bit"),
+                         ((x * 255).astype(np.uint8), "must be float examples"),
+                         (x[:, :5], r"shape \(5,\), but model")):
+        with pytest.raises(ValueError, match=message):
+            generative.iwae_bound(ae, bad, k=2)
 
 
 def test_importance_weighted_training_steps_down_the_numpy_iwae_loss():
@@ -225,6 +230,8 @@ def test_sampling_is_reproducible_per_seed_and_differs_across_seeds():
     assert np.abs(a - c).max() > 1e-3
     with pytest.raises(ValueError, match="`n` must be a positive integer"):
         ae.sample(0)
+    with pytest.raises(ValueError, match="`batch_size` must be a positive integer"):
+        ae.sample(3, batch_size=0)
 
 
 def test_the_model_is_deterministic_at_inference_and_samples_its_code_in_training():
@@ -536,6 +543,23 @@ def test_frechet_distance_of_gaussians_is_the_closed_form():
     # |mu_a - mu_b|^2 + tr(I + 4I - 2 * 2I) = 1 + 3; sampling error ~0.05 at this size.
     assert abs(generative.frechet_distance(a, b) - 4.0) < 0.15
     assert generative.frechet_distance(a, a) < 1e-6
+
+
+def test_frechet_distance_counts_features_constant_within_each_set():
+    """A feature constant in both sets but at other values moves the means: |0 - 1|^2 a
+    feature (the covariance terms are 0 for them)."""
+    rng = np.random.default_rng(0)
+    a, b = np.zeros((100, 4)), np.ones((100, 4))
+    assert generative.frechet_distance(a, b) == pytest.approx(4.0)
+    varying = rng.standard_normal((100, 3))
+    mixed_a = np.hstack([varying, np.zeros((100, 1))])
+    mixed_b = np.hstack([varying, np.full((100, 1), 10.0)])
+    assert generative.frechet_distance(mixed_a, mixed_b) == pytest.approx(100.0)
+    for bad in (np.zeros((1, 4)), np.zeros((100, 3)), np.zeros(100)):
+        with pytest.raises(ValueError, match="at least 2 feature vectors of one length"):
+            generative.frechet_distance(a, bad)
+    with pytest.raises(ValueError, match="finite"):
+        generative.frechet_distance(a, np.where(b > 0, np.nan, b))
 
 
 @pytest.mark.parametrize("rank", [6, 3], ids=["full-rank", "singular"])

@@ -397,8 +397,9 @@ def _stateless_seed(seed) -> tf.Tensor:
     return tf.stack([tf.cast(seed, tf.int32), tf.constant(0, tf.int32)])
 
 
-def _check_sample_arguments(n, seed) -> None:
+def _check_sample_arguments(n, seed, batch_size) -> None:
     check_int("n", n)
+    check_int("batch_size", batch_size)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not (
         -(2**31) <= seed < 2**31
     ):
@@ -562,7 +563,7 @@ class VariationalAutoencoder(Autoencoder):
         The same `(n, seed)` gives the same examples (in any process, and in the
         SavedModel's `sample` signature); the first examples of a larger `n` differ.
         """
-        _check_sample_arguments(n, seed)
+        _check_sample_arguments(n, seed, batch_size)
         z = self.prior_draws(n, seed)
         return self.decoder.predict(z, batch_size=batch_size, verbose=0)
 
@@ -714,7 +715,7 @@ class VQVAE(Autoencoder):
         Raises:
             ValueError: if the prior has not been trained (`fit_prior`).
         """
-        _check_sample_arguments(n, seed)
+        _check_sample_arguments(n, seed, batch_size)
         if not self.prior_trained:
             raise ValueError(
                 "This VQ-VAE's prior has not been trained: call ae.fit_prior(x) first "
