@@ -155,10 +155,13 @@ class Detector:
         self._check_fitted()
         x = as_array(x)
         # Before the scaling, whose per-feature offsets would broadcast (N, 1) rows to the
-        # fitted width and score them without a word.
-        if x.ndim < 2 or tuple(x.shape[1:]) != tuple(self.example_shape_):
+        # fitted width and score them without a word.  (Runs of aezoo 0.1 did not record
+        # the shape; theirs is the model's, with the channel axis rows are given without.)
+        fitted = tuple(self.example_shape_)
+        accepted = {fitted, fitted[:-1] if fitted[-1:] == (1,) else fitted}
+        if x.ndim < 2 or tuple(x.shape[1:]) not in accepted:
             raise ValueError(f"The detector was fitted on examples of shape "
-                             f"{tuple(self.example_shape_)}; these are {tuple(x.shape[1:])} "
+                             f"{fitted}; these are {tuple(x.shape[1:])} "
                              f"(an array of {x.shape}).")
         inputs = self.model_input(x)
         training.check_fits(self.model_, inputs.shape[1:])

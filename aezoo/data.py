@@ -338,10 +338,10 @@ def from_directory(
 def from_arrays(source: np.ndarray | str | os.PathLike, *, key: str | None = None) -> tf.data.Dataset:
     """Examples from a NumPy array or a `.npy`/`.npz` file (first axis = examples).
 
-    Integer arrays are taken as 8- or 16-bit images and scaled to [0, 1] (uint8 and int8 by
-    255, uint16 and int16 by 65535, wider integers by 255 if none exceeds it, else 65535),
-    and a 3-axis uint8 array (N, height, width) gets a channel axis; float arrays are used as
-    they are.
+    Integer arrays are taken as 8- or 16-bit images and scaled to [0, 1] (8-bit types by 255,
+    16-bit ones by 65535; wider integer types are refused, as their depth is unknown), and a
+    3-axis uint8 array (N, height, width) gets a channel axis; float arrays are used as they
+    are.
 
     Raises:
         FileNotFoundError, ValueError: missing file, unknown `.npz` key, no examples, or values
@@ -396,16 +396,14 @@ def load_array(source: np.ndarray | str | os.PathLike, *, key: str | None = None
 
 
 def _integer_scale(array: np.ndarray) -> float:
-    """255 or 65535: what integer pixels are divided by.  8-bit and 16-bit types say it;
-    wider ones (NumPy's default int64, from lists) by their largest value, since 0-255
-    pixels in int64 divided by 65535 would train on images 257 times too dark."""
-    low, high = int(array.min()), int(array.max())
-    if array.dtype.itemsize <= 2 and low >= 0:
-        return 255.0 if array.dtype.itemsize == 1 else 65535.0
-    if low < 0 or high > 65535:
-        raise ValueError(f"Integer examples are taken as 8- or 16-bit pixels; these span "
-                         f"{low} to {high}: give floats (in [0, 1] for images) instead.")
-    return 255.0 if high <= 255 else 65535.0
+    """255 for 8-bit integers, 65535 for 16-bit ones: what their pixels are divided by.
+    Wider integers (NumPy's default int64, from lists) say nothing of their pixels' depth,
+    and 0-255 pixels divided by 65535 would train on images 257 times too dark: refused."""
+    if array.dtype.itemsize > 2:
+        raise ValueError(f"Integer examples are taken as pixels, 8-bit (uint8, 0-255) or "
+                         f"16-bit (uint16); these are {array.dtype}: convert them to one of "
+                         "those, or to floats (in [0, 1] for images).")
+    return 255.0 if array.dtype.itemsize == 1 else 65535.0
 
 
 def to_float(image: tf.Tensor) -> tf.Tensor:

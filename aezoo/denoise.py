@@ -16,7 +16,7 @@ import keras
 import numpy as np
 
 from aezoo import baselines, metrics, noise
-from aezoo.models.base import check_int
+from aezoo.models.base import check_int, is_float_dtype
 from aezoo.models.layers import PadToMultiple
 
 # What `evaluate` compares: the noisy input, the classical denoisers and the model, in one
@@ -61,7 +61,13 @@ def denoise(model: keras.Model, image, tile: int = 1024, margin: int = 32,
     if not isinstance(ensemble, (bool, np.bool_)):
         raise ValueError(f"`ensemble` must be True or False. Received: ensemble={ensemble!r}")
     if image.ndim == 2:
-        return denoise(model, image[..., None], tile, margin, ensemble)[..., 0]
+        return _denoise(model, image[..., None], tile, margin, ensemble)[..., 0]
+    return _denoise(model, image, tile, margin, ensemble)
+
+
+def _denoise(model: keras.Model, image: np.ndarray, tile: int = 1024, margin: int = 32,
+             ensemble: bool = False) -> np.ndarray:
+    """`denoise` of a checked float32 (height, width, channels) image."""
     if ensemble:
         fixed = model.input_shape[1:3]
         turns = (0, 1, 2, 3) if None in fixed or fixed[0] == fixed[1] else (0, 2)
@@ -69,7 +75,7 @@ def denoise(model: keras.Model, image, tile: int = 1024, margin: int = 32,
         for turn in turns:
             for mirror in (False, True):
                 view = _view(image, turn, mirror)
-                total += _unview(denoise(model, view, tile, margin), turn, mirror)
+                total += _unview(_denoise(model, view, tile, margin), turn, mirror)
         return total / (2 * len(turns))
     height, width = image.shape[:2]
     fixed = model.input_shape[1:3]
@@ -95,7 +101,7 @@ def _checked_image(model: keras.Model, image) -> np.ndarray:
         raise ValueError(f"`model` must be a Keras model (aezoo.from_preset('denoise_gray'), "
                          f"aezoo.load_model(path)). Received: {type(model).__name__}")
     array = np.asarray(image)
-    if not (np.issubdtype(array.dtype, np.floating) and array.dtype.itemsize >= 2):
+    if not is_float_dtype(array.dtype):
         hint = " (divide 8-bit pixels by 255)" if np.issubdtype(array.dtype, np.integer) else ""
         raise ValueError(f"`image` must be floats in [0, 1]{hint}. Received: {array.dtype} "
                          f"values of shape {array.shape}")
@@ -109,8 +115,10 @@ def _checked_image(model: keras.Model, image) -> np.ndarray:
                          f"(aezoo.data.read_image(path, channels={channels}) converts a file).")
     if not np.all(np.isfinite(array)):
         raise ValueError("`image` has NaN or infinite pixels.")
-    # Noisy images overshoot [0, 1] (Gaussian noise of sigma 1 reaches +-6 in a photo,
-    # Poisson counts at a peak of 1 reach about 10); past 16 the pixels are of another scale.
+    # Noisy images overshoot [0, 1]: Gaussian noise of sigma 1 reaches +-6 in a photo,
+    # Poisson counts at a peak of 1 reach about 10.  Past 16 they are most likely 0-255
+    # pixels; `evaluate`, which makes its own noisy images, does not ask (a Poisson peak of
+    # 0.1 gives values of 10, 20, 30...).
     if array.max() > 16 or array.min() < -16:
         raise ValueError(f"`image` must be in [0, 1] (noise may overshoot it); its values "
                          f"span {array.min():.4g} to {array.max():.4g} (divide 0-255 pixels "
@@ -208,7 +216,8 @@ def evaluate(
             if method == "noisy":
                 output = noisy
             elif method in ("aezoo", "aezoo_x8"):
-                output = denoise(model, noisy, ensemble=method == "aezoo_x8")
+                # (unchecked: Poisson noise of a low peak lies far outside [0, 1])
+                output = _denoise(model, noisy, ensemble=method == "aezoo_x8")
             else:
                 output = baselines.CLASSICAL[method](noisy, sigma)
             seconds[method] += time.perf_counter() - start

@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from aezoo import plots, training
-from aezoo.models.base import check_int
+from aezoo.models.base import check_int, is_float_dtype
 
 
 def _check_vae(model) -> None:
@@ -86,15 +86,20 @@ def iwae_bound(
     batch_size, chunk = check_int("batch_size", batch_size), check_int("chunk", chunk)
     x = np.asarray(x)
     # 8-bit pixels would give bounds that look plausible and mean nothing (binarised, every
-    # pixel above 0 becomes 1): only float examples in [0, 1].
-    if not np.issubdtype(x.dtype, np.floating) or x.ndim < 2 or len(x) == 0:
-        raise ValueError(f"`x` must be float examples (N, ...) in [0, 1]. Received: "
-                         f"{x.dtype} of shape {x.shape}")
-    if not (np.all(np.isfinite(x)) and x.min() >= 0 and x.max() <= 1):
-        raise ValueError("`x` must be in [0, 1] (divide 8-bit pixels by 255); its values "
-                         f"span {np.nanmin(x):.4g} to {np.nanmax(x):.4g}, or are not finite.")
+    # pixel above 0 becomes 1): float examples only, in [0, 1] for a Bernoulli likelihood
+    # (a Gaussian one also models real-valued vectors).
+    if not is_float_dtype(x.dtype) or x.ndim < 2 or len(x) == 0:
+        raise ValueError(f"`x` must be float examples (N, ...). Received: {x.dtype} of "
+                         f"shape {x.shape}")
+    x = x.astype(np.float32)
+    if not np.all(np.isfinite(x)):
+        raise ValueError("`x` holds NaN or infinite values.")
+    bernoulli = binarize or model.get_config().get("likelihood") == "bernoulli"
+    if bernoulli and not (x.min() >= 0 and x.max() <= 1):
+        raise ValueError(f"`x` must be in [0, 1] for a Bernoulli likelihood (divide 8-bit "
+                         f"pixels by 255); its values span {x.min():.4g} to {x.max():.4g}.")
     training.check_fits(model, x.shape[1:])
-    x = binarized(x, seed) if binarize else x.astype(np.float32)
+    x = binarized(x, seed) if binarize else x
     dim = model.latent_dim
     spec = tf.TensorSpec((None, *x.shape[1:]), tf.float32)
     weights = tf.function(

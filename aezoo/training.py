@@ -453,11 +453,7 @@ def train(
     val_ds = None
     if validation_data is not None:
         validation_data = _as_dataset(validation_data)
-        # Checked now: Keras would find out at the end of the first epoch.
-        val_shape = _example_spec(validation_data).shape
-        if not val_shape.is_compatible_with(example_spec.shape):
-            raise ValueError(f"The validation examples have shape {tuple(val_shape)}; the "
-                             f"training examples {tuple(example_spec.shape)}.")
+        val_spec = _example_spec(validation_data, "validation")
         val_ds = data_lib.pipeline(
             validation_data,
             batch_size,
@@ -477,6 +473,8 @@ def train(
             keras.config.set_dtype_policy(policy)
         with strategy.scope():
             ae = _build(model, model_kwargs or {}, example_spec, noise, initial)
+            if val_ds is not None:  # now, where Keras would find out after an epoch
+                check_fits(ae, val_spec.shape, "The validation examples")
             if policy and ae.output.dtype != "float32":
                 raise ValueError(
                     f"Model '{ae.name}' gives {ae.output.dtype} outputs under {policy}; its "
@@ -792,7 +790,8 @@ def _default_input_shape(builder, spec: tf.TensorSpec) -> tuple[int | None, ...]
     return shape
 
 
-def check_fits(model: keras.Model, example_shape: Sequence[int | None]) -> None:
+def check_fits(model: keras.Model, example_shape: Sequence[int | None],
+               what: str = "The data's examples") -> None:
     """Raises ValueError unless examples of `example_shape` fit the model's input."""
     expected = tuple(model.input_shape[1:])
     given = tuple(example_shape)
@@ -801,7 +800,7 @@ def check_fits(model: keras.Model, example_shape: Sequence[int | None]) -> None:
     )
     if not fits:
         raise ValueError(
-            f"The data's examples have shape {given}, but model '{model.name}' takes "
+            f"{what} have shape {given}, but model '{model.name}' takes "
             f"{expected} (None: any size)."
         )
 
@@ -814,22 +813,22 @@ def _as_dataset(data) -> tf.data.Dataset | np.ndarray:
     return data_lib.load_array(data)  # checks emptiness and NaN
 
 
-def _example_spec(data: tf.data.Dataset) -> tf.TensorSpec:
+def _example_spec(data: tf.data.Dataset, what: str = "training") -> tf.TensorSpec:
     """The spec of one example, after checking that there is at least one and that examples
-    have one shape (batches need it)."""
+    have one shape (batches need it); `what` data, in the errors."""
     if not isinstance(data, tf.data.Dataset):
         return tf.TensorSpec(data.shape[1:], tf.as_dtype(data.dtype))
     spec = data.element_spec
     spec = spec[0] if isinstance(spec, tuple) else spec
     if not spec.shape.is_fully_defined():
         raise ValueError(
-            f"The examples have no fixed shape ({tuple(spec.shape)}), so they cannot be "
+            f"The {what} examples have no fixed shape ({tuple(spec.shape)}), so they cannot be "
             "batched: resize images of different sizes or cut patches (--image-size or "
             "--patch; image_size or patch_size of aezoo.data.from_directory)."
         )
     size = int(data.cardinality())
     if size == 0 or (size < 0 and not any(True for _ in data.take(1))):
-        raise ValueError("The training data is empty.")
+        raise ValueError(f"The {what} data is empty.")
     return spec
 
 

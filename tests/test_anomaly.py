@@ -1,5 +1,7 @@
 """aezoo.anomaly.Detector: the scikit-learn-style API on arrays and DataFrames, no files."""
 
+import copy
+
 import numpy as np
 import pytest
 
@@ -110,3 +112,9 @@ def test_examples_of_another_shape_are_refused_by_name(fitted):
     for bad in (normal[:5, :1], normal[:5, :39]):
         with pytest.raises(ValueError, match=r"fitted on examples of shape \(40,\)"):
             detector.score(bad)
+    # A run of aezoo 0.1 records no shape: Detector.from_run takes the model's, whose
+    # channel axis the rows come without.
+    legacy = copy.copy(detector)
+    legacy.example_shape_ = tuple(detector.model_.input_shape[1:])
+    assert legacy.example_shape_ == (40, 1)
+    np.testing.assert_array_equal(legacy.score(normal[:5]), detector.score(normal[:5]))

@@ -83,6 +83,10 @@ def test_evaluate_scores_every_method_on_the_same_noisy_images(unet):
                                [metrics.psnr(x, d) for x, d in zip(images, averaged)], rtol=1e-5)
     with pytest.raises(ValueError, match="one noise level"):
         denoise.evaluate(unet, images, ("gaussian", (0.0, 0.1)))
+    # Poisson noise of a low peak lies far outside [0, 1] (counts / 0.1: 0, 10, 20...):
+    # evaluated all the same, though `denoise` alone would take it for 0-255 pixels.
+    low_peak = denoise.evaluate(unet, images[:1], ("poisson", 0.1), methods=("noisy", "aezoo"))
+    assert np.isfinite(low_peak["methods"]["aezoo"]["psnr"])
 
 
 def test_images_it_would_denoise_wrongly_are_refused_and_2d_ones_kept_2d(unet):

@@ -269,13 +269,20 @@ def test_examples_that_do_not_fit_the_model_are_a_value_error():
         training.train(fixed_size, images(16), epochs=1, strategy="cpu", verbose=0)
 
 
-def test_validation_examples_of_another_shape_are_refused_before_training(tmp_path):
-    with pytest.raises(ValueError, match=r"validation examples have shape \(9, 9, 1\); the "
-                                         r"training examples \(8, 8, 1\)"):
+def test_validation_examples_the_model_cannot_take_are_refused_before_training(tmp_path):
+    with pytest.raises(ValueError, match=r"validation examples have shape \(9, 9, 1\), but "
+                                         r"model .* takes \(8, 8, 1\)"):
         training.train("conv", images(16), validation_data=images(8, shape=(9, 9, 1)),
                        model_kwargs=TINY, epochs=1, strategy="cpu", verbose=0,
                        out_dir=tmp_path / "run")
-    assert not (tmp_path / "run").exists()  # refused before any epoch, or any file
+    assert not (tmp_path / "run" / "history.csv").exists()  # refused before any epoch
+    with pytest.raises(ValueError, match="The validation data is empty"):
+        training.train("conv", images(16), validation_data=tf.data.Dataset.from_tensor_slices(
+            images(8)).take(0), model_kwargs=TINY, epochs=1, strategy="cpu", verbose=0)
+    # A fully convolutional model validates on other sizes than its training patches.
+    ae, history = training.train("denoising", images(16), validation_data=images(4, shape=(
+        12, 12, 1)), model_kwargs=TINY, epochs=1, batch_size=8, strategy="cpu", verbose=0)
+    assert len(history["val_loss"]) == 1
 
 
 def test_a_trained_run_is_returned_as_it_is_and_a_finished_one_never_overwritten(tmp_path):

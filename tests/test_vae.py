@@ -101,11 +101,17 @@ def test_iwae_bound_rises_with_k_towards_the_likelihood():
     # E[bound_k] rises with k; for an untrained model q(z|x) is far from p(z|x), so the
     # steps (about 1 nat here) are far above the noise of a mean over 64 examples.
     assert means[0] < means[1] < means[2] < 0
-    for bad, message in ((x * 255, r"in \[0, 1\] \(divide 8-bit"),
+    for bad, message in ((x * 255, r"in \[0, 1\] for a Bernoulli likelihood \(divide 8-bit"),
                          ((x * 255).astype(np.uint8), "must be float examples"),
                          (x[:, :5], r"shape \(5,\), but model")):
         with pytest.raises(ValueError, match=message):
             generative.iwae_bound(ae, bad, k=2)
+    # A Gaussian likelihood models real-valued vectors too, and bfloat16 ones are floats.
+    import ml_dtypes
+
+    gaussian = tiny_vae(likelihood="gaussian", output_activation="linear")
+    vectors = np.random.default_rng(3).standard_normal((8, 6)).astype(ml_dtypes.bfloat16)
+    assert np.all(np.isfinite(generative.iwae_bound(gaussian, vectors, k=2)))
 
 
 def test_importance_weighted_training_steps_down_the_numpy_iwae_loss():

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from aezoo._keras_fixes import Float32LossesMixin, MultiWorkerFitMixin
@@ -158,6 +159,12 @@ def make_autoencoder(
 # ---------------------------------------------------------------- argument checks
 # Builders check every argument before building anything, and say which argument was
 # wrong and what they received, in the keras.applications manner.
+
+
+def is_float_dtype(dtype) -> bool:
+    """NumPy's float types, and ml_dtypes' (bfloat16: what a mixed-precision model gives)."""
+    dtype = np.dtype(dtype)
+    return dtype.kind == "f" or (dtype.kind == "V" and "float" in dtype.name)
 
 
 def check_int(name: str, value: Any, minimum: int = 1) -> int:
