@@ -90,6 +90,9 @@ def load_run(source: str | os.PathLike, task: str | None = None) -> Run:
         ValueError: not a finished run, a damaged `run.json`, a run of another task, or a
             preset whose files fail their checksums.
     """
+    if task is not None and task not in TASKS:
+        raise ValueError(f"`task` must be one of {', '.join(map(repr, TASKS))} or None. "
+                         f"Received: task={task!r}")
     name = str(source)  # as the user gave it, for messages (not a preset's installed path)
     if isinstance(source, str) and source in presets.PRESETS:
         source = presets.folder(source)

@@ -1,4 +1,4 @@
-"""aezoo.runs: files appear whole under their final names, or not at all."""
+"""aezoo.runs: files appear whole under their final names, or not at all; runs open by name."""
 
 import pytest
 
@@ -35,3 +35,9 @@ def test_writing_refuses_to_put_an_empty_file_under_the_name(tmp_path):
 def test_write_bytes_writes_even_an_empty_file(tmp_path):
     runs.write_bytes(tmp_path / "empty.bin", b"")
     assert (tmp_path / "empty.bin").read_bytes() == b""
+
+
+def test_a_task_that_no_command_has_is_refused_by_name():
+    with pytest.raises(ValueError, match=r"`task` must be one of 'train', .* Received: "
+                                         r"task='bogus'"):
+        runs.load_run("conv_mnist", task="bogus")
