@@ -269,7 +269,9 @@ def load_model(path: str | os.PathLike) -> keras.Model:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"No such model file: {path}")
+        hint = (f" (the preset: aezoo.from_preset({str(path)!r}))"
+                if str(path) in presets.PRESETS else "")
+        raise FileNotFoundError(f"No such model file: {path}{hint}")
     MODELS.load()  # aezoo's classes, registered with Keras
     if path.suffix != ".keras":
         raise ValueError(f"{path} is not a Keras model file (.keras).")

@@ -41,3 +41,11 @@ def test_a_task_that_no_command_has_is_refused_by_name():
     with pytest.raises(ValueError, match=r"`task` must be one of 'train', .* Received: "
                                          r"task='bogus'"):
         runs.load_run("conv_mnist", task="bogus")
+
+
+def test_a_preset_name_given_as_a_model_file_is_pointed_to_from_preset(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"No such model file: conv_mnist \(the "
+                                                r"preset: aezoo.from_preset\('conv_mnist'\)\)"):
+        runs.load_model("conv_mnist")
+    with pytest.raises(FileNotFoundError, match=r"No such model file: .*gone.keras$"):
+        runs.load_model(tmp_path / "gone.keras")
