@@ -113,17 +113,26 @@ def test_a_factorized_model_refines_its_latent_too(codec_run, odd_images):
     assert cost(packer, digits, refined) < cost(packer, digits, plain)
 
 
-def test_the_command_refines_and_reports_it(photo, tmp_path, capsys):
+def test_the_command_refines_and_reports_it(photo, tmp_path, capsys, monkeypatch):
     Image.fromarray(photo).save(tmp_path / "crop.png")
     assert compress.main(["compress", "--model", PRESET, str(tmp_path / "crop.png"),
                           "--refine", "5", "--out", str(tmp_path / "packed")]) == 0
     assert "refining (5 iterations)" in capsys.readouterr().out
     assert codec.Codec(aezoo.from_preset(PRESET)).read(
         tmp_path / "packed" / "crop.aez").shape == photo.shape
-    # evaluate says how far each refined rate point is, image by image.
+    # evaluate says how far each refined rate point is, image by image, and its plot says
+    # that the curve is refined.
+    from aezoo import rate_distortion
+
+    titles = []
+    plot = rate_distortion.plot
+    monkeypatch.setattr(rate_distortion, "plot",
+                        lambda curves, path, title: (titles.append(title),
+                                                     plot(curves, path, title)))
     assert compress.main(["evaluate", "--model", PRESET, "--images", str(tmp_path),
                           "--codecs", "--refine", "2", "--out", str(tmp_path / "rd")]) == 0
     assert f"  aezoo {PRESET}: 1/1 images (" in capsys.readouterr().out
+    assert titles == [f"{tmp_path.name} (1 image; aezoo refined with 2 iterations)"]
 
 
 def test_long_refinements_print_each_quarter(capsys):
