@@ -155,11 +155,9 @@ class Detector:
         self._check_fitted()
         x = as_array(x)
         # Before the scaling, whose per-feature offsets would broadcast (N, 1) rows to the
-        # fitted width and score them without a word.  (Runs of aezoo 0.1 did not record
-        # the shape; theirs is the model's, with the channel axis rows are given without.)
+        # fitted width and score them without a word.
         fitted = tuple(self.example_shape_)
-        accepted = {fitted, fitted[:-1] if fitted[-1:] == (1,) else fitted}
-        if x.ndim < 2 or tuple(x.shape[1:]) not in accepted:
+        if x.ndim < 2 or tuple(x.shape[1:]) != fitted:
             raise ValueError(f"The detector was fitted on examples of shape "
                              f"{fitted}; these are {tuple(x.shape[1:])} "
                              f"(an array of {x.shape}).")
@@ -225,7 +223,11 @@ class Detector:
                        model=run.info["model"] or "auto")
         detector.model_name_ = run.info["model"]
         detector.model_ = run.model
-        detector.example_shape_ = tuple(app.get("example_shape", run.model.input_shape[1:]))
+        # Runs of aezoo 0.1 did not record the shape: the model's, less the channel axis
+        # that `as_model_input` gives rows of a one-channel signal.
+        shape = tuple(run.model.input_shape[1:])
+        legacy = shape[:-1] if len(shape) == 2 and shape[-1] == 1 else shape
+        detector.example_shape_ = tuple(app.get("example_shape", legacy))
         detector.scaling_ = app["scaling"]
         detector.threshold_ = float(app["threshold"])
         detector.threshold = app.get("threshold_rule", detector.threshold)

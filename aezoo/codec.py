@@ -215,7 +215,8 @@ class Codec:
 
         if not isinstance(model, CompressionAutoencoder):
             name = getattr(model, "name", None)
-            what = f"Model '{name}'" if name is not None else f"{type(model).__name__} {model!r:.40}"
+            what = (f"Model '{name}'" if name is not None
+                    else f"{type(model).__name__} {model!r:.40}")
             raise ValueError(f"{what} is not a compression model; .aez files are made by the "
                              "`compression` models of aezoo.MODELS (a preset: "
                              "Codec(aezoo.from_preset('codec_0.01'))).")

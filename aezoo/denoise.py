@@ -105,13 +105,12 @@ def _checked_image(model: keras.Model, image) -> np.ndarray:
         hint = " (divide 8-bit pixels by 255)" if np.issubdtype(array.dtype, np.integer) else ""
         raise ValueError(f"`image` must be floats in [0, 1]{hint}. Received: {array.dtype} "
                          f"values of shape {array.shape}")
-    channels = model.input_shape[-1]
-    shape = array.shape if array.ndim == 3 else (*array.shape, 1) if array.ndim == 2 else None
-    if shape is None or 0 in shape:
+    if array.ndim not in (2, 3) or 0 in array.shape:
         raise ValueError(f"`image` must be one image, (height, width, channels) or (height, "
                          f"width). Received: shape {array.shape}")
-    if shape[-1] != channels:
-        raise ValueError(f"The model takes {channels}-channel images; `image` has {shape[-1]} "
+    channels, given = model.input_shape[-1], array.shape[2] if array.ndim == 3 else 1
+    if given != channels:
+        raise ValueError(f"The model takes {channels}-channel images; `image` has {given} "
                          f"(aezoo.data.read_image(path, channels={channels}) converts a file).")
     if not np.all(np.isfinite(array)):
         raise ValueError("`image` has NaN or infinite pixels.")

@@ -1,6 +1,6 @@
 """aezoo.anomaly.Detector: the scikit-learn-style API on arrays and DataFrames, no files."""
 
-import copy
+import json
 
 import numpy as np
 import pytest
@@ -106,15 +106,19 @@ def test_bad_examples_are_refused_before_training():
         detector.score(np.zeros((2, 40)))
 
 
-def test_examples_of_another_shape_are_refused_by_name(fitted):
+def test_examples_of_another_shape_are_refused_by_name(fitted, tmp_path):
     detector, normal = fitted
     # (5, 1) rows would broadcast against the 40 fitted offsets of the scaling.
     for bad in (normal[:5, :1], normal[:5, :39]):
         with pytest.raises(ValueError, match=r"fitted on examples of shape \(40,\)"):
             detector.score(bad)
-    # A run of aezoo 0.1 records no shape: Detector.from_run takes the model's, whose
-    # channel axis the rows come without.
-    legacy = copy.copy(detector)
-    legacy.example_shape_ = tuple(detector.model_.input_shape[1:])
-    assert legacy.example_shape_ == (40, 1)
+    # A run of aezoo 0.1 records no shape: Detector.from_run takes the model's, (40, 1),
+    # less the channel axis the rows come without.
+    assert detector.model_.input_shape[1:] == (40, 1)
+    detector.save(tmp_path / "run")
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    del info["application"]["example_shape"]
+    (tmp_path / "run" / "run.json").write_text(json.dumps(info))
+    legacy = anomaly.Detector.load(tmp_path / "run")
+    assert legacy.example_shape_ == (40,)
     np.testing.assert_array_equal(legacy.score(normal[:5]), detector.score(normal[:5]))

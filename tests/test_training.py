@@ -11,6 +11,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from test_distributed import KnownKerasBug
 from test_models import EXAMPLE_SHAPES
 
 import aezoo
@@ -133,13 +134,9 @@ def test_every_model_keeps_a_float32_output_under_mixed_precision(name):
     assert np.all(np.isfinite(ae.train_on_batch(x, x)))
 
 
-class KnownKerasBug(Exception):
-    """The failure of the upstream bug that aezoo._keras_fixes.Float32LossesMixin works around."""
-
-
-def activity_penalised_model(base: type, policy: str):
-    """base(x -> Dense(4, L1 activity penalty) -> Dense(8, float32)), built under `policy`."""
-    keras.config.set_dtype_policy(policy)
+def activity_penalised_model(base: type):
+    """base(x -> Dense(4, L1 activity penalty) -> Dense(8, float32)), in mixed_bfloat16."""
+    keras.config.set_dtype_policy("mixed_bfloat16")
     try:
         x = keras.Input((8,))
         code = keras.layers.Dense(4, activity_regularizer="l1", name="code")(x)
@@ -155,7 +152,7 @@ def activity_penalised_model(base: type, policy: str):
 def test_keras_still_fails_to_train_an_activity_penalty_in_mixed_precision():
     # When this passes (XPASS, a failure under strict xfail), Keras has fixed it: delete
     # Float32LossesMixin from aezoo._keras_fixes and its use in aezoo.models.base.
-    model = activity_penalised_model(keras.Model, "mixed_bfloat16")
+    model = activity_penalised_model(keras.Model)
     model.compile(optimizer=keras.optimizers.SGD(1e-3), loss="mse")
     x = np.random.default_rng(0).random((4, 8), dtype=np.float32)
     try:
@@ -167,7 +164,7 @@ def test_keras_still_fails_to_train_an_activity_penalty_in_mixed_precision():
 
 
 def test_an_aezoo_model_with_an_activity_penalty_trains_in_mixed_precision():
-    model = activity_penalised_model(aezoo.models.Autoencoder, "mixed_bfloat16")
+    model = activity_penalised_model(aezoo.models.Autoencoder)
     model.compile(optimizer=keras.optimizers.SGD(0.0), loss="mse")  # the loss before a step
     x = np.random.default_rng(0).random((4, 8), dtype=np.float32)
     code = keras.ops.convert_to_numpy(keras.ops.cast(model.get_layer("code")(x), "float32"))

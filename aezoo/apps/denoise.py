@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from collections.abc import Sequence
@@ -160,8 +161,8 @@ def denoise(args: argparse.Namespace) -> None:
         start = time.perf_counter()
         noisy = image / 255.0
         sigma = denoising.estimate_sigma(noisy) * 255
-        level = (f"noise sigma ~{sigma:.1f} estimated" if sigma == sigma
-                 else "too small to estimate its noise")
+        level = ("too small to estimate its noise" if math.isnan(sigma)
+                 else f"noise sigma ~{sigma:.1f} estimated")
         clean = denoising.denoise(model, noisy, tile=args.tile, ensemble=args.ensemble)
         runs.write_bytes(target, denoising.png_bytes(clean))
         print(f"[{i}/{len(files)}] {source} -> {target} ({image.shape[1]}x{image.shape[0]}, "

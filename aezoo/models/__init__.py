@@ -4,8 +4,8 @@
 >>> ae = MODELS["conv"](input_shape=(28, 28, 1), latent_dim=32)
 >>> ae.encoder, ae.decoder  # separate keras.Models sharing weights with `ae`
 
-One module per family holds its builders (`_FAMILIES` maps each name to its module), built on the `Autoencoder` base (`aezoo.models.base`) and aezoo's layers
-(`aezoo.models.layers`).
+One module per family holds its builders (`_FAMILIES` maps each name to its module), built
+on the `Autoencoder` base (`aezoo.models.base`) and aezoo's layers (`aezoo.models.layers`).
 
 `MODELS` knows its names, and each builder's arguments (`MODELS.signature(name)`), without
 loading TensorFlow, so that the commands answer `--help` at once.  The first builder taken
@@ -102,9 +102,10 @@ class ModelTable(Mapping):
         args = function.args
         positional = [*args.posonlyargs, *args.args]
         defaults = [None] * (len(positional) - len(args.defaults)) + list(args.defaults)
-        pairs = [*zip(positional, defaults), *zip(args.kwonlyargs, args.kw_defaults)]
-        kinds = ([inspect.Parameter.POSITIONAL_OR_KEYWORD] * len(positional)
-                 + [inspect.Parameter.KEYWORD_ONLY] * len(args.kwonlyargs))
+        params = [(arg, default, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+                  for arg, default in zip(positional, defaults)]
+        params += [(arg, default, inspect.Parameter.KEYWORD_ONLY)
+                   for arg, default in zip(args.kwonlyargs, args.kw_defaults)]
 
         def literal(arg: ast.arg, default: ast.expr | None) -> Any:
             if default is None:
@@ -119,7 +120,7 @@ class ModelTable(Mapping):
 
         return inspect.Signature([
             inspect.Parameter(arg.arg, kind, default=literal(arg, default))
-            for (arg, default), kind in zip(pairs, kinds)
+            for arg, default, kind in params
         ])
 
 
