@@ -17,6 +17,7 @@ import sys
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from conftest import ROOT, shared_data
 from PIL import Image
 
@@ -630,6 +631,36 @@ def test_training_under_bfloat16_keeps_the_entropy_models_in_float32(digits):
     assert all(loss.dtype == "float32" and np.isfinite(loss) for loss in model.losses)
 
 
+def test_straight_through_training_decodes_rounded_latents_and_estimates_the_rate_on_noise():
+    """The synthesis sees `round(y - mean) + mean` with the gradient of `y` (none of the
+    mean's); the rate is the noisy one, the same as the plain layer's for the same seed."""
+    rng = np.random.default_rng(0)
+    y = tf.constant(rng.normal(0, 3, (2, 3, 4, 5)), tf.float32)
+    means = tf.constant(rng.normal(0, 2, (2, 3, 4, 5)), tf.float32)
+    params = tf.concat([means, tf.constant(rng.uniform(0.5, 4, (2, 3, 4, 5)), tf.float32)], -1)
+    layers = [compression.GaussianConditional(means=True, seed=7, straight_through=through)
+              for through in (False, True)]
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch([y, params])
+        outputs = [layer([y, params], training=True) for layer in layers]
+    noisy, rounded = (np.asarray(out) for out in outputs)
+    # y + (q - y) in float32: q up to a last bit of y's.
+    np.testing.assert_allclose(rounded, np.round(y.numpy() - means.numpy()) + means.numpy(),
+                               rtol=0, atol=2e-6)
+    assert 0 < np.abs(noisy - y.numpy()).max() <= 0.5
+    assert np.abs(noisy - rounded).max() > 0.01  # the noise is not the rounding
+    np.testing.assert_allclose(layers[1].losses[0], layers[0].losses[0], rtol=1e-6)
+    np.testing.assert_array_equal(tape.gradient(outputs[1], y), np.ones(y.shape))
+    assert tape.gradient(outputs[1], params) is None  # not connected
+    # The rate's gradient reaches the parameters whichever latent the synthesis sees.
+    assert np.abs(tape.gradient(layers[1].losses[0], params)).max() > 0
+    # Inference is the same with or without it, and the option survives a Keras file.
+    np.testing.assert_array_equal(layers[0]([y, params]), layers[1]([y, params]))
+    model = aezoo.MODELS["compression_meanscale"](**SMALL, straight_through=True)
+    layer = model.encoder.get_layer("gaussian_conditional")
+    assert layer.straight_through and type(layer).from_config(layer.get_config()).straight_through
+
+
 MIRRORED_SCRIPT = """
 import json, sys
 import numpy as np
@@ -675,7 +706,7 @@ def test_training_under_a_mirrored_strategy_on_two_cpu_devices(digits, tmp_path)
 @pytest.mark.parametrize("name", ["compression_meanscale", "compression_hyperprior"])
 @pytest.mark.parametrize("argument,value", [
     ("hyper_filters", ()), ("hyper_filters", (8, 0)), ("lmbda", 0), ("kernel_size", 0),
-    ("filters", "8"), ("input_shape", (None, None, 2)),
+    ("filters", "8"), ("input_shape", (None, None, 2)), ("straight_through", "yes"),
 ])
 def test_bad_arguments_name_themselves(name, argument, value):
     with pytest.raises(ValueError, match=f"`{argument}`.*Received: {argument}="):

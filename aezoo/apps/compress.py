@@ -144,8 +144,10 @@ def train(args: argparse.Namespace) -> int:
     if run is not None:
         history = json.loads((run.path / "history.json").read_text())
         psnr = -10 * math.log10(history["mse"][-1])
+        how = ("the rate at noisy latents, the pixels from rounded ones"
+               if getattr(args, "straight_through", None) else "with noise for rounding")
         print(f"Saved {run.path} (bpp {history['bpp'][-1]:.3f}, PSNR {psnr:.2f} dB on "
-              "training patches, with noise for rounding)")
+              f"training patches, {how})")
     return 0
 
 

@@ -151,6 +151,7 @@ def compression_hyperprior(
     output_activation: str = "linear",
     hyper_filters: tuple[int, ...] = (128, 128, 128),
     lmbda: float = 0.01,
+    straight_through: bool = False,
     name: str = "compression_hyperprior",
 ) -> "HyperpriorAutoencoder":
     """Builds a learned image codec with a scale hyperprior (Ballé et al. ICLR 2018).
@@ -182,6 +183,11 @@ def compression_hyperprior(
             than y).
         lmbda: the rate-distortion trade-off: the loss is
             `bits per pixel (y and z) + lmbda * 255**2 * MSE`.
+        straight_through: in training, give the synthesis the rounded latent
+            `round(y - mean) + mean` (the one it decodes from a file) with straight-through
+            gradients, while the rate is still estimated at `y + noise` ("mixed"
+            quantisation, Minnen and Singh, ICIP 2020).  Off, the synthesis trains on the
+            noisy latent, as in Ballé et al.  Inference is the same either way.
         name: model name.
 
     Returns:
@@ -201,6 +207,7 @@ def compression_meanscale(
     output_activation: str = "linear",
     hyper_filters: tuple[int, ...] = (128, 128, 128),
     lmbda: float = 0.01,
+    straight_through: bool = False,
     name: str = "compression_meanscale",
 ) -> "HyperpriorAutoencoder":
     """Builds a learned image codec with a mean-scale hyperprior (Minnen et al. NeurIPS
@@ -222,6 +229,8 @@ def compression_meanscale(
         hyper_filters: channels of the levels of the hyper-analysis (see
             `compression_hyperprior`).
         lmbda: the rate-distortion trade-off (see `compression_hyperprior`).
+        straight_through: train the synthesis on rounded latents (see
+            `compression_hyperprior`).
         name: model name.
 
     Returns:
@@ -260,8 +269,12 @@ def _hyperprior(model: str, kwargs: dict, means: bool) -> "HyperpriorAutoencoder
         filters=hyper_filters[-2::-1], output_channels=(2 if means else 1) * latent_dim,
         name="hyper_synthesis",
     )(z_hat)
+    if not isinstance(kwargs["straight_through"], bool):
+        raise ValueError("`straight_through` must be True or False. "
+                         f"Received: straight_through={kwargs['straight_through']!r}")
     y_hat = GaussianConditional(
-        pixels_per_element=stride**2, means=means, name="gaussian_conditional"
+        pixels_per_element=stride**2, means=means,
+        straight_through=kwargs["straight_through"], name="gaussian_conditional",
     )([y, params])
     codes = {"y_hat": y_hat, "image_size": ImageSize(name="image_size")(x)}
     encoder = keras.Model(x, codes, name="encoder")
@@ -1172,7 +1185,9 @@ class GaussianConditional(keras.layers.Layer):
     training `y_hat = y + u`, `u ~ U(-0.5, 0.5)`; at inference `y_hat = round(y - mean) +
     mean`.  `p(y_hat)` is the mass of `N(mean, max(scale, SCALE_MIN))` on
     `[y_hat - 0.5, y_hat + 0.5]`; the layer adds `sum(-log2 p(y_hat))` per image pixel to
-    the model's losses.  It computes in float32 under any dtype policy.
+    the model's losses.  It computes in float32 under any dtype policy.  With
+    `straight_through`, training still estimates the rate at `y + u` but returns the
+    rounded latent, with the gradient of `y`.
 
     `finalise()` writes the integer tables of the fixed scales of `scale_table()` (int32
     weights `table_counts`, `table_offsets`, `table_lengths`, as `EntropyBottleneck`'s), and
@@ -1185,14 +1200,17 @@ class GaussianConditional(keras.layers.Layer):
         means: whether `params` holds means too.
         likelihood_bound: smallest likelihood, so that log2 stays finite.
         seed: seed of the training noise.
+        straight_through: return the rounded latent in training too (see above).
     """
 
     def __init__(self, pixels_per_element: int = 1, means: bool = False,
-                 likelihood_bound: float = 1e-9, seed: int | None = None, **kwargs):
+                 likelihood_bound: float = 1e-9, seed: int | None = None,
+                 straight_through: bool = False, **kwargs):
         kwargs["dtype"] = "float32"
         super().__init__(**kwargs)
         self.pixels_per_element = int(pixels_per_element)
         self.means = bool(means)
+        self.straight_through = bool(straight_through)
         self.likelihood_bound = float(likelihood_bound)
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
@@ -1243,6 +1261,10 @@ class GaussianConditional(keras.layers.Layer):
             y_hat = self.quantise(y, means)
         bits = information(self.likelihood(y_hat - means, scales))
         self.add_loss(bits / _pixels(y, self.pixels_per_element))
+        if training and self.straight_through:
+            # The value the decoder will see, with the gradient of y (to y, not to the
+            # mean: d(round(y - mean) + mean)/d(mean) is 0 under the identity gradient).
+            return y + tf.stop_gradient(self.quantise(y, means) - y)
         return y_hat
 
     def compute_output_shape(self, input_shapes):
@@ -1281,6 +1303,7 @@ class GaussianConditional(keras.layers.Layer):
             "means": self.means,
             "likelihood_bound": self.likelihood_bound,
             "seed": self.seed,
+            "straight_through": self.straight_through,
         }
 
 

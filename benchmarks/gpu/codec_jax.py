@@ -249,12 +249,15 @@ class GaussianConditional(keras.layers.Layer):
     """aezoo's `GaussianConditional` with means (float32 under any policy).
 
     Called on `[y, params, noise]`; returns `(y_hat, rate)`: y + noise in training,
-    round(y - mean) + mean otherwise; rate = sum(-log2 p(y_hat)) per image pixel."""
+    round(y - mean) + mean otherwise; rate = sum(-log2 p(y_hat)) per image pixel.  With
+    `straight_through`, training returns the rounded latent with the gradient of y (the
+    rate is still the noisy one), as aezoo's `straight_through=True`."""
 
-    def __init__(self, pixels_per_element: int, **kwargs):
+    def __init__(self, pixels_per_element: int, straight_through: bool = False, **kwargs):
         kwargs["dtype"] = "float32"
         super().__init__(**kwargs)
         self.pixels_per_element = pixels_per_element
+        self.straight_through = straight_through
 
     def likelihood(self, values, scales):
         scales = lower_bound(scales, SCALE_MIN)
@@ -269,6 +272,8 @@ class GaussianConditional(keras.layers.Layer):
         means, scales = params[..., :channels], params[..., channels:]
         y_hat = y + noise if training else ops.round(y - means) + means
         bits = information(self.likelihood(y_hat - means, scales))
+        if training and self.straight_through:
+            y_hat = y + ops.stop_gradient(ops.round(y - means) + means - y)
         return y_hat, bits / pixels(y, self.pixels_per_element)
 
 
@@ -280,7 +285,7 @@ class MeanScaleCodec(keras.layers.Layer):
     Sublayers carry aezoo's layer names, their variables aezoo's weight names.
     """
 
-    def __init__(self, config: dict, policy: str, **kwargs):
+    def __init__(self, config: dict, policy: str, straight_through: bool = False, **kwargs):
         super().__init__(name="codec", dtype="float32", **kwargs)
         filters = tuple(config["filters"])
         hyper_filters = tuple(config["hyper_filters"])
@@ -313,8 +318,8 @@ class MeanScaleCodec(keras.layers.Layer):
             (self.stride * self.hyper_stride) ** 2, name="hyper_bottleneck")
         self.hyper_synthesis = HyperSynthesis(hyper_filters[-2::-1], 2 * latent_dim,
                                               name="hyper_synthesis")
-        self.gaussian_conditional = GaussianConditional(self.stride**2,
-                                                        name="gaussian_conditional")
+        self.gaussian_conditional = GaussianConditional(
+            self.stride**2, straight_through=straight_through, name="gaussian_conditional")
         self.synthesis = [deconv(filters[-1], "latent_deconv"),
                           GDN(inverse=True, name="latent_igdn", dtype=policy)]
         for i in range(len(filters), 1, -1):
@@ -363,7 +368,8 @@ class MeanScaleCodec(keras.layers.Layer):
 class Port:
     """The model, its variables in aezoo's names, and the loss of aezoo's training."""
 
-    def __init__(self, preset: Path, precision: str, weights: Path | None = None):
+    def __init__(self, preset: Path, precision: str, weights: Path | None = None,
+                 straight_through: bool = False):
         info = json.loads((preset / "run.json").read_text())
         config = info.get("config") or {"model": info["model"], **info["options"]["model"]}
         if config.get("model", info.get("model")) != "compression_meanscale":
@@ -374,7 +380,7 @@ class Port:
         self.config, self.run_info = config, info
         self.lmbda = float(config["lmbda"])
         policy = "mixed_bfloat16" if precision == "bfloat16" else "float32"
-        self.model = MeanScaleCodec(config, policy)
+        self.model = MeanScaleCodec(config, policy, straight_through)
         size = self.model.stride * self.model.hyper_stride
         shape_z, shape_y = self.model.latent_shapes(1, size, size, config)
         self.model((np.zeros((1, size, size, 3), "float32"), np.zeros(shape_z, "float32"),
@@ -514,7 +520,7 @@ def dump(args) -> None:
 
 def train(args) -> int:
     budget = Budget(args.minutes, args.learning_rate, args.warmup, started=STARTED)
-    port = Port(args.preset, args.precision)
+    port = Port(args.preset, args.precision, straight_through=args.straight_through)
     stride = port.model.stride * port.model.hyper_stride
     if args.patch % stride:
         raise ValueError(f"--patch must be a multiple of {stride}, the model's total stride.")
@@ -655,6 +661,9 @@ def main(argv=None) -> int:
     parser.add_argument("--augment", action="store_true",
                         help="random rotations and mirror images of patches (off in the "
                              "presets' training)")
+    parser.add_argument("--straight-through", action="store_true",
+                        help="train the synthesis on rounded latents, as aezoo's "
+                             "--straight-through true")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--save-every", type=float, default=60.0, help="seconds (default 60)")
     parser.add_argument("--print-every", type=float, default=10.0, help="seconds (default 10)")
