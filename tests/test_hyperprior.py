@@ -661,6 +661,22 @@ def test_straight_through_training_decodes_rounded_latents_and_estimates_the_rat
     assert layer.straight_through and type(layer).from_config(layer.get_config()).straight_through
 
 
+def test_the_command_trains_with_straight_through_and_says_so(digits, tmp_path, capsys):
+    for i, digit in enumerate(digits[:16]):
+        Image.fromarray(digit[..., 0]).save(tmp_path / f"digit{i:02d}.png")
+    status = compress_app.main([
+        "train", "--images", str(tmp_path), "--patch", "16", "--lmbda", "0.05",
+        "--latent-dim", "8", "--filters", "8", "8", "--hyper-filters", "8", "8", "8",
+        "--straight-through", "true", "--epochs", "1", "--batch-size", "16",
+        "--strategy", "cpu", "--out", str(tmp_path / "run"),
+    ])
+    assert status == 0
+    assert "the pixels from rounded ones" in capsys.readouterr().out
+    run = runs.load_run(tmp_path / "run")
+    assert run.info["options"]["model"]["straight_through"] is True
+    assert run.model.encoder.get_layer("gaussian_conditional").straight_through
+
+
 MIRRORED_SCRIPT = """
 import json, sys
 import numpy as np

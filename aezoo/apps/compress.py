@@ -145,7 +145,8 @@ def train(args: argparse.Namespace) -> int:
         history = json.loads((run.path / "history.json").read_text())
         psnr = -10 * math.log10(history["mse"][-1])
         how = ("the rate at noisy latents, the pixels from rounded ones"
-               if getattr(args, "straight_through", None) else "with noise for rounding")
+               if run.info["options"]["model"].get("straight_through")
+               else "with noise for rounding")
         print(f"Saved {run.path} (bpp {history['bpp'][-1]:.3f}, PSNR {psnr:.2f} dB on "
               f"training patches, {how})")
     return 0
