@@ -205,6 +205,21 @@ def test_bad_arguments_raise_a_value_error_naming_them(name, argument, value):
         aezoo.MODELS[name](**kwargs)
 
 
+BOOLEANS = [(name, argument) for name in EXAMPLE_SHAPES
+            for argument, p in inspect.signature(aezoo.MODELS[name]).parameters.items()
+            if isinstance(p.default, bool)]
+
+
+@pytest.mark.parametrize("name,argument", BOOLEANS)
+def test_boolean_arguments_refuse_numbers_and_strings(name, argument):
+    # 1 == True, so a membership test would take it: the check is the type.
+    for value in (1, "true"):
+        kwargs = {"input_shape": EXAMPLE_SHAPES[name][0], "latent_dim": 8, argument: value}
+        with pytest.raises(ValueError, match=f"`{argument}` must be True or False. Received: "
+                                             f"{argument}={value!r}"):
+            aezoo.MODELS[name](**kwargs)
+
+
 @pytest.mark.parametrize("name", list(EXAMPLE_SHAPES))
 def test_every_builder_takes_the_shared_vocabulary(name):
     params = inspect.signature(aezoo.MODELS[name]).parameters

@@ -193,6 +193,13 @@ def check_ints(name: str, value: Any, minimum: int = 1) -> tuple[int, ...]:
     return tuple(int(v) for v in value)
 
 
+def check_bool(name: str, value: Any) -> bool:
+    # Not check_choice(name, value, (True, False)): 0 and 1 compare equal to them.
+    if not isinstance(value, bool):
+        raise ValueError(f"`{name}` must be True or False. Received: {name}={value!r}")
+    return value
+
+
 def check_choice(name: str, value: Any, choices: Sequence[Any]) -> Any:
     if value not in choices:
         options = ", ".join(repr(c) for c in choices)

@@ -69,6 +69,7 @@ import tensorflow as tf
 from aezoo.models.base import (
     Autoencoder,
     check_activation,
+    check_bool,
     check_input_shape,
     check_int,
     check_ints,
@@ -243,6 +244,7 @@ def compression_meanscale(
 def _hyperprior(model: str, kwargs: dict, means: bool) -> "HyperpriorAutoencoder":
     input_shape, latent_dim, filters, kernel_size = _check_codec_arguments(kwargs)
     hyper_filters = check_ints("hyper_filters", kwargs["hyper_filters"])
+    straight_through = check_bool("straight_through", kwargs["straight_through"])
     activation = kwargs["activation"]
     stride = 2 ** (len(filters) + 1)
     hyper_stride = 2 ** (len(hyper_filters) - 1)
@@ -269,12 +271,9 @@ def _hyperprior(model: str, kwargs: dict, means: bool) -> "HyperpriorAutoencoder
         filters=hyper_filters[-2::-1], output_channels=(2 if means else 1) * latent_dim,
         name="hyper_synthesis",
     )(z_hat)
-    if not isinstance(kwargs["straight_through"], bool):
-        raise ValueError("`straight_through` must be True or False. "
-                         f"Received: straight_through={kwargs['straight_through']!r}")
     y_hat = GaussianConditional(
-        pixels_per_element=stride**2, means=means,
-        straight_through=kwargs["straight_through"], name="gaussian_conditional",
+        pixels_per_element=stride**2, means=means, straight_through=straight_through,
+        name="gaussian_conditional",
     )([y, params])
     codes = {"y_hat": y_hat, "image_size": ImageSize(name="image_size")(x)}
     encoder = keras.Model(x, codes, name="encoder")

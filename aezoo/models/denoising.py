@@ -8,6 +8,7 @@ import numpy as np
 from aezoo.models.base import (
     Autoencoder,
     check_activation,
+    check_bool,
     check_input_shape,
     check_int,
     check_ints,
@@ -81,8 +82,7 @@ def denoising(
     kernel_size = check_int("kernel_size", kernel_size)
     check_activation("activation", activation)
     check_activation("output_activation", output_activation)
-    if not isinstance(residual, bool):
-        raise ValueError(f"`residual` must be True or False. Received: residual={residual!r}")
+    check_bool("residual", residual)
     blocks = check_int("blocks", blocks, minimum=0)
     corrupt = corruption_layer(corruption, corruption_level)
     channels = input_shape[-1]

@@ -45,6 +45,7 @@ from aezoo.models.base import (
     Autoencoder,
     Endpoint,
     check_activation,
+    check_bool,
     check_choice,
     check_fraction,
     check_input_shape,
@@ -276,8 +277,7 @@ def vq_vae(
     check_activation("output_activation", output_activation)
     codebook_size = check_int("codebook_size", codebook_size, minimum=2)
     _check_non_negative("commitment", commitment)
-    if not isinstance(ema, bool):
-        raise ValueError(f"`ema` must be True or False. Received: ema={ema!r}")
+    check_bool("ema", ema)
     if not 0 < check_fraction("decay", decay) < 1:
         raise ValueError(f"`decay` must be between 0 and 1 (exclusive). Received: decay={decay!r}")
     prior_filters = check_int("prior_filters", prior_filters)
@@ -344,8 +344,7 @@ def _check_vae_arguments(likelihood, variance, beta, binarize, output_activation
             "`importance_samples` > 1 trains on the importance-weighted bound, which has no "
             f"KL term for `beta` to weigh: beta must be 1. Received: beta={beta!r}"
         )
-    if not isinstance(binarize, bool):
-        raise ValueError(f"`binarize` must be True or False. Received: binarize={binarize!r}")
+    check_bool("binarize", binarize)
     if likelihood == "bernoulli":
         if output_activation not in ("auto", "sigmoid"):
             raise ValueError(
