@@ -845,6 +845,21 @@ def test_init_with_wider_filters_widens_and_narrower_ones_are_refused(meanscale,
                        model_kwargs={"filters": (4, 8)}, strategy="cpu", verbose=0)
 
 
+def test_a_model_is_widened_into_straight_through_training(meanscale, image):
+    """`straight_through` sets how the synthesis trains, not its weights: a preset trained
+    without it is widened into a model that trains with it (the round-18 codecs), and only
+    the training pass differs from the narrow model's."""
+    wide = aezoo.MODELS["compression_meanscale"](
+        input_shape=(None, None, 1), **{**SMALL, "filters": (16, 12)}, straight_through=True)
+    compression.widen(meanscale, wide)
+    x = image[None, :24, :24, None].astype(np.float32) / 255.0
+    np.testing.assert_array_equal(wide.encoder(x)["y_hat"], meanscale.encoder(x)["y_hat"])
+    expected = np.asarray(meanscale(x))
+    assert np.abs(np.asarray(wide(x)) - expected).max() <= 1e-5 * np.abs(expected).max()
+    assert wide.get_config()["straight_through"] and not meanscale.get_config()[
+        "straight_through"]
+
+
 def test_weights_back_from_a_gpu_round_make_a_run_that_codes_as_the_one_they_left(
         meanscale_run, image, tmp_path, monkeypatch):
     """`benchmarks/gpu/import_weights.py`: float weights that a GPU round brings back, with

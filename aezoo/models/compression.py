@@ -360,12 +360,13 @@ def widen(source: "CompressionAutoencoder", target: "CompressionAutoencoder",
     (the same pixels and hyper-latent), and the hyper-synthesis a mean of zero and the
     smallest scale.  Training then grows their synthesis weights from the analysis's signal.
 
-    Raises ValueError if the two models differ in anything but these widths (and lmbda),
-    a width shrinks, or a model without a hyperprior is given more latent channels.
+    Raises ValueError if the two models differ in anything but these widths (and lmbda or
+    straight_through, which set the training, not the weights), a width shrinks, or a model
+    without a hyperprior is given more latent channels.
     """
-    def arguments(model):  # (lmbda may change too: it is no weight)
+    def arguments(model):  # (lmbda and straight_through may change too: they are no weights)
         return {k: tuple(v) if isinstance(v, list) else v for k, v in model.get_config().items()
-                if k not in ("filters", "latent_dim", "name", "lmbda")}
+                if k not in ("filters", "latent_dim", "name", "lmbda", "straight_through")}
 
     old_filters = tuple(source.get_config()["filters"])
     new_filters = tuple(target.get_config()["filters"])
