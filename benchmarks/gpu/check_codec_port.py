@@ -182,12 +182,17 @@ def main(argv=None) -> int:
 
     run = runs.load_run(args.run, task="compress")
     model = run.model  # aezoo's loader (weights by variable path)
-    by_layer = load_by_layer_name(run.info["config"], args.run / runs.WEIGHTS_FILE)
+    # The training path the port took: the preset's straight_through unless
+    # `codec_jax.py --straight-through` overrode it (dumps before the option: noise).
+    straight_through = bool(dump.get("straight_through", False))
+    config = {**run.info["config"], "straight_through": straight_through}
+    by_layer = load_by_layer_name(config, args.run / runs.WEIGHTS_FILE)
     same = all(np.array_equal(a, b) for a, b in zip(model.get_weights(), by_layer.get_weights()))
     print(f"{args.run}: weights by layer name {'equal' if same else 'DIFFER from'} aezoo's "
           f"load_run ({len(model.weights)} variables)")
     print(f"aezoo (TensorFlow {tf.__version__}) vs the JAX port on {dump['image']}, "
-          f"{dump['x'].shape[1]}x{dump['x'].shape[2]}, {precision}:")
+          f"{dump['x'].shape[1]}x{dump['x'].shape[2]}, {precision}; training on "
+          f"{'rounded latents (straight-through)' if straight_through else 'noisy latents'}:")
     ok = compare(aezoo_figures(by_layer, dump), dump, precision == "bfloat16") and same
 
     if args.codec:

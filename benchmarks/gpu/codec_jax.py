@@ -369,9 +369,12 @@ class Port:
     """The model, its variables in aezoo's names, and the loss of aezoo's training."""
 
     def __init__(self, preset: Path, precision: str, weights: Path | None = None,
-                 straight_through: bool = False):
+                 straight_through: bool | None = None):
         info = json.loads((preset / "run.json").read_text())
         config = info.get("config") or {"model": info["model"], **info["options"]["model"]}
+        if straight_through is None:  # the preset's, as `aezoo compress train --init` takes it
+            straight_through = bool(config.get("straight_through", False))
+        self.straight_through = straight_through
         if config.get("model", info.get("model")) != "compression_meanscale":
             raise ValueError(f"{preset} is not a compression_meanscale model.")
         if (config["activation"], config["output_activation"]) != ("gdn", "linear") or \
@@ -480,7 +483,8 @@ def _plain(value) -> np.ndarray:
 def dump(args) -> None:
     """The check's figures for one fixed patch and one fixed noise sample, in float32
     (or under `--precision bfloat16`, the training's mixed policy, for a looser check)."""
-    port = Port(args.preset, args.precision or "float32", args.weights)
+    port = Port(args.preset, args.precision or "float32", args.weights,
+                straight_through=args.straight_through)
     first = image_files(args.images)[0]
     image = read_image(first, 3)
     size = args.patch
@@ -506,6 +510,7 @@ def dump(args) -> None:
         "loss_train": loss_t, "grad_norm": np.sqrt(np.sum(grad_norms**2)),
         "grad_names": np.array(port.names), "grad_norms": grad_norms,
         "precision": np.array(args.precision or "float32"),
+        "straight_through": np.array(port.straight_through),
     }
     args.dump.parent.mkdir(parents=True, exist_ok=True)
     np.savez(args.dump, **{k: _plain(v) for k, v in result.items()})
@@ -661,9 +666,10 @@ def main(argv=None) -> int:
     parser.add_argument("--augment", action="store_true",
                         help="random rotations and mirror images of patches (off in the "
                              "presets' training)")
-    parser.add_argument("--straight-through", action="store_true",
-                        help="train the synthesis on rounded latents, as aezoo's "
-                             "--straight-through true")
+    parser.add_argument("--straight-through", choices=("true", "false"),
+                        help="true: train the synthesis on rounded latents, as aezoo's "
+                             "--straight-through true (default: the preset's, as aezoo's "
+                             "--init takes it)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--save-every", type=float, default=60.0, help="seconds (default 60)")
     parser.add_argument("--print-every", type=float, default=10.0, help="seconds (default 10)")
@@ -676,6 +682,8 @@ def main(argv=None) -> int:
     parser.add_argument("--weights", type=Path,
                         help="check mode: these weights instead of the preset's")
     args = parser.parse_args(argv)
+    if args.straight_through is not None:
+        args.straight_through = args.straight_through == "true"
     if args.dump is not None:
         dump(args)
         return 0

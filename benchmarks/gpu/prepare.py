@@ -2,7 +2,11 @@
 weights of models that start wider than their preset, and the Keras wheels that the GPU
 machine lacks.  Runs here, with aezoo and TensorFlow.
 
-    python benchmarks/gpu/prepare.py --widen denoise_gray:64,128,256 denoise_rgb:48,96,192
+    python benchmarks/gpu/prepare.py --widen denoise_gray:64,128,256 codec_0.01:128,128,128
+
+A denoiser's widths are its filters then its latent_dim; a codec's are its analysis and
+synthesis filters (N), and it is written as a preset folder, `.gpu/init/NAME_W1-W2-W3/`,
+which `codec_jax.py --preset` takes.
 
 Then `run.sh` there, and `import_weights.py` here on what comes back.
 """
@@ -16,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-import aezoo
+from aezoo import runs
 from aezoo.models import MODELS
-from aezoo.models import denoising
+from aezoo.models import compression, denoising
 
 ROOT = Path(__file__).resolve().parents[2]
 GPU = ROOT / ".gpu"
@@ -27,20 +31,29 @@ WHEELS = ["keras==3.15.1", "namex==0.1.0", "optree==0.20.0"]
 
 
 def widened(name: str, widths: list[int]) -> None:
-    """Writes `.gpu/init/NAME_W1-W2-L.{npz,json}`: the preset's denoiser widened (Net2Net)
-    to filters W1, W2 and latent L, as the same function."""
-    source = aezoo.from_preset(name)
-    config = {**source.get_config(), "filters": widths[:-1], "latent_dim": widths[-1]}
+    """Writes the preset widened (Net2Net) as the same function: a denoiser to filters W1,
+    W2 and latent L, as `.gpu/init/NAME_W1-W2-L.{npz,json}`; a codec to filters W1, W2, W3,
+    as the preset folder `.gpu/init/NAME_W1-W2-W3/` (its integer tables recomputed)."""
+    run = runs.load_run(name)
+    source = run.model
+    codec = isinstance(source, compression.CompressionAutoencoder)
+    config = {**source.get_config(), "filters": widths}
+    if not codec:
+        config.update(filters=widths[:-1], latent_dim=widths[-1])
     kwargs = {k: v for k, v in config.items() if k != "model"}
     target = MODELS[config["model"]](**kwargs)
-    denoising.widen(source, target)
+    (compression if codec else denoising).widen(source, target)
     x = np.random.default_rng(0).uniform(0, 1, (1, 64, 64, config["input_shape"][-1]))
     drift = float(np.max(np.abs(np.asarray(source(x)) - np.asarray(target(x)))))
     stem = GPU / "init" / f"{name}_{'-'.join(map(str, widths))}"
     stem.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(stem.with_suffix(".npz"),
-             **{v.path: v.numpy().astype(np.float16) for v in target.weights})
-    stem.with_suffix(".json").write_text(json.dumps({"config": target.get_config()}))
+    if codec:
+        target.finalise()
+        runs.pack(runs.Run(stem, dict(run.info), target), stem)
+    else:
+        np.savez(stem.with_suffix(".npz"),
+                 **{v.path: v.numpy().astype(np.float16) for v in target.weights})
+        stem.with_suffix(".json").write_text(json.dumps({"config": target.get_config()}))
     print(f"{stem.name}: {target.count_params()} parameters, same function as {name} "
           f"(max output difference {drift:.1e})")
 
