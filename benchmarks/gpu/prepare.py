@@ -2,7 +2,7 @@
 weights of models that start wider than their preset, and the Keras wheels that the GPU
 machine lacks.  Runs here, with aezoo and TensorFlow.
 
-    python benchmarks/gpu/prepare.py --widen denoise_gray:64,128,256 codec_0.01:128,128,128
+    python benchmarks/gpu/prepare.py --widen denoise_gray:96,192,384 codec_0.01:128,128,128
 
 A denoiser's widths are its filters then its latent_dim; a codec's are its analysis and
 synthesis filters (N), and it is written as a preset folder, `.gpu/init/NAME_W1-W2-W3/`,
