@@ -128,7 +128,9 @@ def test_evaluate_keeps_apart_two_runs_of_the_same_name(codec_run, odd_images, t
     out = tmp_path / "rd"
     assert compress.main(["evaluate", "--model", str(codec_run), str(copy), "--images",
                           str(odd_images), "--codecs", "--out", str(out)]) == 0
-    points = json.loads((out / "results.json").read_text())["curves"]["aezoo"]
+    curves = json.loads((out / "results.json").read_text())["curves"]
+    assert list(curves) == ["aezoo"]  # `--codecs` alone: no classical codec
+    points = curves["aezoo"]
     assert [p["setting"] for p in points] == [str(codec_run), str(copy)]
     assert points[0]["bpp"] == points[1]["bpp"] and points[0]["psnr"] == points[1]["psnr"]
     table = (out / "results.md").read_text()  # and in the table, by the same names

@@ -116,7 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--max-images", type=cli.positive_int, metavar="N",
                           help="the first N images only")
     evaluate.add_argument("--codecs", nargs="*", default=list(CODECS), choices=CODECS,
-                          help="classical codecs to compare with (default: all)")
+                          help="classical codecs to compare with (default: all; --codecs "
+                               "alone: none, the learned codecs only)")
     _add_refine_argument(evaluate)
     return parser
 
