@@ -847,8 +847,8 @@ def test_init_with_wider_filters_widens_and_narrower_ones_are_refused(meanscale,
 
 def test_a_model_is_widened_into_straight_through_training(meanscale, image):
     """`straight_through` sets how the synthesis trains, not its weights: a preset trained
-    without it is widened into a model that trains with it (the round-18 codecs), and only
-    the training pass differs from the narrow model's."""
+    without it is widened into a model that trains with it (the round-18 codecs), and at
+    inference it computes what the narrow model did."""
     wide = aezoo.MODELS["compression_meanscale"](
         input_shape=(None, None, 1), **{**SMALL, "filters": (16, 12)}, straight_through=True)
     compression.widen(meanscale, wide)
