@@ -2,7 +2,7 @@
 aezoo command opens (`--model FOLDER`) and `benchmarks/presets.py pack` takes.
 
     python benchmarks/gpu/import_weights.py JOB --preset denoise_gray \
-        --config .gpu/init/denoise_gray_64-128-256.json --out /work/runs/gpu_gray
+        --config .gpu/init/denoise_gray_96-192-384/run.json --out /work/runs/gpu_gray
 
 JOB is a job's folder from `run.sh` (its `weights.npz`, float16, keys `layer/weight`).  The
 run's description (task, application: a denoiser's noise, a codec's lmbda) is the preset's

@@ -5,14 +5,14 @@ machine lacks.  Runs here, with aezoo and TensorFlow.
     python benchmarks/gpu/prepare.py --widen denoise_gray:96,192,384 codec_0.01:128,128,128
 
 A denoiser's widths are its filters then its latent_dim; a codec's are its analysis and
-synthesis filters (N), and it is written as a preset folder, `.gpu/init/NAME_W1-W2-W3/`,
-which `codec_jax.py --preset` takes.
+synthesis filters (N).  Each is written as a preset folder, `.gpu/init/NAME_W1-W2-W3/`
+(run.json and weights.npz), which `denoise_jax.py --config/--weights` and `codec_jax.py
+--preset` take.
 
 Then `run.sh` there, and `import_weights.py` here on what comes back.
 """
 
 import argparse
-import json
 import shutil
 import subprocess
 import sys
@@ -31,9 +31,9 @@ WHEELS = ["keras==3.15.1", "namex==0.1.0", "optree==0.20.0"]
 
 
 def widened(name: str, widths: list[int]) -> None:
-    """Writes the preset widened (Net2Net) as the same function: a denoiser to filters W1,
-    W2 and latent L, as `.gpu/init/NAME_W1-W2-L.{npz,json}`; a codec to filters W1, W2, W3,
-    as the preset folder `.gpu/init/NAME_W1-W2-W3/` (its integer tables recomputed)."""
+    """Writes the preset widened (Net2Net) as the same function, as the preset folder
+    `.gpu/init/NAME_W1-W2-W3/`: a denoiser to filters W1, W2 and latent W3, a codec to
+    filters W1, W2, W3 (its integer tables recomputed)."""
     run = runs.load_run(name)
     source = run.model
     codec = isinstance(source, compression.CompressionAutoencoder)
@@ -46,14 +46,9 @@ def widened(name: str, widths: list[int]) -> None:
     x = np.random.default_rng(0).uniform(0, 1, (1, 64, 64, config["input_shape"][-1]))
     drift = float(np.max(np.abs(np.asarray(source(x)) - np.asarray(target(x)))))
     stem = GPU / "init" / f"{name}_{'-'.join(map(str, widths))}"
-    stem.parent.mkdir(parents=True, exist_ok=True)
     if codec:
         target.finalise()
-        runs.pack(runs.Run(stem, dict(run.info), target), stem)
-    else:
-        np.savez(stem.with_suffix(".npz"),
-                 **{v.path: v.numpy().astype(np.float16) for v in target.weights})
-        stem.with_suffix(".json").write_text(json.dumps({"config": target.get_config()}))
+    runs.pack(runs.Run(stem, dict(run.info), target), stem)
     print(f"{stem.name}: {target.count_params()} parameters, same function as {name} "
           f"(max output difference {drift:.1e})")
 
