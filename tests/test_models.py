@@ -239,3 +239,21 @@ def test_corruption_is_active_in_training_only(name):
     # sigma 0.5 on 3*shape elements: the noise's std is 0.5 within a few percent.
     assert abs(float(np.std(noisy - x)) - 0.5) < 0.05
     np.testing.assert_allclose(ae(x, training=False), ae.decoder(ae.encoder(x)), atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["constant", "edge", "reflect"])
+@pytest.mark.parametrize("height,width", [(1, 1), (2, 3), (5, 7), (13, 16), (16, 9)])
+def test_pad_to_multiple_pads_as_numpy_does(mode, height, width):
+    """The bottom and right pads of every mode, against `np.pad`, including pads longer
+    than the image (a reflection folds again, as numpy's does)."""
+    from aezoo.models.layers import PadToMultiple
+
+    x = np.random.default_rng(height * width).random((2, height, width, 3)).astype("float32")
+    pads = [(0, 0), (0, -height % 16), (0, -width % 16), (0, 0)]
+    expected = np.pad(x, pads, mode=mode)
+    np.testing.assert_array_equal(np.asarray(PadToMultiple(16, mode=mode)(x)), expected)
+    # The same through a graph of unknown height and width, as a fully convolutional model
+    # traces it.
+    inputs = keras.Input((None, None, 3))
+    model = keras.Model(inputs, PadToMultiple(16, mode=mode)(inputs))
+    np.testing.assert_array_equal(np.asarray(model.predict(x, verbose=0)), expected)

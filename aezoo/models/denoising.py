@@ -97,7 +97,9 @@ def denoising(
         return _finish(kwargs, encoder, inputs, h, residual, output_activation, corrupt)
 
     x = keras.Input(input_shape, name="x")
-    h = PadToMultiple(2 ** len(filters), name="pad")(x)
+    # Mirrored, not zeros: a clean black band beside a noisy photo is an edge no training
+    # patch had (their sides are multiples of the pooling), and pooling spreads it.
+    h = PadToMultiple(2 ** len(filters), mode="reflect", name="pad")(x)
     features = {}
     for i, n in enumerate(filters, start=1):
         h = conv2d(n, f"down{i}_conv1")(h)
@@ -134,7 +136,7 @@ def _residual_unet(input_shape, latent_dim, filters, kernel_size, activation, bl
         return residual_blocks(h, n, blocks, prefix, conv2d, activation)
 
     x = keras.Input(input_shape, name="x")
-    h = PadToMultiple(2 ** len(filters), name="pad")(x)
+    h = PadToMultiple(2 ** len(filters), mode="reflect", name="pad")(x)
     h = conv2d(filters[0], "head_conv")(h)
     features = {}
     for i, n in enumerate(filters, start=1):
