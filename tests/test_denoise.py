@@ -89,6 +89,22 @@ def test_evaluate_scores_every_method_on_the_same_noisy_images(unet):
     assert np.isfinite(low_peak["methods"]["aezoo"]["psnr"])
 
 
+def test_evaluate_8_bit_gives_the_model_the_file_as_denoise_reads_it(unet):
+    rng = np.random.default_rng(1)
+    images = [rng.random((24, 20, 1)).astype(np.float32) for _ in range(2)]
+    sigma = 50 / 255
+    results = denoise.evaluate(unet, images, ("gaussian", sigma), seed=3,
+                               methods=("noisy", "aezoo"), eight_bit=True)
+    # The same noise as without --8-bit, then clipped and rounded as a PNG would hold it.
+    files = [np.round(np.clip(noise.add_noise(x, "gaussian", sigma, (3, i)).numpy(), 0, 1)
+                      * 255) / 255 for i, x in enumerate(images)]
+    np.testing.assert_allclose(results["per_image"]["noisy"],
+                               [metrics.psnr(x, f) for x, f in zip(images, files)], rtol=1e-6)
+    denoised = [denoise.denoise(unet, denoise.unclip(f.astype(np.float32))) for f in files]
+    np.testing.assert_allclose(results["per_image"]["aezoo"],
+                               [metrics.psnr(x, d) for x, d in zip(images, denoised)], rtol=1e-6)
+
+
 def test_images_it_would_denoise_wrongly_are_refused_and_2d_ones_kept_2d(unet):
     image = np.random.default_rng(0).random((12, 20), dtype=np.float32)
     np.testing.assert_array_equal(denoise.denoise(unet, image),
@@ -234,3 +250,23 @@ def test_a_photo_of_any_size_is_denoised_as_well_as_its_crop_to_the_pooling_grid
     # The two differ only near the crop's edge, where the crop lacks the photo's last rows
     # and columns: 0.002 dB apart here (with zeros, 0.21 dB).
     assert abs(metrics.psnr(target, whole) - metrics.psnr(target, crop)) < 0.05
+
+
+def test_unclip_puts_back_the_mean_of_the_noise_a_file_clipped():
+    """At a pixel of clean value 0, the noise an 8-bit file loses is the negative part of
+    sigma * N(0, 1): `unclip` gives its mean, here checked by drawing it."""
+    sigma = 0.2
+    draws = np.random.default_rng(0).standard_normal(4_000_000) * sigma
+    lost = draws[draws < 0].mean()
+    image = np.array([[0.0, 0.5, 1.0], [0.3, 0.0, 1.0]], np.float32)
+    out = denoise.unclip(image, sigma)
+    np.testing.assert_allclose(out[image == 0], lost, rtol=2e-3)
+    np.testing.assert_allclose(out[image == 1], 1 - lost, rtol=2e-3)
+    inside = (image > 0) & (image < 1)
+    np.testing.assert_array_equal(out[inside], image[inside])
+    # Without a sigma it is estimated: an image too small for that, or one with no noise
+    # (its 0s and 1s are content), stays as it is.
+    np.testing.assert_array_equal(denoise.unclip(image), image)
+    halves = np.zeros((16, 16, 1), np.float32)
+    halves[:, 8:] = 1
+    np.testing.assert_array_equal(denoise.unclip(halves), halves)

@@ -26,7 +26,8 @@ each, with TF_CONFIG naming the cluster and this task:
 
 Denoise image files of any size (and the images of folders) into PNGs of the same names,
 with a trained run or a preset (a blind model: the noise level need not be known; the
-command prints the level it estimates in each image):
+command prints the level it estimates in each image and, for a model trained on Gaussian
+noise, first puts back the noise the 8-bit file clipped at 0 and 255: aezoo.denoise.unclip):
 
     aezoo denoise denoise --model denoise_gray scan.jpg photos/ --out clean/
 
@@ -107,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
                           help="what to compare (default: all; aezoo_x8 is the model with "
                           "--ensemble of denoise)")
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the noise")
+    evaluate.add_argument("--8-bit", dest="eight_bit", action="store_true",
+                          help="noisy images clipped and rounded to 8 bits, as files hold "
+                          "them and `denoise` reads them (default: unclipped, as benchmarks)")
     evaluate.add_argument("--out", type=Path, required=True, help="folder for the results")
     evaluate.add_argument("--overwrite", action="store_true", help="replace earlier results")
     evaluate.add_argument("--samples", type=int, default=4, choices=range(1, 5),
@@ -143,6 +147,8 @@ def train(args: argparse.Namespace) -> None:
 
 
 def denoise(args: argparse.Namespace) -> None:
+    import numpy as np
+
     from aezoo import data, runs
     from aezoo import denoise as denoising
 
@@ -154,6 +160,7 @@ def denoise(args: argparse.Namespace) -> None:
     model, channels = run.model, int(run.application["channels"])
     denoising.check_denoiser(model, channels, f"{args.model}")
     images = [data.read_image(path, channels=channels) for path in files]  # all decode first
+    gaussian = run.application.get("kind") == "gaussian"
     args.out.mkdir(parents=True, exist_ok=True)
     hint = "denoise_rgb denoises colour"
     for i, (source, image, target, own) in enumerate(
@@ -163,6 +170,13 @@ def denoise(args: argparse.Namespace) -> None:
         sigma = denoising.estimate_sigma(noisy) * 255
         level = ("too small to estimate its noise" if math.isnan(sigma)
                  else f"noise sigma ~{sigma:.1f} estimated")
+        if gaussian and not math.isnan(sigma):
+            # A file clips the noise of dark and bright parts; the model was trained on
+            # unclipped noise (see denoising.unclip).
+            clipped = float(np.mean((image == 0) | (image == 255)))
+            noisy = denoising.unclip(noisy, sigma / 255)
+            if clipped and sigma >= 1:
+                level += f", {clipped:.1%} of its pixels clipped"
         clean = denoising.denoise(model, noisy, tile=args.tile, ensemble=args.ensemble)
         runs.write_bytes(target, denoising.png_bytes(clean))
         print(f"[{i}/{len(files)}] {source} -> {target} ({image.shape[1]}x{image.shape[0]}, "
@@ -192,15 +206,18 @@ def evaluate(args: argparse.Namespace) -> None:
         print(f"[{i + 1}/{len(images)}] {name}: PSNR {line}", flush=True)
 
     results = denoising.evaluate(run.model, images, (kind, level), seed=args.seed,
-                                 methods=args.methods, names=names, progress=progress)
+                                 methods=args.methods, names=names, progress=progress,
+                                 eight_bit=args.eight_bit)
     shown = min(args.samples, len(images), 4)
     rows = {"clean": [denoising.centre(x) for x in images[:shown]]}
     rows.update({m: [denoising.centre(x) for x in out[:shown]]
                  for m, out in results.pop("outputs").items()})
     source = args.dataset or args.images
-    title = f"{args.noise} noise (seed {args.seed}) on {len(images)} images of {source}"
+    bits = ", 8-bit noisy images" if args.eight_bit else ""
+    title = f"{args.noise} noise (seed {args.seed}{bits}) on {len(images)} images of {source}"
     table = denoising.markdown_table(results, level if kind == "gaussian" else None)
-    results = {"noise": args.noise, "model": str(args.model), "seed": args.seed, **results}
+    results = {"noise": args.noise, "model": str(args.model), "seed": args.seed,
+               "eight_bit": args.eight_bit, **results}
     args.out.mkdir(parents=True, exist_ok=True)
     with runs.writing(args.out / "samples.png") as path:
         plots.image_grid(list(rows.values()), path, row_titles=list(rows), title=title)
