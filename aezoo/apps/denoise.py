@@ -43,6 +43,12 @@ Measure PSNR and SSIM against the classical denoisers, with noise of a fixed see
     aezoo denoise evaluate --model runs/mnist --dataset mnist --limit 1000 \\
         --noise gaussian:102 --seed 0 --out results/mnist
 
+The same with the noisy images clipped and rounded to 8 bits, as files hold them and
+`denoise` reads them (the model gets them as `denoise` gives them, through unclip):
+
+    aezoo denoise evaluate --model denoise_gray --images ../shared/data/raw/bsd68 \\
+        --noise gaussian:50 --8-bit --seed 0 --out results/bsd68_8bit
+
 `train` writes a run folder (aezoo.runs: model.keras, run.json with the training noise and
 channels, the SavedModel export/1/, history, loss.png, samples.png with clean / noisy /
 denoised rows, a checkpoint per epoch); a killed run continues when the command is run
