@@ -216,7 +216,7 @@ def evaluate(
     for i, clean in enumerate(images):
         noisy = noise.add_noise(clean, kind, level, (seed, i)).numpy()
         if eight_bit:
-            noisy = np.round(np.clip(noisy, 0, 1) * 255).astype(np.float32) / 255
+            noisy = to_8bit(noisy).astype(np.float32) / 255
         sigma = level if kind == "gaussian" else float(np.sqrt(np.mean((noisy - clean) ** 2)))
         given = unclip(noisy) if eight_bit and kind == "gaussian" else noisy
         for method in methods:
@@ -325,13 +325,19 @@ def unclip(image: np.ndarray, sigma: float | None = None) -> np.ndarray:
     return np.where(image <= 0, -tail, np.where(image >= 1, 1 + tail, image))
 
 
+def to_8bit(image: np.ndarray) -> np.ndarray:
+    """An image in [0, 1] (or overshooting it) as the uint8 pixels an 8-bit file holds:
+    clipped to [0, 1], rounded to the nearest of 256 levels."""
+    return np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)
+
+
 def png_bytes(image: np.ndarray) -> bytes:
     """An image in [0, 1] as the bytes of an 8-bit PNG (grayscale or RGB)."""
     import io
 
     from PIL import Image
 
-    pixels = np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)
+    pixels = to_8bit(image)
     buffer = io.BytesIO()
     Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels).save(buffer, "PNG")
     return buffer.getvalue()

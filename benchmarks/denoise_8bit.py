@@ -47,12 +47,11 @@ def main() -> None:
         clipped = []
         for i, clean in enumerate(images):
             noisy = noise.add_noise(clean, "gaussian", sigma / 255, (args.seed, i)).numpy()
-            file = np.round(np.clip(noisy, 0, 1) * 255).astype(np.float32) / 255
+            file = denoising.to_8bit(noisy).astype(np.float32) / 255
             clipped.append(np.mean((file == 0) | (file == 1)))
             for key, given in (("float", noisy), ("file", file),
                                ("unclipped", denoising.unclip(file))):
-                output = denoising.denoise(model, given)
-                written = np.round(np.clip(output, 0, 1) * 255).astype(np.uint8)
+                written = denoising.to_8bit(denoising.denoise(model, given))
                 scores[key].append(metrics.psnr(clean, written))
         mean = {key: float(np.mean(values)) for key, values in scores.items()}
         print(f"| {sigma:g} | {mean['float']:.2f} | {mean['file']:.2f} | "
