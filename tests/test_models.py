@@ -257,3 +257,29 @@ def test_pad_to_multiple_pads_as_numpy_does(mode, height, width):
     inputs = keras.Input((None, None, 3))
     model = keras.Model(inputs, PadToMultiple(16, mode=mode)(inputs))
     np.testing.assert_array_equal(np.asarray(model.predict(x, verbose=0)), expected)
+
+
+@pytest.mark.parametrize("multiple", [16, 64])
+@pytest.mark.parametrize("height,width", [(1, 1), (2, 3), (13, 16), (16, 9), (70, 33)])
+def test_the_blur_pad_is_the_last_row_then_column_blurred_by_its_distance(multiple, height,
+                                                                         width):
+    """The codecs' pad, against scipy: each padded row is the image's last row filtered by
+    a Gaussian of sigma its distance from the image (ends extended, truncated at 3 sigma),
+    then each padded column is the last column of that, filtered the same way."""
+    from scipy.ndimage import gaussian_filter1d
+
+    from aezoo.models.layers import PadToMultiple
+
+    def pad_rows(a, n):
+        rows = [gaussian_filter1d(a[:, -1], sigma=d, axis=1, mode="nearest", truncate=3.0)
+                for d in range(1, n + 1)]
+        return np.concatenate([a, *(row[:, None] for row in rows)], axis=1)
+
+    x = np.random.default_rng(height * width).random((2, height, width, 3)).astype("float32")
+    expected = pad_rows(x.astype(np.float64), -height % multiple)
+    expected = pad_rows(expected.transpose(0, 2, 1, 3), -width % multiple).transpose(0, 2, 1, 3)
+    padded = PadToMultiple(multiple, mode="blur")(x)
+    np.testing.assert_allclose(np.asarray(padded), expected, atol=2e-6)
+    inputs = keras.Input((None, None, 3))
+    model = keras.Model(inputs, PadToMultiple(multiple, mode="blur")(inputs))
+    np.testing.assert_allclose(model.predict(x, verbose=0), expected, atol=2e-6)

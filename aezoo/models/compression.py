@@ -103,8 +103,9 @@ def compression(
     upN_igdn .. up1_deconv -> crop to image_size -> reconstruction`
 
     Every convolution has stride 2, so the latent is 2**(len(filters) + 1) times smaller than
-    the image in height and width.  The encoder repeats the last row and column of images
-    whose sizes are not a multiple of that, and passes the true `image_size` (height, width)
+    the image in height and width.  The encoder pads images whose sizes are not a multiple
+    of that with their last row and column, blurred more the farther they reach (cheap to
+    code: `PadToMultiple(mode="blur")`), and passes the true `image_size` (height, width)
     on with the latent, as the .aez file header does; the decoder crops back to it.  So one
     model (with None sizes, the default) codes images of every size.
 
@@ -133,7 +134,7 @@ def compression(
     stride = 2 ** (len(filters) + 1)
 
     x = keras.Input(input_shape, name="x")
-    h = PadToMultiple(stride, mode="edge", name="pad")(x)
+    h = PadToMultiple(stride, mode="blur", name="pad")(x)
     y = _analysis(h, filters, latent_dim, kernel_size, activation)
     y_hat = EntropyBottleneck(pixels_per_element=stride**2, name="entropy_bottleneck")(y)
     codes = {"y_hat": y_hat, "image_size": ImageSize(name="image_size")(x)}
@@ -252,7 +253,7 @@ def _hyperprior(model: str, kwargs: dict, means: bool) -> "HyperpriorAutoencoder
     x = keras.Input(input_shape, name="x")
     # Padded to a multiple of both strides, so that the hyper-synthesis gives back exactly
     # the latent's height and width.
-    h = PadToMultiple(stride * hyper_stride, mode="edge", name="pad")(x)
+    h = PadToMultiple(stride * hyper_stride, mode="blur", name="pad")(x)
     y = _analysis(h, filters, latent_dim, kernel_size, activation)
     # The scale hyperprior sees magnitudes only (scales do not depend on signs); the
     # mean-scale one needs the signs to predict the means.

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from aezoo import noise
@@ -39,6 +40,18 @@ class Corruption(keras.layers.Layer):
         return {**super().get_config(), "kind": self.kind, "level": self.level, "seed": self.seed}
 
 
+def _blur_kernels(multiple: int) -> np.ndarray:
+    """The kernels of `PadToMultiple`'s "blur" mode, (width, 1, multiple - 1): one for each
+    distance d = 1 .. multiple - 1, of sigma d and radius 3 d, centred in a common width
+    (zeros beyond its radius), each summing to 1."""
+    longest = max(multiple - 1, 1)
+    half = 3 * longest
+    offsets = np.arange(-half, half + 1, dtype=np.float64)[:, None]
+    sigma = np.arange(1, longest + 1, dtype=np.float64)[None, :]
+    weights = np.exp(-0.5 * (offsets / sigma) ** 2) * (np.abs(offsets) <= 3 * sigma)
+    return (weights / weights.sum(0))[:, None, :].astype(np.float32)
+
+
 @keras.saving.register_keras_serializable(package="aezoo")
 class PadToMultiple(keras.layers.Layer):
     """Pads height and width at the bottom/right up to a multiple of `multiple`.
@@ -48,20 +61,26 @@ class PadToMultiple(keras.layers.Layer):
     Args:
         multiple: the size multiple.
         mode: "constant" pads with zeros; "edge" repeats the last row and column, which
-            adds no new edges to the image (cheaper to compress than a black border);
+            adds no new edges to the image, but stripes;
             "reflect" mirrors the image about its last row and column (folding again where
             the pad is longer than the image), which keeps a noisy image's noise looking
             like noise: the denoisers use it (zeros there cost `denoise_gray` 0.45 dB on
-            BSD68's 481x321 photos at sigma 50, docs/denoising.md).
+            BSD68's 481x321 photos at sigma 50, docs/denoising.md); "blur" makes each padded
+            row (then column) the image's last one blurred by a Gaussian whose sigma is its
+            distance from the image (truncated at 3 sigma, as `scipy.ndimage` would with
+            `truncate=3`), which joins the image as smoothly as "edge" but without its
+            stripes, which cost bits: the codecs use it (9.5 % fewer bits than "edge" at
+            equal PSNR on CBSD68's 481x321 photos, docs/compression.md).
     """
 
-    MODES = ("constant", "edge", "reflect")
+    MODES = ("constant", "edge", "reflect", "blur")
 
     def __init__(self, multiple: int, mode: str = "constant", **kwargs):
         super().__init__(**kwargs)
         if mode not in self.MODES:
             raise ValueError(f"`mode` must be one of {self.MODES}. Received: mode={mode!r}")
         self.multiple, self.mode = int(multiple), mode
+        self._kernels = _blur_kernels(self.multiple) if mode == "blur" else None
 
     def call(self, x):
         if all(size is not None and size % self.multiple == 0 for size in x.shape[1:3]):
@@ -71,9 +90,27 @@ class PadToMultiple(keras.layers.Layer):
         pad_w = (-shape[2]) % self.multiple
         if self.mode == "constant":
             return tf.pad(x, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]])
+        if self.mode == "blur":
+            x = self._blurred(x, pad_h)
+            x = tf.transpose(self._blurred(tf.transpose(x, [0, 2, 1, 3]), pad_w), [0, 2, 1, 3])
+            return x
         rows = self._source(shape[1], shape[1] + pad_h)
         cols = self._source(shape[2], shape[2] + pad_w)
         return tf.gather(tf.gather(x, rows, axis=1), cols, axis=2)
+
+    def _blurred(self, x, pad):
+        """`x` with `pad` rows below: its last row blurred by Gaussians of sigma 1, 2, ..."""
+        half = (self._kernels.shape[0] - 1) // 2
+        shape = tf.shape(x)
+        batch, length, channels = shape[0], shape[2], shape[3]
+        # The last row, extended by its end values, as one signal per image and channel.
+        ends = tf.clip_by_value(tf.range(-half, length + half), 0, length - 1)
+        last = tf.gather(x[:, -1], ends, axis=1)
+        signals = tf.reshape(tf.transpose(last, [0, 2, 1]), [-1, length + 2 * half, 1])
+        blurred = tf.nn.conv1d(signals, tf.cast(self._kernels, x.dtype), 1, "VALID")
+        blurred = tf.reshape(blurred, [batch, channels, length, -1])
+        rows = tf.transpose(blurred, [0, 3, 2, 1])[:, :pad]
+        return tf.concat([x, rows], axis=1)
 
     def _source(self, n, size):
         """For each of `size` output positions, the input position (of `n`) it copies."""
