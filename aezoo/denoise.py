@@ -197,7 +197,9 @@ def evaluate(
         eight_bit: the noisy images as an 8-bit file holds them, clipped to [0, 1] and
             rounded to 1/255, as `aezoo denoise denoise` reads them; the model then gets
             them as that command gives them, through `unclip` (Gaussian noise; sigma
-            estimated).  Benchmarks (DnCNN's, FFDNet's) use unclipped noise: the default.
+            estimated), and every method's output is rounded to 8 bits as that command
+            writes it.  Benchmarks (DnCNN's, FFDNet's) use unclipped noise and unrounded
+            outputs: the default.
 
     Returns:
         {"methods": {method: {"psnr": mean, "ssim": mean, "seconds": mean per image}},
@@ -229,6 +231,8 @@ def evaluate(
             else:
                 output = baselines.CLASSICAL[method](noisy, sigma)
             seconds[method] += time.perf_counter() - start
+            if eight_bit:
+                output = to_8bit(output).astype(np.float32) / 255
             scores[method]["psnr"].append(metrics.psnr(clean, output))
             scores[method]["ssim"].append(metrics.ssim(clean, output))
             if i < 4:
@@ -298,6 +302,10 @@ def estimate_sigma(image: np.ndarray) -> float:
     return float(wavelet_sigma(image, channel_axis=-1, average_sigmas=True))
 
 
+# The least noise (0-1 scale) that `unclip` acts on: half a grey level.
+UNCLIP_MIN_SIGMA = 0.5 / 255
+
+
 def unclip(image: np.ndarray, sigma: float | None = None) -> np.ndarray:
     """An 8-bit noisy image made to look like the unclipped Gaussian noise a denoiser is
     trained on: each pixel at 0 or 1 becomes its expected value before clipping,
@@ -319,7 +327,7 @@ def unclip(image: np.ndarray, sigma: float | None = None) -> np.ndarray:
     image = np.asarray(image, np.float32)
     sigma = estimate_sigma(image if image.ndim == 3 else image[..., None]) if sigma is None \
         else float(sigma)
-    if not sigma >= 0.5 / 255:  # NaN (too small to estimate), or less than a grey level
+    if not sigma >= UNCLIP_MIN_SIGMA:  # NaN (too small to estimate), or under a grey level
         return image
     tail = np.float32(sigma * math.sqrt(2 / math.pi))
     return np.where(image <= 0, -tail, np.where(image >= 1, 1 + tail, image))

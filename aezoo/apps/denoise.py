@@ -44,7 +44,8 @@ Measure PSNR and SSIM against the classical denoisers, with noise of a fixed see
         --noise gaussian:102 --seed 0 --out results/mnist
 
 The same with the noisy images clipped and rounded to 8 bits, as files hold them and
-`denoise` reads them (the model gets them as `denoise` gives them, through unclip):
+`denoise` reads them (the model gets them as `denoise` gives them, through unclip) and the
+outputs rounded to 8 bits as `denoise` writes them:
 
     aezoo denoise evaluate --model denoise_gray --images ../shared/data/raw/bsd68 \\
         --noise gaussian:50 --8-bit --seed 0 --out results/bsd68_8bit
@@ -116,7 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the noise")
     evaluate.add_argument("--8-bit", dest="eight_bit", action="store_true",
                           help="noisy images clipped and rounded to 8 bits, as files hold "
-                          "them and `denoise` reads them (default: unclipped, as benchmarks)")
+                          "them and `denoise` reads them, and outputs rounded as `denoise` "
+                          "writes them (default: unclipped and unrounded, as benchmarks)")
     evaluate.add_argument("--out", type=Path, required=True, help="folder for the results")
     evaluate.add_argument("--overwrite", action="store_true", help="replace earlier results")
     evaluate.add_argument("--samples", type=int, default=4, choices=range(1, 5),
@@ -181,7 +183,7 @@ def denoise(args: argparse.Namespace) -> None:
             # unclipped noise (see denoising.unclip).
             clipped = float(np.mean((image == 0) | (image == 255)))
             noisy = denoising.unclip(noisy, sigma / 255)
-            if clipped and sigma >= 1:
+            if clipped and sigma / 255 >= denoising.UNCLIP_MIN_SIGMA:  # unclip acted
                 level += f", {clipped:.1%} of its pixels clipped"
         clean = denoising.denoise(model, noisy, tile=args.tile, ensemble=args.ensemble)
         runs.write_bytes(target, denoising.png_bytes(clean))
