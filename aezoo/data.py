@@ -120,6 +120,15 @@ def probe_image(path: str | os.PathLike) -> tuple[int, int, int]:
     return height, width, 1 if gray else 3
 
 
+def has_transparency(path: str | os.PathLike) -> bool:
+    """Whether a readable PNG/JPEG file (see `probe_image`) has an alpha channel or a
+    transparent colour, which `read_image` drops."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info
+
+
 def list_images(directory: str | os.PathLike) -> list[Path]:
     """The PNG/JPEG files directly in `directory`, sorted by name.
 

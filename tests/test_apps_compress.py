@@ -45,6 +45,22 @@ def test_compressed_files_decode_to_images_of_the_original_size(
             assert decoded.size == (original.shape[1], original.shape[0])
 
 
+def test_transparency_that_the_codec_drops_is_said_so(codec_run, odd_images, tmp_path,
+                                                       capsys):
+    """An alpha channel or a transparent colour is not coded (the decoded PNG is opaque):
+    the line of such a file says so, that of an opaque file does not."""
+    gray = np.asarray(Image.open(odd_images / "tall.png"))
+    Image.fromarray(np.stack([gray, np.full_like(gray, 128)], axis=-1), "LA").save(
+        tmp_path / "alpha.png")
+    Image.fromarray(gray).save(tmp_path / "keyed.png", transparency=0)
+    Image.fromarray(gray).save(tmp_path / "opaque.png")
+    files = [str(tmp_path / f"{name}.png") for name in ("alpha", "keyed", "opaque")]
+    assert compress.main(["compress", "--model", str(codec_run), *files, "--out",
+                          str(tmp_path / "packed")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert ["transparency dropped" in line for line in lines] == [True, True, False]
+
+
 def test_a_colour_image_to_a_gray_codec_is_coded_gray_and_said_so(
     codec_run, odd_images, tmp_path, capsys
 ):

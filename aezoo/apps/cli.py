@@ -148,14 +148,17 @@ def expand_folders(paths: Sequence[Path], list_folder: Callable[[Path], list[Pat
     return files
 
 
-def converted(file_channels: int, model_channels: int, colour_model: str) -> str:
+def converted(file_channels: int, model_channels: int, colour_model: str,
+              transparent: bool = False) -> str:
     """", <what was done>" for an image whose colour the model does not take, else "": a
-    grayscale model makes colour photos gray, which the user should hear of."""
+    grayscale model makes colour photos gray, and transparency is dropped (the output is
+    opaque), which the user should hear of."""
+    dropped = ", transparency dropped (the output is opaque)" if transparent else ""
     if file_channels == model_channels:
-        return ""
+        return dropped
     if model_channels == 1:
-        return f", colour read as grayscale: the model is grayscale ({colour_model})"
-    return ", grayscale read as colour (R = G = B)"
+        return f", colour read as grayscale: the model is grayscale ({colour_model}){dropped}"
+    return f", grayscale read as colour (R = G = B){dropped}"
 
 
 def output_paths(inputs: Sequence[Path], out: Path, suffix: str, overwrite: bool) -> list[Path]:

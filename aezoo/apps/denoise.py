@@ -163,6 +163,7 @@ def denoise(args: argparse.Namespace) -> None:
     files = cli.expand_folders(args.inputs, data.list_images)
     # every input readable before anything is written
     own_channels = [data.probe_image(path)[2] for path in files]
+    transparent = [data.has_transparency(path) for path in files]
     targets = cli.output_paths(files, args.out, ".png", args.overwrite)
     run = runs.load_run(args.model, task="denoise")
     model, channels = run.model, int(run.application["channels"])
@@ -171,8 +172,8 @@ def denoise(args: argparse.Namespace) -> None:
     gaussian = run.application.get("kind") == "gaussian"
     args.out.mkdir(parents=True, exist_ok=True)
     hint = "denoise_rgb denoises colour"
-    for i, (source, image, target, own) in enumerate(
-            zip(files, images, targets, own_channels), start=1):
+    for i, (source, image, target, own, alpha) in enumerate(zip(
+            files, images, targets, own_channels, transparent), start=1):
         start = time.perf_counter()
         noisy = image / 255.0
         sigma = denoising.estimate_sigma(noisy) * 255
@@ -188,7 +189,7 @@ def denoise(args: argparse.Namespace) -> None:
         clean = denoising.denoise(model, noisy, tile=args.tile, ensemble=args.ensemble)
         runs.write_bytes(target, denoising.png_bytes(clean))
         print(f"[{i}/{len(files)}] {source} -> {target} ({image.shape[1]}x{image.shape[0]}, "
-              f"{level}{cli.converted(own, channels, hint)}, "
+              f"{level}{cli.converted(own, channels, hint, alpha)}, "
               f"{time.perf_counter() - start:.1f} s)",
               flush=True)
 
