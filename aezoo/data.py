@@ -67,12 +67,17 @@ def decode_image(data: tf.Tensor, channels: int) -> tf.Tensor:
     return tf.cast(luma, tf.uint8)
 
 
-def read_image(path: str | os.PathLike, channels: int | None = None) -> np.ndarray:
+def read_image(path: str | os.PathLike, channels: int | None = None,
+               upright: bool = False) -> np.ndarray:
     """Reads a PNG or JPEG file as uint8 (height, width, channels).
 
     Args:
         path: the file.
         channels: 1 or 3; None keeps the file's own (grayscale files give 1, others 3).
+        upright: turn the pixels as the file's EXIF orientation says (`orientation`), as
+            image viewers show them; the applications that write images do, so that a
+            phone's photo does not come back on its side.  False (the default, and the
+            training pipeline's way): the pixels as stored.
 
     Raises:
         FileNotFoundError: if there is no such file.
@@ -84,9 +89,30 @@ def read_image(path: str | os.PathLike, channels: int | None = None) -> np.ndarr
     else:
         probe_image(path)
     try:
-        return decode_image(tf.constant(path.read_bytes()), channels).numpy()
+        image = decode_image(tf.constant(path.read_bytes()), channels).numpy()
     except tf.errors.OpError as error:  # a truncated or damaged image: headers were fine
         raise ValueError(f"{path} is damaged or truncated ({_first_line(error)}).") from None
+    return turn_upright(image, orientation(path)) if upright else image
+
+
+def orientation(path: str | os.PathLike) -> int:
+    """The EXIF orientation of a readable PNG/JPEG file: 1 (as stored; also when the file
+    has none) to 8, as the EXIF standard numbers them (6: the camera was turned clockwise,
+    so the stored pixels must be turned clockwise to be upright)."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        value = image.getexif().get(0x0112, 1)
+    return value if value in range(1, 9) else 1
+
+
+def turn_upright(image: np.ndarray, orientation: int) -> np.ndarray:
+    """`image` (height, width, ...) turned and mirrored as EXIF `orientation` (1-8) says,
+    as Pillow's `ImageOps.exif_transpose` turns it."""
+    turns = {1: lambda a: a, 2: np.fliplr, 3: lambda a: np.rot90(a, 2), 4: np.flipud,
+             5: lambda a: np.swapaxes(a, 0, 1), 6: lambda a: np.rot90(a, -1),
+             7: lambda a: np.rot90(np.swapaxes(a, 0, 1), 2), 8: lambda a: np.rot90(a, 1)}
+    return np.ascontiguousarray(turns[orientation](image))
 
 
 def _first_line(error: Exception) -> str:

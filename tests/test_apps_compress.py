@@ -61,6 +61,28 @@ def test_transparency_that_the_codec_drops_is_said_so(codec_run, odd_images, tmp
     assert ["transparency dropped" in line for line in lines] == [True, True, False]
 
 
+def test_a_photo_turned_by_its_exif_orientation_comes_back_upright(codec_run, odd_images,
+                                                                   tmp_path, capsys):
+    """A phone stores a photo taken upright-on-its-side as it was shot, with EXIF
+    orientation 6: viewers turn it.  The decompressed PNG has no orientation, so the codec
+    codes the pixels turned upright, and says so."""
+    gray = np.asarray(Image.open(odd_images / "tall.png"))  # 37x45
+    image = Image.fromarray(gray)
+    exif = image.getexif()
+    exif[0x0112] = 6
+    image.save(tmp_path / "phone.png", exif=exif)
+    assert compress.main(["compress", "--model", str(codec_run), str(tmp_path / "phone.png"),
+                          "--out", str(tmp_path / "packed")]) == 0
+    assert "turned upright (EXIF orientation 6)" in capsys.readouterr().out
+    assert compress.main(["decompress", "--model", str(codec_run), str(tmp_path / "packed"),
+                          "--out", str(tmp_path / "unpacked")]) == 0
+    decoded = np.asarray(Image.open(tmp_path / "unpacked" / "phone.png"), np.float64)
+    upright = np.rot90(gray, -1).astype(np.float64)  # turned clockwise: 45 rows, 37 columns
+    assert decoded.shape == upright.shape == (45, 37)
+    # Lossy, but far closer to the upright photo than to anything else of that shape.
+    assert np.mean((decoded - upright) ** 2) < 0.5 * np.mean((decoded - upright[::-1]) ** 2)
+
+
 def test_a_colour_image_to_a_gray_codec_is_coded_gray_and_said_so(
     codec_run, odd_images, tmp_path, capsys
 ):

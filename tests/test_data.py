@@ -287,3 +287,22 @@ def test_pipeline_of_an_array_gives_every_example_once_per_epoch_in_a_new_order(
     # Across 3 replicas a last batch of 2 would leave one replica empty: it is left out.
     kept = [len(inputs) for inputs, _ in data.pipeline(x, 4, num_replicas=3).as_numpy_iterator()]
     assert kept == [4, 4]
+
+
+@pytest.mark.parametrize("turn", range(1, 9))
+def test_read_image_turns_a_file_upright_as_pillow_does(turn, tmp_path):
+    """`upright=True` follows the EXIF orientation as Pillow's `exif_transpose` does (an
+    independent implementation); the default keeps the stored pixels."""
+    from PIL import ImageOps
+
+    stored = np.random.default_rng(turn).integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    image = Image.fromarray(stored)
+    exif = image.getexif()
+    exif[0x0112] = turn
+    path = tmp_path / "photo.png"
+    image.save(path, exif=exif)
+    assert data.orientation(path) == turn
+    with Image.open(path) as opened:
+        expected = np.asarray(ImageOps.exif_transpose(opened).convert("RGB"))
+    np.testing.assert_array_equal(data.read_image(path, 3, upright=True), expected)
+    np.testing.assert_array_equal(data.read_image(path, 3), stored)

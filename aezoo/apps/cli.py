@@ -161,6 +161,13 @@ def converted(file_channels: int, model_channels: int, colour_model: str,
     return f", grayscale read as colour (R = G = B){dropped}"
 
 
+def turned(orientation: int) -> str:
+    """", turned upright ..." for a file whose EXIF orientation turns it (a phone's photo),
+    else "": the output (a PNG, or an .aez file) holds the pixels upright, as viewers show
+    the file, and has no orientation of its own."""
+    return "" if orientation == 1 else f", turned upright (EXIF orientation {orientation})"
+
+
 def output_paths(inputs: Sequence[Path], out: Path, suffix: str, overwrite: bool) -> list[Path]:
     """One output per input file, `out/<its stem><suffix>`, all checked before an
     application writes anything.

@@ -163,13 +163,14 @@ def compress(args: argparse.Namespace) -> int:
     # every input is readable before anything is written
     own_channels = [data.probe_image(path)[2] for path in files]
     transparent = [data.has_transparency(path) for path in files]
+    turns = [data.orientation(path) for path in files]
     targets = cli.output_paths(files, args.out, ".aez", args.overwrite)
     packer = codec.Codec(runs.load_run(args.model, task="compress").model)
-    images = [data.read_image(path, channels=packer.channels) for path in files]
+    images = [data.read_image(path, channels=packer.channels, upright=True) for path in files]
     args.out.mkdir(parents=True, exist_ok=True)
     hint = "the codec_* presets code colour"
-    for i, (path, image, target, own, alpha) in enumerate(zip(
-            files, images, targets, own_channels, transparent), start=1):
+    for i, (path, image, target, own, alpha, turn) in enumerate(zip(
+            files, images, targets, own_channels, transparent, turns), start=1):
         if args.refine:
             print(f"[{i}/{len(targets)}] {path.name}: refining ({args.refine} iterations)",
                   flush=True)
@@ -181,7 +182,7 @@ def compress(args: argparse.Namespace) -> int:
         bpp = 8 * len(blob) / (image.shape[0] * image.shape[1])
         print(f"[{i}/{len(targets)}] {path.name} -> {target} ({image.shape[1]}x"
               f"{image.shape[0]}, {len(blob)} bytes, {bpp:.3f} bpp, {seconds:.2f} s"
-              f"{cli.converted(own, packer.channels, hint, alpha)})", flush=True)
+              f"{cli.converted(own, packer.channels, hint, alpha)}{cli.turned(turn)})", flush=True)
     return 0
 
 

@@ -164,16 +164,18 @@ def denoise(args: argparse.Namespace) -> None:
     # every input readable before anything is written
     own_channels = [data.probe_image(path)[2] for path in files]
     transparent = [data.has_transparency(path) for path in files]
+    turns = [data.orientation(path) for path in files]
     targets = cli.output_paths(files, args.out, ".png", args.overwrite)
     run = runs.load_run(args.model, task="denoise")
     model, channels = run.model, int(run.application["channels"])
     denoising.check_denoiser(model, channels, f"{args.model}")
-    images = [data.read_image(path, channels=channels) for path in files]  # all decode first
+    # all decode first; upright, as the PNGs written have no orientation of their own
+    images = [data.read_image(path, channels=channels, upright=True) for path in files]
     gaussian = run.application.get("kind") == "gaussian"
     args.out.mkdir(parents=True, exist_ok=True)
     hint = "denoise_rgb denoises colour"
-    for i, (source, image, target, own, alpha) in enumerate(zip(
-            files, images, targets, own_channels, transparent), start=1):
+    for i, (source, image, target, own, alpha, turn) in enumerate(zip(
+            files, images, targets, own_channels, transparent, turns), start=1):
         start = time.perf_counter()
         noisy = image / 255.0
         sigma = denoising.estimate_sigma(noisy) * 255
@@ -189,7 +191,7 @@ def denoise(args: argparse.Namespace) -> None:
         clean = denoising.denoise(model, noisy, tile=args.tile, ensemble=args.ensemble)
         runs.write_bytes(target, denoising.png_bytes(clean))
         print(f"[{i}/{len(files)}] {source} -> {target} ({image.shape[1]}x{image.shape[0]}, "
-              f"{level}{cli.converted(own, channels, hint, alpha)}, "
+              f"{level}{cli.converted(own, channels, hint, alpha)}{cli.turned(turn)}, "
               f"{time.perf_counter() - start:.1f} s)",
               flush=True)
 
