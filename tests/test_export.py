@@ -448,6 +448,25 @@ def test_the_command_exports_a_keras_file(small_model, tmp_path, capsys):
     )
 
 
+def test_the_command_takes_the_words_of_the_other_commands(small_model, tmp_path, capsys):
+    """`--model` and `--out`, as every other command names them, or the positionals; a
+    part missing or given twice is one line and exit status 2, with nothing written."""
+    small_model.save(tmp_path / "model.keras")
+    model, base = str(tmp_path / "model.keras"), str(tmp_path / "export")
+    assert export_command.main(["--model", model, "--out", base]) == 0
+    assert export_command.main(["--out", base, model]) == 0
+    assert export.versions(base) == [1, 2]
+    capsys.readouterr()
+    for argv, message in (([model], "the base_dir is required"),
+                          (["--out", base], "the model is required"),
+                          ([model, base, "--model", model], "the model is given twice"),
+                          ([model, base, "--out", base], "the base_dir is given twice")):
+        assert export_command.main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err
+    assert export.versions(base) == [1, 2]
+
+
 @pytest.mark.parametrize(
     "problem,message",
     [
