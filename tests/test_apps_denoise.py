@@ -229,3 +229,23 @@ def test_an_8bit_noisy_photo_is_denoised_about_as_well_as_its_unclipped_noise(tm
     # noise before the file clipped it.
     assert written > as_read + 2
     assert written > unclipped - 0.3
+
+
+def test_noise_beyond_what_the_model_was_trained_for_is_said_so(tmp_path, capsys):
+    """`denoise_gray` was trained on sigma 0-55: a photo with more noise than that gets a
+    warning on its line; one within the range does not."""
+    from conftest import shared_data
+
+    from aezoo import data
+
+    clean = data.read_image(shared_data("raw", "bsd68", "test002.png"), channels=1)[..., 0]
+    rng = np.random.default_rng(0)
+    for sigma in (25, 90):
+        noisy = clean + rng.standard_normal(clean.shape) * sigma
+        Image.fromarray(np.round(np.clip(noisy, 0, 255)).astype(np.uint8)).save(
+            tmp_path / f"sigma{sigma}.png")
+    assert app.main(["denoise", "--model", "denoise_gray", str(tmp_path / "sigma25.png"),
+                     str(tmp_path / "sigma90.png"), "--out", str(tmp_path / "out")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert ["more than the 55 the model was trained for" in line for line in lines] == [
+        False, True]

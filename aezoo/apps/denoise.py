@@ -172,6 +172,10 @@ def denoise(args: argparse.Namespace) -> None:
     # all decode first; upright, as the PNGs written have no orientation of their own
     images = [data.read_image(path, channels=channels, upright=True) for path in files]
     gaussian = run.application.get("kind") == "gaussian"
+    # The most noise the model was trained on (0-255 scale): a level or a range's top.
+    trained = run.application.get("level")
+    trained = 255 * (max(trained) if isinstance(trained, (list, tuple)) else trained) \
+        if gaussian and trained is not None else None
     args.out.mkdir(parents=True, exist_ok=True)
     hint = "denoise_rgb denoises colour"
     for i, (source, image, target, own, alpha, turn) in enumerate(zip(
@@ -188,6 +192,9 @@ def denoise(args: argparse.Namespace) -> None:
             noisy = denoising.unclip(noisy, sigma / 255)
             if clipped and sigma / 255 >= denoising.UNCLIP_MIN_SIGMA:  # unclip acted
                 level += f", {clipped:.1%} of its pixels clipped"
+            if trained is not None and sigma > trained:
+                level += (f", more than the {trained:g} the model was trained for: expect "
+                          "noise left")
         clean = denoising.denoise(model, noisy, tile=args.tile, ensemble=args.ensemble)
         runs.write_bytes(target, denoising.png_bytes(clean))
         print(f"[{i}/{len(files)}] {source} -> {target} ({image.shape[1]}x{image.shape[0]}, "
