@@ -23,13 +23,28 @@ def test_tiles_join_without_seams(unet):
     model = unet
     image = np.random.default_rng(0).random((100, 150, 1)).astype(np.float32)
     whole = denoise.denoise(model, image)
-    tiled = denoise.denoise(model, image, tile=80, margin=24)  # 2 x 4 tiles
+    tiled = denoise.denoise(model, image, tile=80, margin=24)  # 4 x 5 tiles
     # This two-level U-Net's receptive field is 46 pixels wide (3x3 convolutions: 2 a level
     # down, 2 at the bottom, 2 a level up and 1 out, each widened by the pooling below it,
     # so a radius of 23); with margins of 24
     # and tiles on its pooling grid every kept pixel sees exactly what it sees in one pass,
     # so only float32 round-off may differ.
     np.testing.assert_allclose(tiled, whole, atol=1e-5)
+
+
+def test_progress_counts_every_tile_of_every_view(unet):
+    """`progress(done, total)` after each tile: 1, 2 .. 20 of the tiles above (centres of
+    32 pixels: 80 less two margins of 24; 4 x 5 of them) and of 8 times as many with the
+    ensemble; the result unchanged."""
+    image = np.random.default_rng(0).random((100, 150, 1)).astype(np.float32)
+    calls, views = [], []
+    tiled = denoise.denoise(unet, image, tile=80, margin=24,
+                            progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(done, 20) for done in range(1, 21)]
+    np.testing.assert_array_equal(tiled, denoise.denoise(unet, image, tile=80, margin=24))
+    denoise.denoise(unet, image, tile=80, margin=24, ensemble=True,
+                    progress=lambda done, total: views.append((done, total)))
+    assert views == [(done, 160) for done in range(1, 161)]
 
 
 def dihedral_mean(model, image, transposes=(False, True)):

@@ -10,7 +10,7 @@ from PIL import Image
 
 import aezoo
 from aezoo import codec, refinement, runs
-from aezoo.apps import compress
+from aezoo.apps import cli, compress
 
 
 def cost(packer: codec.Codec, image: np.ndarray, data: bytes) -> float:
@@ -136,8 +136,8 @@ def test_the_command_refines_and_reports_it(photo, tmp_path, capsys, monkeypatch
 
 
 def test_long_refinements_print_each_quarter(capsys):
-    quick = compress._quarters("[1/1] a.png", time.perf_counter())
-    slow = compress._quarters("[1/1] b.png", time.perf_counter() - 60)
+    quick = cli.quarters("[1/1] a.png", time.perf_counter(), "refined")
+    slow = cli.quarters("[1/1] b.png", time.perf_counter() - 60, "refined")
     for done in range(1, 9):
         quick(done, 8)
         slow(done, 8)

@@ -15,6 +15,7 @@ import functools
 import math
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -159,6 +160,23 @@ def converted(file_channels: int, model_channels: int, colour_model: str,
     if model_channels == 1:
         return f", colour read as grayscale: the model is grayscale ({colour_model}){dropped}"
     return f", grayscale read as colour (R = G = B){dropped}"
+
+
+def quarters(label: str, started: float, verb: str):
+    """A progress callback `(done, total)` for one long image job that prints
+    "<label>: 25 % <verb> (N s)" at each quarter of the work, once it has taken more than
+    5 s (a large photo takes a minute or more; a small one says nothing)."""
+    shown = [0]
+
+    def progress(done: int, total: int) -> None:
+        quarter = 4 * done // total
+        if quarter > shown[0] and quarter < 4:
+            shown[0] = quarter
+            seconds = time.perf_counter() - started
+            if seconds > 5:
+                print(f"{label}: {25 * quarter} % {verb} ({seconds:.0f} s)", flush=True)
+
+    return progress
 
 
 def turned(orientation: int) -> str:

@@ -175,8 +175,9 @@ def compress(args: argparse.Namespace) -> int:
             print(f"[{i}/{len(targets)}] {path.name}: refining ({args.refine} iterations)",
                   flush=True)
         started = time.perf_counter()
+        label = f"[{i}/{len(targets)}] {path.name}"
         blob = packer.compress(image, refine=args.refine,
-                               progress=_quarters(f"[{i}/{len(targets)}] {path.name}", started))
+                               progress=cli.quarters(label, started, "refined"))
         seconds = time.perf_counter() - started
         runs.write_bytes(target, blob)
         bpp = 8 * len(blob) / (image.shape[0] * image.shape[1])
@@ -184,22 +185,6 @@ def compress(args: argparse.Namespace) -> int:
               f"{image.shape[0]}, {len(blob)} bytes, {bpp:.3f} bpp, {seconds:.2f} s"
               f"{cli.converted(own, packer.channels, hint, alpha)}{cli.turned(turn)})", flush=True)
     return 0
-
-
-def _quarters(label: str, started: float):
-    """A refinement's progress callback that prints a line at each quarter of the steps,
-    once the work has taken more than 5 s (large images take minutes)."""
-    shown = [0]
-
-    def progress(done: int, total: int) -> None:
-        quarter = 4 * done // total
-        if quarter > shown[0] and quarter < 4:
-            shown[0] = quarter
-            seconds = time.perf_counter() - started
-            if seconds > 5:
-                print(f"{label}: {25 * quarter} % refined ({seconds:.0f} s)", flush=True)
-
-    return progress
 
 
 def decompress(args: argparse.Namespace) -> int:

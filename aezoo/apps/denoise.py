@@ -195,7 +195,9 @@ def denoise(args: argparse.Namespace) -> None:
             if trained is not None and sigma > trained:
                 level += (f", more than the {trained:g} the model was trained for: expect "
                           "noise left")
-        clean = denoising.denoise(model, noisy, tile=args.tile, ensemble=args.ensemble)
+        progress = cli.quarters(f"[{i}/{len(files)}] {source}", start, "denoised")
+        clean = denoising.denoise(model, noisy, tile=args.tile, ensemble=args.ensemble,
+                                  progress=progress)
         runs.write_bytes(target, denoising.png_bytes(clean))
         print(f"[{i}/{len(files)}] {source} -> {target} ({image.shape[1]}x{image.shape[0]}, "
               f"{level}{cli.converted(own, channels, hint, alpha)}{cli.turned(turn)}, "
