@@ -351,14 +351,20 @@ def to_8bit(image: np.ndarray) -> np.ndarray:
 
 
 def png_bytes(image: np.ndarray) -> bytes:
-    """An image in [0, 1] as the bytes of an 8-bit PNG (grayscale or RGB)."""
+    """An image in [0, 1], or of uint8 pixels, as the bytes of an 8-bit PNG (grayscale or
+    RGB)."""
     import io
 
     from PIL import Image
 
-    pixels = to_8bit(image)
+    image = np.asarray(image)
+    # uint8 as it is: a decoded 24-megapixel photo spent 7 s in float64 copies and back.
+    pixels = image if image.dtype == np.uint8 else to_8bit(image)
     buffer = io.BytesIO()
-    Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels).save(buffer, "PNG")
+    # zlib level 3, not Pillow's 6: a 24-megapixel photo is written in 2.0 s instead of
+    # 6.7, and its file is 0.1 % larger.
+    Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels).save(
+        buffer, "PNG", compress_level=3)
     return buffer.getvalue()
 
 

@@ -127,7 +127,7 @@ class Refiner:
         own latents when 0); `progress(done, total)` is called after every step, with the
         steps done and to do over all tiles."""
         x = np.asarray(x, np.float32)
-        start = {k: np.asarray(v, np.float32) for k, v in self._analyse(x).items()}
+        start = {k: np.asarray(v, np.float32) for k, v in self._start(x).items()}
         if iterations <= 0:
             return start
         blocks = (-(-x.shape[1] // self.block), -(-x.shape[2] // self.block))
@@ -148,6 +148,18 @@ class Refiner:
                               for c in core)
                 result[key][(slice(None), *outer)] = value[(slice(None), *inner)]
         return result
+
+    def _start(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """The analysis's latents of `x`, in windows for a large image (as the codec's)."""
+        from aezoo.codec import ENCODE_PIXELS, analyse_in_windows, analysis_margin
+
+        height, width = (-(-size // self.block) * self.block for size in x.shape[1:3])
+        if height * width <= ENCODE_PIXELS:
+            return self._analyse(x)
+        padded = np.asarray(self.model.encoder.get_layer("pad")(x))
+        keys = {"y": self.model.stride, **({"z": self.block} if self.hyper else {})}
+        return analyse_in_windows(self._analyse, padded, self.block,
+                                  analysis_margin(self.model), keys)
 
     def _at(self, key: str, blocks: int) -> int:
         """The position in latent `key` of a distance in blocks."""

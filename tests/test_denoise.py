@@ -287,3 +287,18 @@ def test_unclip_puts_back_the_mean_of_the_noise_a_file_clipped():
     halves = np.zeros((16, 16, 1), np.float32)
     halves[:, 8:] = 1
     np.testing.assert_array_equal(denoise.unclip(halves), halves)
+
+
+def test_png_bytes_take_uint8_pixels_as_they_are():
+    """uint8 pixels are written unchanged, as their [0, 1] floats are (decoded back here
+    by Pillow, an independent reader)."""
+    import io
+
+    from PIL import Image
+
+    pixels = np.random.default_rng(0).integers(0, 256, (7, 9, 3), dtype=np.uint8)
+    for given in (pixels, pixels / 255.0, pixels[..., :1], pixels[..., :1] / 255.0):
+        with Image.open(io.BytesIO(denoise.png_bytes(given))) as image:
+            written = np.asarray(image)
+        expected = pixels if given.shape[-1] == 3 else pixels[..., 0]
+        np.testing.assert_array_equal(written, expected)

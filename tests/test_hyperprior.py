@@ -892,3 +892,40 @@ def test_weights_back_from_a_gpu_round_make_a_run_that_codes_as_the_one_they_lef
     assert imported.info["application"] == original.info["application"]
     blob = codec.Codec(imported.model).compress(image)
     assert blob == codec.Codec(original.model).compress(image)
+
+
+def test_a_large_photo_is_analysed_in_windows_as_in_one_pass(monkeypatch):
+    """Above `ENCODE_PIXELS` the codec analyses a photo in windows with margins that cover
+    the analysis's reach (`codec.analysis_margin`), so that its memory stays bounded (a
+    24-megapixel photo: 8.3 GB in one pass, 3.8 in windows).  Windows of 1 megapixel here,
+    on Kodak photos tiled to 1536x1000: six windows, the same latents as one pass, and
+    the same file (the same bits: the windows' convolutions happen to round alike here;
+    the latents are allowed float round-off), which decodes as usual."""
+    preset = aezoo.from_preset("codec_0.004")
+    packer = codec.Codec(preset)
+    kodak = [np.asarray(Image.open(shared_data("raw", "kodak", f"kodim{i:02d}.png")))
+             for i in (1, 2, 3, 5)]  # 768x512 each (kodim04 stands upright)
+    photo = np.concatenate([np.concatenate(kodak[:2], axis=1),
+                            np.concatenate(kodak[2:], axis=1)])[:1000]
+    x = photo[None].astype(np.float32) / 255
+    whole = packer.analyse(x)
+    calls = []
+    analyse = packer._analyse
+    monkeypatch.setattr(codec, "ENCODE_PIXELS", 2**20)
+    monkeypatch.setattr(packer, "_analyse", lambda w: calls.append(w.shape) or analyse(w))
+    windowed = packer.analyse(x)
+    assert len(calls) == 6 and max(h * w for _, h, w, _ in calls) <= 2**20
+    np.testing.assert_allclose(windowed["y"], whole["y"], atol=1e-4)
+    assert np.mean(windowed["z_hat"] == whole["z_hat"]) > 0.999
+    # The refinement starts from the same windowed analysis (its continuous y and z).
+    from aezoo.refinement import Refiner
+
+    refiner = Refiner(preset)
+    one_pass = refiner._analyse(x)
+    for key, value in refiner._start(x).items():
+        np.testing.assert_allclose(value, one_pass[key], atol=1e-4)
+    data = packer.compress(photo)
+    decoded = packer.decompress(data)
+    assert decoded.shape == photo.shape
+    mse = np.mean((decoded.astype(np.float64) - photo) ** 2)
+    assert 10 * np.log10(255**2 / mse) > 28  # codec_0.004 gives Kodak 29.3 dB

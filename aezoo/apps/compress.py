@@ -201,7 +201,7 @@ def decompress(args: argparse.Namespace) -> int:
         decoded.append((unpacker.read(path), time.perf_counter() - started))
     args.out.mkdir(parents=True, exist_ok=True)
     for i, (path, target, (image, seconds)) in enumerate(zip(files, targets, decoded), 1):
-        runs.write_bytes(target, denoise.png_bytes(image / 255.0))
+        runs.write_bytes(target, denoise.png_bytes(image))
         print(f"[{i}/{len(targets)}] {path.name} -> {target} ({image.shape[1]}x"
               f"{image.shape[0]}, {seconds:.2f} s)", flush=True)
     return 0
