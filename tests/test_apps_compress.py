@@ -315,3 +315,37 @@ def test_training_in_bfloat16_gives_a_float32_codec(digits, odd_images, tmp_path
     packer = codec.Codec(model)
     image = np.asarray(Image.open(odd_images / "tall.png"))[..., None]
     assert packer.decompress(packer.compress(image)).shape == image.shape
+
+
+def test_inputs_are_all_read_first_but_only_kept_while_they_fit(
+    codec_run, odd_images, tmp_path, monkeypatch
+):
+    """`cli.read_first` reads every file before anything is written, keeps what fits its
+    budget and reads the rest again at its turn; with no budget at all, the command writes
+    the same files, and a file that does not decode still stops it before any output."""
+    from aezoo.apps import cli
+
+    reads = []
+
+    def read(path):
+        reads.append(path.name)
+        return np.asarray(Image.open(path))
+
+    files = sorted(odd_images.iterdir())  # strip.png (9x60), tall.png (37x45)
+    loaders = cli.read_first(files, read, keep_bytes=9 * 60)
+    assert reads == ["strip.png", "tall.png"]
+    for path, load in zip(files, loaders):
+        np.testing.assert_array_equal(load(), np.asarray(Image.open(path)))
+    assert reads == ["strip.png", "tall.png", "tall.png"]  # only tall.png is read again
+
+    args = ["compress", "--model", str(codec_run), *map(str, files)]
+    assert compress.main([*args, "--out", str(tmp_path / "kept")]) == 0
+    monkeypatch.setattr(cli, "KEEP_DECODED_BYTES", 0)
+    assert compress.main([*args, "--out", str(tmp_path / "read_again")]) == 0
+    for name in ("strip.aez", "tall.aez"):
+        assert (tmp_path / "kept" / name).read_bytes() == (
+            tmp_path / "read_again" / name).read_bytes()
+    broken = tmp_path / "broken.png"
+    broken.write_bytes((odd_images / "tall.png").read_bytes()[:200])
+    assert compress.main([*args, str(broken), "--out", str(tmp_path / "none")]) == 2
+    assert not (tmp_path / "none").exists()

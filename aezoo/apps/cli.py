@@ -162,6 +162,34 @@ def converted(file_channels: int, model_channels: int, colour_model: str,
     return f", grayscale read as colour (R = G = B){dropped}"
 
 
+# Bytes of decoded images an application keeps between checking its inputs and using them.
+KEEP_DECODED_BYTES = 2**30
+
+
+def read_first(files: Sequence[Path], read: Callable[[Path], Any],
+               keep_bytes: int | None = None) -> list[Callable[[], Any]]:
+    """Reads every file with `read` before an application writes anything (a file that
+    does not decode fails the batch before any output), keeping what it read while the
+    total stays within `keep_bytes` (default `KEEP_DECODED_BYTES`); the rest is read
+    again when its turn comes, so that a folder of large photos does not fill the memory
+    (a 12-megapixel photo takes 36 MB decoded).  Returns one loader per file, in order.
+
+    `read(path)` returns an array, or a tuple whose first item is one (its size counts).
+    """
+    keep_bytes = KEEP_DECODED_BYTES if keep_bytes is None else keep_bytes
+    loaders, kept = [], 0
+    for path in files:
+        value = read(path)
+        size = (value[0] if isinstance(value, tuple) else value).nbytes
+        if kept + size <= keep_bytes:
+            kept += size
+            loaders.append(lambda value=value: value)
+        else:
+            del value
+            loaders.append(lambda path=path: read(path))
+    return loaders
+
+
 def quarters(label: str, started: float, verb: str):
     """A progress callback `(done, total)` for one long image job that prints
     "<label>: 25 % <verb> (N s)" at each quarter of the work, once it has taken more than

@@ -166,11 +166,13 @@ def compress(args: argparse.Namespace) -> int:
     turns = [data.orientation(path) for path in files]
     targets = cli.output_paths(files, args.out, ".aez", args.overwrite)
     packer = codec.Codec(runs.load_run(args.model, task="compress").model)
-    images = [data.read_image(path, channels=packer.channels, upright=True) for path in files]
+    images = cli.read_first(files, lambda path: data.read_image(
+        path, channels=packer.channels, upright=True))
     args.out.mkdir(parents=True, exist_ok=True)
     hint = "the codec_* presets code colour"
-    for i, (path, image, target, own, alpha, turn) in enumerate(zip(
+    for i, (path, load, target, own, alpha, turn) in enumerate(zip(
             files, images, targets, own_channels, transparent, turns), start=1):
+        image = load()
         if args.refine:
             print(f"[{i}/{len(targets)}] {path.name}: refining ({args.refine} iterations)",
                   flush=True)
@@ -195,12 +197,15 @@ def decompress(args: argparse.Namespace) -> int:
     unpacker = codec.Codec(runs.load_run(args.model, task="compress").model)
     for path in files:
         unpacker.check_file(path)  # headers and checksums, before anything is decoded
-    decoded = []
-    for path in files:  # every file decodes before anything is written
+
+    def timed_read(path):
         started = time.perf_counter()
-        decoded.append((unpacker.read(path), time.perf_counter() - started))
+        return unpacker.read(path), time.perf_counter() - started
+
+    decoded = cli.read_first(files, timed_read)  # every file decodes before any is written
     args.out.mkdir(parents=True, exist_ok=True)
-    for i, (path, target, (image, seconds)) in enumerate(zip(files, targets, decoded), 1):
+    for i, (path, target, load) in enumerate(zip(files, targets, decoded), 1):
+        image, seconds = load()
         runs.write_bytes(target, denoise.png_bytes(image))
         print(f"[{i}/{len(targets)}] {path.name} -> {target} ({image.shape[1]}x"
               f"{image.shape[0]}, {seconds:.2f} s)", flush=True)

@@ -170,7 +170,8 @@ def denoise(args: argparse.Namespace) -> None:
     model, channels = run.model, int(run.application["channels"])
     denoising.check_denoiser(model, channels, f"{args.model}")
     # all decode first; upright, as the PNGs written have no orientation of their own
-    images = [data.read_image(path, channels=channels, upright=True) for path in files]
+    images = cli.read_first(files, lambda path: data.read_image(
+        path, channels=channels, upright=True))
     gaussian = run.application.get("kind") == "gaussian"
     # The most noise the model was trained on (0-255 scale): a level or a range's top.
     trained = run.application.get("level")
@@ -178,8 +179,9 @@ def denoise(args: argparse.Namespace) -> None:
         if gaussian and trained is not None else None
     args.out.mkdir(parents=True, exist_ok=True)
     hint = "denoise_rgb denoises colour"
-    for i, (source, image, target, own, alpha, turn) in enumerate(zip(
+    for i, (source, load, target, own, alpha, turn) in enumerate(zip(
             files, images, targets, own_channels, transparent, turns), start=1):
+        image = load()
         start = time.perf_counter()
         noisy = image / 255.0
         sigma = denoising.estimate_sigma(noisy) * 255
