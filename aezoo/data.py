@@ -146,6 +146,15 @@ def probe_image(path: str | os.PathLike) -> tuple[int, int, int]:
     return height, width, 1 if gray else 3
 
 
+def bit_depth(path: str | os.PathLike) -> int:
+    """Bits per sample of a readable PNG/JPEG file: 8, or 16 for a 16-bit PNG (from its
+    header), which `read_image` reads as 8 bits (the high byte of each sample)."""
+    with open(path, "rb") as file:
+        head = file.read(25)
+    png = head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR"
+    return 16 if png and head[24] == 16 else 8
+
+
 def has_transparency(path: str | os.PathLike) -> bool:
     """Whether a readable PNG/JPEG file (see `probe_image`) has an alpha channel or a
     transparent colour, which `read_image` drops."""

@@ -306,3 +306,16 @@ def test_read_image_turns_a_file_upright_as_pillow_does(turn, tmp_path):
         expected = np.asarray(ImageOps.exif_transpose(opened).convert("RGB"))
     np.testing.assert_array_equal(data.read_image(path, 3, upright=True), expected)
     np.testing.assert_array_equal(data.read_image(path, 3), stored)
+
+
+def test_bit_depth_tells_16_bit_pngs_which_are_read_as_8_bits(tmp_path):
+    """A 16-bit PNG is read as the high byte of each sample (what the applications' lines
+    say); 8-bit PNGs and JPEGs are read as they are."""
+    samples = np.random.default_rng(0).integers(0, 2**16, (6, 5), dtype=np.uint16)
+    Image.fromarray(samples).save(tmp_path / "deep.png")
+    Image.fromarray((samples >> 8).astype(np.uint8)).save(tmp_path / "plain.png")
+    Image.fromarray((samples >> 8).astype(np.uint8)).convert("RGB").save(tmp_path / "a.jpg")
+    assert [data.bit_depth(tmp_path / name) for name in ("deep.png", "plain.png", "a.jpg")] == [
+        16, 8, 8]
+    np.testing.assert_array_equal(data.read_image(tmp_path / "deep.png")[..., 0],
+                                  samples >> 8)

@@ -207,6 +207,18 @@ def quarters(label: str, started: float, verb: str):
     return progress
 
 
+def reading_notes(path: Path, model_channels: int, colour_model: str) -> str:
+    """What reading a (probed) image file for a model does to it, as ", ..." notes for its
+    line: colour converted, transparency dropped, 16 bits read as 8, turned upright."""
+    from aezoo import data
+
+    notes = converted(data.probe_image(path)[2], model_channels, colour_model,
+                      data.has_transparency(path))
+    if data.bit_depth(path) == 16:
+        notes += ", 16-bit samples read as 8-bit"
+    return notes + turned(data.orientation(path))
+
+
 def turned(orientation: int) -> str:
     """", turned upright ..." for a file whose EXIF orientation turns it (a phone's photo),
     else "": the output (a PNG, or an .aez file) holds the pixels upright, as viewers show

@@ -161,17 +161,17 @@ def compress(args: argparse.Namespace) -> int:
 
     files = cli.expand_folders(args.images, data.list_images)
     # every input is readable before anything is written
-    own_channels = [data.probe_image(path)[2] for path in files]
-    transparent = [data.has_transparency(path) for path in files]
-    turns = [data.orientation(path) for path in files]
+    for path in files:
+        data.probe_image(path)
     targets = cli.output_paths(files, args.out, ".aez", args.overwrite)
     packer = codec.Codec(runs.load_run(args.model, task="compress").model)
     images = cli.read_first(files, lambda path: data.read_image(
         path, channels=packer.channels, upright=True))
     args.out.mkdir(parents=True, exist_ok=True)
-    hint = "the codec_* presets code colour"
-    for i, (path, load, target, own, alpha, turn) in enumerate(zip(
-            files, images, targets, own_channels, transparent, turns), start=1):
+    notes = [cli.reading_notes(path, packer.channels, "the codec_* presets code colour")
+             for path in files]
+    for i, (path, load, target, note) in enumerate(zip(files, images, targets, notes),
+                                                    start=1):
         image = load()
         if args.refine:
             print(f"[{i}/{len(targets)}] {path.name}: refining ({args.refine} iterations)",
@@ -185,7 +185,7 @@ def compress(args: argparse.Namespace) -> int:
         bpp = 8 * len(blob) / (image.shape[0] * image.shape[1])
         print(f"[{i}/{len(targets)}] {path.name} -> {target} ({image.shape[1]}x"
               f"{image.shape[0]}, {len(blob)} bytes, {bpp:.3f} bpp, {seconds:.2f} s"
-              f"{cli.converted(own, packer.channels, hint, alpha)}{cli.turned(turn)})", flush=True)
+              f"{note})", flush=True)
     return 0
 
 

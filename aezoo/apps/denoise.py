@@ -162,9 +162,8 @@ def denoise(args: argparse.Namespace) -> None:
 
     files = cli.expand_folders(args.inputs, data.list_images)
     # every input readable before anything is written
-    own_channels = [data.probe_image(path)[2] for path in files]
-    transparent = [data.has_transparency(path) for path in files]
-    turns = [data.orientation(path) for path in files]
+    for path in files:
+        data.probe_image(path)
     targets = cli.output_paths(files, args.out, ".png", args.overwrite)
     run = runs.load_run(args.model, task="denoise")
     model, channels = run.model, int(run.application["channels"])
@@ -178,9 +177,10 @@ def denoise(args: argparse.Namespace) -> None:
     trained = 255 * (max(trained) if isinstance(trained, (list, tuple)) else trained) \
         if gaussian and trained is not None else None
     args.out.mkdir(parents=True, exist_ok=True)
-    hint = "denoise_rgb denoises colour"
-    for i, (source, load, target, own, alpha, turn) in enumerate(zip(
-            files, images, targets, own_channels, transparent, turns), start=1):
+    notes = [cli.reading_notes(path, channels, "denoise_rgb denoises colour")
+             for path in files]
+    for i, (source, load, target, note) in enumerate(zip(files, images, targets, notes),
+                                                      start=1):
         image = load()
         start = time.perf_counter()
         noisy = image / 255.0
@@ -202,7 +202,7 @@ def denoise(args: argparse.Namespace) -> None:
                                   progress=progress)
         runs.write_bytes(target, denoising.png_bytes(clean))
         print(f"[{i}/{len(files)}] {source} -> {target} ({image.shape[1]}x{image.shape[0]}, "
-              f"{level}{cli.converted(own, channels, hint, alpha)}{cli.turned(turn)}, "
+              f"{level}{note}, "
               f"{time.perf_counter() - start:.1f} s)",
               flush=True)
 
