@@ -35,7 +35,7 @@ Deviations from `aezoo compress train`, by design: patches are drawn with replac
 (an image and a position uniformly at random for each patch) rather than as 4 patches of
 every image per epoch, shuffled; the learning rate follows the time budget (warm-up, then
 a cosine to 0 at its end) rather than epochs; no validation.  Patches must be a multiple
-of the model's total stride (64), so the model's edge padding and final crop are no-ops
+of the model's total stride (64), so the model's padding ("blur") and final crop are no-ops
 here and are left out.
 """
 
