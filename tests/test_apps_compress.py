@@ -349,3 +349,19 @@ def test_inputs_are_all_read_first_but_only_kept_while_they_fit(
     broken.write_bytes((odd_images / "tall.png").read_bytes()[:200])
     assert compress.main([*args, str(broken), "--out", str(tmp_path / "none")]) == 2
     assert not (tmp_path / "none").exists()
+
+
+def test_a_grayscale_photo_comes_back_a_grayscale_png_from_a_colour_preset(tmp_path):
+    from conftest import shared_data
+
+    gray = np.asarray(Image.open(shared_data("raw", "bsd68", "test003.png")))[:96, :160]
+    Image.fromarray(gray).save(tmp_path / "scan.png")
+    Image.fromarray(np.stack([gray, gray[::-1], gray], axis=-1)).save(tmp_path / "colour.png")
+    assert compress.main(["compress", "--model", "codec_0.004", str(tmp_path / "scan.png"),
+                          str(tmp_path / "colour.png"), "--out", str(tmp_path / "packed")]) == 0
+    assert compress.main(["decompress", "--model", "codec_0.004", str(tmp_path / "packed"),
+                          "--out", str(tmp_path / "unpacked")]) == 0
+    with Image.open(tmp_path / "unpacked" / "scan.png") as scan:
+        assert (scan.mode, scan.size) == ("L", (160, 96))
+    with Image.open(tmp_path / "unpacked" / "colour.png") as colour:
+        assert colour.mode == "RGB"

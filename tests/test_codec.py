@@ -137,3 +137,50 @@ def test_a_photo_is_padded_to_the_codec_blocks_at_a_small_cost_in_bits():
             psnr[mode].append(10 * np.log10(255**2 / mse))
     assert sizes["blur"] < 0.95 * sizes["edge"], sizes
     assert np.mean(psnr["blur"]) > np.mean(psnr["edge"]) - 0.05, psnr
+
+
+def with_flags(data: bytes, flags: int, size: int) -> bytes:
+    """`data` (an .aez file whose header is `size` bytes) with other header flags and a
+    valid checksum, as a forger or a later version would write it."""
+    fields = bytearray(data[: size - 4])
+    fields[6:8] = flags.to_bytes(2, "little")
+    payload = data[size:]
+    return bytes(fields) + codec.checksum(bytes(fields), payload).to_bytes(4, "little") + payload
+
+
+def test_a_grayscale_photo_given_to_a_colour_codec_decodes_to_grayscale():
+    """R = G = B given to an RGB preset sets the header's gray flag, and the file decodes to
+    R = G = B: the rounded mean of the channels the synthesis gives (recomputed here from
+    the same file with the flag cleared), which is nearer the photo than they are.  A
+    colour photo keeps its channels; flags of no meaning, or gray on a one-channel file,
+    are refused."""
+    from conftest import shared_data
+
+    packer = codec.Codec(runs.from_preset("codec_0.004"))
+    gray = np.asarray(Image.open(shared_data("raw", "bsd68", "test003.png")))[:128, :192]
+    given = np.repeat(gray[..., None], 3, axis=-1)
+    data = packer.compress(given)
+    size = codec.HEADER_V2.size
+    assert codec.read_header(data, len(data)).flags == codec.FLAG_GRAY
+    decoded = packer.decompress(data)
+    channels = packer.decompress(with_flags(data, 0, size)).astype(np.int64)
+    assert decoded.shape == given.shape
+    np.testing.assert_array_equal(decoded[..., 0], decoded[..., 1])
+    np.testing.assert_array_equal(decoded[..., 0], decoded[..., 2])
+    np.testing.assert_array_equal(decoded[..., 0], np.round(channels.mean(-1)))
+
+    def psnr(a, b):
+        return 10 * np.log10(255**2 / np.mean((a.astype(np.float64) - b) ** 2))
+
+    assert psnr(decoded[..., 0], gray) > psnr(channels, given)
+    colour = np.asarray(Image.open(shared_data("raw", "kodak", "kodim05.png")))[:128, :192]
+    coded = packer.compress(colour)
+    assert codec.read_header(coded, len(coded)).flags == 0
+    for flags in (2, 0x8001):
+        with pytest.raises(codec.FormatError, match="corrupted"):
+            forged = with_flags(data, flags, size)
+            codec.read_header(forged, len(forged))
+    one_channel = bytearray(with_flags(data, codec.FLAG_GRAY, size))
+    one_channel[5] = 1
+    with pytest.raises(codec.FormatError, match="corrupted"):
+        codec.read_header(bytes(one_channel), len(one_channel))

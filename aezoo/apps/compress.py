@@ -190,6 +190,8 @@ def compress(args: argparse.Namespace) -> int:
 
 
 def decompress(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from aezoo import codec, denoise, runs
 
     files = cli.expand_folders(args.files, _aez_files)
@@ -206,7 +208,9 @@ def decompress(args: argparse.Namespace) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     for i, (path, target, load) in enumerate(zip(files, targets, decoded), 1):
         image, seconds = load()
-        runs.write_bytes(target, denoise.png_bytes(image))
+        # A grayscale image (R = G = B, as the codec gives back a gray one) as a gray PNG.
+        gray = image.shape[-1] == 3 and bool(np.all(image == image[..., :1]))
+        runs.write_bytes(target, denoise.png_bytes(image[..., :1] if gray else image))
         print(f"[{i}/{len(targets)}] {path.name} -> {target} ({image.shape[1]}x"
               f"{image.shape[0]}, {seconds:.2f} s)", flush=True)
     return 0
