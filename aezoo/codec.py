@@ -106,30 +106,35 @@ def analysis_margin(model) -> int:
     return -(-reach // block) * block
 
 
-def analyse_in_windows(analyse, x: np.ndarray, block: int, margin: int,
-                       strides: dict[str, int], window_pixels: int | None = None) -> dict:
-    """`analyse(x)`'s spatial outputs, computed window by window for a large image.
+def analyse_in_windows(analyse, model, x: np.ndarray, strides: dict[str, int],
+                       window_pixels: int | None = None) -> dict:
+    """`analyse(x)`'s spatial outputs for one image (1, height, width, channels), computed
+    window by window when the image is larger than `window_pixels` (default
+    `ENCODE_PIXELS`), so that its memory stays bounded.
 
-    `x` (1, height, width, channels) must be a multiple of `block` in height and width;
-    each window is a core of whole blocks with `margin` pixels (a multiple of `block`) of
-    the image around it, so that every core position sees what it sees in one pass (up to
-    float round-off: the convolutions run on other sizes).  `strides`: the outputs kept
-    and the stride of each; others are dropped.  `window_pixels`: default `ENCODE_PIXELS`.
-    An image no larger than one window runs in one pass.
+    `analyse` runs the analysis of the compression model `model` (whose encoder pads its
+    input).  A large image is padded once by that pad; each window is then a core of whole
+    blocks (stride * hyper-stride) with `analysis_margin(model)` pixels of the image around
+    it, so that every core position sees what it sees in one pass (up to float round-off:
+    the convolutions run on other sizes).  `strides`: the outputs kept and the stride of
+    each; others are dropped.
     """
     window_pixels = ENCODE_PIXELS if window_pixels is None else window_pixels
-    height, width = x.shape[1:3]
+    block = model.stride * (model.hyper_stride if isinstance(model, HyperpriorAutoencoder)
+                            else 1)
+    height, width = (-(-size // block) * block for size in x.shape[1:3])
     if height * width <= window_pixels:
         outputs = analyse(x)
         return {key: np.asarray(outputs[key]) for key in strides}
-    side = max(math.isqrt(window_pixels) // block - 2 * (margin // block), 1)
+    x = np.asarray(model.encoder.get_layer("pad")(x))
+    reach = analysis_margin(model) // block
+    side = max(math.isqrt(window_pixels) // block - 2 * reach, 1)
     rows, columns = height // block, width // block
     result = {}
     for top in range(0, rows, side):
         for left in range(0, columns, side):
             core = (slice(top, min(top + side, rows)), slice(left, min(left + side, columns)))
-            around = tuple(slice(max(c.start - margin // block, 0),
-                                 min(c.stop + margin // block, n))
+            around = tuple(slice(max(c.start - reach, 0), min(c.stop + reach, n))
                            for c, n in zip(core, (rows, columns)))
             window = x[:, around[0].start * block: around[0].stop * block,
                        around[1].start * block: around[1].stop * block]
@@ -342,7 +347,6 @@ class Codec:
             self.hyper_parameters = model.hyper_synthesis.integer_parameters()
         self._analyse, self._synthesise = self._graphs(model)
         self.block = self.stride * self.hyper_stride
-        self.analysis_margin = analysis_margin(model)
         if refiner is not None and refiner.model is not model:
             raise ValueError("The refiner is another model's.")
         self._refiner = refiner
@@ -407,18 +411,11 @@ class Codec:
 
     def analyse(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """The analysis of one image (1, height, width, channels) in [0, 1]: `y_hat`
-        (version 1), or `y` and `z_hat` (version 2).  A large image is padded once by the
-        encoder's own pad, then analysed in windows of `ENCODE_PIXELS` with their margins
+        (version 1), or `y` and `z_hat` (version 2); in windows for a large image
         (`analyse_in_windows`), so that its memory stays bounded."""
         keys = ({"y_hat": self.stride} if self.version == 1
                 else {"y": self.stride, "z_hat": self.block})
-        height, width = (-(-size // self.block) * self.block for size in x.shape[1:3])
-        if height * width <= ENCODE_PIXELS:
-            outputs = self._analyse(x)
-            return {key: np.asarray(outputs[key]) for key in keys}
-        padded = np.asarray(self.model.encoder.get_layer("pad")(x))
-        return analyse_in_windows(self._analyse, padded, self.block, self.analysis_margin,
-                                  keys)
+        return analyse_in_windows(self._analyse, self.model, x, keys)
 
     def refiner(self):
         """The model's `aezoo.refinement.Refiner` (built on first use)."""

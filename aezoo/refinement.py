@@ -151,15 +151,10 @@ class Refiner:
 
     def _start(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """The analysis's latents of `x`, in windows for a large image (as the codec's)."""
-        from aezoo.codec import ENCODE_PIXELS, analyse_in_windows, analysis_margin
+        from aezoo.codec import analyse_in_windows
 
-        height, width = (-(-size // self.block) * self.block for size in x.shape[1:3])
-        if height * width <= ENCODE_PIXELS:
-            return self._analyse(x)
-        padded = np.asarray(self.model.encoder.get_layer("pad")(x))
         keys = {"y": self.model.stride, **({"z": self.block} if self.hyper else {})}
-        return analyse_in_windows(self._analyse, padded, self.block,
-                                  analysis_margin(self.model), keys)
+        return analyse_in_windows(self._analyse, self.model, x, keys)
 
     def _at(self, key: str, blocks: int) -> int:
         """The position in latent `key` of a distance in blocks."""

@@ -917,6 +917,18 @@ def test_a_large_photo_is_analysed_in_windows_as_in_one_pass(monkeypatch):
     assert len(calls) == 6 and max(h * w for _, h, w, _ in calls) <= 2**20
     np.testing.assert_allclose(windowed["y"], whole["y"], atol=1e-4)
     assert np.mean(windowed["z_hat"] == whole["z_hat"]) > 0.999
+    # The margin covers what a hyper-latent position sees, measured by its gradient: the
+    # pixels of a 512x512 image that z at block (4, 4) (pixels 256-319) depends on.
+    margin = codec.analysis_margin(preset)
+    image = tf.constant(np.random.default_rng(0).random((1, 512, 512, 3), np.float32))
+    hyper = keras.Model(preset.encoder.input,
+                        preset.encoder.get_layer("hyper_latent_conv").output)
+    with tf.GradientTape() as tape:
+        tape.watch(image)
+        reached = tf.reduce_sum(hyper(image)[0, 4, 4])
+    seen = np.argwhere(np.abs(tape.gradient(reached, image).numpy()[0]).max(-1) > 0)
+    assert seen.min() >= 256 - margin and seen.max() <= 319 + margin, (margin, seen.min(),
+                                                                        seen.max())
     # The refinement starts from the same windowed analysis (its continuous y and z).
     from aezoo.refinement import Refiner
 
