@@ -128,6 +128,7 @@ def test_an_rgb_model_writes_rgb_pngs(tmp_path, capsys):
                      "--out", str(out)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert ["grayscale read as colour" in line for line in lines] == [False, True]
+    assert ["which a colour model leaves" in line for line in lines] == [False, True]
     for name, size in (("0.png", (30, 24)), ("gray.png", (21, 17))):
         with Image.open(out / name) as image:
             assert (image.mode, image.size) == ("RGB", size)

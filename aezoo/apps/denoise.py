@@ -179,6 +179,14 @@ def denoise(args: argparse.Namespace) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     notes = [cli.reading_notes(path, channels, "denoise_rgb denoises colour")
              for path in files]
+    if channels == 3:
+        # A colour denoiser learns noise that differs between channels; a gray photo's is
+        # the same in all three, and denoise_rgb leaves it (6 BSD68 photos at sigma 50:
+        # 15.02 dB in, 15.33 out).
+        notes = [note + (", its noise is the same in all three channels, which a colour "
+                         "model leaves (denoise_gray denoises grayscale)"
+                         if data.probe_image(path)[2] == 1 else "")
+                 for path, note in zip(files, notes)]
     for i, (source, load, target, note) in enumerate(zip(files, images, targets, notes),
                                                       start=1):
         image = load()
