@@ -128,7 +128,8 @@ def test_an_rgb_model_writes_rgb_pngs(tmp_path, capsys):
                      "--out", str(out)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert ["grayscale read as colour" in line for line in lines] == [False, True]
-    assert ["which a colour model leaves" in line for line in lines] == [False, True]
+    # a grayscale photo's noise is the same in the three channels: the luminance first
+    assert ["luminance denoised first" in line for line in lines] == [False, True]
     for name, size in (("0.png", (30, 24)), ("gray.png", (21, 17))):
         with Image.open(out / name) as image:
             assert (image.mode, image.size) == ("RGB", size)
@@ -250,3 +251,39 @@ def test_noise_beyond_what_the_model_was_trained_for_is_said_so(tmp_path, capsys
     lines = capsys.readouterr().out.splitlines()
     assert ["more than the 55 the model was trained for" in line for line in lines] == [
         False, True]
+
+
+def test_noise_shared_by_the_channels_is_denoised_luminance_first(tmp_path, capsys):
+    """A photo whose noise is mostly the same in the three channels: `denoise_rgb` alone
+    leaves most of it (`--luminance-first off`, which says so); the default (auto) denoises
+    the channels' mean with `denoise_gray` first, for that photo only.  A grayscale model
+    refuses `--luminance-first on` in one line."""
+    from conftest import shared_data
+
+    from aezoo import data, metrics
+
+    clean = data.read_image(sorted(shared_data("raw", "cbsd68").glob("*.png"))[5], 3)
+    rng = np.random.default_rng(0)
+    for name, rho in (("own", 0.0), ("shared", 0.9)):
+        noise = 25 * (np.sqrt(rho) * rng.standard_normal(clean.shape[:2] + (1,))
+                      + np.sqrt(1 - rho) * rng.standard_normal(clean.shape))
+        Image.fromarray(np.round(np.clip(clean + noise, 0, 255)).astype(np.uint8)).save(
+            tmp_path / f"{name}.png")
+    inputs = [str(tmp_path / "own.png"), str(tmp_path / "shared.png")]
+    assert app.main(["denoise", "--model", "denoise_rgb", *inputs,
+                     "--out", str(tmp_path / "auto")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert ["luminance denoised first" in line for line in lines] == [False, True]
+    assert app.main(["denoise", "--model", "denoise_rgb", "--luminance-first", "off", *inputs,
+                     "--out", str(tmp_path / "off")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert ["drop --luminance-first off" in line for line in lines] == [False, True]
+    scores = {folder: [metrics.psnr(clean, data.read_image(tmp_path / folder / name))
+                       for name in ("own.png", "shared.png")] for folder in ("auto", "off")}
+    assert scores["auto"][0] == scores["off"][0]  # independent noise: the model alone
+    assert scores["auto"][1] > scores["off"][1] + 5, scores  # measured: 32.8 and 22.2 dB
+    assert app.main(["denoise", "--model", "denoise_gray", "--luminance-first", "on",
+                     inputs[0], "--out", str(tmp_path / "gray")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--luminance-first is for colour models" in err
+    assert not (tmp_path / "gray").exists()

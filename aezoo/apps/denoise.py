@@ -36,6 +36,12 @@ time, 0.1-0.3 dB better on BSD68):
 
     aezoo denoise denoise --model denoise_gray --ensemble scan.jpg photos/ --out clean/
 
+A colour model denoises the mean of the channels with denoise_gray first where a photo's
+noise is shared by its channels, which a model trained on independent noise leaves (auto,
+the default; on, off):
+
+    aezoo denoise denoise --model denoise_rgb --luminance-first on photos/ --out clean/
+
 Measure PSNR and SSIM against the classical denoisers, with noise of a fixed seed:
 
     aezoo denoise evaluate --model runs/train400 \\
@@ -100,6 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--ensemble", action="store_true",
                      help="average the model over the 8 turns and mirror images of each image "
                      "(8 times the time; 0.1-0.3 dB better on BSD68)")
+    run.add_argument("--luminance-first", choices=("auto", "on", "off"), default="auto",
+                     help="for a colour model: denoise the mean of the channels with "
+                     "denoise_gray first, for noise shared by the channels, which a colour "
+                     "model leaves (auto, the default: for grayscale files, and where the "
+                     "noise's estimated correlation between channels is above 0.6 at a "
+                     "sigma of 10 or more)")
 
     evaluate = commands.add_parser("evaluate", help="PSNR/SSIM against classical denoisers")
     evaluate.add_argument("--model", required=True, help="run folder of `train`, or a preset")
@@ -168,6 +180,11 @@ def denoise(args: argparse.Namespace) -> None:
     run = runs.load_run(args.model, task="denoise")
     model, channels = run.model, int(run.application["channels"])
     denoising.check_denoiser(model, channels, f"{args.model}")
+    if args.luminance_first == "on" and channels != 3:
+        raise ValueError(f"--luminance-first is for colour models; {args.model} takes "
+                         "grayscale images.")
+    luminance = (runs.load_run("denoise_gray", task="denoise").model
+                 if channels == 3 and args.luminance_first != "off" else None)
     # all decode first; upright, as the PNGs written have no orientation of their own
     images = cli.read_first(files, lambda path: data.read_image(
         path, channels=channels, upright=True))
@@ -184,11 +201,12 @@ def denoise(args: argparse.Namespace) -> None:
         # the same in all three, and denoise_rgb leaves it (6 BSD68 photos at sigma 50:
         # 15.02 dB in, 15.33 out).
         notes = [note + (", its noise is the same in all three channels, which a colour "
-                         "model leaves (denoise_gray denoises grayscale)"
-                         if data.probe_image(path)[2] == 1 else "")
+                         "model leaves: drop --luminance-first off, or use denoise_gray"
+                         if data.probe_image(path)[2] == 1 and luminance is None else "")
                  for path, note in zip(files, notes)]
-    for i, (source, load, target, note) in enumerate(zip(files, images, targets, notes),
-                                                      start=1):
+    gray_files = [data.probe_image(path)[2] == 1 for path in files]
+    for i, (source, load, target, note, gray_file) in enumerate(zip(
+            files, images, targets, notes, gray_files), start=1):
         image = load()
         start = time.perf_counter()
         noisy = image / 255.0
@@ -205,9 +223,25 @@ def denoise(args: argparse.Namespace) -> None:
             if trained is not None and sigma > trained:
                 level += (f", more than the {trained:g} the model was trained for: expect "
                           "noise left")
+        first = None  # the luminance model, where this image's noise calls for it
+        if channels == 3 and not math.isnan(sigma) and sigma >= 10:
+            # Below sigma 10 texture makes the estimate unreliable (up to 0.8 at 5 for
+            # independent noise); from 15 up, independent noise reads at most 0.4 on
+            # CBSD68, and a correlation of 0.25 already costs the colour model alone
+            # 1.4 dB against the luminance first (benchmarks/denoise_correlated.py).
+            correlation = denoising.channel_correlation(noisy)
+            if correlation > 0.6:
+                level += f", noise correlated between channels (~{correlation:.1f})"
+                first = luminance
+                if luminance is None:
+                    level += ", which a colour model leaves: drop --luminance-first off"
+        if luminance is not None and (args.luminance_first == "on" or gray_file):
+            first = luminance
+        if first is not None:
+            level += ", luminance denoised first with denoise_gray"
         progress = cli.quarters(f"[{i}/{len(files)}] {source}", start, "denoised")
         clean = denoising.denoise(model, noisy, tile=args.tile, ensemble=args.ensemble,
-                                  progress=progress)
+                                  progress=progress, luminance=first)
         runs.write_bytes(target, denoising.png_bytes(clean))
         print(f"[{i}/{len(files)}] {source} -> {target} ({image.shape[1]}x{image.shape[0]}, "
               f"{level}{note}, "
