@@ -111,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "denoise_gray first, for noise shared by the channels, which a colour "
                      "model leaves (auto, the default: for grayscale files, and where the "
                      "noise's estimated correlation between channels is above 0.6 at a "
-                     "sigma of 10 or more)")
+                     "sigma of 15 or more)")
 
     evaluate = commands.add_parser("evaluate", help="PSNR/SSIM against classical denoisers")
     evaluate.add_argument("--model", required=True, help="run folder of `train`, or a preset")
@@ -224,11 +224,12 @@ def denoise(args: argparse.Namespace) -> None:
                 level += (f", more than the {trained:g} the model was trained for: expect "
                           "noise left")
         first = None  # the luminance model, where this image's noise calls for it
-        if channels == 3 and not math.isnan(sigma) and sigma >= 10:
-            # Below sigma 10 texture makes the estimate unreliable (up to 0.8 at 5 for
-            # independent noise); from 15 up, independent noise reads at most 0.4 on
-            # CBSD68, and a correlation of 0.25 already costs the colour model alone
-            # 1.4 dB against the luminance first (benchmarks/denoise_correlated.py).
+        if channels == 3 and not math.isnan(sigma) and sigma >= 15:
+            # Texture reads as noise shared by the channels: 3 of CBSD68's 68 clean photos
+            # are estimated at sigma 10-12 with a correlation of 0.97-1, and the luminance
+            # first costs them 2-8 dB (47 -> 39 at worst).  From sigma 15 up, independent
+            # noise reads at most 0.4 on CBSD68; a correlation of 0.25 already costs the
+            # colour model alone 1.4 dB (benchmarks/denoise_correlated.py).
             correlation = denoising.channel_correlation(noisy)
             if correlation > 0.6:
                 level += f", noise correlated between channels (~{correlation:.1f})"
