@@ -88,6 +88,12 @@ LATENT_LIMIT = 2**30
 ENCODE_PIXELS = 2**22
 
 
+def block_size(model) -> int:
+    """The side of the blocks a compression model codes images in: the multiple its
+    encoder pads them to (stride, times the hyper-stride for the hyperprior models)."""
+    return model.encoder.get_layer("pad").multiple
+
+
 def analysis_margin(model) -> int:
     """Pixels of context around a window's core that the analysis (and hyper-analysis) of
     `model` may reach, rounded up to its blocks (stride * hyper-stride): each layer of
@@ -101,9 +107,24 @@ def analysis_margin(model) -> int:
         hyper = list(config["hyper_filters"])
         # The first hyper layer is 3x3 of stride 1, the others 5x5 of stride 2 (the builder).
         reach += model.stride * (2 + sum(3 * 2**level for level in range(len(hyper) - 1)))
-    block = model.stride * (model.hyper_stride if isinstance(model, HyperpriorAutoencoder)
-                            else 1)
+    block = block_size(model)
     return -(-reach // block) * block
+
+
+def block_tiles(blocks_h: int, blocks_w: int, block: int, tile_pixels: int,
+                margin_blocks: int):
+    """(core, around) for each tile of an image of blocks_h x blocks_w blocks of `block`
+    pixels: slices of blocks in height and width.  The cores tile the image, and each with
+    `margin_blocks` blocks around it (inside the image) holds at most `tile_pixels`
+    pixels.  The codec's windowed analysis and the refinement's tiles both use it."""
+    side = max(math.isqrt(tile_pixels // block**2) - 2 * margin_blocks, 1)
+    for top in range(0, blocks_h, side):
+        for left in range(0, blocks_w, side):
+            core = (slice(top, min(top + side, blocks_h)),
+                    slice(left, min(left + side, blocks_w)))
+            around = tuple(slice(max(c.start - margin_blocks, 0), min(c.stop + margin_blocks, n))
+                           for c, n in zip(core, (blocks_h, blocks_w)))
+            yield core, around
 
 
 def analyse_in_windows(analyse, model, x: np.ndarray, strides: dict[str, int],
@@ -120,36 +141,28 @@ def analyse_in_windows(analyse, model, x: np.ndarray, strides: dict[str, int],
     each; others are dropped.
     """
     window_pixels = ENCODE_PIXELS if window_pixels is None else window_pixels
-    block = model.stride * (model.hyper_stride if isinstance(model, HyperpriorAutoencoder)
-                            else 1)
+    block = block_size(model)
     height, width = (-(-size // block) * block for size in x.shape[1:3])
     if height * width <= window_pixels:
         outputs = analyse(x)
         return {key: np.asarray(outputs[key]) for key in strides}
     x = np.asarray(model.encoder.get_layer("pad")(x))
-    reach = analysis_margin(model) // block
-    side = max(math.isqrt(window_pixels) // block - 2 * reach, 1)
-    rows, columns = height // block, width // block
     result = {}
-    for top in range(0, rows, side):
-        for left in range(0, columns, side):
-            core = (slice(top, min(top + side, rows)), slice(left, min(left + side, columns)))
-            around = tuple(slice(max(c.start - reach, 0), min(c.stop + reach, n))
-                           for c, n in zip(core, (rows, columns)))
-            window = x[:, around[0].start * block: around[0].stop * block,
-                       around[1].start * block: around[1].stop * block]
-            outputs = analyse(window)
-            for key, stride in strides.items():
-                value = np.asarray(outputs[key])
-                per_block = block // stride
-                if key not in result:
-                    result[key] = np.empty((1, height // stride, width // stride,
-                                            value.shape[-1]), value.dtype)
-                inner = tuple(slice((c.start - a.start) * per_block,
-                                    (c.stop - a.start) * per_block)
-                              for c, a in zip(core, around))
-                outer = tuple(slice(c.start * per_block, c.stop * per_block) for c in core)
-                result[key][(slice(None), *outer)] = value[(slice(None), *inner)]
+    for core, around in block_tiles(height // block, width // block, block, window_pixels,
+                                    analysis_margin(model) // block):
+        window = x[:, around[0].start * block: around[0].stop * block,
+                   around[1].start * block: around[1].stop * block]
+        outputs = analyse(window)
+        for key, stride in strides.items():
+            value = np.asarray(outputs[key])
+            per_block = block // stride
+            if key not in result:
+                result[key] = np.empty((1, height // stride, width // stride,
+                                        value.shape[-1]), value.dtype)
+            inner = tuple(slice((c.start - a.start) * per_block, (c.stop - a.start) * per_block)
+                          for c, a in zip(core, around))
+            outer = tuple(slice(c.start * per_block, c.stop * per_block) for c in core)
+            result[key][(slice(None), *outer)] = value[(slice(None), *inner)]
     return result
 
 

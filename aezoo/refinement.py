@@ -161,18 +161,13 @@ class Refiner:
         return blocks * (self.block // self.model.stride if key == "y" else 1)
 
     def _tiles(self, blocks_h: int, blocks_w: int):
-        """(core, around) for each tile: slices of blocks in height and width; the cores
-        tile the image, and each with `MARGIN` pixels around it (inside the image) holds at
-        most REFINE_PIXELS pixels."""
-        margin = -(-MARGIN // self.block)
-        side = max(math.isqrt(REFINE_PIXELS // self.block**2) - 2 * margin, 1)
-        for top in range(0, blocks_h, side):
-            for left in range(0, blocks_w, side):
-                core = (slice(top, min(top + side, blocks_h)),
-                        slice(left, min(left + side, blocks_w)))
-                around = tuple(slice(max(c.start - margin, 0), min(c.stop + margin, n))
-                               for c, n in zip(core, (blocks_h, blocks_w)))
-                yield core, around
+        """(core, around) for each tile (`codec.block_tiles`): the cores tile the image, and
+        each with `MARGIN` pixels around it (inside the image) holds at most REFINE_PIXELS
+        pixels."""
+        from aezoo.codec import block_tiles
+
+        return block_tiles(blocks_h, blocks_w, self.block, REFINE_PIXELS,
+                           -(-MARGIN // self.block))
 
     def _refine_tile(self, x, start, around, iterations, step_done) -> dict[str, np.ndarray]:
         """Refines the latents of the blocks `around` (all of them: a tile's margins move
