@@ -207,12 +207,14 @@ def quarters(label: str, started: float, verb: str):
     return progress
 
 
-def reading_notes(path: Path, model_channels: int, colour_model: str) -> str:
-    """What reading a (probed) image file for a model does to it, as ", ..." notes for its
-    line: colour converted, transparency dropped, 16 bits read as 8, turned upright."""
+def reading_notes(path: Path, file_channels: int, model_channels: int,
+                  colour_model: str) -> str:
+    """What reading an image file (of `file_channels`, as `data.probe_image` found) for a
+    model does to it, as ", ..." notes for its line: colour converted, transparency
+    dropped, 16 bits read as 8, turned upright."""
     from aezoo import data
 
-    notes = converted(data.probe_image(path)[2], model_channels, colour_model,
+    notes = converted(file_channels, model_channels, colour_model,
                       data.has_transparency(path))
     if data.bit_depth(path) == 16:
         notes += ", 16-bit samples read as 8-bit"

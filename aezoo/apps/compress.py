@@ -161,15 +161,14 @@ def compress(args: argparse.Namespace) -> int:
 
     files = cli.expand_folders(args.images, data.list_images)
     # every input is readable before anything is written
-    for path in files:
-        data.probe_image(path)
+    own_channels = [data.probe_image(path)[2] for path in files]
     targets = cli.output_paths(files, args.out, ".aez", args.overwrite)
     packer = codec.Codec(runs.load_run(args.model, task="compress").model)
     images = cli.read_first(files, lambda path: data.read_image(
         path, channels=packer.channels, upright=True))
     args.out.mkdir(parents=True, exist_ok=True)
-    notes = [cli.reading_notes(path, packer.channels, "the codec_* presets code colour")
-             for path in files]
+    notes = [cli.reading_notes(path, own, packer.channels, "the codec_* presets code colour")
+             for path, own in zip(files, own_channels)]
     for i, (path, load, target, note) in enumerate(zip(files, images, targets, notes),
                                                     start=1):
         image = load()
@@ -231,8 +230,7 @@ def evaluate(args: argparse.Namespace) -> int:
 
     cli.check_outputs(args.out, ("results.json", "results.md", "rd.png"), args.overwrite)
     files = data.list_images(args.images)[: args.max_images]
-    for path in files:
-        data.probe_image(path)
+    own_channels = [data.probe_image(path)[2] for path in files]
     labels = _labels(args.model)
     models = {}  # all load before the long part
     for source, label in zip(args.model, labels):

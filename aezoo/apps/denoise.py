@@ -174,8 +174,7 @@ def denoise(args: argparse.Namespace) -> None:
 
     files = cli.expand_folders(args.inputs, data.list_images)
     # every input readable before anything is written
-    for path in files:
-        data.probe_image(path)
+    own_channels = [data.probe_image(path)[2] for path in files]
     targets = cli.output_paths(files, args.out, ".png", args.overwrite)
     run = runs.load_run(args.model, task="denoise")
     model, channels = run.model, int(run.application["channels"])
@@ -194,19 +193,18 @@ def denoise(args: argparse.Namespace) -> None:
     trained = 255 * (max(trained) if isinstance(trained, (list, tuple)) else trained) \
         if gaussian and trained is not None else None
     args.out.mkdir(parents=True, exist_ok=True)
-    notes = [cli.reading_notes(path, channels, "denoise_rgb denoises colour")
-             for path in files]
-    if channels == 3:
+    notes = [cli.reading_notes(path, own, channels, "denoise_rgb denoises colour")
+             for path, own in zip(files, own_channels)]
+    if channels == 3 and luminance is None:
         # A colour denoiser learns noise that differs between channels; a gray photo's is
         # the same in all three, and denoise_rgb leaves it (6 BSD68 photos at sigma 50:
         # 15.02 dB in, 15.33 out).
         notes = [note + (", its noise is the same in all three channels, which a colour "
                          "model leaves: drop --luminance-first off, or use denoise_gray"
-                         if data.probe_image(path)[2] == 1 and luminance is None else "")
-                 for path, note in zip(files, notes)]
-    gray_files = [data.probe_image(path)[2] == 1 for path in files]
-    for i, (source, load, target, note, gray_file) in enumerate(zip(
-            files, images, targets, notes, gray_files), start=1):
+                         if own == 1 else "")
+                 for own, note in zip(own_channels, notes)]
+    for i, (source, load, target, note, own) in enumerate(zip(
+            files, images, targets, notes, own_channels), start=1):
         image = load()
         start = time.perf_counter()
         noisy = image / 255.0
@@ -223,7 +221,9 @@ def denoise(args: argparse.Namespace) -> None:
             if trained is not None and sigma > trained:
                 level += (f", more than the {trained:g} the model was trained for: expect "
                           "noise left")
-        first = None  # the luminance model, where this image's noise calls for it
+        # The luminance model, where this image's noise calls for it (None where there
+        # is none: a grayscale model, or --luminance-first off).
+        first = luminance if args.luminance_first == "on" or own == 1 else None
         if channels == 3 and not math.isnan(sigma) and sigma >= 15:
             # Texture reads as noise shared by the channels: 3 of CBSD68's 68 clean photos
             # are estimated at sigma 10-12 with a correlation of 0.97-1, and the luminance
@@ -236,8 +236,6 @@ def denoise(args: argparse.Namespace) -> None:
                 first = luminance
                 if luminance is None:
                     level += ", which a colour model leaves: drop --luminance-first off"
-        if luminance is not None and (args.luminance_first == "on" or gray_file):
-            first = luminance
         if first is not None:
             level += ", luminance denoised first with denoise_gray"
         progress = cli.quarters(f"[{i}/{len(files)}] {source}", start, "denoised")
