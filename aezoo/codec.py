@@ -39,6 +39,10 @@ file decodes to the same latents in any process on any machine.  The synthesis t
 runs in float32: on the same machine and TensorFlow build its pixels are identical too, on
 another they may differ by a grey level.
 
+A `Codec` may run a post-filter on the decoded pixels (`open_codec` gives the codec presets
+`codec_postfilter`): a float32 network after the exact part, which changes what a file
+decodes to, not the file.
+
 Decoding takes bounded memory whatever a header claims: the synthesis transform runs on
 tiles of the latent (with margins that cover its receptive field, so tiles join without
 seams) of at most `DECODE_MEMORY` bytes of activations each, and the integer hyper-synthesis
@@ -193,6 +197,39 @@ def fingerprint(model) -> bytes:
     return digest.digest()[:8]
 
 
+# What a post-filter's run.json says it is (its application's "role"), and the card field
+# by which a codec preset names its post-filter.
+POSTFILTER = "postfilter"
+
+
+def open_codec(source, postfilter: str = "auto") -> "Codec":
+    """The `Codec` of a compression run or preset, with its post-filter.
+
+    Args:
+        source: a codec preset's name (`codec_0.01`) or a compression run folder.
+        postfilter: "auto": the post-filter a preset's card names (every codec_* preset
+            names `codec_postfilter`, trained on their decoded images), none for a run
+            folder (a model trained elsewhere has other artefacts); "none"; or a
+            post-filter's preset name or run folder.
+
+    Raises:
+        ValueError: a run of another task, or a `postfilter` that is not a post-filter.
+    """
+    from aezoo import presets, runs
+
+    run = runs.load_run(source, task="compress")
+    if postfilter == "auto":
+        card = presets.PRESETS.get(source) if isinstance(source, str) else None
+        postfilter = (card or {}).get(POSTFILTER, "none")
+    if postfilter == "none":
+        return Codec(run.model)
+    filter_run = runs.load_run(postfilter, task="compress")
+    if filter_run.application.get("role") != POSTFILTER:
+        raise ValueError(f"{postfilter} is not a post-filter (a denoiser of a codec's decoded "
+                         "images, as the preset codec_postfilter).")
+    return Codec(run.model, postfilter=filter_run.model)
+
+
 class FormatError(ValueError):
     """A file that this codec cannot decode: not .aez, truncated, corrupted, or made by
     another model.  The message is one sentence a user can act on."""
@@ -296,9 +333,12 @@ class Codec:
     `compression_meanscale` models write version 2.
     """
 
-    def __init__(self, model, refiner=None):
+    def __init__(self, model, refiner=None, postfilter=None):
         """`refiner`: the `aezoo.refinement.Refiner` of `model` that `compress(refine=N)`
-        uses (default: one built on first use, in `search_precision()`)."""
+        uses (default: one built on first use, in `search_precision()`).  `postfilter`: a
+        denoiser of decoded images (the `codec_postfilter` preset, which `open_codec` gives
+        the codec presets) that `decompress` runs on the synthesis's pixels; None: none.
+        Files do not depend on it: it changes what they decode to, not what they hold."""
         import constriction
 
         if not isinstance(model, CompressionAutoencoder):
@@ -363,6 +403,11 @@ class Codec:
         if refiner is not None and refiner.model is not model:
             raise ValueError("The refiner is another model's.")
         self._refiner = refiner
+        if postfilter is not None:
+            from aezoo import denoise
+
+            denoise.check_denoiser(postfilter, self.channels, "The post-filter")
+        self.postfilter = postfilter
 
     def _graphs(self, model):
         """The analysis (image -> y_hat, or y and z_hat) and the synthesis (a tile of y_hat
@@ -469,6 +514,16 @@ class Codec:
                 )
         return image
 
+    def filtered(self, image: np.ndarray, progress=None) -> np.ndarray:
+        """A decoded uint8 image after the post-filter (in tiles of bounded memory, as
+        `aezoo.denoise.denoise` runs a denoiser), rounded back to uint8.  `progress(done,
+        total)` is called after each tile (a 24-megapixel photo takes about 25 s on 2 cores)."""
+        from aezoo import denoise
+
+        cleaned = denoise.denoise(self.postfilter, image.astype(np.float32) / 255.0,
+                                  progress=progress)
+        return denoise.to_8bit(cleaned)
+
     def tile_size(self) -> int:
         """Side, in latent positions, of the tiles `synthesise` keeps from each run: the
         largest whose run (with its margins) fits `DECODE_MEMORY`."""
@@ -526,11 +581,11 @@ class Codec:
         self._check(header, data[: header.size - 4], payload, name)
         return self._decode_latents(header, payload, name)
 
-    def read(self, path: str | os.PathLike) -> np.ndarray:
+    def read(self, path: str | os.PathLike, progress=None) -> np.ndarray:
         """Decodes an .aez file, reading its header first so that nothing is read or
-        allocated for a file whose header is wrong."""
+        allocated for a file whose header is wrong.  `progress`: see `filtered`."""
         header, fields, payload, name = self._read_checked(path)
-        return self.decode_payload(header, payload, name)
+        return self.decode_payload(header, payload, name, progress)
 
     def check_file(self, path: str | os.PathLike) -> Header:
         """Checks an .aez file's header, size, checksum and model without decoding it.
@@ -572,12 +627,16 @@ class Codec:
                 or header.latent_shape != expected):
             raise FormatError(f"{name} is corrupted (its shapes do not fit this model).")
 
-    def decode_payload(self, header: Header, payload: bytes, name: str) -> np.ndarray:
-        """The image of a checked payload, uint8 (height, width, channels).  A grayscale
-        image coded by an RGB model (`FLAG_GRAY`) decodes to R = G = B again: the rounded
-        mean of the decoded channels."""
+    def decode_payload(self, header: Header, payload: bytes, name: str,
+                       progress=None) -> np.ndarray:
+        """The image of a checked payload, uint8 (height, width, channels): the synthesis's
+        pixels, then the post-filter's if the codec has one.  A grayscale image coded by an
+        RGB model (`FLAG_GRAY`) decodes to R = G = B again: the rounded mean of the decoded
+        channels.  `progress`: see `filtered`."""
         y_hat = self._decode_latents(header, payload, name)["y_hat"]
         image = self.synthesise(y_hat, header.height, header.width)
+        if self.postfilter is not None:
+            image = self.filtered(image, progress)
         if header.flags & FLAG_GRAY:
             total = image.astype(np.uint16).sum(axis=-1, keepdims=True)
             gray = ((total + 1) // 3).astype(np.uint8)  # round(sum / 3), in integers

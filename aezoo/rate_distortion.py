@@ -176,7 +176,8 @@ def evaluate(
     on the same uint8 images.
 
     Args:
-        models: label -> finalised compression model, one per rate point.
+        models: label -> finalised compression model, one per rate point, or its
+            `codec.Codec` (`codec.open_codec`: with the post-filter that decodes its files).
         images: uint8 (height, width, channels) images.
         names: their names.
         codecs: classical codecs to compare with.
@@ -215,7 +216,8 @@ def evaluate(
 
 def _evaluate_model(label: str, model, images, names, refine: int = 0,
                     image_progress=None) -> dict:
-    packer = codec.Codec(model)
+    packer = model if isinstance(model, codec.Codec) else codec.Codec(model)
+    model = packer.model
     rows = []
     for done, (name, image) in enumerate(zip(names, images), start=1):
         started = time.perf_counter()
@@ -230,7 +232,8 @@ def _evaluate_model(label: str, model, images, names, refine: int = 0,
         if image_progress is not None:
             image_progress(label, done, len(images))
     point = _mean(rows)
-    point.update(setting=label, lmbda=model.lmbda, refine=refine)
+    point.update(setting=label, lmbda=model.lmbda, refine=refine,
+                 postfilter=packer.postfilter is not None)
     return point
 
 
@@ -306,6 +309,9 @@ def markdown(results: dict) -> str:
     refine = max((p.get("refine", 0) for p in results["curves"].get("aezoo", [])), default=0)
     if refine:
         lines += [f"aezoo's latents refined with {refine} iterations (`--refine`).", ""]
+    filtered = [p["setting"] for p in results["curves"].get("aezoo", []) if p.get("postfilter")]
+    if filtered:
+        lines += [f"Decoded through the post-filter: {', '.join(filtered)}.", ""]
     lines += ["| codec | setting | bpp | PSNR (dB) | MS-SSIM | encode (s) | decode (s) |",
               "|---|---|---|---|---|---|---|"]
     for name, points in results["curves"].items():

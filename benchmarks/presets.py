@@ -143,20 +143,22 @@ def codec_figures(args: argparse.Namespace) -> None:
                          "presets by name (--model codec_...)")
     bd = results["bd_rate"]
 
-    def rate(codec: str, quality: str) -> str:
-        value = bd[codec][f"{quality}_0.25-1.0bpp"]
-        return "n/a" if value is None else f"{value:+.1f} %"
-
+    filtered = " (decoded through the post-filter)" if ours[0].get("postfilter") else ""
     curve = (f"the {len(ours)} rate points ({ours[0]['bpp']:.3f}-{ours[-1]['bpp']:.3f} bpp) "
-             "against Pillow's codecs on Kodak: BD-rate in PSNR "
-             f"{rate('jpeg', 'psnr')} against JPEG 4:2:0, {rate('webp', 'psnr')} against WebP, "
-             f"{rate('jpeg2000', 'psnr')} against JPEG 2000 over 0.25-1.0 bpp of both curves "
-             f"(MS-SSIM: {rate('jpeg', 'ms_ssim_db')}, {rate('webp', 'ms_ssim_db')}, "
-             f"{rate('jpeg2000', 'ms_ssim_db')}); see docs/compression.md")
+             f"against Pillow's codecs on Kodak{filtered}: " + _bd_text(bd))
+    plain = {}
+    if args.plain:
+        plain_results = json.loads(Path(args.plain).read_text())
+        plain = {p["setting"]: p for p in plain_results["curves"]["aezoo"]}
+        curve += ("; without the post-filter (`--postfilter none`): "
+                  + _bd_text(plain_results["bd_rate"]))
+    curve += "; see docs/compression.md"
     print(curve)
     print(against_previous(results, ours))
     measured_with = ("aezoo compress evaluate --model " + " ".join(p["setting"] for p in ours)
                      + " --images ../shared/data/raw/kodak --out rd/")
+    if plain:
+        measured_with += ", then the same with --postfilter none --out rd_plain/"
     for point in ours:
         name = point["setting"]
         card = dict(presets.PRESETS[name])  # keys keep their order: a small diff
@@ -168,13 +170,28 @@ def codec_figures(args: argparse.Namespace) -> None:
             f"the {len(results['images'])} Kodak images at full size (bits counted from the "
             f"files, RGB PSNR): {point['bpp']:.3f} bpp, {point['psnr']:.2f} dB, MS-SSIM "
             f"{point['ms_ssim']:.4f}; encode {point['encode_s']:.2f} s and decode "
-            f"{point['decode_s']:.2f} s an image on 2 cores {args.beside}", curve,
+            f"{point['decode_s']:.2f} s an image on 2 cores {args.beside}"
+            + (f" ({plain[name]['psnr']:.2f} dB and decode {plain[name]['decode_s']:.2f} s "
+               "without the post-filter)" if name in plain else ""), curve,
         ] + [line for line in presets.PRESETS[name]["figures"]
              if line.startswith("float16 storage")]
         card["measured_with"] = measured_with
         path = presets.PRESET_DIR / name / "card.json"
         path.write_text(json.dumps(card, indent=2) + "\n")
         print(f"{name}: {card['headline']}")
+
+
+def _bd_text(bd: dict) -> str:
+    """BD-rates over 0.25-1.0 bpp against the classical codecs, in words."""
+    def rate(codec: str, quality: str) -> str:
+        value = bd[codec][f"{quality}_0.25-1.0bpp"]
+        return "n/a" if value is None else f"{value:+.1f} %"
+
+    return (f"BD-rate in PSNR {rate('jpeg', 'psnr')} against JPEG 4:2:0, "
+            f"{rate('webp', 'psnr')} against WebP, {rate('jpeg2000', 'psnr')} against JPEG "
+            "2000 over 0.25-1.0 bpp of both curves "
+            f"(MS-SSIM: {rate('jpeg', 'ms_ssim_db')}, {rate('webp', 'ms_ssim_db')}, "
+            f"{rate('jpeg2000', 'ms_ssim_db')})")
 
 
 RATES = (0.25, 0.3, 0.5, 0.75, 0.9, 1.0)
@@ -247,6 +264,9 @@ def main(argv=None) -> int:
         "codec-figures", help="every codec card's Kodak figures from one evaluate results.json")
     figures.add_argument("results", help="results.json of `aezoo compress evaluate --model "
                          "codec_...` over all the codec presets on Kodak")
+    figures.add_argument("--plain", help="results.json of the same evaluation with "
+                         "`--postfilter none`: each card then gives its figures without the "
+                         "post-filter as well")
     figures.add_argument("--beside", required=True,
                          help="what ran beside the timings, e.g. 'with nothing else running'")
     args = parser.parse_args(argv)

@@ -2,7 +2,8 @@
 
 `PRESETS` is the table: name -> model card (task, model, what it is for, training data,
 the command that trained it, training time and machine, measured figures and the command
-that measured them, and the SHA-256 of each file).  A preset is a run folder
+that measured them, and the SHA-256 of each file; a codec's card also names the
+`postfilter` preset that its decoded images go through).  A preset is a run folder
 (`aezoo/presets/<name>/`, see `aezoo.runs`), so everything that opens a run opens a preset
 by its name: `aezoo.load_run("denoise_gray")`, `aezoo.from_preset("denoise_gray")` (the
 model), and every command's `--model denoise_gray`.
@@ -73,7 +74,8 @@ def card(name: str) -> str:
                          f"{', '.join(PRESETS) or 'none'}.")
     entry = PRESETS[name]
     lines = [f"{name}: {entry['summary']}", ""]
-    for key in ("task", "model", "data", "trained_with", "training_time", "machine"):
+    for key in ("task", "model", "postfilter", "data", "trained_with", "training_time",
+                "machine"):
         if key in entry:
             lines.append(f"{key.replace('_', ' ')}: {entry[key]}")
     lines += ["", "measured:"]
@@ -91,8 +93,8 @@ def markdown() -> str:
     parts = []
     for name, entry in PRESETS.items():
         lines = [f"### `{name}`", "", entry["summary"], ""]
-        for key in ("task", "model", "data", "trained_with", "training_time", "machine",
-                    "precision"):
+        for key in ("task", "model", "postfilter", "data", "trained_with", "training_time",
+                    "machine", "precision"):
             if key in entry:
                 value = entry[key]
                 value = f"`{value}`" if key == "trained_with" else value

@@ -5,7 +5,8 @@ that loads but computes something else is caught.
 | kind | what it measures | card fields |
 |---|---|---|
 | `denoise` | mean PSNR (dB) of the model on clean images noised with a fixed seed | `images` (a folder of ../shared/data/raw), `files`, `noise`, `seed`, `psnr` |
-| `compress` | mean bpp (file bytes) and PSNR (dB) of .aez round trips | `images`, `files`, `bpp`, `psnr` |
+| `compress` | mean bpp (file bytes) and PSNR (dB) of .aez round trips (decoded through the post-filter the card names, if any) | `images`, `files`, `bpp`, `psnr` |
+| `postfilter` | mean PSNR (dB) of a codec preset's .aez round trips decoded through this post-filter | `images`, `files`, `codec`, `psnr` |
 | `anomaly` | ROC-AUC on labelled CSV rows | `csv`, `label_column`, `normal_label`, `split`, `test_size`, `split_seed`, `roc_auc` |
 | `reconstruct` | mean squared reconstruction error on a tfds split (prepared under `tensorflow_datasets/`) | `dataset`, `split`, `mse` |
 | `likelihood` | a VAE's negative IWAE bound (nats) with `k` samples on a tfds split binarised once (seed 0), 100 images a step | `dataset`, `split`, `k`, `nll` |
@@ -42,14 +43,20 @@ def measure(name: str, root: Path, source: str | Path | None = None) -> dict[str
         result = denoise.evaluate(run.model, images, (kind_, level), seed=check["seed"],
                                   methods=("aezoo",))
         return {"psnr": result["methods"]["aezoo"]["psnr"]}
-    if kind == "compress":
-        packer = codec.Codec(run.model)
+    if kind in ("compress", "postfilter"):
+        if kind == "compress":
+            packer = codec.open_codec(name if source is None else source,
+                                      card.get(codec.POSTFILTER, "none"))
+        else:
+            packer = codec.open_codec(check["codec"], name if source is None else source)
         bpp, psnr = [], []
         for file in check["files"]:
             image = data.read_image(root / check["images"] / file, packer.channels)
             blob = packer.compress(image)
             bpp.append(8 * len(blob) / (image.shape[0] * image.shape[1]))
             psnr.append(metrics.psnr(image, packer.decompress(blob)))
+        if kind == "postfilter":
+            return {"psnr": float(np.mean(psnr))}
         return {"bpp": float(np.mean(bpp)), "psnr": float(np.mean(psnr))}
     if kind == "anomaly":
         x, labels = data.read_csv(root / check["csv"], check["label_column"])
