@@ -365,3 +365,35 @@ def test_a_grayscale_photo_comes_back_a_grayscale_png_from_a_colour_preset(tmp_p
         assert (scan.mode, scan.size) == ("L", (160, 96))
     with Image.open(tmp_path / "unpacked" / "colour.png") as colour:
         assert colour.mode == "RGB"
+
+
+def test_the_presets_decode_through_their_postfilter_unless_told_not_to(tmp_path, capsys):
+    """`decompress` runs `codec_postfilter` on what the codec presets decode (auto), or not
+    (`--postfilter none`); the same file either way, and the filter's pixels are nearer the
+    photo.  A model that is not a post-filter is one line and exit status 2."""
+    from conftest import shared_data
+
+    from aezoo import denoise
+
+    photo = np.asarray(Image.open(shared_data("raw", "kodak", "kodim23.png")))[100:228, 200:392]
+    Image.fromarray(photo).save(tmp_path / "parrots.png")
+    assert compress.main(["compress", "--model", "codec_0.004", str(tmp_path / "parrots.png"),
+                          "--out", str(tmp_path / "packed")]) == 0
+    aez = tmp_path / "packed" / "parrots.aez"
+    for choice in ("auto", "none"):
+        assert compress.main(["decompress", "--model", "codec_0.004", str(aez), "--postfilter",
+                              choice, "--out", str(tmp_path / choice)]) == 0
+    filtered = np.asarray(Image.open(tmp_path / "auto" / "parrots.png"))
+    plain = np.asarray(Image.open(tmp_path / "none" / "parrots.png"))
+    assert np.array_equal(plain, codec.Codec(runs.load_run("codec_0.004").model).read(aez))
+    # Recomputed: the preset codec_postfilter on the plain decoding.
+    model = runs.load_run("codec_postfilter").model
+    expected = denoise.to_8bit(denoise.denoise(model, plain / np.float32(255)))
+    assert np.array_equal(filtered, expected)
+    assert metrics.psnr(photo, filtered) > metrics.psnr(photo, plain) + 0.1
+    capsys.readouterr()
+    status = compress.main(["decompress", "--model", "codec_0.004", str(aez), "--postfilter",
+                            "codec_0.01", "--out", str(tmp_path / "bad")])
+    err = capsys.readouterr().err
+    assert status == 2 and err.count("\n") == 1 and "is not a post-filter" in err, err
+    assert not (tmp_path / "bad").exists()

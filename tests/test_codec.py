@@ -184,3 +184,50 @@ def test_a_grayscale_photo_given_to_a_colour_codec_decodes_to_grayscale():
     one_channel[5] = 1
     with pytest.raises(codec.FormatError, match="corrupted"):
         codec.read_header(bytes(one_channel), len(one_channel))
+
+
+@pytest.fixture(scope="module")
+def postfilter_run(tmp_path_factory):
+    """A grayscale post-filter run folder: a small untrained `denoising` U-Net (its output
+    differs from its input, so the filter's effect shows), packed as a run of role
+    "postfilter"."""
+    from aezoo.models import MODELS
+
+    keras.utils.set_random_seed(3)
+    model = MODELS["denoising"](input_shape=(None, None, 1), filters=[8, 16], latent_dim=16)
+    folder = tmp_path_factory.mktemp("postfilter")
+    info = {"task": "compress", "model": "denoising", "options": {},
+            "application": {"role": codec.POSTFILTER, "channels": 1}}
+    runs.pack(runs.Run(folder, info, model), folder, float16=False)
+    return folder
+
+
+def test_a_postfilter_denoises_what_the_synthesis_decodes(codec_run, postfilter_run, packed,
+                                                          odd_images):
+    from aezoo import denoise
+
+    plain = codec.open_codec(codec_run)  # a run folder names no post-filter
+    assert plain.postfilter is None
+    filtered = codec.open_codec(codec_run, str(postfilter_run))
+    data = (packed / "tall.aez").read_bytes()
+    decoded = plain.decompress(data)
+    # Recomputed: the post-filter's model on the plain decoding, rounded to 8 bits.
+    model = runs.load_run(postfilter_run).model
+    expected = np.round(np.clip(np.asarray(model(decoded[None] / np.float32(255)))[0], 0, 1)
+                        * 255).astype(np.uint8)
+    got = filtered.decompress(data)
+    assert got.shape == decoded.shape and not np.array_equal(got, decoded)
+    assert np.abs(got.astype(int) - expected).max() <= 1  # (float round-off of 1e-6)
+    assert np.array_equal(got, denoise.to_8bit(denoise.denoise(model, decoded / np.float32(255))))
+    # The file is the model's alone: the filtered codec writes the same bytes.
+    image = np.asarray(Image.open(odd_images / "tall.png"))
+    assert filtered.compress(image[..., None]) == plain.compress(image[..., None])
+
+
+def test_what_is_not_a_postfilter_is_refused_by_name(codec_run):
+    with pytest.raises(ValueError, match="is not a post-filter"):
+        codec.open_codec(codec_run, str(codec_run))
+    with pytest.raises(ValueError, match="not of `aezoo compress train`"):
+        codec.open_codec(codec_run, "denoise_gray")
+    with pytest.raises(ValueError, match="not a denoiser of 1-channel images"):
+        codec.open_codec(codec_run, "codec_postfilter")  # an RGB filter for a gray codec

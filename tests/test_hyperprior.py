@@ -354,6 +354,30 @@ def test_another_process_without_onednn_decodes_the_same_latents(models, image, 
           there["params"][0, 0, -m:])
 
 
+def test_a_preset_decodes_through_its_postfilter_within_a_grey_level_elsewhere(tmp_path):
+    """A codec preset's file, decoded through `codec_postfilter` (auto) by a process without
+    oneDNN on one thread: the post-filter's float pixels, like the synthesis's, within one
+    grey level of this process's."""
+    photo = np.asarray(Image.open(shared_data("raw", "kodak", "kodim23.png")))[:128, :192]
+    packer = codec.open_codec("codec_0.004")
+    assert packer.postfilter is not None
+    (tmp_path / "photo.aez").write_bytes(packer.compress(photo))
+    script = ("import sys, numpy as np, tensorflow as tf\n"
+              "tf.config.threading.set_intra_op_parallelism_threads(1)\n"
+              "from aezoo import codec\n"
+              "np.save(sys.argv[2], codec.open_codec('codec_0.004').read(sys.argv[1]))\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_ENABLE_ONEDNN_OPTS": "0"}
+    result = subprocess.run([sys.executable, "-c", script, str(tmp_path / "photo.aez"),
+                             str(tmp_path / "there.npy")], capture_output=True, text=True,
+                            env=env, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    there = np.load(tmp_path / "there.npy").astype(int)
+    here = packer.read(tmp_path / "photo.aez")
+    assert np.max(np.abs(there - here)) <= 1
+    # (and the filter did act: the synthesis alone gives other pixels)
+    assert not np.array_equal(here, codec.Codec(packer.model).read(tmp_path / "photo.aez"))
+
+
 # ------------------------------------------------------------------------ corruption
 
 
