@@ -223,8 +223,8 @@ def open_codec(source, postfilter: str = "auto") -> "Codec":
         postfilter = (card or {}).get(POSTFILTER, "none")
     if postfilter == "none":
         return Codec(run.model)
-    filter_run = runs.load_run(postfilter, task="compress")
-    if filter_run.application.get("role") != POSTFILTER:
+    filter_run = runs.load_run(postfilter)
+    if filter_run.task != "compress" or filter_run.application.get("role") != POSTFILTER:
         raise ValueError(f"{postfilter} is not a post-filter (a denoiser of a codec's decoded "
                          "images, as the preset codec_postfilter).")
     return Codec(run.model, postfilter=filter_run.model)

@@ -227,7 +227,7 @@ def test_a_postfilter_denoises_what_the_synthesis_decodes(codec_run, postfilter_
 def test_what_is_not_a_postfilter_is_refused_by_name(codec_run):
     with pytest.raises(ValueError, match="is not a post-filter"):
         codec.open_codec(codec_run, str(codec_run))
-    with pytest.raises(ValueError, match="not of `aezoo compress train`"):
-        codec.open_codec(codec_run, "denoise_gray")
+    with pytest.raises(ValueError, match="denoise_gray is not a post-filter"):
+        codec.open_codec(codec_run, "denoise_gray")  # a denoiser, of Gaussian noise
     with pytest.raises(ValueError, match="not a denoiser of 1-channel images"):
         codec.open_codec(codec_run, "codec_postfilter")  # an RGB filter for a gray codec
