@@ -131,6 +131,16 @@ def block_tiles(blocks_h: int, blocks_w: int, block: int, tile_pixels: int,
             yield core, around
 
 
+def keep_core(whole: np.ndarray, part: np.ndarray, core, around, per_block: int) -> None:
+    """Writes into `whole` (1, h, w, c: an image's latent) the positions of `core` from
+    `part`, the same latent computed for the blocks `around` it (`block_tiles`'s slices);
+    the margins are dropped.  `per_block`: latent positions a block."""
+    inner = tuple(slice((c.start - a.start) * per_block, (c.stop - a.start) * per_block)
+                  for c, a in zip(core, around))
+    outer = tuple(slice(c.start * per_block, c.stop * per_block) for c in core)
+    whole[(slice(None), *outer)] = part[(slice(None), *inner)]
+
+
 def analyse_in_windows(analyse, model, x: np.ndarray, strides: dict[str, int],
                        window_pixels: int | None = None) -> dict:
     """`analyse(x)`'s spatial outputs for one image (1, height, width, channels), computed
@@ -159,14 +169,10 @@ def analyse_in_windows(analyse, model, x: np.ndarray, strides: dict[str, int],
         outputs = analyse(window)
         for key, stride in strides.items():
             value = np.asarray(outputs[key])
-            per_block = block // stride
             if key not in result:
                 result[key] = np.empty((1, height // stride, width // stride,
                                         value.shape[-1]), value.dtype)
-            inner = tuple(slice((c.start - a.start) * per_block, (c.stop - a.start) * per_block)
-                          for c, a in zip(core, around))
-            outer = tuple(slice(c.start * per_block, c.stop * per_block) for c in core)
-            result[key][(slice(None), *outer)] = value[(slice(None), *inner)]
+            keep_core(result[key], value, core, around, block // stride)
     return result
 
 

@@ -126,6 +126,8 @@ class Refiner:
         """The refined continuous latents of `x` after `iterations` steps (the analysis's
         own latents when 0); `progress(done, total)` is called after every step, with the
         steps done and to do over all tiles."""
+        from aezoo.codec import keep_core
+
         x = np.asarray(x, np.float32)
         start = {k: np.asarray(v, np.float32) for k, v in self._start(x).items()}
         if iterations <= 0:
@@ -141,12 +143,7 @@ class Refiner:
             refined = self._refine_tile(x, start, around, iterations, step_done)
             for key, value in refined.items():
                 # The core's part of the refined latents (the margins are dropped).
-                inner = tuple(slice(self._at(key, c.start - a.start),
-                                    self._at(key, c.stop - a.start))
-                              for c, a in zip(core, around))
-                outer = tuple(slice(self._at(key, c.start), self._at(key, c.stop))
-                              for c in core)
-                result[key][(slice(None), *outer)] = value[(slice(None), *inner)]
+                keep_core(result[key], value, core, around, self._at(key, 1))
         return result
 
     def _start(self, x: np.ndarray) -> dict[str, np.ndarray]:

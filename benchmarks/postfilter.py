@@ -62,7 +62,7 @@ def train(args: argparse.Namespace) -> None:
     import tensorflow as tf
 
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
-    from aezoo import __version__, metrics, runs
+    from aezoo import __version__, codec, denoise, metrics, runs
 
     photos = list(np.load(args.data / "photos.npy", allow_pickle=True))
     decoded = [list(np.load(args.data / f"{name}.npy", allow_pickle=True))
@@ -117,14 +117,17 @@ def train(args: argparse.Namespace) -> None:
             for i in held_out[:16]:
                 x, photo = coded[i].astype(np.float32) / 255, photos[i]
                 output = np.asarray(model(x[None], training=False), np.float32)[0]
-                filtered = np.round(np.clip(output, 0, 1) * 255).astype(np.uint8)
-                gain.append(metrics.psnr(photo, filtered) - metrics.psnr(photo, coded[i]))
+                gain.append(metrics.psnr(photo, denoise.to_8bit(output))
+                            - metrics.psnr(photo, coded[i]))
             result.append(round(float(np.mean(gain)), 3))
         return result
 
     args.out.mkdir(parents=True, exist_ok=True)
     options = {key: str(value) if isinstance(value, Path) else value
                for key, value in vars(args).items() if key != "action"}
+    info = {"task": "compress", "model": "denoising", "options": options,
+            "application": {"role": codec.POSTFILTER, "channels": 3},
+            "aezoo_version": __version__, "config": model.get_config()}
     print(f"step {done}: held-out gain (dB) {dict(zip(args.codecs, gains()))}", flush=True)
     started = time.perf_counter()
     while time.perf_counter() - started < args.minutes * 60 and done < horizon:
@@ -133,9 +136,6 @@ def train(args: argparse.Namespace) -> None:
         arrays = {v.path: np.asarray(v, np.float32) for v in model.weights}
         with runs.writing(args.out / runs.WEIGHTS_FILE) as path, open(path, "wb") as file:
             np.savez(file, **arrays)
-        info = {"task": "compress", "model": "denoising", "options": options,
-                "application": {"role": "postfilter", "channels": 3},
-                "aezoo_version": __version__, "config": model.get_config()}
         runs.write_text(args.out / runs.RUN_FILE, json.dumps(info, indent=2) + "\n")
         runs.write_text(state, json.dumps({"steps": done}) + "\n")
         report = (f", held-out gain (dB) {dict(zip(args.codecs, gains()))}"
