@@ -39,9 +39,10 @@ file decodes to the same latents in any process on any machine.  The synthesis t
 runs in float32: on the same machine and TensorFlow build its pixels are identical too, on
 another they may differ by a grey level.
 
-A `Codec` may run a post-filter on the decoded pixels (`open_codec` gives the codec presets
-`codec_postfilter`): a float32 network after the exact part, which changes what a file
-decodes to, not the file.
+A `Codec` may run a post-filter on the decoded pixels (`open_codec` gives each codec preset
+the one its card names: `codec_postfilter` up to `codec_0.01`, `codec_postfilter_high`
+above): a float32 network after the exact part, which changes what a file decodes to, not
+the file.
 
 Decoding takes bounded memory whatever a header claims: the synthesis transform runs on
 tiles of the latent (with margins that cover its receptive field, so tiles join without
@@ -213,9 +214,9 @@ def open_codec(source, postfilter: str = "auto") -> "Codec":
 
     Args:
         source: a codec preset's name (`codec_0.01`) or a compression run folder.
-        postfilter: "auto": the post-filter a preset's card names (every codec_* preset
-            names `codec_postfilter`, trained on their decoded images), none for a run
-            folder (a model trained elsewhere has other artefacts); "none"; or a
+        postfilter: "auto": the post-filter a preset's card names (`codec_postfilter`
+            or, from `codec_0.025` up, `codec_postfilter_high`: each trained on what those
+            presets decode), none for a run folder (a model trained elsewhere has other artefacts); "none"; or a
             post-filter's preset name or run folder.
 
     Raises:
@@ -342,7 +343,7 @@ class Codec:
     def __init__(self, model, refiner=None, postfilter=None):
         """`refiner`: the `aezoo.refinement.Refiner` of `model` that `compress(refine=N)`
         uses (default: one built on first use, in `search_precision()`).  `postfilter`: a
-        denoiser of decoded images (the `codec_postfilter` preset, which `open_codec` gives
+        denoiser of decoded images (the `codec_postfilter*` presets, which `open_codec` gives
         the codec presets) that `decompress` runs on the synthesis's pixels; None: none.
         Files do not depend on it: it changes what they decode to, not what they hold."""
         import constriction

@@ -11,7 +11,7 @@ import pytest
 from conftest import ROOT
 from PIL import Image
 
-from aezoo import codec, metrics, runs
+from aezoo import codec, metrics, presets, runs
 from aezoo.apps import compress
 
 
@@ -368,9 +368,9 @@ def test_a_grayscale_photo_comes_back_a_grayscale_png_from_a_colour_preset(tmp_p
 
 
 def test_the_presets_decode_through_their_postfilter_unless_told_not_to(tmp_path, capsys):
-    """`decompress` runs `codec_postfilter` on what the codec presets decode (auto), or not
-    (`--postfilter none`); the same file either way, and the filter's pixels are nearer the
-    photo.  A model that is not a post-filter is one line and exit status 2."""
+    """`decompress` runs the post-filter that a codec preset's card names on what it decodes
+    (auto), or not (`--postfilter none`); the same file either way, and the filter's pixels
+    are nearer the photo.  A model that is not a post-filter is one line and exit status 2."""
     from conftest import shared_data
 
     from aezoo import denoise
@@ -386,8 +386,8 @@ def test_the_presets_decode_through_their_postfilter_unless_told_not_to(tmp_path
     filtered = np.asarray(Image.open(tmp_path / "auto" / "parrots.png"))
     plain = np.asarray(Image.open(tmp_path / "none" / "parrots.png"))
     assert np.array_equal(plain, codec.Codec(runs.load_run("codec_0.004").model).read(aez))
-    # Recomputed: the preset codec_postfilter on the plain decoding.
-    model = runs.load_run("codec_postfilter").model
+    # Recomputed: the filter that codec_0.004's card names, on the plain decoding.
+    model = runs.load_run(presets.PRESETS["codec_0.004"]["postfilter"]).model
     expected = denoise.to_8bit(denoise.denoise(model, plain / np.float32(255)))
     assert np.array_equal(filtered, expected)
     assert metrics.psnr(photo, filtered) > metrics.psnr(photo, plain) + 0.1

@@ -63,6 +63,18 @@ def test_every_card_says_what_a_user_needs(name):
     presets.folder(name)  # the files pass their checksums
 
 
+@pytest.mark.parametrize("name", [n for n in NAMES if "postfilter" in presets.PRESETS[n]])
+def test_a_codec_card_names_a_post_filter_preset(name):
+    """The filter a codec card names (what `--postfilter auto` runs) is a preset trained as
+    a post-filter, and every post-filter preset is named by some codec card."""
+    info = json.loads((presets.folder(presets.PRESETS[name]["postfilter"])
+                       / "run.json").read_text())
+    assert info["task"] == "compress" and info["application"]["role"] == "postfilter"
+    named = {card["postfilter"] for card in presets.PRESETS.values() if "postfilter" in card}
+    filters = {n for n in NAMES if presets.PRESETS[n]["check"]["kind"] == "postfilter"}
+    assert named == filters
+
+
 def test_all_presets_together_stay_under_60_megabytes():
     assert sum(presets.size(name) for name in NAMES) < 60 * 2**20
 

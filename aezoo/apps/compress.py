@@ -29,9 +29,10 @@ folder stands for its images, or its .aez files):
         --out unpacked/
     aezoo compress compress --model codec_0.01 photos/ --out packed/
 
-`decompress` (and `evaluate`) run the codec presets' decoded pixels through
-`codec_postfilter`, a U-Net trained on what they decode (--postfilter none: the synthesis's
-own pixels; the files are the same either way).
+`decompress` (and `evaluate`) run the codec presets' decoded pixels through the post-filter
+their cards name (codec_postfilter, or codec_postfilter_high from codec_0.025 up), a U-Net
+trained on what they decode (--postfilter none: the synthesis's own pixels; the files are
+the same either way).
 
 Smaller files of better quality for encoder time (--refine N: N steps of gradient descent on
 each image's own latents, about 0.1 s each for a 768x512 image; decoding is unchanged):
@@ -131,9 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_postfilter_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--postfilter", default="auto", metavar="auto|none|MODEL",
-        help="denoiser run on the decoded pixels: auto (default), the one the model names "
-             "(codec_postfilter for the codec_* presets, none for a run you trained); none; "
-             "or a post-filter's preset or run folder. The files are the same either way")
+        help="denoiser run on the decoded pixels: auto (default), the one the model's card "
+             "names (codec_postfilter or codec_postfilter_high for the codec_* presets, none "
+             "for a run you trained); none; or a post-filter's preset or run folder. The "
+             "files are the same either way")
 
 
 def _add_refine_argument(parser: argparse.ArgumentParser) -> None:
