@@ -1,4 +1,4 @@
-"""Train `codec_postfilter`: a denoiser of what the codec presets decode.
+"""Train the codec presets' post-filters (`codec_postfilter`, `codec_postfilter_high`).
 
 The codec presets' synthesis transforms are small (N = 64); a U-Net run on their decoded
 pixels removes part of what they leave (ringing, blur, colour bleeding).  It starts from
@@ -10,6 +10,20 @@ learns the codecs' artefacts from CBSD432 photos coded by every codec preset:
         --minutes 70 --out /work/runs/codec_postfilter
     python benchmarks/presets.py pack codec_postfilter /work/runs/codec_postfilter \\
         --card card.json --compare
+
+then one filter for each group of rates, each fine-tuned from that one on its group's
+decodings only (the low presets' filter stays `codec_postfilter`; the cards name them):
+
+    nice python benchmarks/postfilter.py train --data /work/postfilter_data \\
+        --codecs codec_0.025 codec_0.05 codec_0.1 --init codec_postfilter --minutes 55 \\
+        --step-seconds 0.4 --learning-rate 5e-5 --warmup 100 --out /work/runs/pf_high
+    nice python benchmarks/postfilter.py train --data /work/postfilter_data \\
+        --codecs codec_0.0018 codec_0.004 codec_0.01 --init codec_postfilter --minutes 50 \\
+        --step-seconds 0.4 --learning-rate 5e-5 --warmup 100 --out /work/runs/pf_low
+    python benchmarks/presets.py pack codec_postfilter_high /work/runs/pf_high \\
+        --card card.json --compare
+    python benchmarks/presets.py pack codec_postfilter /work/runs/pf_low --then "..." \\
+        --time "..." --compare
 
 `prepare` compresses and decompresses every CBSD432 photo with each codec (one `.npy` of
 decoded uint8 images per codec, and the photos).  `train` fine-tunes the filter on random
