@@ -216,8 +216,8 @@ def open_codec(source, postfilter: str = "auto") -> "Codec":
         source: a codec preset's name (`codec_0.01`) or a compression run folder.
         postfilter: "auto": the post-filter a preset's card names (`codec_postfilter`
             or, from `codec_0.025` up, `codec_postfilter_high`: each trained on what those
-            presets decode), none for a run folder (a model trained elsewhere has other artefacts); "none"; or a
-            post-filter's preset name or run folder.
+            presets decode), none for a run folder (a model trained elsewhere has other
+            artefacts); "none"; or a post-filter's preset name or run folder.
 
     Raises:
         ValueError: a run of another task, or a `postfilter` that is not a post-filter.
