@@ -215,10 +215,12 @@ def decompress(args: argparse.Namespace) -> int:
     for path in files:
         unpacker.check_file(path)  # headers and checksums, before anything is decoded
 
+    number = {path: i for i, path in enumerate(files, 1)}  # (no two: output_paths checked)
+
     def timed_read(path):
         started = time.perf_counter()
         # (the post-filter of a 24-megapixel photo takes 25 s: say how far it is)
-        label = f"[{files.index(path) + 1}/{len(files)}] {path.name}"
+        label = f"[{number[path]}/{len(files)}] {path.name}"
         image = unpacker.read(path, progress=cli.quarters(label, started, "filtered"))
         return image, time.perf_counter() - started
 

@@ -33,22 +33,13 @@ def measure(name: str, root: Path, source: str | Path | None = None) -> dict[str
     float32 run the preset was packed from)."""
     card = PRESETS[name]
     check: dict[str, Any] = card["check"]
-    run = runs.load_run(name if source is None else source)
+    subject = name if source is None else source
     kind = check["kind"]
-    if kind == "denoise":
-        channels = int(run.application["channels"])
-        images = [data.read_image(root / check["images"] / f, channels) / 255.0
-                  for f in check["files"]]
-        kind_, level = noise.parse_noise(check["noise"])
-        result = denoise.evaluate(run.model, images, (kind_, level), seed=check["seed"],
-                                  methods=("aezoo",))
-        return {"psnr": result["methods"]["aezoo"]["psnr"]}
-    if kind in ("compress", "postfilter"):
+    if kind in ("compress", "postfilter"):  # `open_codec` loads the runs it needs
         if kind == "compress":
-            packer = codec.open_codec(name if source is None else source,
-                                      card.get(codec.POSTFILTER, "none"))
+            packer = codec.open_codec(subject, card.get(codec.POSTFILTER, "none"))
         else:
-            packer = codec.open_codec(check["codec"], name if source is None else source)
+            packer = codec.open_codec(check["codec"], subject)
         bpp, psnr = [], []
         for file in check["files"]:
             image = data.read_image(root / check["images"] / file, packer.channels)
@@ -58,6 +49,15 @@ def measure(name: str, root: Path, source: str | Path | None = None) -> dict[str
         if kind == "postfilter":
             return {"psnr": float(np.mean(psnr))}
         return {"bpp": float(np.mean(bpp)), "psnr": float(np.mean(psnr))}
+    run = runs.load_run(subject)
+    if kind == "denoise":
+        channels = int(run.application["channels"])
+        images = [data.read_image(root / check["images"] / f, channels) / 255.0
+                  for f in check["files"]]
+        kind_, level = noise.parse_noise(check["noise"])
+        result = denoise.evaluate(run.model, images, (kind_, level), seed=check["seed"],
+                                  methods=("aezoo",))
+        return {"psnr": result["methods"]["aezoo"]["psnr"]}
     if kind == "anomaly":
         x, labels = data.read_csv(root / check["csv"], check["label_column"])
         examples = anomaly.select_split(
