@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+import aezoo
 from aezoo import runs
 from aezoo.apps import denoise as app
 
@@ -109,7 +110,7 @@ def test_denoise_writes_one_png_per_input_with_its_size_and_mode(mnist_run, tmp_
 
 
 @pytest.mark.usefixtures("no_export")
-def test_an_rgb_model_writes_rgb_pngs(tmp_path, capsys):
+def test_an_rgb_model_writes_rgb_pngs_and_gray_ones_for_gray_photos(tmp_path, capsys):
     images = tmp_path / "photos"
     images.mkdir()
     for i in range(4):
@@ -130,9 +131,20 @@ def test_an_rgb_model_writes_rgb_pngs(tmp_path, capsys):
     assert ["grayscale read as colour" in line for line in lines] == [False, True]
     # a grayscale photo's noise is the same in the three channels: the luminance first
     assert ["luminance denoised first" in line for line in lines] == [False, True]
-    for name, size in (("0.png", (30, 24)), ("gray.png", (21, 17))):
-        with Image.open(out / name) as image:
-            assert (image.mode, image.size) == ("RGB", size)
+    with Image.open(out / "0.png") as image:
+        assert (image.mode, image.size) == ("RGB", (30, 24))
+    # The grayscale photo comes back grayscale: the mean of the three channels that the
+    # Python API gives for it (the colour model after denoise_gray's luminance).
+    from aezoo import denoise
+
+    noisy = np.repeat(np.asarray(Image.open(gray), np.float32)[..., None] / 255, 3, axis=-1)
+    noisy = denoise.unclip(noisy, denoise.estimate_sigma(noisy))
+    colour = denoise.denoise(runs.load_run(run).model, noisy,
+                             luminance=aezoo.from_preset("denoise_gray"))
+    assert np.ptp(denoise.to_8bit(colour).astype(int), axis=-1).max() > 0  # not gray as is
+    with Image.open(out / "gray.png") as image:
+        assert (image.mode, image.size) == ("L", (21, 17))
+        np.testing.assert_array_equal(np.asarray(image), denoise.to_8bit(colour.mean(-1)))
 
 
 def test_existing_outputs_are_refused_and_inputs_never_overwritten(mnist_run, tmp_path, capsys):

@@ -241,6 +241,10 @@ def denoise(args: argparse.Namespace) -> None:
         progress = cli.quarters(f"[{i}/{len(files)}] {source}", start, "denoised")
         clean = denoising.denoise(model, noisy, tile=args.tile, ensemble=args.ensemble,
                                   progress=progress, luminance=first)
+        if own == 1 and channels == 3:
+            # A gray photo comes back gray: the mean of the channels, the gray image nearest
+            # the colour model's output (which differs between them by a few levels).
+            clean = clean.mean(axis=-1, keepdims=True)
         runs.write_bytes(target, denoising.png_bytes(clean))
         print(f"[{i}/{len(files)}] {source} -> {target} ({image.shape[1]}x{image.shape[0]}, "
               f"{level}{note}, "
