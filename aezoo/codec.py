@@ -62,6 +62,7 @@ from pathlib import Path
 
 import numpy as np
 
+from aezoo import denoise
 from aezoo.models.compression import (
     SCALE_LEVELS,
     CompressionAutoencoder,
@@ -406,7 +407,6 @@ class Codec:
             ]
             self.hyper_parameters = model.hyper_synthesis.integer_parameters()
         self._analyse, self._synthesise = self._graphs(model)
-        self.block = self.stride * self.hyper_stride
         if refiner is not None and refiner.model is not model:
             raise ValueError("The refiner is another model's.")
         self._refiner = refiner
@@ -479,7 +479,7 @@ class Codec:
         (version 1), or `y` and `z_hat` (version 2); in windows for a large image
         (`analyse_in_windows`), so that its memory stays bounded."""
         keys = ({"y_hat": self.stride} if self.version == 1
-                else {"y": self.stride, "z_hat": self.block})
+                else {"y": self.stride, "z_hat": block_size(self.model)})
         return analyse_in_windows(self._analyse, self.model, x, keys)
 
     def refiner(self):
@@ -516,17 +516,14 @@ class Codec:
                 rows = min(bottom * stride, height) - top * stride
                 cols = min(right * stride, width) - left * stride
                 part = x_hat[(top - r0) * stride:, (left - c0) * stride:][:rows, :cols]
-                image[top * stride: top * stride + rows, left * stride: left * stride + cols] = (
-                    np.round(np.clip(part, 0.0, 1.0) * 255.0).astype(np.uint8)
-                )
+                image[top * stride: top * stride + rows,
+                      left * stride: left * stride + cols] = denoise.to_8bit(part)
         return image
 
     def filtered(self, image: np.ndarray, progress=None) -> np.ndarray:
         """A decoded uint8 image after the post-filter (in tiles of bounded memory, as
         `aezoo.denoise.denoise` runs a denoiser), rounded back to uint8.  `progress(done,
         total)` is called after each tile (a 24-megapixel photo takes about 25 s on 2 cores)."""
-        from aezoo import denoise
-
         cleaned = denoise.denoise(self.postfilter, image.astype(np.float32) / 255.0,
                                   progress=progress)
         return denoise.to_8bit(cleaned)

@@ -91,6 +91,7 @@ class Refiner:
         import keras
         import tensorflow as tf
 
+        from aezoo.codec import block_size
         from aezoo.models.base import check_choice
         from aezoo.models.compression import HyperpriorAutoencoder
 
@@ -104,7 +105,7 @@ class Refiner:
         if self.hyper:
             outputs["z"] = encoder.get_layer("hyper_latent_conv").output
         self.analysis = keras.Model(encoder.input, outputs, name="refine_analysis")
-        self.block = model.stride * (model.hyper_stride if self.hyper else 1)
+        self.block = block_size(model)  # the blocks the codec codes in
         channels = int(encoder.input_shape[-1])
         self._analyse = tf.function(
             lambda x: self.analysis(x, training=False),
