@@ -26,6 +26,7 @@ import csv
 import os
 import re
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -171,12 +172,24 @@ def list_images(directory: str | os.PathLike) -> list[Path]:
         FileNotFoundError: if the folder does not exist.
         ValueError: if it holds no PNG or JPEG file.
     """
+    return list_files(directory, IMAGE_SUFFIXES, "PNG or JPEG images")
+
+
+def list_files(directory: str | os.PathLike, suffixes: Sequence[str], what: str) -> list[Path]:
+    """The files directly in `directory` whose suffix is one of `suffixes` (lower case; the
+    files' may be any case), sorted by name; a folder named like one is not a file.
+
+    Raises:
+        FileNotFoundError: if the folder does not exist.
+        ValueError: "{directory} holds no {what}." if it holds none.
+    """
     directory = Path(directory)
     if not directory.is_dir():
         raise FileNotFoundError(f"No such folder: {directory}")
-    files = sorted(p for p in directory.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = sorted(p for p in directory.iterdir()
+                   if p.suffix.lower() in suffixes and p.is_file())
     if not files:
-        raise ValueError(f"{directory} holds no PNG or JPEG images.")
+        raise ValueError(f"{directory} holds no {what}.")
     return files
 
 

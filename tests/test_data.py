@@ -116,6 +116,17 @@ def test_missing_or_empty_folders_are_rejected(tmp_path):
         data.from_directory(tmp_path / "empty")
 
 
+def test_a_folders_files_are_listed_by_suffix_in_any_case_and_subfolders_are_not(tmp_path):
+    for name in ("b.PNG", "a.jpeg", "c.JPG", "notes.txt", "d.aez", "e.AEZ"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "folder.png").mkdir()  # named like an image, but no file
+    assert [p.name for p in data.list_images(tmp_path)] == ["a.jpeg", "b.PNG", "c.JPG"]
+    assert [p.name for p in data.list_files(tmp_path, (".aez",), ".aez files")] == [
+        "d.aez", "e.AEZ"]
+    with pytest.raises(ValueError, match=r"folder.png holds no \.aez files\."):
+        data.list_files(tmp_path / "folder.png", (".aez",), ".aez files")
+
+
 def test_patches_larger_than_an_image_are_rejected(tmp_path):
     write_images(tmp_path, [(10, 30)], "L", ".png")
     with pytest.raises(ValueError, match="smaller than the 16x16 patches"):

@@ -207,9 +207,10 @@ def compress(args: argparse.Namespace) -> int:
 def decompress(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from aezoo import codec, denoise, runs
+    from aezoo import codec, data, denoise, runs
 
-    files = cli.expand_folders(args.files, _aez_files)
+    files = cli.expand_folders(args.files, lambda folder: data.list_files(
+        folder, (".aez",), ".aez files"))
     targets = cli.output_paths(files, args.out, ".png", args.overwrite)
     unpacker = codec.open_codec(args.model, args.postfilter)
     for path in files:
@@ -234,13 +235,6 @@ def decompress(args: argparse.Namespace) -> int:
         print(f"[{i}/{len(targets)}] {path.name} -> {target} ({image.shape[1]}x"
               f"{image.shape[0]}, {seconds:.2f} s)", flush=True)
     return 0
-
-
-def _aez_files(folder: Path) -> list[Path]:
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".aez" and p.is_file())
-    if not files:
-        raise ValueError(f"{folder} holds no .aez files.")
-    return files
 
 
 # --------------------------------------------------------------------- evaluate
