@@ -235,7 +235,7 @@ def open_codec(source, postfilter: str = "auto") -> "Codec":
     if filter_run.task != "compress" or filter_run.application.get("role") != POSTFILTER:
         raise ValueError(f"{postfilter} is not a post-filter (a denoiser of a codec's decoded "
                          "images, as the preset codec_postfilter).")
-    return Codec(run.model, postfilter=filter_run.model)
+    return Codec(run.model, postfilter=filter_run.model, postfilter_name=str(postfilter))
 
 
 class FormatError(ValueError):
@@ -341,12 +341,14 @@ class Codec:
     `compression_meanscale` models write version 2.
     """
 
-    def __init__(self, model, refiner=None, postfilter=None):
+    def __init__(self, model, refiner=None, postfilter=None, postfilter_name=None):
         """`refiner`: the `aezoo.refinement.Refiner` of `model` that `compress(refine=N)`
         uses (default: one built on first use, in `search_precision()`).  `postfilter`: a
         denoiser of decoded images (the `codec_postfilter*` presets, which `open_codec` gives
         the codec presets) that `decompress` runs on the synthesis's pixels; None: none.
-        Files do not depend on it: it changes what they decode to, not what they hold."""
+        Files do not depend on it: it changes what they decode to, not what they hold.
+        `postfilter_name`: what reports call it (`open_codec` gives its preset or run;
+        default: the Keras model's name)."""
         import constriction
 
         if not isinstance(model, CompressionAutoencoder):
@@ -411,10 +413,9 @@ class Codec:
             raise ValueError("The refiner is another model's.")
         self._refiner = refiner
         if postfilter is not None:
-            from aezoo import denoise
-
             denoise.check_denoiser(postfilter, self.channels, "The post-filter")
         self.postfilter = postfilter
+        self.postfilter_name = None if postfilter is None else postfilter_name or postfilter.name
 
     def _graphs(self, model):
         """The analysis (image -> y_hat, or y and z_hat) and the synthesis (a tile of y_hat

@@ -233,7 +233,7 @@ def _evaluate_model(label: str, model, images, names, refine: int = 0,
             image_progress(label, done, len(images))
     point = _mean(rows)
     point.update(setting=label, lmbda=model.lmbda, refine=refine,
-                 postfilter=packer.postfilter is not None)
+                 postfilter=packer.postfilter_name)  # (None: the synthesis's pixels)
     return point
 
 
@@ -309,9 +309,10 @@ def markdown(results: dict) -> str:
     refine = max((p.get("refine", 0) for p in results["curves"].get("aezoo", [])), default=0)
     if refine:
         lines += [f"aezoo's latents refined with {refine} iterations (`--refine`).", ""]
-    filtered = [p["setting"] for p in results["curves"].get("aezoo", []) if p.get("postfilter")]
+    filtered = [f"{p['setting']} through {p['postfilter']}"
+                for p in results["curves"].get("aezoo", []) if p.get("postfilter")]
     if filtered:
-        lines += [f"Decoded through the post-filter: {', '.join(filtered)}.", ""]
+        lines += [f"Decoded through post-filters: {', '.join(filtered)}.", ""]
     lines += ["| codec | setting | bpp | PSNR (dB) | MS-SSIM | encode (s) | decode (s) |",
               "|---|---|---|---|---|---|---|"]
     for name, points in results["curves"].items():

@@ -1,6 +1,7 @@
 """`aezoo.refinement`: refined latents make files that cost less (bits + lmbda * distortion,
 measured on the files and the decoded pixels) and decode as any other file."""
 
+import json
 import time
 
 import numpy as np
@@ -133,6 +134,13 @@ def test_the_command_refines_and_reports_it(photo, tmp_path, capsys, monkeypatch
                           "--codecs", "--refine", "2", "--out", str(tmp_path / "rd")]) == 0
     assert f"  aezoo {PRESET}: 1/1 images (" in capsys.readouterr().out
     assert titles == [f"{tmp_path.name} (1 image; aezoo refined with 2 iterations)"]
+    # The results name the post-filter the preset's card names (auto).
+    from aezoo import presets
+
+    point = json.loads((tmp_path / "rd" / "results.json").read_text())["curves"]["aezoo"][0]
+    assert point["postfilter"] == presets.PRESETS[PRESET]["postfilter"]
+    assert (f"Decoded through post-filters: {PRESET} through {point['postfilter']}."
+            in (tmp_path / "rd" / "results.md").read_text())
 
 
 def test_long_refinements_print_each_quarter(capsys):
