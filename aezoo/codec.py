@@ -40,8 +40,8 @@ runs in float32: on the same machine and TensorFlow build its pixels are identic
 another they may differ by a grey level.
 
 A `Codec` may run a post-filter on the decoded pixels (`open_codec` gives each codec preset
-the one its card names: `codec_postfilter` up to `codec_0.01`, `codec_postfilter_high`
-above): a float32 network after the exact part, which changes what a file decodes to, not
+the one its card names, a `codec_postfilter*` preset trained on what that preset decodes):
+a float32 network after the exact part, which changes what a file decodes to, not
 the file.
 
 Decoding takes bounded memory whatever a header claims: the synthesis transform runs on
@@ -215,9 +215,8 @@ def open_codec(source, postfilter: str = "auto") -> "Codec":
 
     Args:
         source: a codec preset's name (`codec_0.01`) or a compression run folder.
-        postfilter: "auto": the post-filter a preset's card names (`codec_postfilter`
-            or, from `codec_0.025` up, `codec_postfilter_high`: each trained on what those
-            presets decode), none for a run folder (a model trained elsewhere has other
+        postfilter: "auto": the post-filter a preset's card names (a `codec_postfilter*`
+            preset, trained on what that preset decodes), none for a run folder (a model trained elsewhere has other
             artefacts); "none"; or a post-filter's preset name or run folder.
 
     Raises:

@@ -1,4 +1,5 @@
-"""Train the codec presets' post-filters (`codec_postfilter`, `codec_postfilter_high`).
+"""Train the codec presets' post-filters (`codec_postfilter`, `codec_postfilter_high` and
+`codec_postfilter_0.004` / `0.01` / `0.025` / `0.05`).
 
 The codec presets' synthesis transforms are small (N = 64); a U-Net run on their decoded
 pixels removes part of what they leave (ringing, blur, colour bleeding).  It starts from
@@ -24,6 +25,16 @@ decodings only (the low presets' filter stays `codec_postfilter`; the cards name
         --card card.json --compare
     python benchmarks/presets.py pack codec_postfilter /work/runs/pf_low --then "..." \\
         --time "..." --compare
+
+and last one filter for each of the presets that span 0.25-1.0 bpp on Kodak (codec_0.004
+to codec_0.05), fine-tuned from its group's on that preset's decodings alone (14-60 minutes each; the cards give each one's exact
+command; the other presets keep their group's filter):
+
+    nice python benchmarks/postfilter.py train --data /work/postfilter_data \\
+        --codecs codec_0.01 --init codec_postfilter --minutes 60 --step-seconds 0.4 \\
+        --learning-rate 5e-5 --warmup 100 --out /work/runs/pf_mid
+    python benchmarks/presets.py pack codec_postfilter_0.01 /work/runs/pf_mid \\
+        --card card.json --compare
 
 `prepare` compresses and decompresses every CBSD432 photo with each codec (one `.npy` of
 decoded uint8 images per codec, and the photos).  `train` fine-tunes the filter on random

@@ -143,7 +143,8 @@ def codec_figures(args: argparse.Namespace) -> None:
                          "presets by name (--model codec_...)")
     bd = results["bd_rate"]
 
-    filtered = " (decoded through the post-filter)" if ours[0].get("postfilter") else ""
+    filtered = (" (each decoded through the post-filter its card names)"
+                if ours[0].get("postfilter") else "")
     curve = (f"the {len(ours)} rate points ({ours[0]['bpp']:.3f}-{ours[-1]['bpp']:.3f} bpp) "
              f"against Pillow's codecs on Kodak{filtered}: " + _bd_text(bd))
     plain = {}

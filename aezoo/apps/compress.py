@@ -30,7 +30,7 @@ folder stands for its images, or its .aez files):
     aezoo compress compress --model codec_0.01 photos/ --out packed/
 
 `decompress` (and `evaluate`) run the codec presets' decoded pixels through the post-filter
-their cards name (codec_postfilter, or codec_postfilter_high from codec_0.025 up), a U-Net
+their cards name (a codec_postfilter* preset: `aezoo presets codec_0.01` shows it), a U-Net
 trained on what they decode (--postfilter none: the synthesis's own pixels; the files are
 the same either way).
 
@@ -133,8 +133,8 @@ def _add_postfilter_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--postfilter", default="auto", metavar="auto|none|MODEL",
         help="denoiser run on the decoded pixels: auto (default), the one the model's card "
-             "names (codec_postfilter or codec_postfilter_high for the codec_* presets, none "
-             "for a run you trained); none; or a post-filter's preset or run folder. The "
+             "names (a codec_postfilter* preset for the codec_* presets, none for a run you "
+             "trained); none; or a post-filter's preset or run folder. The "
              "files are the same either way")
 
 
