@@ -216,8 +216,9 @@ def open_codec(source, postfilter: str = "auto") -> "Codec":
     Args:
         source: a codec preset's name (`codec_0.01`) or a compression run folder.
         postfilter: "auto": the post-filter a preset's card names (a `codec_postfilter*`
-            preset, trained on what that preset decodes), none for a run folder (a model trained elsewhere has other
-            artefacts); "none"; or a post-filter's preset name or run folder.
+            preset, trained on what that preset decodes), none for a run folder (a model
+            trained elsewhere has other artefacts); "none"; or a post-filter's preset name
+            or run folder.
 
     Raises:
         ValueError: a run of another task, or a `postfilter` that is not a post-filter.

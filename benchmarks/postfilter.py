@@ -1,5 +1,5 @@
 """Train the codec presets' post-filters (`codec_postfilter`, `codec_postfilter_high` and
-`codec_postfilter_0.004` / `0.01` / `0.025` / `0.05`).
+`codec_postfilter_0.004` / `0.01` / `0.025`).
 
 The codec presets' synthesis transforms are small (N = 64); a U-Net run on their decoded
 pixels removes part of what they leave (ringing, blur, colour bleeding).  It starts from
@@ -26,9 +26,10 @@ decodings only (the low presets' filter stays `codec_postfilter`; the cards name
     python benchmarks/presets.py pack codec_postfilter /work/runs/pf_low --then "..." \\
         --time "..." --compare
 
-and last one filter for each of the presets that span 0.25-1.0 bpp on Kodak (codec_0.004
-to codec_0.05), fine-tuned from its group's on that preset's decodings alone (14-60 minutes each; the cards give each one's exact
-command; the other presets keep their group's filter):
+and last one filter for each preset within 0.25-1.0 bpp on Kodak (codec_0.004, 0.01 and
+0.025), fine-tuned from its group's on that preset's decodings alone (24-56 minutes each;
+the cards give each one's exact command; the other presets keep their group's filter, and
+codec_0.05's own, +0.03 dB, was not kept):
 
     nice python benchmarks/postfilter.py train --data /work/postfilter_data \\
         --codecs codec_0.01 --init codec_postfilter --minutes 60 --step-seconds 0.4 \\

@@ -134,8 +134,8 @@ def _add_postfilter_argument(parser: argparse.ArgumentParser) -> None:
         "--postfilter", default="auto", metavar="auto|none|MODEL",
         help="denoiser run on the decoded pixels: auto (default), the one the model's card "
              "names (a codec_postfilter* preset for the codec_* presets, none for a run you "
-             "trained); none; or a post-filter's preset or run folder. The "
-             "files are the same either way")
+             "trained); none; or a post-filter's preset or run folder. The files are the "
+             "same either way")
 
 
 def _add_refine_argument(parser: argparse.ArgumentParser) -> None:
