@@ -128,7 +128,8 @@ def test_an_rgb_model_writes_rgb_pngs_and_gray_ones_for_gray_photos(tmp_path, ca
     assert app.main(["denoise", "--model", str(run), str(images / "0.png"), str(gray),
                      "--out", str(out)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert ["grayscale read as colour" in line for line in lines] == [False, True]
+    assert ["grayscale read as colour (R = G = B), given back as grayscale" in line
+            for line in lines] == [False, True]
     # a grayscale photo's noise is the same in the three channels: the luminance first
     assert ["luminance denoised first" in line for line in lines] == [False, True]
     with Image.open(out / "0.png") as image:

@@ -152,14 +152,15 @@ def expand_folders(paths: Sequence[Path], list_folder: Callable[[Path], list[Pat
 def converted(file_channels: int, model_channels: int, colour_model: str,
               transparent: bool = False) -> str:
     """", <what was done>" for an image whose colour the model does not take, else "": a
-    grayscale model makes colour photos gray, and transparency is dropped (the output is
-    opaque), which the user should hear of."""
+    grayscale model makes colour photos gray; a colour model takes a gray photo as R = G = B,
+    and the denoised or decoded image comes back gray (denoise, decompress); transparency is
+    dropped (the output is opaque).  The user should hear of each."""
     dropped = ", transparency dropped (the output is opaque)" if transparent else ""
     if file_channels == model_channels:
         return dropped
     if model_channels == 1:
         return f", colour read as grayscale: the model is grayscale ({colour_model}){dropped}"
-    return f", grayscale read as colour (R = G = B){dropped}"
+    return f", grayscale read as colour (R = G = B), given back as grayscale{dropped}"
 
 
 # Bytes of decoded images an application keeps between checking its inputs and using them.
