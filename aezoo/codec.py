@@ -238,6 +238,30 @@ def open_codec(source, postfilter: str = "auto") -> "Codec":
     return Codec(run.model, postfilter=filter_run.model, postfilter_name=str(postfilter))
 
 
+def preset_of(path: str | os.PathLike) -> str:
+    """The codec preset that made an .aez file, found by the fingerprint in its header (the
+    codec `aezoo compress decompress` uses when it is given no --model).
+
+    Raises:
+        FileNotFoundError: no such file.
+        FormatError: not an .aez file, or one whose model is no preset (a run trained
+            elsewhere: open it with `open_codec(run)`).
+    """
+    from aezoo import presets
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No such file: {path}")
+    with open(path, "rb") as f:
+        header = read_header(f.read(HEADER_V2.size), path.stat().st_size, path.name)
+    name = presets.codec_for(header.fingerprint)
+    if name is None:
+        raise FormatError(f"{path.name} was made by a model that is not a codec preset "
+                          f"(fingerprint {header.fingerprint.hex()}): give the run that made "
+                          "it, --model RUN.")
+    return name
+
+
 class FormatError(ValueError):
     """A file that this codec cannot decode: not .aez, truncated, corrupted, or made by
     another model.  The message is one sentence a user can act on."""
@@ -623,6 +647,12 @@ class Codec:
         if checksum(fields, payload) != header.checksum:
             raise FormatError(f"{name} is corrupted (checksum mismatch).")
         if header.fingerprint != self.fingerprint:
+            from aezoo import presets
+
+            made = presets.codec_for(header.fingerprint)
+            if made is not None:
+                raise FormatError(f"{name} was made by another model, the preset {made} "
+                                  f"(give --model {made}, or no --model).")
             raise FormatError(
                 f"{name} was made by another model (fingerprint {header.fingerprint.hex()}, "
                 f"this model's is {self.fingerprint.hex()})."

@@ -55,6 +55,12 @@ def pack(args: argparse.Namespace) -> None:
     folder = presets.PRESET_DIR / args.name
     card["sha256"] = runs.pack(run, folder, float16=not args.float32)
     card["precision"] = "float32" if args.float32 else "float16"
+    if run.task == "compress" and run.application.get("role") != "postfilter":
+        from aezoo import codec
+
+        # What its .aez files carry, by which `decompress` finds it: of the packed weights
+        # (float16 storage changes them), so read back from the folder.
+        card["fingerprint"] = codec.fingerprint(runs.load_run(folder).model).hex()
     # The new files' checksums, for the measurement below and for whatever this process
     # opens next.
     presets.PRESETS[args.name] = card

@@ -254,6 +254,43 @@ def test_a_file_made_by_another_model_is_rejected(codec_run, packed, tmp_path, c
     assert status == 2 and err.count("\n") == 1 and "made by another model" in err
 
 
+def test_a_presets_files_decompress_without_model_and_a_wrong_model_names_the_preset(
+        packed, tmp_path, capsys):
+    """`decompress` with no --model decodes each file with the preset whose fingerprint its
+    header carries, files of two presets in one folder included: the same PNGs as with
+    their --model.  A file of a model that is no preset, with no --model, is one line and
+    status 2; the wrong preset's --model names the right one."""
+    from conftest import shared_data
+
+    photo = np.asarray(Image.open(shared_data("raw", "kodak", "kodim23.png")))[100:164, 200:296]
+    Image.fromarray(photo).save(tmp_path / "low.png")
+    Image.fromarray(photo[::-1]).save(tmp_path / "mid.png")
+    for name, preset in (("low", "codec_0.004"), ("mid", "codec_0.01")):
+        assert compress.main(["compress", "--model", preset, str(tmp_path / f"{name}.png"),
+                              "--out", str(tmp_path / "packed")]) == 0
+        assert compress.main(["decompress", "--model", preset,
+                              str(tmp_path / "packed" / f"{name}.aez"),
+                              "--out", str(tmp_path / "given")]) == 0
+    capsys.readouterr()
+    assert compress.main(["decompress", str(tmp_path / "packed"), "--out",
+                          str(tmp_path / "found")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [", codec_0.004, " in lines[0], ", codec_0.01, " in lines[1]] == [True, True]
+    for name in ("low", "mid"):
+        assert np.array_equal(np.asarray(Image.open(tmp_path / "found" / f"{name}.png")),
+                              np.asarray(Image.open(tmp_path / "given" / f"{name}.png")))
+
+    status = compress.main(["decompress", str(packed / "tall.aez"), "--out",
+                            str(tmp_path / "none")])
+    err = capsys.readouterr().err
+    assert status == 2 and err.count("\n") == 1 and "not a codec preset" in err, err
+    assert "--model RUN" in err and not (tmp_path / "none").exists()
+    status = compress.main(["decompress", "--model", "codec_0.01",
+                            str(tmp_path / "packed" / "low.aez"), "--out", str(tmp_path / "no")])
+    err = capsys.readouterr().err
+    assert status == 2 and err.count("\n") == 1 and "the preset codec_0.004" in err, err
+
+
 def test_outputs_never_overwrite_inputs_or_existing_files(
     codec_run, odd_images, packed, tmp_path, capsys
 ):

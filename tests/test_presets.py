@@ -72,6 +72,22 @@ def test_a_codec_card_names_a_post_filter_preset(name):
     assert info["task"] == "compress" and info["application"]["role"] == "postfilter"
 
 
+@pytest.mark.parametrize("name", [n for n in NAMES
+                                  if presets.PRESETS[n]["check"]["kind"] == "compress"])
+def test_a_codec_card_holds_the_fingerprint_its_files_carry(name):
+    """`decompress` with no --model finds a file's preset by this card field: it must be
+    the 8 bytes that the preset writes into its files' headers (after magic, version,
+    channels, flags, the image's size and the latent's), read here from a file's bytes."""
+    import numpy as np
+
+    from aezoo import codec
+
+    blob = codec.open_codec(name, "none").compress(np.full((20, 24, 3), 128, np.uint8))
+    assert blob[:4] == b"AEZ\x1a"
+    assert blob[22:30].hex() == presets.PRESETS[name]["fingerprint"]
+    assert presets.codec_for(blob[22:30]) == name
+
+
 def test_every_post_filter_preset_is_named_by_a_codec_card():
     named = {card["postfilter"] for card in presets.PRESETS.values() if "postfilter" in card}
     filters = {n for n in NAMES if presets.PRESETS[n]["check"]["kind"] == "postfilter"}
@@ -190,4 +206,6 @@ def test_packing_a_round_writes_the_presets_own_check_and_the_cost_of_float16(
     assert written["check"]["bpp"] == pytest.approx(np.mean(bits), rel=1e-5)
     assert written["check"]["psnr"] == pytest.approx(np.mean(errors), rel=1e-5)
     assert f"gives {np.mean(bits):.4f} bpp and {np.mean(errors):.3f} dB" in storage[0]
+    # the fingerprint the packed (float16) preset's files carry (header bytes 22-29)
+    assert written["fingerprint"] == packer.compress(image)[22:30].hex()
     assert "01 and 02" in storage[0] and "for the float32 run" in storage[0]

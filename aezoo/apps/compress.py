@@ -28,6 +28,9 @@ folder stands for its images, or its .aez files):
     aezoo compress decompress --model runs/codec_0.01 packed/*.aez \\
         --out unpacked/
     aezoo compress compress --model codec_0.01 photos/ --out packed/
+    aezoo compress decompress packed/ --out unpacked/
+
+A file made by a preset needs no --model: its header's fingerprint names the preset.
 
 `decompress` (and `evaluate`) run the codec presets' decoded pixels through the post-filter
 their cards name (a codec_postfilter* preset: `aezoo presets codec_0.01` shows it), a U-Net
@@ -104,7 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_refine_argument(pack)
 
     unpack = actions.add_parser("decompress", help="decompress .aez files to PNG images")
-    unpack.add_argument("--model", required=True, help="run folder of `train`, or a preset name")
+    unpack.add_argument("--model", help="run folder of `train`, or a preset name (default: "
+                        "the codec preset that made each file, named by its header)")
     unpack.add_argument("files", type=Path, nargs="+",
                         help=".aez files, or folders (their .aez files)")
     unpack.add_argument("--out", type=Path, required=True, help="folder of the PNG files")
@@ -212,9 +216,13 @@ def decompress(args: argparse.Namespace) -> int:
     files = cli.expand_folders(args.files, lambda folder: data.list_files(
         folder, (".aez",), ".aez files"))
     targets = cli.output_paths(files, args.out, ".png", args.overwrite)
-    unpacker = codec.open_codec(args.model, args.postfilter)
+    # Each file's codec: --model, or the preset whose fingerprint the file's header carries.
+    made = (dict.fromkeys(files, args.model) if args.model is not None
+            else {path: codec.preset_of(path) for path in files})
+    unpackers = {model: codec.open_codec(model, args.postfilter)
+                 for model in dict.fromkeys(made.values())}
     for path in files:
-        unpacker.check_file(path)  # headers and checksums, before anything is decoded
+        unpackers[made[path]].check_file(path)  # headers and checksums, before decoding
 
     number = {path: i for i, path in enumerate(files, 1)}  # (no two: output_paths checked)
 
@@ -222,7 +230,8 @@ def decompress(args: argparse.Namespace) -> int:
         started = time.perf_counter()
         # (the post-filter of a 24-megapixel photo takes 25 s: say how far it is)
         label = f"[{number[path]}/{len(files)}] {path.name}"
-        image = unpacker.read(path, progress=cli.quarters(label, started, "filtered"))
+        image = unpackers[made[path]].read(path, progress=cli.quarters(label, started,
+                                                                        "filtered"))
         return image, time.perf_counter() - started
 
     decoded = cli.read_first(files, timed_read)  # every file decodes before any is written
@@ -232,8 +241,9 @@ def decompress(args: argparse.Namespace) -> int:
         # A grayscale image (R = G = B, as the codec gives back a gray one) as a gray PNG.
         gray = image.shape[-1] == 3 and bool(np.all(image == image[..., :1]))
         runs.write_bytes(target, denoise.png_bytes(image[..., :1] if gray else image))
+        preset = "" if args.model is not None else f", {made[path]}"
         print(f"[{i}/{len(targets)}] {path.name} -> {target} ({image.shape[1]}x"
-              f"{image.shape[0]}, {seconds:.2f} s)", flush=True)
+              f"{image.shape[0]}{preset}, {seconds:.2f} s)", flush=True)
     return 0
 
 

@@ -3,7 +3,8 @@
 `PRESETS` is the table: name -> model card (task, model, what it is for, training data,
 the command that trained it, training time and machine, measured figures and the command
 that measured them, and the SHA-256 of each file; a codec's card also names the
-`postfilter` preset that its decoded images go through).  A preset is a run folder
+`postfilter` preset that its decoded images go through, and the `fingerprint` that its
+.aez files carry, by which `decompress` finds the preset that made a file).  A preset is a run folder
 (`aezoo/presets/<name>/`, see `aezoo.runs`), so everything that opens a run opens a preset
 by its name: `aezoo.load_run("denoise_gray")`, `aezoo.from_preset("denoise_gray")` (the
 model), and every command's `--model denoise_gray`.
@@ -28,6 +29,15 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+# How a card's fields are labelled where `label` (its name, spaced) would not say enough.
+LABELS = {"fingerprint": "fingerprint of its .aez files"}
+
+
+def label(key: str) -> str:
+    """A card field's label in `card` and `markdown`."""
+    return LABELS.get(key, key.replace("_", " "))
+
+
 def folder(name: str) -> Path:
     """The run folder of a preset, its files checked against their SHA-256.
 
@@ -46,6 +56,15 @@ def folder(name: str) -> Path:
             raise ValueError(f"Preset {name!r} is corrupted: {path / file} fails its SHA-256 "
                              "checksum; reinstall aezoo.")
     return path
+
+
+def codec_for(fingerprint: bytes) -> str | None:
+    """The codec preset whose .aez files carry `fingerprint` (8 bytes of a header), or None:
+    a file made by a model trained elsewhere."""
+    for name, entry in PRESETS.items():
+        if entry.get("fingerprint") == fingerprint.hex():
+            return name
+    return None
 
 
 def size(name: str) -> int:
@@ -74,10 +93,10 @@ def card(name: str) -> str:
                          f"{', '.join(PRESETS) or 'none'}.")
     entry = PRESETS[name]
     lines = [f"{name}: {entry['summary']}", ""]
-    for key in ("task", "model", "postfilter", "data", "trained_with", "training_time",
-                "machine"):
+    for key in ("task", "model", "postfilter", "fingerprint", "data", "trained_with",
+                "training_time", "machine"):
         if key in entry:
-            lines.append(f"{key.replace('_', ' ')}: {entry[key]}")
+            lines.append(f"{label(key)}: {entry[key]}")
     lines += ["", "measured:"]
     for figure in entry.get("figures", []):
         lines.append(f"  {figure}")
@@ -93,12 +112,12 @@ def markdown() -> str:
     parts = []
     for name, entry in PRESETS.items():
         lines = [f"### `{name}`", "", entry["summary"], ""]
-        for key in ("task", "model", "postfilter", "data", "trained_with", "training_time",
-                    "machine", "precision"):
+        for key in ("task", "model", "postfilter", "fingerprint", "data", "trained_with",
+                    "training_time", "machine", "precision"):
             if key in entry:
                 value = entry[key]
                 value = f"`{value}`" if key == "trained_with" else value
-                lines.append(f"* {key.replace('_', ' ')}: {value}")
+                lines.append(f"* {label(key)}: {value}")
         lines += ["", "Measured:", ""]
         lines += [f"* {figure}" for figure in entry.get("figures", [])]
         lines += ["", f"Measured with `{entry['measured_with']}`; size "
