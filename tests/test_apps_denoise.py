@@ -300,3 +300,30 @@ def test_noise_shared_by_the_channels_is_denoised_luminance_first(tmp_path, caps
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--luminance-first is for colour models" in err
     assert not (tmp_path / "gray").exists()
+
+
+def test_with_no_model_each_file_goes_through_the_blind_preset_of_its_colour(tmp_path, capsys):
+    """No --model: a grayscale file gets denoise_gray and a colour one denoise_rgb, in one
+    run; the PNGs are those each preset writes when named, and each line names it."""
+    from conftest import shared_data
+
+    rng = np.random.default_rng(3)
+    gray = np.asarray(Image.open(shared_data("raw", "bsd68", "test002.png")))[:64, :80]
+    colour = np.asarray(Image.open(shared_data("raw", "cbsd68", "101085.png")))[:64, :80]
+    for name, clean in (("gray", gray), ("colour", colour)):
+        noisy = clean + rng.standard_normal(clean.shape) * 25
+        Image.fromarray(np.round(np.clip(noisy, 0, 255)).astype(np.uint8)).save(
+            tmp_path / f"{name}.png")
+    capsys.readouterr()
+    assert app.main(["denoise", str(tmp_path / "gray.png"), str(tmp_path / "colour.png"),
+                     "--out", str(tmp_path / "found")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert ["(80x64, denoise_gray, " in lines[0], "(80x64, denoise_rgb, " in lines[1]] \
+        == [True, True], lines
+    for name, preset, mode in (("gray", "denoise_gray", "L"), ("colour", "denoise_rgb", "RGB")):
+        assert app.main(["denoise", "--model", preset, str(tmp_path / f"{name}.png"),
+                         "--out", str(tmp_path / preset)]) == 0
+        with Image.open(tmp_path / "found" / f"{name}.png") as found:
+            assert found.mode == mode
+            assert np.array_equal(np.asarray(found),
+                                  np.asarray(Image.open(tmp_path / preset / f"{name}.png")))

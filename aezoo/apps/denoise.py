@@ -31,6 +31,11 @@ noise, first puts back the noise the 8-bit file clipped at 0 and 255: aezoo.deno
 
     aezoo denoise denoise --model denoise_gray scan.jpg photos/ --out clean/
 
+With no --model, each file goes through the blind preset of its colour (denoise_gray for a
+grayscale file, denoise_rgb for a colour one), which its line names:
+
+    aezoo denoise denoise scan.jpg photos/ --out clean/
+
 The same, averaging the model over the 8 turns and mirror images of each image (8 times the
 time, 0.1-0.3 dB better on BSD68):
 
@@ -97,7 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "one blind denoiser), salt_pepper:P, poisson:PEAK or mask:P")
 
     run = commands.add_parser("denoise", help="denoise image files into PNGs of the same names")
-    run.add_argument("--model", required=True, help="run folder of `train`, or a preset name")
+    run.add_argument("--model", help="run folder of `train`, or a preset name (default: the "
+                     "blind presets, denoise_gray for grayscale files and denoise_rgb for "
+                     "colour ones)")
     run.add_argument("inputs", type=Path, nargs="+", metavar="INPUT", help="image or folder")
     run.add_argument("--out", type=Path, required=True, help="folder for the PNGs")
     run.add_argument("--overwrite", action="store_true", help="replace existing output PNGs")
@@ -176,36 +183,34 @@ def denoise(args: argparse.Namespace) -> None:
     # every input readable before anything is written
     own_channels = [data.probe_image(path)[2] for path in files]
     targets = cli.output_paths(files, args.out, ".png", args.overwrite)
-    run = runs.load_run(args.model, task="denoise")
-    model, channels = run.model, int(run.application["channels"])
-    denoising.check_denoiser(model, channels, f"{args.model}")
-    if args.luminance_first == "on" and channels != 3:
+    # Each file's model: --model, or the blind preset of its colour.
+    names = ([args.model] * len(files) if args.model is not None else
+             ["denoise_gray" if own == 1 else "denoise_rgb" for own in own_channels])
+    models = {name: Denoiser(name, args.luminance_first) for name in dict.fromkeys(names)}
+    if args.luminance_first == "on" and args.model is not None \
+            and models[args.model].channels != 3:
         raise ValueError(f"--luminance-first is for colour models; {args.model} takes "
                          "grayscale images.")
-    luminance = (runs.load_run("denoise_gray", task="denoise").model
-                 if channels == 3 and args.luminance_first != "off" else None)
     # all decode first; upright, as the PNGs written have no orientation of their own
+    channels_of = {path: models[name].channels for path, name in zip(files, names)}
     images = cli.read_first(files, lambda path: data.read_image(
-        path, channels=channels, upright=True))
-    gaussian = run.application.get("kind") == "gaussian"
-    # The most noise the model was trained on (0-255 scale): a level or a range's top.
-    trained = run.application.get("level")
-    trained = 255 * (max(trained) if isinstance(trained, (list, tuple)) else trained) \
-        if gaussian and trained is not None else None
+        path, channels=channels_of[path], upright=True))
     args.out.mkdir(parents=True, exist_ok=True)
-    notes = [cli.reading_notes(path, own, channels, "denoise_rgb denoises colour")
-             for path, own in zip(files, own_channels)]
-    if channels == 3 and luminance is None:
-        # A colour denoiser learns noise that differs between channels; a gray photo's is
-        # the same in all three, and denoise_rgb leaves it (6 BSD68 photos at sigma 50:
-        # 15.02 dB in, 15.33 out).
-        notes = [note + (", its noise is the same in all three channels, which a colour "
-                         "model leaves: drop --luminance-first off, or use denoise_gray"
-                         if own == 1 else "")
-                 for own, note in zip(own_channels, notes)]
-    for i, (source, load, target, note, own) in enumerate(zip(
-            files, images, targets, notes, own_channels), start=1):
+    notes = [cli.reading_notes(path, own, models[name].channels, "denoise_rgb denoises colour")
+             for path, own, name in zip(files, own_channels, names)]
+    for n, (own, name) in enumerate(zip(own_channels, names)):
+        if models[name].channels == 3 and models[name].luminance is None and own == 1:
+            # A colour denoiser learns noise that differs between channels; a gray photo's
+            # is the same in all three, and denoise_rgb leaves it (6 BSD68 photos at sigma
+            # 50: 15.02 dB in, 15.33 out).
+            notes[n] += (", its noise is the same in all three channels, which a colour "
+                         "model leaves: drop --luminance-first off, or use denoise_gray")
+    for i, (source, load, target, note, own, name) in enumerate(zip(
+            files, images, targets, notes, own_channels, names), start=1):
         image = load()
+        model, channels, luminance = (models[name].model, models[name].channels,
+                                      models[name].luminance)
+        gaussian, trained = models[name].gaussian, models[name].trained
         start = time.perf_counter()
         noisy = image / 255.0
         sigma = denoising.estimate_sigma(noisy) * 255
@@ -246,10 +251,32 @@ def denoise(args: argparse.Namespace) -> None:
             # the colour model's output (which differs between them by a few levels).
             clean = clean.mean(axis=-1, keepdims=True)
         runs.write_bytes(target, denoising.png_bytes(clean))
+        chosen = "" if args.model is not None else f"{name}, "  # the preset it chose
         print(f"[{i}/{len(files)}] {source} -> {target} ({image.shape[1]}x{image.shape[0]}, "
-              f"{level}{note}, "
+              f"{chosen}{level}{note}, "
               f"{time.perf_counter() - start:.1f} s)",
               flush=True)
+
+
+class Denoiser:
+    """A denoising run as `denoise` uses it: its model and channels, whether it was trained
+    on Gaussian noise and the most it was trained on (0-255), and the luminance model that
+    goes first for a colour model (None for a gray one, or with --luminance-first off)."""
+
+    def __init__(self, source: str, luminance_first: str):
+        from aezoo import denoise as denoising
+        from aezoo import runs
+
+        run = runs.load_run(source, task="denoise")
+        self.model, self.channels = run.model, int(run.application["channels"])
+        denoising.check_denoiser(self.model, self.channels, f"{source}")
+        self.luminance = (runs.load_run("denoise_gray", task="denoise").model
+                          if self.channels == 3 and luminance_first != "off" else None)
+        self.gaussian = run.application.get("kind") == "gaussian"
+        # The most noise the model was trained on (0-255 scale): a level or a range's top.
+        level = run.application.get("level")
+        self.trained = (255 * (max(level) if isinstance(level, (list, tuple)) else level)
+                        if self.gaussian and level is not None else None)
 
 
 # ---------------------------------------------------------------------- evaluate
