@@ -255,7 +255,8 @@ def evaluate(args: argparse.Namespace) -> int:
 
     cli.check_outputs(args.out, ("results.json", "results.md", "rd.png"), args.overwrite)
     files = data.list_images(args.images)[: args.max_images]
-    own_channels = [data.probe_image(path)[2] for path in files]
+    for path in files:
+        data.probe_image(path)  # every image readable (one line if not) before models load
     labels = _labels(args.model)
     models = {}  # all load before the long part
     for source, label in zip(args.model, labels):
