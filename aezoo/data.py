@@ -124,7 +124,8 @@ def _first_line(error: Exception) -> str:
 
 def probe_image(path: str | os.PathLike) -> tuple[int, int, int]:
     """(height, width, channels) of a PNG/JPEG file, from its header; channels is 1 for
-    grayscale files and 3 for colour ones.
+    grayscale files and 3 for colour ones.  A palette file whose colours are all gray
+    (R = G = B, as some tools write a scan) is grayscale.
 
     Raises:
         FileNotFoundError: if there is no such file.
@@ -139,12 +140,25 @@ def probe_image(path: str | os.PathLike) -> tuple[int, int, int]:
         with Image.open(path) as image:
             if image.format not in ("PNG", "JPEG"):
                 raise ValueError(f"{path} is a {image.format} file; aezoo reads PNG and JPEG.")
+            gray = image.mode in ("1", "L", "LA", "I", "I;16") or _gray_palette(image)
             image.verify()
             width, height = image.size
-            gray = image.mode in ("1", "L", "LA", "I", "I;16")
     except (UnidentifiedImageError, OSError, SyntaxError):
         raise ValueError(f"{path} is not a readable PNG or JPEG image.") from None
     return height, width, 1 if gray else 3
+
+
+def _gray_palette(image) -> bool:
+    """Whether a Pillow image has an RGB palette of gray colours only (read from the PNG's
+    PLTE chunk, in the header: no pixel is decoded)."""
+    palette = image.palette
+    if image.mode not in ("P", "PA") or palette is None \
+            or (palette.rawmode or palette.mode) != "RGB":
+        return False
+    # (`getpalette()` would decode the pixels, after which Pillow cannot `verify` the file)
+    colours = np.frombuffer(palette.palette, np.uint8)
+    colours = colours[: len(colours) // 3 * 3].reshape(-1, 3)
+    return bool(np.all(colours == colours[:, :1]))
 
 
 def bit_depth(path: str | os.PathLike) -> int:

@@ -108,6 +108,22 @@ def test_gray_images_read_as_rgb_and_rgb_as_gray(tmp_path):
     np.testing.assert_allclose(as_gray[..., 0], luma / 255, atol=1e-7)
 
 
+def test_a_palette_file_of_gray_colours_is_grayscale_and_one_of_colours_is_not(tmp_path):
+    """A palette PNG is probed (and read, with no `channels`) as grayscale when all its
+    palette's colours are gray: its pixels are then the palette's gray levels."""
+    levels = np.random.default_rng(0).integers(0, 256, (9, 11), dtype=np.uint8)
+    Image.fromarray(levels).convert("P").save(tmp_path / "gray.png")
+    with Image.open(tmp_path / "gray.png") as image:
+        assert image.mode == "P"
+    colour = np.stack([levels, levels[::-1], levels], axis=-1)
+    Image.fromarray(colour).convert("P", palette=Image.Palette.ADAPTIVE).save(
+        tmp_path / "colour.png")
+    assert data.probe_image(tmp_path / "gray.png") == (9, 11, 1)
+    assert data.probe_image(tmp_path / "colour.png") == (9, 11, 3)
+    np.testing.assert_array_equal(data.read_image(tmp_path / "gray.png")[..., 0], levels)
+    assert data.read_image(tmp_path / "colour.png").shape == (9, 11, 3)
+
+
 def test_missing_or_empty_folders_are_rejected(tmp_path):
     with pytest.raises(FileNotFoundError, match="No such folder"):
         data.from_directory(tmp_path / "missing")
