@@ -257,17 +257,22 @@ def test_a_file_made_by_another_model_is_rejected(codec_run, packed, tmp_path, c
 def test_a_presets_files_decompress_without_model_and_a_wrong_model_names_the_preset(
         packed, tmp_path, capsys):
     """`decompress` with no --model decodes each file with the preset whose fingerprint its
-    header carries, files of two presets in one folder included: the same PNGs as with
-    their --model.  A file of a model that is no preset, with no --model, is one line and
+    header carries, files of two presets in one folder included (one of them written by
+    `compress` with no --model: codec_0.01): the same PNGs as with their --model.  A file of a model that is no preset, with no --model, is one line and
     status 2; the wrong preset's --model names the right one."""
     from conftest import shared_data
 
     photo = np.asarray(Image.open(shared_data("raw", "kodak", "kodim23.png")))[100:164, 200:296]
     Image.fromarray(photo).save(tmp_path / "low.png")
     Image.fromarray(photo[::-1]).save(tmp_path / "mid.png")
+    # (mid.png by `compress` with no --model, which uses codec_0.01 and says so)
     for name, preset in (("low", "codec_0.004"), ("mid", "codec_0.01")):
-        assert compress.main(["compress", "--model", preset, str(tmp_path / f"{name}.png"),
+        model = ["--model", preset] if name == "low" else []
+        capsys.readouterr()
+        assert compress.main(["compress", *model, str(tmp_path / f"{name}.png"),
                               "--out", str(tmp_path / "packed")]) == 0
+        assert capsys.readouterr().out.startswith("Compressing with codec_0.01, the default") \
+            == (name == "mid")
         assert compress.main(["decompress", "--model", preset,
                               str(tmp_path / "packed" / f"{name}.aez"),
                               "--out", str(tmp_path / "given")]) == 0
