@@ -181,6 +181,32 @@ def test_evaluate_keeps_apart_two_runs_of_the_same_name(codec_run, odd_images, t
     assert not (tmp_path / "rd2").exists()
 
 
+def test_evaluate_with_no_model_measures_every_codec_preset_as_their_cards_do(tmp_path):
+    """No --model: the seven codec presets, in rate order, each point the bpp of its own
+    file of the image (as `compress` writes it) and the PSNR of its decoding through the
+    filter its card names (as `decompress` writes it)."""
+    from conftest import shared_data
+
+    photo = np.asarray(Image.open(shared_data("raw", "kodak", "kodim23.png")))[100:164, 200:264]
+    (tmp_path / "images").mkdir()
+    Image.fromarray(photo).save(tmp_path / "images" / "parrot.png")
+    assert compress.main(["evaluate", "--images", str(tmp_path / "images"), "--codecs",
+                          "--out", str(tmp_path / "rd")]) == 0
+    points = json.loads((tmp_path / "rd" / "results.json").read_text())["curves"]["aezoo"]
+    names = [p["setting"] for p in points]
+    assert names == ["codec_0.0018", "codec_0.004", "codec_0.01", "codec_0.025", "codec_0.05",
+                     "codec_0.1", "codec_0.2"]
+    for name, point in zip(names[::3], points[::3]):  # 3 of them again, by the commands
+        assert compress.main(["compress", "--model", name, str(tmp_path / "images"),
+                              "--out", str(tmp_path / name), "--overwrite"]) == 0
+        aez = tmp_path / name / "parrot.aez"
+        assert point["bpp"] == pytest.approx(8 * aez.stat().st_size / 64**2)
+        assert compress.main(["decompress", str(aez), "--out", str(tmp_path / name),
+                              "--overwrite"]) == 0
+        decoded = np.asarray(Image.open(tmp_path / name / "parrot.png"))
+        assert point["psnr"] == pytest.approx(metrics.psnr(photo, decoded), abs=1e-3)
+
+
 # -------------------------------------------------------------------- corruption
 
 

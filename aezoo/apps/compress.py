@@ -48,6 +48,7 @@ results.md, rd.png):
 
     aezoo compress evaluate --model runs/codec_0.004 runs/codec_0.01 \\
         runs/codec_0.025 runs/codec_0.05 --images ../shared/data/raw/kodak --out rd/
+    aezoo compress evaluate --images ../shared/data/raw/kodak --out rd/  # the presets
 
 Several machines (training; the same command on each, with TF_CONFIG naming this task):
 
@@ -124,8 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = actions.add_parser(
         "evaluate", help="rate-distortion of models against JPEG, WebP and JPEG 2000"
     )
-    evaluate.add_argument("--model", nargs="+", required=True, metavar="RUN",
-                          help="one run folder (or preset) per rate point")
+    evaluate.add_argument("--model", nargs="+", metavar="RUN",
+                          help="one run folder (or preset) per rate point (default: every "
+                          "codec preset, codec_0.0018 to codec_0.2)")
     evaluate.add_argument("--images", type=Path, required=True, help="folder of test images")
     evaluate.add_argument("--out", type=Path, required=True, help="folder of the results")
     evaluate.add_argument("--overwrite", action="store_true", help="replace earlier results")
@@ -265,6 +267,11 @@ def evaluate(args: argparse.Namespace) -> int:
 
     cli.check_outputs(args.out, ("results.json", "results.md", "rd.png"), args.overwrite)
     files = data.list_images(args.images)[: args.max_images]
+    if args.model is None:  # the rate points the presets' cards were measured as
+        from aezoo import presets
+
+        args.model = [name for name, card in presets.PRESETS.items()
+                      if card["check"]["kind"] == "compress"]
     for path in files:
         data.probe_image(path)  # every image readable (one line if not) before models load
     labels = _labels(args.model)
