@@ -62,7 +62,7 @@ from pathlib import Path
 
 import numpy as np
 
-from aezoo import denoise
+from aezoo import denoise, presets
 from aezoo.models.compression import (
     SCALE_LEVELS,
     CompressionAutoencoder,
@@ -223,7 +223,7 @@ def open_codec(source, postfilter: str = "auto") -> "Codec":
     Raises:
         ValueError: a run of another task, or a `postfilter` that is not a post-filter.
     """
-    from aezoo import presets, runs
+    from aezoo import runs
 
     run = runs.load_run(source, task="compress")
     if postfilter == "auto":
@@ -247,19 +247,28 @@ def preset_of(path: str | os.PathLike) -> str:
         FormatError: not an .aez file, or one whose model is no preset (a run trained
             elsewhere: open it with `open_codec(run)`).
     """
-    from aezoo import presets
-
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"No such file: {path}")
-    with open(path, "rb") as f:
-        header = read_header(f.read(HEADER_V2.size), path.stat().st_size, path.name)
+    header = _file_header(path)[0]
     name = presets.codec_for(header.fingerprint)
     if name is None:
         raise FormatError(f"{path.name} was made by a model that is not a codec preset "
                           f"(fingerprint {header.fingerprint.hex()}): give the run that made "
                           "it, --model RUN.")
     return name
+
+
+def _file_header(path: Path) -> tuple["Header", bytes]:
+    """An .aez file's header, checked by `read_header`, and the bytes it was read from.
+
+    Raises:
+        FileNotFoundError: no such file.
+        FormatError: as `read_header`.
+    """
+    if not path.is_file():
+        raise FileNotFoundError(f"No such file: {path}")
+    with open(path, "rb") as f:
+        head = f.read(HEADER_V2.size)
+    return read_header(head, path.stat().st_size, path.name), head
 
 
 class FormatError(ValueError):
@@ -627,12 +636,8 @@ class Codec:
 
     def _read_checked(self, path: str | os.PathLike):
         path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"No such file: {path}")
-        size = path.stat().st_size
+        header, head = _file_header(path)
         with open(path, "rb") as f:
-            head = f.read(HEADER_V2.size)
-            header = read_header(head, size, path.name)
             f.seek(header.size)
             payload = f.read(header.payload_length)
         fields = head[: header.size - 4]
@@ -647,8 +652,6 @@ class Codec:
         if checksum(fields, payload) != header.checksum:
             raise FormatError(f"{name} is corrupted (checksum mismatch).")
         if header.fingerprint != self.fingerprint:
-            from aezoo import presets
-
             made = presets.codec_for(header.fingerprint)
             if made is not None:
                 raise FormatError(f"{name} was made by another model, the preset {made} "

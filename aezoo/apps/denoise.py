@@ -72,12 +72,14 @@ unless given --overwrite, and none ever writes over its inputs.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from aezoo.apps import cli
 from aezoo.apps.train import train_run
@@ -186,7 +188,9 @@ def denoise(args: argparse.Namespace) -> None:
     # Each file's model: --model, or the blind preset of its colour.
     names = ([args.model] * len(files) if args.model is not None else
              ["denoise_gray" if own == 1 else "denoise_rgb" for own in own_channels])
-    models = {name: Denoiser(name, args.luminance_first) for name in dict.fromkeys(names)}
+    # Each run loaded once: denoise_gray can be a file's model and the luminance model both.
+    load = functools.cache(lambda source: runs.load_run(source, task="denoise"))
+    models = {name: Denoiser(name, args.luminance_first, load) for name in dict.fromkeys(names)}
     if args.luminance_first == "on" and args.model is not None \
             and models[args.model].channels != 3:
         raise ValueError(f"--luminance-first is for colour models; {args.model} takes "
@@ -263,14 +267,14 @@ class Denoiser:
     on Gaussian noise and the most it was trained on (0-255), and the luminance model that
     goes first for a colour model (None for a gray one, or with --luminance-first off)."""
 
-    def __init__(self, source: str, luminance_first: str):
+    def __init__(self, source: str, luminance_first: str, load: Callable[[str], Any]):
+        """`load(source)`: the run of a preset name or run folder (`aezoo.runs.load_run`)."""
         from aezoo import denoise as denoising
-        from aezoo import runs
 
-        run = runs.load_run(source, task="denoise")
+        run = load(source)
         self.model, self.channels = run.model, int(run.application["channels"])
-        denoising.check_denoiser(self.model, self.channels, f"{source}")
-        self.luminance = (runs.load_run("denoise_gray", task="denoise").model
+        denoising.check_denoiser(self.model, self.channels, source)
+        self.luminance = (load("denoise_gray").model
                           if self.channels == 3 and luminance_first != "off" else None)
         self.gaussian = run.application.get("kind") == "gaussian"
         # The most noise the model was trained on (0-255 scale): a level or a range's top.
