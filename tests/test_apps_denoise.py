@@ -327,3 +327,35 @@ def test_with_no_model_each_file_goes_through_the_blind_preset_of_its_colour(tmp
             assert found.mode == mode
             assert np.array_equal(np.asarray(found),
                                   np.asarray(Image.open(tmp_path / preset / f"{name}.png")))
+
+
+def test_evaluate_with_no_model_measures_the_blind_preset_of_the_images_colour(tmp_path,
+                                                                               capsys):
+    """No --model: a folder of grayscale photos is measured with denoise_gray, one holding a
+    colour photo with denoise_rgb; the figures are those of naming the preset."""
+    from conftest import shared_data
+
+    gray, colour = tmp_path / "gray", tmp_path / "colour"
+    gray.mkdir(), colour.mkdir()
+    for i, name in enumerate(("test001.png", "test002.png")):
+        crop = np.asarray(Image.open(shared_data("raw", "bsd68", name)))[:48, :64]
+        Image.fromarray(crop).save(gray / name)
+        Image.fromarray(crop).save(colour / name)
+    Image.fromarray(np.asarray(Image.open(shared_data("raw", "cbsd68", "101085.png")))[
+        :48, :64]).save(colour / "rgb.png")
+    for folder, preset in ((gray, "denoise_gray"), (colour, "denoise_rgb")):
+        scores, said = [], []
+        for model in ([], ["--model", preset]):
+            out = tmp_path / f"{folder.name}_{len(model)}"
+            capsys.readouterr()
+            assert app.main(["evaluate", *model, "--images", str(folder), "--noise",
+                             "gaussian:25", "--methods", "aezoo", "--out", str(out)]) == 0
+            said.append(capsys.readouterr().out.splitlines())
+            results = json.loads((out / "results.json").read_text())
+            assert results["model"] == preset
+            scores.append(results["per_image"])
+        assert said[0][0].startswith(f"Evaluating {preset}, the blind preset for ")
+        assert not any(line.startswith("Evaluating") for line in said[1])  # named: no line
+        assert scores[0] == scores[1]
+    found = json.loads((tmp_path / "colour_0" / "results.json").read_text())
+    assert found["images"] == 3

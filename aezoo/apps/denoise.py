@@ -47,8 +47,11 @@ the default; on, off):
 
     aezoo denoise denoise --model denoise_rgb --luminance-first on photos/ --out clean/
 
-Measure PSNR and SSIM against the classical denoisers, with noise of a fixed seed:
+Measure PSNR and SSIM against the classical denoisers, with noise of a fixed seed (with
+no --model, the blind preset of the images' colour, denoise_gray for BSD68):
 
+    aezoo denoise evaluate --images ../shared/data/raw/bsd68 --noise gaussian:25 \\
+        --seed 0 --out results/bsd68
     aezoo denoise evaluate --model runs/train400 \\
         --images ../shared/data/raw/bsd68 --noise gaussian:25 --seed 0 --out results/bsd68
     aezoo denoise evaluate --model runs/mnist --dataset mnist --limit 1000 \\
@@ -123,7 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
                      "sigma of 15 or more)")
 
     evaluate = commands.add_parser("evaluate", help="PSNR/SSIM against classical denoisers")
-    evaluate.add_argument("--model", required=True, help="run folder of `train`, or a preset")
+    evaluate.add_argument("--model", help="run folder of `train`, or a preset name (default: "
+                          "the blind preset of the images' colour, denoise_gray where all are "
+                          "grayscale, else denoise_rgb)")
     source = evaluate.add_mutually_exclusive_group(required=True)
     source.add_argument("--images", type=Path, help="folder of clean PNG/JPEG images")
     source.add_argument("--dataset", help="tensorflow-datasets name, e.g. mnist")
@@ -292,6 +297,12 @@ def evaluate(args: argparse.Namespace) -> None:
 
     kind, level = noise.parse_noise(args.noise)
     cli.check_outputs(args.out, ("results.json", "results.md", "samples.png"), args.overwrite)
+    if args.model is None:
+        # As `denoise` chooses a file's preset; one model measures the whole set.
+        gray = _all_grayscale(args)
+        args.model = "denoise_gray" if gray else "denoise_rgb"
+        print(f"Evaluating {args.model}, the blind preset for "
+              f"{'grayscale' if gray else 'colour'} images (--model for another)", flush=True)
     run = runs.load_run(args.model, task="denoise")
     denoising.check_denoiser(run.model, int(run.application["channels"]), f"{args.model}")
     names, images = load_clean_images(args, int(run.application["channels"]))
@@ -323,6 +334,18 @@ def evaluate(args: argparse.Namespace) -> None:
     runs.write_text(args.out / "results.json", json.dumps(results, indent=2) + "\n")
     print(table)
     print(f"Wrote results.json, results.md and samples.png in {args.out}")
+
+
+def _all_grayscale(args: argparse.Namespace) -> bool:
+    """Whether every image `evaluate` will read is grayscale (from the files' headers, or
+    the dataset's channels)."""
+    from aezoo import data
+
+    if args.images:
+        return all(data.probe_image(path)[2] == 1
+                   for path in data.list_images(args.images)[: args.limit])
+    examples = data.from_tfds(args.dataset, args.split, data_dir=args.data_dir)
+    return examples.element_spec.shape[-1] == 1
 
 
 def load_clean_images(args: argparse.Namespace, channels: int):
