@@ -355,11 +355,29 @@ def test_scoring_data_that_does_not_fit_the_model_is_refused(ecg_like, tmp_path,
     assert not (tmp_path / "scored").exists()
 
 
-def test_a_forgotten_label_column_is_pointed_out(ecg_like, tmp_path, capsys):
-    assert run(["score", "--model", ecg_like["run"], "--csv", ecg_like["csv"],
+def test_a_forgotten_label_column_is_the_one_the_detector_was_trained_with(ecg_like, tmp_path,
+                                                                           capsys):
+    """A file of one column more than the detector takes is scored as with the label column
+    it was trained with, and says so; the scores are those of naming the column."""
+    capsys.readouterr()
+    assert run(["score", "--model", ecg_like["run"], "--csv", ecg_like["csv"], "--split", "test",
+                "--out", tmp_path / "scored"]) == 0
+    assert capsys.readouterr().out.startswith("Reading column -1 as the labels")
+    for name in ("scores.csv", "metrics.json"):
+        assert (tmp_path / "scored" / name).read_text() == \
+            (ecg_like["scored"] / name).read_text()
+
+
+def test_a_file_of_other_columns_is_refused_with_the_training_label_column(ecg_like,
+                                                                           tmp_path, capsys):
+    rows = np.loadtxt(ecg_like["csv"], delimiter=",", dtype=np.float32)
+    wider = write_csv(tmp_path / "wider.csv", rows, rows[:, 0])  # one column more
+    assert run(["score", "--model", ecg_like["run"], "--csv", wider,
                 "--out", tmp_path / "scored"]) == 2
     error = capsys.readouterr().err
-    assert "(41,)" in error and "trained with --label-column -1" in error
+    assert error.count("\n") == 1
+    assert "(42,)" in error and "trained with --label-column -1" in error
+    assert not (tmp_path / "scored").exists()
 
 
 def test_scoring_with_a_folder_that_is_not_a_run_is_refused(small_csv, tmp_path, capsys):

@@ -115,7 +115,8 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group = parser.add_argument_group("data options")
     group.add_argument(
-        "--label-column", help="CSV: 0-based index (-1: the last) or header name of the labels"
+        "--label-column", help="CSV: 0-based index (-1: the last) or header name of the labels "
+        "(score: the one trained with, for a file of one column more than the detector takes)"
     )
     group.add_argument(
         "--normal-label", "--normal-class", dest="normal_label",
@@ -221,13 +222,23 @@ def score(args: argparse.Namespace) -> int:
     normal_label = args.normal_label if args.normal_label is not None else \
         run.info.get("application", {}).get("normal_label", stored.get("normal_label"))
     examples = load_examples(args, default_split="test")
-    if tuple(examples.x.shape[1:]) != tuple(detector.example_shape_):
+    shape, takes = tuple(examples.x.shape[1:]), tuple(detector.example_shape_)
+    if (args.csv and args.label_column is None and stored.get("label_column") is not None
+            and len(shape) == len(takes) == 1 and shape[0] == takes[0] + 1):
+        # One column more than the detector takes: the labels, where its training file had
+        # them (ECG5000's ecg.csv, scored with the preset that was trained on it).
+        args.label_column = stored["label_column"]
+        print(f"Reading column {args.label_column} as the labels, as the detector was "
+              f"trained (--label-column {args.label_column}).", flush=True)
+        examples = load_examples(args, default_split="test")
+        shape = tuple(examples.x.shape[1:])
+    if shape != takes:
         hint = ""
         if args.csv and args.label_column is None and stored.get("label_column") is not None:
             hint = (f" It was trained with --label-column {stored['label_column']}: give it "
                     "here too if this file has labels.")
-        raise ValueError(f"The examples have shape {tuple(examples.x.shape[1:])}, but the "
-                         f"detector takes {tuple(detector.example_shape_)}.{hint}")
+        raise ValueError(f"The examples have shape {shape}, but the detector takes "
+                         f"{takes}.{hint}")
     is_anomaly = None
     if examples.labels is not None:
         is_anomaly = ~normal_mask(examples, normal_label)
