@@ -14,7 +14,7 @@ from PIL import Image
 import aezoo
 from aezoo import runs
 from aezoo.anomaly import Detector
-from aezoo.apps import anomalies, compress, denoise, explore, export, train
+from aezoo.apps import anomalies, compress, denoise, explore, export, generate, train
 
 
 def write_png(path, shape=(32, 32), seed=0):
@@ -187,6 +187,37 @@ def test_hostile_input_is_one_line_status_two_and_writes_nothing(case, world, tm
     assert err.count("\n") == 1 and words in err and "Traceback" not in err, err
     assert not out.exists(), f"{case}: left {sorted(files_under(out))}"
     assert files_under(world) == before
+
+
+@pytest.mark.parametrize("where", ["file", "file/sub"])
+@pytest.mark.parametrize("command", ["denoise evaluate", "compress evaluate", "anomalies score",
+                                     "explore", "generate"])
+def test_a_file_in_the_place_of_the_out_folder_is_refused_before_any_work(command, where,
+                                                                          world, tmp_path,
+                                                                          capsys, monkeypatch):
+    """--out naming a file (or a folder under one) is refused before a model is loaded, not
+    after minutes of evaluation when the results are written."""
+
+    def loaded(*args, **kwargs):
+        raise AssertionError("a model was loaded before --out was checked")
+
+    monkeypatch.setattr(runs, "load_run", loaded)
+    (tmp_path / "file").write_text("mine")
+    out = str(tmp_path / where)
+    module, argv = {
+        "denoise evaluate": (denoise, ["evaluate", "--model", f"{world}/denoiser", "--images",
+                                       f"{world}/images", "--noise", "gaussian:25"]),
+        "compress evaluate": (compress, ["evaluate", "--model", f"{world}/codec", "--images",
+                                         f"{world}/images"]),
+        "anomalies score": (anomalies, ["score", "--model", f"{world}/detector", "--csv",
+                                        f"{world}/rows.csv"]),
+        "explore": (explore, ["--model", f"{world}/plain", "--dataset", "mnist"]),
+        "generate": (generate, ["--model", f"{world}/plain"]),
+    }[command]
+    assert module.main([*argv, "--out", out]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{tmp_path / 'file'} is a file; a folder is needed" in err
+    assert (tmp_path / "file").read_text() == "mine"
 
 
 @pytest.mark.parametrize("code,words", [(errno.ENOSPC, "No space left on device"),

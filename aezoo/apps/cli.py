@@ -133,8 +133,14 @@ def check_outputs(folder: Path, names: Sequence[str], overwrite: bool) -> None:
     that write a fixed set of result files).
 
     Raises:
-        FileExistsError: naming the first result that exists.
+        FileExistsError: naming the first result that exists, or a file where the folder
+            (or a folder above it) would be: found before the work, not when writing.
     """
+    for where in (folder, *folder.parents):
+        if where.exists():
+            if not where.is_dir():
+                raise FileExistsError(f"{where} is a file; a folder is needed there.")
+            break
     taken = [folder / name for name in names if (folder / name).exists()]
     if taken and not overwrite:
         raise FileExistsError(f"{taken[0]} exists; choose another --out or pass --overwrite.")
