@@ -3,6 +3,7 @@ codec of conftest.py (trained on MNIST-size images in seconds, once per session)
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -160,8 +161,6 @@ def test_another_process_writes_the_same_bits_and_decodes_the_same_pixels(
 def test_evaluate_keeps_apart_two_runs_of_the_same_name(codec_run, odd_images, tmp_path, capsys):
     """A run and a copy of it in another folder (as a retrained run and the preset it started
     from): two rate points named by their paths, not one that overwrites the other."""
-    import shutil
-
     copy = shutil.copytree(codec_run, tmp_path / "elsewhere" / codec_run.name)
     out = tmp_path / "rd"
     assert compress.main(["evaluate", "--model", str(codec_run), str(copy), "--images",
@@ -179,6 +178,30 @@ def test_evaluate_keeps_apart_two_runs_of_the_same_name(codec_run, odd_images, t
     err = capsys.readouterr().err
     assert status == 2 and err.count("\n") == 1 and "given twice" in err
     assert not (tmp_path / "rd2").exists()
+
+
+@pytest.mark.parametrize("flag", ["--limit", "--max-images"])
+def test_evaluate_measures_the_first_n_images_as_denoise_evaluate_does(flag, codec_run,
+                                                                      odd_images, tmp_path):
+    """`--limit N` (or `--max-images N`) in both evaluate commands: the first N images of the
+    folder in name order, the point's figures those of that image alone."""
+    from aezoo import data
+    from aezoo.apps import denoise
+
+    first = tmp_path / "first"
+    first.mkdir()
+    shutil.copy(data.list_images(odd_images)[0], first)
+    points = []
+    for images, limit in ((odd_images, [flag, "1"]), (first, [])):
+        out = tmp_path / f"rd_{images.name}"
+        assert compress.main(["evaluate", "--model", str(codec_run), "--images", str(images),
+                              *limit, "--codecs", "--out", str(out)]) == 0
+        point, = json.loads((out / "results.json").read_text())["curves"]["aezoo"]
+        points.append([point[key] for key in ("bpp", "psnr", "estimated_bpp")])
+    assert points[0] == points[1]
+    assert denoise.build_parser().parse_args(
+        ["evaluate", "--images", "x", "--noise", "gaussian:25", flag, "2", "--out", "o"]
+    ).limit == 2
 
 
 def test_evaluate_with_no_model_measures_every_codec_preset_as_their_cards_do(tmp_path):

@@ -131,8 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--images", type=Path, required=True, help="folder of test images")
     evaluate.add_argument("--out", type=Path, required=True, help="folder of the results")
     evaluate.add_argument("--overwrite", action="store_true", help="replace earlier results")
-    evaluate.add_argument("--max-images", type=cli.positive_int, metavar="N",
-                          help="the first N images only")
+    evaluate.add_argument("--limit", "--max-images", dest="max_images", metavar="N",
+                          type=cli.positive_int, help="the first N images only")
     evaluate.add_argument("--codecs", nargs="*", default=list(CODECS), choices=CODECS,
                           help="classical codecs to compare with (default: all; --codecs "
                                "alone: none, the learned codecs only)")

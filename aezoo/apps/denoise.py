@@ -134,7 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--dataset", help="tensorflow-datasets name, e.g. mnist")
     evaluate.add_argument("--split", default="test", help="tfds split (default: test)")
     evaluate.add_argument("--data-dir", help="tfds data_dir (default: TFDS_DATA_DIR)")
-    evaluate.add_argument("--limit", type=cli.positive_int, help="the first N images only")
+    evaluate.add_argument("--limit", "--max-images", dest="limit", metavar="N",
+                          type=cli.positive_int, help="the first N images only")
     evaluate.add_argument("--noise", required=True, help="gaussian:SIGMA (0-255), salt_pepper:P, "
                           "poisson:PEAK or mask:P")
     evaluate.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
