@@ -191,12 +191,12 @@ def test_hostile_input_is_one_line_status_two_and_writes_nothing(case, world, tm
 
 @pytest.mark.parametrize("where", ["file", "file/sub"])
 @pytest.mark.parametrize("command", ["denoise evaluate", "compress evaluate", "anomalies score",
-                                     "explore", "generate"])
+                                     "explore", "generate", "denoise", "compress"])
 def test_a_file_in_the_place_of_the_out_folder_is_refused_before_any_work(command, where,
                                                                           world, tmp_path,
                                                                           capsys, monkeypatch):
     """--out naming a file (or a folder under one) is refused before a model is loaded, not
-    after minutes of evaluation when the results are written."""
+    after minutes of evaluation (or of decoding every input) when the results are written."""
 
     def loaded(*args, **kwargs):
         raise AssertionError("a model was loaded before --out was checked")
@@ -213,6 +213,10 @@ def test_a_file_in_the_place_of_the_out_folder_is_refused_before_any_work(comman
                                         f"{world}/rows.csv"]),
         "explore": (explore, ["--model", f"{world}/plain", "--dataset", "mnist"]),
         "generate": (generate, ["--model", f"{world}/plain"]),
+        "denoise": (denoise, ["denoise", "--model", f"{world}/denoiser",
+                              f"{world}/images/0.png"]),
+        "compress": (compress, ["compress", "--model", f"{world}/codec",
+                                f"{world}/images/0.png"]),
     }[command]
     assert module.main([*argv, "--out", out]) == 2
     err = capsys.readouterr().err

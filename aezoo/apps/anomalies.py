@@ -223,20 +223,19 @@ def score(args: argparse.Namespace) -> int:
         run.info.get("application", {}).get("normal_label", stored.get("normal_label"))
     examples = load_examples(args, default_split="test")
     shape, takes = tuple(examples.x.shape[1:]), tuple(detector.example_shape_)
-    if (args.csv and args.label_column is None and stored.get("label_column") is not None
-            and len(shape) == len(takes) == 1 and shape[0] == takes[0] + 1):
+    # The label column the detector was trained with, for a CSV given none.
+    trained = stored.get("label_column") if args.csv and args.label_column is None else None
+    if trained is not None and len(shape) == len(takes) == 1 and shape[0] == takes[0] + 1:
         # One column more than the detector takes: the labels, where its training file had
         # them (ECG5000's ecg.csv, scored with the preset that was trained on it).
-        args.label_column = stored["label_column"]
+        args.label_column, trained = trained, None
         print(f"Reading column {args.label_column} as the labels, as the detector was "
               f"trained (--label-column {args.label_column}).", flush=True)
         examples = load_examples(args, default_split="test")
         shape = tuple(examples.x.shape[1:])
     if shape != takes:
-        hint = ""
-        if args.csv and args.label_column is None and stored.get("label_column") is not None:
-            hint = (f" It was trained with --label-column {stored['label_column']}: give it "
-                    "here too if this file has labels.")
+        hint = "" if trained is None else (f" It was trained with --label-column {trained}: "
+                                           "give it here too if this file has labels.")
         raise ValueError(f"The examples have shape {shape}, but the detector takes "
                          f"{takes}.{hint}")
     is_anomaly = None

@@ -114,7 +114,7 @@ def user_message(error: Exception) -> str:
     if other is not None:  # os.replace, os.link: both paths
         return f"{error.strerror}: {where} -> {other}"
     if isinstance(error, FileExistsError) and where and os.path.isfile(where):
-        return f"{where} is a file; a folder is needed there."
+        return _not_a_folder(where)
     return f"{error.strerror}: {where}" if where else error.strerror
 
 
@@ -128,19 +128,38 @@ def reader_gone() -> int:
     return 128 + 13
 
 
+def _not_a_folder(where) -> str:
+    return f"{where} is a file; a folder is needed there."
+
+
+def check_folder(folder: Path) -> None:
+    """Refuses an output folder that is a file or lies under one, before any work: making
+    it would say so only when the results are written.
+
+    Raises:
+        FileExistsError: naming the file.
+    """
+    for where in (folder, *folder.parents):
+        if where.exists():
+            if not where.is_dir():
+                raise FileExistsError(_not_a_folder(where))
+            return
+
+
+def counted(number: int, noun: str) -> str:
+    """"1 image", "2 images"."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
 def check_outputs(folder: Path, names: Sequence[str], overwrite: bool) -> None:
     """Refuses to replace the results `names` in `folder` without `--overwrite` (commands
     that write a fixed set of result files).
 
     Raises:
         FileExistsError: naming the first result that exists, or a file where the folder
-            (or a folder above it) would be: found before the work, not when writing.
+            would be (`check_folder`).
     """
-    for where in (folder, *folder.parents):
-        if where.exists():
-            if not where.is_dir():
-                raise FileExistsError(f"{where} is a file; a folder is needed there.")
-            break
+    check_folder(folder)
     taken = [folder / name for name in names if (folder / name).exists()]
     if taken and not overwrite:
         raise FileExistsError(f"{taken[0]} exists; choose another --out or pass --overwrite.")
@@ -243,8 +262,10 @@ def output_paths(inputs: Sequence[Path], out: Path, suffix: str, overwrite: bool
         FileNotFoundError: an input that is not a file.
         ValueError: two inputs with the same stem, or an output that is one of the inputs
             (refused even with `overwrite`).
-        FileExistsError: an existing output, unless `overwrite`.
+        FileExistsError: an existing output, unless `overwrite`; a file where `out` would
+            be (`check_folder`).
     """
+    check_folder(out)
     resolved = {path.resolve() for path in inputs}
     targets: list[Path] = []
     taken: dict[Path, Path] = {}

@@ -284,8 +284,8 @@ def evaluate(args: argparse.Namespace) -> int:
     channels = channels.pop()
     images = [data.read_image(path, channels=channels) for path in files]
     refined = f", latents refined ({args.refine} iterations)" if args.refine else ""
-    count = f"{len(images)} image{'' if len(images) == 1 else 's'}"
-    print(f"Evaluating on {count} of {args.images}{refined}", flush=True)
+    print(f"Evaluating on {cli.counted(len(images), 'image')} of {args.images}{refined}",
+          flush=True)
     # Refined points take minutes each: say how far each is.
     image_progress = _images_done(time.perf_counter()) if args.refine else None
     results = rate_distortion.evaluate(models, images, [p.name for p in files], args.codecs,

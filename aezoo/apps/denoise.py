@@ -324,8 +324,8 @@ def evaluate(args: argparse.Namespace) -> None:
                  for m, out in results.pop("outputs").items()})
     source = args.dataset or args.images
     bits = ", 8-bit noisy images" if args.eight_bit else ""
-    count = f"{len(images)} image{'' if len(images) == 1 else 's'}"
-    title = f"{args.noise} noise (seed {args.seed}{bits}) on {count} of {source}"
+    title = (f"{args.noise} noise (seed {args.seed}{bits}) on "
+             f"{cli.counted(len(images), 'image')} of {source}")
     table = denoising.markdown_table(results, level if kind == "gaussian" else None)
     results = {"noise": args.noise, "model": str(args.model), "seed": args.seed,
                "eight_bit": args.eight_bit, **results}
