@@ -326,6 +326,14 @@ def markdown(results: dict) -> str:
         cells = [number(values[f"{q}_{r}"], 1) for q in ("psnr", "ms_ssim_db")
                  for r in ("all", "0.25-1.0bpp")]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    # Say why a cell is empty: a dash alone reads as a failure.
+    if len(_points(results["curves"].get("aezoo", []), "psnr")) < 2:
+        lines += ["", "BD-rate and equal-rate PSNR need a curve: 2 or more rate points of aezoo "
+                      "(several --model, or none for every codec preset)."]
+    elif any(value is None for values in results["bd_rate"].values()
+             for value in values.values()):
+        lines += ["", "-: the curves reach no common quality there (or no MS-SSIM: images "
+                      f"under {MS_SSIM_MIN_SIDE} pixels a side)."]
     lines += ["", "## PSNR (dB) at equal rate (interpolated)", "",
               "| codec | 0.25 bpp | 0.5 bpp | 1.0 bpp |", "|---|---|---|---|"]
     for name, values in results["psnr_at_bpp"].items():

@@ -48,3 +48,33 @@ def test_bd_rate_needs_overlapping_curves_of_enough_points():
     assert rate_distortion.bd_rate(anchor, [(0.1, 35.0), (0.2, 37.0)]) is None
     with pytest.raises(ValueError, match="at least 4 points"):
         rate_distortion.bd_rate(anchor, [(0.2, 27.0), (0.4, 29.0)], method="cubic")
+
+
+def _point(bpp, psnr, ms_ssim=0.95, setting="s"):
+    return {"bpp": bpp, "psnr": psnr, "ms_ssim": ms_ssim, "setting": setting,
+            "encode_s": 0.1, "decode_s": 0.1}
+
+
+@pytest.mark.parametrize("ours", [1, 3])
+def test_markdown_says_why_a_bd_rate_is_missing(ours):
+    # One aezoo rate point has no curve: every BD-rate is a dash, and the page says what
+    # to give instead.  Three points over JPEG's range give numbers; a WebP curve entirely
+    # above aezoo's qualities shares no interval with it, and only that dash is explained.
+    jpeg = [_point(r, q) for r, q in [(0.2, 24.0), (0.4, 27.0), (0.8, 30.0), (1.6, 33.0)]]
+    webp = [_point(r, q) for r, q in [(0.2, 40.0), (0.4, 42.0)]]
+    curves = {"aezoo": [_point(r, q) for r, q in
+                        [(0.3, 26.0), (0.6, 29.5), (1.2, 32.5)][:ours]],
+              "jpeg": jpeg, "webp": webp}
+    results = {"curves": curves, "bd_rate": rate_distortion._bd_rates(curves),
+               "psnr_at_bpp": {name: {} for name in curves}}
+    page = rate_distortion.markdown(results)
+    section = page.split("## BD-rate")[1].split("## PSNR")[0]
+    jpeg_row = next(line for line in section.splitlines() if line.startswith("| jpeg | "))
+    if ours == 1:
+        assert jpeg_row == "| jpeg | - | - | - | - |"
+        assert "2 or more rate points of aezoo" in page
+        assert "common quality" not in page
+    else:
+        assert float(jpeg_row.split("|")[2]) < 0  # a number, and fewer bits than JPEG
+        assert "| webp | - | - |" in section
+        assert "reach no common quality" in page and "rate points" not in page

@@ -293,10 +293,10 @@ def evaluate(args: argparse.Namespace) -> int:
                                        image_progress=image_progress)
     args.out.mkdir(parents=True, exist_ok=True)
     with runs.writing(args.out / "rd.png") as path:
-        count = f"{len(images)} image{'s' if len(images) != 1 else ''}"
         refined = f"; aezoo refined with {args.refine} iterations" if args.refine else ""
-        rate_distortion.plot(results["curves"], path,
-                             title=f"{args.images.name} ({count}{refined})")
+        rate_distortion.plot(
+            results["curves"], path,
+            title=f"{args.images.name} ({cli.counted(len(images), 'image')}{refined})")
     markdown = rate_distortion.markdown(results)
     runs.write_text(args.out / "results.md", markdown)
     runs.write_text(args.out / "results.json", json.dumps(results, indent=2) + "\n")
