@@ -52,6 +52,7 @@ stay.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import uuid
@@ -113,21 +114,45 @@ def export_saved_model(
     for name, endpoint in endpoints.items():
         archive.add_endpoint(name, endpoint.fn, input_signature=[endpoint.inputs])
 
+    made = [folder for folder in (base_dir, *base_dir.parents) if not folder.exists()]
     base_dir.mkdir(parents=True, exist_ok=True)
     # Hidden and not all digits: TF Serving never takes it for a version.  Made by mkdir
     # (not tempfile.mkdtemp, which is private to its owner) so a server running as another
     # user can read it.
     temporary = base_dir / f".export-{uuid.uuid4().hex}"
-    temporary.mkdir()
     try:
-        archive.write_out(temporary, verbose=False)
+        temporary.mkdir()
+        try:
+            archive.write_out(temporary, verbose=False)
+        except tf.errors.OpError as error:
+            raise _os_error(error, target) from None
         if target.exists():  # another export took this version meanwhile
             raise FileExistsError(f"Version {version} appeared in {base_dir} meanwhile.")
         temporary.rename(target)
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
+        for folder in made:  # the folders this export made, deepest first, if still empty
+            try:
+                folder.rmdir()
+            except OSError:
+                break
         raise
     return target
+
+
+# What TensorFlow's file system says where Python would raise an OSError (the words of
+# strerror, which its messages carry).
+_DISK_ERRORS = (errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EACCES)
+
+
+def _os_error(error: Exception, target: Path) -> Exception:
+    """TensorFlow's error of writing `target` as the OSError Python would raise (a full
+    disk: "No space left on device"), so that commands answer it in one line; any other
+    error as it is."""
+    for number in _DISK_ERRORS:
+        if os.strerror(number) in str(error):
+            return OSError(number, os.strerror(number), str(target))
+    return error
 
 
 def new_version(base_dir: str | os.PathLike, version: int | None = None) -> int:

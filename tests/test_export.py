@@ -364,13 +364,16 @@ def test_an_existing_version_is_never_overwritten(small_model, tmp_path):
 
 
 def test_an_interrupted_export_leaves_no_numbered_folder(small_model, tmp_path, monkeypatch):
-    real_save = tf.saved_model.save
+    # (Patched on the archive: TensorFlow swaps the module object of tf.saved_model on its
+    # first save, so a patched tf.saved_model.save held only after another test had saved.)
+    archive_class = type(keras.export.ExportArchive())  # (the backend's class)
+    real_write_out = archive_class.write_out
 
-    def save_then_crash(obj, export_dir, *args, **kwargs):
-        real_save(obj, export_dir, *args, **kwargs)  # the files are written...
+    def save_then_crash(archive, export_dir, *args, **kwargs):
+        real_write_out(archive, export_dir, *args, **kwargs)  # the files are written...
         raise RuntimeError("simulated crash")  # ...but the export does not finish
 
-    monkeypatch.setattr(tf.saved_model, "save", save_then_crash)
+    monkeypatch.setattr(archive_class, "write_out", save_then_crash)
     with pytest.raises(RuntimeError, match="simulated crash"):
         export.export_saved_model(small_model, tmp_path)
     assert list(tmp_path.iterdir()) == []
@@ -378,6 +381,28 @@ def test_an_interrupted_export_leaves_no_numbered_folder(small_model, tmp_path, 
     # A hard kill leaves the hidden temporary folder behind: it is not taken for a version.
     (tmp_path / ".export-killed").mkdir()
     assert export.export_saved_model(small_model, tmp_path) == tmp_path / "1"
+
+
+def test_a_full_disk_is_one_line_and_leaves_no_folder_the_export_made(small_model, tmp_path,
+                                                                      capsys, monkeypatch):
+    # TensorFlow's file system raises its own error for a full disk (ResourceExhaustedError,
+    # whose message ends in strerror's words): the command must answer it as it answers
+    # Python's OSError, and the folders it made for the export go again.
+    small_model.save(tmp_path / "model.keras")
+
+    def full(archive, export_dir, *args, **kwargs):
+        raise tf.errors.ResourceExhaustedError(
+            None, None, f"{export_dir}/saved_model.pb.tmp; No space left on device")
+
+    monkeypatch.setattr(type(keras.export.ExportArchive()), "write_out", full)
+    base = tmp_path / "exports" / "small"
+    assert export_command.main([str(tmp_path / "model.keras"), str(base)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"aezoo export: error: No space left on device ({base / '1'})\n"
+    assert not (tmp_path / "exports").exists()
+    (base / "2").mkdir(parents=True)  # a folder that was there stays
+    assert export_command.main([str(tmp_path / "model.keras"), str(base)]) == 2
+    assert [p.name for p in base.iterdir()] == ["2"]
 
 
 @pytest.mark.parametrize("version", [0, -1, 1.5, True, "2"])

@@ -3,8 +3,10 @@ line on stderr naming the file or option, with no traceback and nothing left und
 name (issue 18's table)."""
 
 import errno
+import os
 import zipfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import keras
 import numpy as np
@@ -189,20 +191,31 @@ def test_hostile_input_is_one_line_status_two_and_writes_nothing(case, world, tm
     assert files_under(world) == before
 
 
-@pytest.mark.parametrize("where", ["file", "file/sub"])
+@pytest.mark.parametrize("where", ["file", "file/sub", "read-only/sub"])
 @pytest.mark.parametrize("command", ["denoise evaluate", "compress evaluate", "anomalies score",
-                                     "explore", "generate", "denoise", "compress"])
+                                     "explore", "generate", "denoise", "compress", "export"])
 def test_a_file_in_the_place_of_the_out_folder_is_refused_before_any_work(command, where,
                                                                           world, tmp_path,
                                                                           capsys, monkeypatch):
-    """--out naming a file (or a folder under one) is refused before a model is loaded, not
-    after minutes of evaluation (or of decoding every input) when the results are written."""
+    """--out naming a file (or a folder under one, or under a folder that cannot be written)
+    is refused before a model is loaded, not after minutes of evaluation (or of decoding
+    every input) when the results are written."""
 
     def loaded(*args, **kwargs):
         raise AssertionError("a model was loaded before --out was checked")
 
     monkeypatch.setattr(runs, "load_run", loaded)
+    monkeypatch.setattr(runs, "open_for_export", loaded)
     (tmp_path / "file").write_text("mine")
+    read_only = tmp_path / "read-only"
+    read_only.mkdir()
+    # A read-only disk, as os.access and statvfs see it (a test cannot mount one, and root
+    # may write any folder).
+    access, statvfs = os.access, os.statvfs
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: (
+        Path(path) != read_only and access(path, mode, **kw)))
+    monkeypatch.setattr(os, "statvfs", lambda path: (
+        SimpleNamespace(f_flag=os.ST_RDONLY) if Path(path) == read_only else statvfs(path)))
     out = str(tmp_path / where)
     module, argv = {
         "denoise evaluate": (denoise, ["evaluate", "--model", f"{world}/denoiser", "--images",
@@ -217,11 +230,14 @@ def test_a_file_in_the_place_of_the_out_folder_is_refused_before_any_work(comman
                               f"{world}/images/0.png"]),
         "compress": (compress, ["compress", "--model", f"{world}/codec",
                                 f"{world}/images/0.png"]),
+        "export": (export, ["--model", f"{world}/plain"]),
     }[command]
     assert module.main([*argv, "--out", out]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and f"{tmp_path / 'file'} is a file; a folder is needed" in err
-    assert (tmp_path / "file").read_text() == "mine"
+    expected = (f"Read-only file system ({read_only})" if where.startswith("read-only")
+                else f"{tmp_path / 'file'} is a file; a folder is needed")
+    assert err.count("\n") == 1 and expected in err, err
+    assert (tmp_path / "file").read_text() == "mine" and not any(read_only.iterdir())
 
 
 @pytest.mark.parametrize("code,words", [(errno.ENOSPC, "No space left on device"),

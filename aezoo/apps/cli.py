@@ -11,6 +11,7 @@ without importing them).  Its actions import the services they use when they run
 from __future__ import annotations
 
 import argparse
+import errno
 import functools
 import math
 import os
@@ -133,16 +134,22 @@ def _not_a_folder(where) -> str:
 
 
 def check_folder(folder: Path) -> None:
-    """Refuses an output folder that is a file or lies under one, before any work: making
-    it would say so only when the results are written.
+    """Refuses an output folder that is a file, lies under one, or cannot be written (a
+    read-only disk, no permission), before any work: making it would say so only when the
+    results are written, after minutes or hours.
 
     Raises:
         FileExistsError: naming the file.
+        OSError: EROFS or EACCES, naming the folder that exists and cannot be written.
     """
-    for where in (folder, *folder.parents):
+    for where in (Path(folder), *Path(folder).parents):
         if where.exists():
             if not where.is_dir():
                 raise FileExistsError(_not_a_folder(where))
+            if not os.access(where, os.W_OK | os.X_OK):
+                number = (errno.EROFS if os.statvfs(where).f_flag & os.ST_RDONLY
+                          else errno.EACCES)
+                raise OSError(number, os.strerror(number), str(where))
             return
 
 

@@ -61,7 +61,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     cli.start_tensorflow()
     from aezoo import export, runs
 
-    export.new_version(args.base_dir, args.version)  # fails before the slow part
+    cli.check_folder(args.base_dir)  # fails before the slow part, as does:
+    export.new_version(args.base_dir, args.version)
     model, edit_endpoints = runs.open_for_export(args.model)
     print(f"Exporting {args.model} ...", flush=True)
     target = export.export_saved_model(model, args.base_dir, version=args.version,
