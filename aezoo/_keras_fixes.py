@@ -1,4 +1,4 @@
-"""The one place where aezoo works around Keras bugs.
+"""The one place where aezoo works around Keras (and TensorFlow) bugs.
 
 keras-team/keras#20585 (open for Keras 3.15): `model.fit` under
 `tf.distribute.MultiWorkerMirroredStrategy` fails in two places of the TensorFlow trainer:
@@ -23,9 +23,19 @@ as the layers made them, and an activity regularizer's loss is in the 16-bit com
 so even a plain `Dense(activity_regularizer="l1")` fails to train ("Cannot convert a list
 containing a tensor of dtype bfloat16 to float32").  `Float32LossesMixin` gives Keras its
 layers' losses in float32; `tests/test_training.py` has its strict xfail.
+
+A false warning of TensorFlow: it counts a `tf.function`'s traces by its Python function's
+code object, so the graphs that aezoo makes for each model it loads (a codec's analysis, a
+denoiser's pass), each a new `tf.function` of the same lambda traced once, look like one
+function retraced: from the fifth model on (`aezoo compress evaluate` measures 7 codec
+presets) it printed "5 out of the last 5 calls to <function ...> triggered tf.function
+retracing" on stderr.  `graph` gives each its own count (the graphs are the same), and
+`tests/test_codec.py` checks that 7 codecs say nothing.
 """
 
 from __future__ import annotations
+
+import functools
 
 import keras
 import tensorflow as tf
@@ -93,3 +103,9 @@ def fix_multi_worker_fit(model, strategy: tf.distribute.Strategy) -> None:
         model.__class__ = type(
             cls.__name__, (MultiWorkerFitMixin, cls), {"__module__": cls.__module__}
         )
+
+
+def graph(function, **kwargs) -> tf.types.experimental.PolymorphicFunction:
+    """`tf.function(function, **kwargs)` that counts its traces on its own (see above): a
+    `functools.partial` has no code object, so TensorFlow keys the count by the object."""
+    return tf.function(functools.partial(function), **kwargs)

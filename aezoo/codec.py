@@ -458,12 +458,14 @@ class Codec:
         once, on the first image."""
         import tensorflow as tf
 
+        from aezoo._keras_fixes import graph
+
         analysis = model.analysis_model() if self.version == 2 else model.encoder
         latent = (None, None, self.latent_channels)
-        analyse = tf.function(
+        analyse = graph(
             lambda x: analysis(x, training=False),
             input_signature=[tf.TensorSpec((1, None, None, self.channels), tf.float32)])
-        synthesise = tf.function(
+        synthesise = graph(
             lambda y_hat, size: model.decoder({"y_hat": y_hat, "image_size": size},
                                               training=False),
             input_signature=[tf.TensorSpec((1, *latent), tf.float32),

@@ -135,12 +135,14 @@ def _graph(model: keras.Model):
     if graph is None:
         import tensorflow as tf
 
+        from aezoo._keras_fixes import graph as traced
+
         def call(x):
             return model(x, training=False)
 
         # (a model of fixed input size, whose layers need it, is traced at that size)
         spec = tf.TensorSpec((1, *model.input_shape[1:]), tf.float32)
-        graph = tf.function(call, input_signature=[spec], autograph=False)
+        graph = traced(call, input_signature=[spec], autograph=False)
         model._aezoo_graph = graph
     return graph
 

@@ -22,6 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from aezoo import plots, training
+from aezoo._keras_fixes import graph
 from aezoo.models.base import check_int, is_float_dtype
 
 
@@ -102,7 +103,7 @@ def iwae_bound(
     x = binarized(x, seed) if binarize else x
     dim = model.latent_dim
     spec = tf.TensorSpec((None, *x.shape[1:]), tf.float32)
-    weights = tf.function(
+    weights = graph(
         lambda xb, eps: log_importance_weights(model, xb, eps),
         input_signature=[spec, tf.TensorSpec((None, None, dim), tf.float32)],
         autograph=False,  # no data-dependent Python control flow to convert

@@ -91,6 +91,7 @@ class Refiner:
         import keras
         import tensorflow as tf
 
+        from aezoo._keras_fixes import graph
         from aezoo.codec import block_size
         from aezoo.models.base import check_choice
         from aezoo.models.compression import HyperpriorAutoencoder
@@ -107,7 +108,7 @@ class Refiner:
         self.analysis = keras.Model(encoder.input, outputs, name="refine_analysis")
         self.block = block_size(model)  # the blocks the codec codes in
         channels = int(encoder.input_shape[-1])
-        self._analyse = tf.function(
+        self._analyse = graph(
             lambda x: self.analysis(x, training=False),
             input_signature=[tf.TensorSpec((1, None, None, channels), tf.float32)])
         y_channels = int(model.get_config()["latent_dim"])
@@ -118,7 +119,7 @@ class Refiner:
             spec.append(tf.TensorSpec((1, None, None, z_channels), tf.float32))
         # One traced step for every image size; Adam is written out in the graph because
         # a Keras optimizer's slots are variables of one fixed shape.
-        self._step = tf.function(self._adam_step, input_signature=[
+        self._step = graph(self._adam_step, input_signature=[
             spec[1:], spec[1:], spec[1:], spec[0], tf.TensorSpec((), tf.float32),
             tf.TensorSpec((), tf.int32)])
 

@@ -101,6 +101,26 @@ def test_payload_size_agrees_with_the_rate_estimates(codec_run, odd_images):
     assert abs(payload_bits - estimate) <= 0.05 * estimate + 64
 
 
+def test_the_graphs_of_many_codecs_raise_no_retracing_warning(codec_run, odd_images):
+    # A Codec per rate point, each with graphs of its own traced once: TensorFlow counted
+    # them as one function retraced and warned from the fifth (aezoo._keras_fixes.graph).
+    import logging
+
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logging.getLogger("tensorflow").addHandler(handler)
+    try:
+        model = runs.load_run(codec_run).model
+        image = np.asarray(Image.open(odd_images / "tall.png"))[..., None]
+        decoded = [codec.Codec(model).decompress(codec.Codec(model).compress(image), "tall")
+                   for _ in range(7)]
+    finally:
+        logging.getLogger("tensorflow").removeHandler(handler)
+    assert all(np.array_equal(d, decoded[0]) for d in decoded)
+    assert [r.getMessage()[:80] for r in records if "retracing" in r.getMessage()] == []
+
+
 def test_a_reloaded_model_has_the_same_fingerprint_and_tables(codec_run, tmp_path):
     model = runs.load_run(codec_run).model
     model.save(tmp_path / "again.keras")

@@ -40,7 +40,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from aezoo._keras_fixes import fix_logs
+from aezoo._keras_fixes import fix_logs, graph
 from aezoo.models.base import (
     Autoencoder,
     Endpoint,
@@ -720,9 +720,10 @@ class VQVAE(Autoencoder):
                 "This VQ-VAE's prior has not been trained: call ae.fit_prior(x) first "
                 "(or `aezoo generate --fit-prior DATASET`)."
             )
-        indices = tf.function(self.sample_indices, autograph=False)(
-            tf.constant(n, tf.int32), tf.constant(seed, tf.int32)
-        )
+        # One graph for every call (n and seed are its tensors' values, not its shapes).
+        if getattr(self, "_sample_graph", None) is None:
+            self._sample_graph = graph(self.sample_indices, autograph=False)
+        indices = self._sample_graph(tf.constant(n, tf.int32), tf.constant(seed, tf.int32))
         z = tf.gather(tf.convert_to_tensor(self.quantizer.codebook), indices)
         return self.decoder.predict(z, batch_size=batch_size, verbose=0)
 
