@@ -83,6 +83,21 @@ HEADERS = {1: HEADER, 2: HEADER_V2}
 MAX_SIDE = 2**15
 MAX_PIXELS = 2**25  # 33.5 megapixels
 MAX_LATENT_CHANNELS = 2**12
+
+
+def check_size(height: int, width: int, what: str = "The image") -> None:
+    """Refuses an image larger than a .aez file holds (`MAX_SIDE` a side, `MAX_PIXELS`);
+    commands call it with the file's name and the size from its header, before any work.
+
+    Raises:
+        ValueError: naming `what` and its width x height.
+    """
+    if not (height <= MAX_SIDE and width <= MAX_SIDE and height * width <= MAX_PIXELS):
+        raise ValueError(f"{what} is {width}x{height} pixels; a .aez file holds at most "
+                         f"{MAX_SIDE} a side and {MAX_PIXELS / 1e6:.1f} megapixels (scale it "
+                         "down first).")
+
+
 # Working memory of one tile of the synthesis transform (its activations), in bytes.
 DECODE_MEMORY = 2**28
 # Latent values are clipped to +-2**30 (far beyond any trained latent), so that every value
@@ -718,9 +733,7 @@ class Codec:
         height, width = image.shape[:2]
         if not (height and width):
             raise ValueError(f"The image is empty ({height}x{width} pixels).")
-        if not (height <= MAX_SIDE and width <= MAX_SIDE and height * width <= MAX_PIXELS):
-            raise ValueError(f"The image is {height}x{width}; the .aez limits are {MAX_SIDE} "
-                             f"per side and {MAX_PIXELS} pixels.")
+        check_size(height, width)
         return image
 
     # ------------------------------------------------------- the hyper-synthesis

@@ -360,6 +360,26 @@ def test_outputs_never_overwrite_inputs_or_existing_files(
     assert status == 2 and "--overwrite" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("action", ["compress", "evaluate"])
+def test_an_image_too_large_for_a_file_is_refused_by_name_before_any_work(
+        action, codec_run, odd_images, tmp_path, capsys):
+    # A 1x40000 strip is a small PNG but more than a .aez side holds: it is refused from
+    # its header, naming it, before the first image's file is written or a model loads.
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(odd_images / "tall.png", folder / "a.png")
+    Image.new("L", (40000, 1)).save(folder / "b_strip.png")
+    out = tmp_path / "out"
+    argv = (["compress", str(folder)] if action == "compress"
+            else ["evaluate", "--images", str(folder), "--codecs"])
+    assert compress.main([*argv, "--model", str(codec_run), "--out", str(out)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == (
+        f"aezoo compress: error: {folder / 'b_strip.png'} is 40000x1 pixels; a .aez file "
+        f"holds at most {codec.MAX_SIDE} a side and 33.6 megapixels (scale it down first).\n")
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("option, value", [("--clipnorm", "-1"), ("--epochs", "0")])
 def test_bad_training_options_give_one_line_and_status_2(digits, tmp_path, capsys, option, value):
     status = compress.main(["train", "--images", str(digits), "--patch", "16", option, value,

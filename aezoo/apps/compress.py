@@ -188,8 +188,8 @@ def compress(args: argparse.Namespace) -> int:
     from aezoo import codec, data, runs
 
     files = cli.expand_folders(args.images, data.list_images)
-    # every input is readable before anything is written
-    own_channels = [data.probe_image(path)[2] for path in files]
+    # every input is readable, and not too large for a file, before anything is written
+    own_channels = [_probe(path) for path in files]
     targets = cli.output_paths(files, args.out, ".aez", args.overwrite)
     if args.model is None:
         args.model = DEFAULT_CODEC
@@ -218,6 +218,16 @@ def compress(args: argparse.Namespace) -> int:
               f"{image.shape[0]}, {len(blob)} bytes, {bpp:.3f} bpp, {seconds:.2f} s"
               f"{note})", flush=True)
     return 0
+
+
+def _probe(path: Path) -> int:
+    """The channels of an image file, from its header, once it is known to be a readable
+    image that fits a .aez file."""
+    from aezoo import codec, data
+
+    height, width, channels = data.probe_image(path)
+    codec.check_size(height, width, str(path))
+    return channels
 
 
 def decompress(args: argparse.Namespace) -> int:
@@ -273,7 +283,7 @@ def evaluate(args: argparse.Namespace) -> int:
         args.model = [name for name, card in presets.PRESETS.items()
                       if card["check"]["kind"] == "compress"]
     for path in files:
-        data.probe_image(path)  # every image readable (one line if not) before models load
+        _probe(path)  # every image readable (one line if not) before models load
     labels = _labels(args.model)
     models = {}  # all load before the long part
     for source, label in zip(args.model, labels):
