@@ -33,12 +33,17 @@ def test_training_writes_a_finalised_model_and_its_tables(codec_run):
 
 
 def test_compressed_files_decode_to_images_of_the_original_size(
-    codec_run, odd_images, packed, tmp_path
+    codec_run, odd_images, packed, tmp_path, capsys
 ):
     assert sorted(p.name for p in packed.iterdir()) == ["strip.aez", "tall.aez"]
     files = sorted(str(p) for p in packed.iterdir())
     assert compress.main(["decompress", "--model", str(codec_run), *files, "--out",
                           str(tmp_path)]) == 0
+    # Each file says when it is decoded (all are, before any is written), then written.
+    lines = [line.split(" (")[0] for line in capsys.readouterr().out.splitlines()]
+    assert lines == ["[1/2] strip.aez: decoded", "[2/2] tall.aez: decoded",
+                     f"[1/2] strip.aez -> {tmp_path / 'strip.png'}",
+                     f"[2/2] tall.aez -> {tmp_path / 'tall.png'}"]
     for name in ("strip", "tall"):
         original = np.asarray(Image.open(odd_images / f"{name}.png"))
         with Image.open(tmp_path / f"{name}.png") as decoded:
@@ -508,3 +513,21 @@ def test_the_presets_decode_through_their_postfilter_unless_told_not_to(tmp_path
     err = capsys.readouterr().err
     assert status == 2 and err.count("\n") == 1 and "is not a post-filter" in err, err
     assert not (tmp_path / "bad").exists()
+
+
+def test_evaluate_says_how_far_a_long_rate_point_is(monkeypatch, capsys):
+    # Unrefined: a line once 10 s have passed since the last, none after the last image
+    # (the point's own line follows); refined: a line after every image.
+    clock = iter([0.0, 4.0, 11.0, 15.0, 22.0, 40.0])  # start, then after images 1-5
+    monkeypatch.setattr(compress.time, "perf_counter", lambda: next(clock))
+    progress = compress._images_done(compress.time.perf_counter(), 10)
+    for done in range(1, 6):
+        progress("codec_0.01", done, 5)
+    assert capsys.readouterr().out.splitlines() == [
+        "  aezoo codec_0.01: 2/5 images (11 s)", "  aezoo codec_0.01: 4/5 images (22 s)"]
+    clock = iter([0.0, 1.0, 2.0])
+    progress = compress._images_done(compress.time.perf_counter(), 0)
+    progress("codec_0.01", 1, 2)
+    progress("codec_0.01", 2, 2)
+    assert capsys.readouterr().out.splitlines() == [
+        "  aezoo codec_0.01: 1/2 images (1 s)", "  aezoo codec_0.01: 2/2 images (2 s)"]

@@ -254,7 +254,10 @@ def decompress(args: argparse.Namespace) -> int:
         label = f"[{number[path]}/{len(files)}] {path.name}"
         image = unpackers[made[path]].read(path, progress=cli.quarters(label, started,
                                                                         "filtered"))
-        return image, time.perf_counter() - started
+        seconds = time.perf_counter() - started
+        if len(files) > 1:  # (all decode before any is written: say how far that is)
+            print(f"{label}: decoded ({seconds:.2f} s)", flush=True)
+        return image, seconds
 
     decoded = cli.read_first(files, timed_read)  # every file decodes before any is written
     args.out.mkdir(parents=True, exist_ok=True)
@@ -296,8 +299,9 @@ def evaluate(args: argparse.Namespace) -> int:
     refined = f", latents refined ({args.refine} iterations)" if args.refine else ""
     print(f"Evaluating on {cli.counted(len(images), 'image')} of {args.images}{refined}",
           flush=True)
-    # Refined points take minutes each: say how far each is.
-    image_progress = _images_done(time.perf_counter()) if args.refine else None
+    # A rate point takes a minute (24 Kodak images), refined ones many: say how far it is,
+    # after every refined image, else every 10 s.
+    image_progress = _images_done(time.perf_counter(), 0 if args.refine else 10)
     results = rate_distortion.evaluate(models, images, [p.name for p in files], args.codecs,
                                        progress=_print_point, refine=args.refine,
                                        image_progress=image_progress)
@@ -327,10 +331,18 @@ def _labels(sources: Sequence[str]) -> list[str]:
     return labels
 
 
-def _images_done(started: float):
+def _images_done(started: float, every: float):
+    """`image_progress` for `rate_distortion.evaluate`: a line after an image once `every`
+    seconds have passed since the last line (none after a point's last image: the point's
+    own line follows)."""
+    last = [started]
+
     def progress(label: str, done: int, total: int) -> None:
-        print(f"  aezoo {label}: {done}/{total} images ({time.perf_counter() - started:.0f} s)",
-              flush=True)
+        now = time.perf_counter()
+        if (done < total or every == 0) and now - last[0] >= every:
+            last[0] = now
+            print(f"  aezoo {label}: {done}/{total} images ({now - started:.0f} s)",
+                  flush=True)
 
     return progress
 
