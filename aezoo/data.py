@@ -501,7 +501,9 @@ def read_csv(
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """The rows of a CSV file as float32 features (N, F), and its label column as strings.
 
-    The first row is a header when it holds text where the second row holds numbers.
+    The first row is a header when it holds text where the second row holds numbers.  The
+    cells are separated by commas, tabs or semicolons (`csv.Sniffer` tells which from the
+    first lines), or else by spaces (as the UCR archive's .txt files are).
 
     Args:
         path: the file.
@@ -513,11 +515,7 @@ def read_csv(
         ValueError: no data rows, rows of different lengths, a label column that is not
             there, or a feature that is not a finite number.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"No such CSV file: {path}")
-    with open(path, newline="") as f:
-        rows = [row for row in csv.reader(f) if any(cell.strip() for cell in row)]
+    rows = _csv_rows(path)
     header = None
     if rows and any(not _is_number(a) for a in rows[0]):
         if len(rows) == 1 or any(
@@ -545,10 +543,52 @@ def read_csv(
             (i, j, cell) for i, row in enumerate(rows) for j, cell in enumerate(row)
             if not _is_number(cell)
         )
-        raise ValueError(f"{path}: data row {i}, feature {j} is not a number: {cell!r}.") from None
+        shown = cell if len(cell) <= 40 else cell[:37] + "..."
+        raise ValueError(f"{path}: data row {i}, feature {j} is not a number: {shown!r}.") \
+            from None
     if not np.isfinite(features).all():
-        raise ValueError(f"{path} holds NaN or infinite values; clean them first.")
+        i, j = (int(k) for k in np.argwhere(~np.isfinite(features))[0])
+        count = int((~np.isfinite(features)).sum())
+        more = f" ({count} NaN or infinite values in all)" if count > 1 else ""
+        raise ValueError(f"{path}: data row {i}, feature {j} is {features[i, j]}{more}; "
+                         "clean them first.")
     return features, labels
+
+
+def csv_columns(path: str | os.PathLike) -> int:
+    """The number of columns of a CSV file, as `read_csv` reads it (from its first row)."""
+    return len(_csv_rows(path, first=True)[0])
+
+
+def _csv_rows(path: str | os.PathLike, first: bool = False) -> list[list[str]]:
+    """The non-empty rows of a file of cells separated by commas, tabs or semicolons, or
+    spaces (see `read_csv`); only the first when `first`."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder, not a CSV file.")
+    if not path.is_file():
+        raise FileNotFoundError(f"No such CSV file: {path}")
+    with open(path, newline="") as f:
+        sample = f.read(1 << 16)
+        f.seek(0)
+        lines = [line for line in sample.splitlines() if line.strip()][:5]
+        try:
+            delimiter = csv.Sniffer().sniff("\n".join(lines), delimiters=",\t;").delimiter
+        except csv.Error:  # no such separator: spaces, or a single column
+            delimiter = None
+        if delimiter is None:
+            rows = (line.split() for line in f)
+        else:
+            rows = csv.reader(f, delimiter=delimiter)
+        kept = []
+        for row in rows:
+            if any(cell.strip() for cell in row):
+                kept.append(row)
+                if first:
+                    break
+    if not kept:
+        raise ValueError(f"{path} holds no rows of data.")
+    return kept
 
 
 def _is_number(text: str) -> bool:

@@ -253,6 +253,11 @@ def test_header_names_text_labels_and_short_rows_train_a_dense_model(tmp_path):
     rows = read_scores(tmp_path / "scored" / "scores.csv")
     assert [r["label"] for r in rows] == labels.tolist()
     assert [int(r["index"]) for r in rows] == list(range(60))
+    # Without --label-column: the column of words it was trained with (they are no features).
+    assert run(["score", "--model", tmp_path / "run", "--csv", data,
+                "--out", tmp_path / "again"]) == 0
+    assert (tmp_path / "again" / "scores.csv").read_text() == \
+        (tmp_path / "scored" / "scores.csv").read_text()
 
 
 @pytest.mark.usefixtures("no_export")
@@ -343,6 +348,40 @@ def test_a_cell_that_is_not_a_number_is_named(tmp_path, capsys):
     path.write_text("1,2,3,1\n4,oops,6,1\n")
     assert run(["train", "--csv", path, "--out", tmp_path / "run"]) == 2
     assert "data row 1, feature 1 is not a number: 'oops'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("separator", ["\t", ";", " ", "   "])
+def test_tabs_semicolons_and_spaces_separate_cells_as_commas_do(ecg_like, separator,
+                                                                 tmp_path):
+    # The same rows in another separator (spaces: the UCR archive's ECG5000_TEST.txt) give
+    # the same scores; csv.Sniffer tells the separator from the first lines.
+    rows = ecg_like["csv"].read_text().splitlines()
+    other = tmp_path / "signals.txt"
+    other.write_text("\n".join(separator.join(row.split(",")) for row in rows) + "\n")
+    assert run(["score", "--model", ecg_like["run"], "--csv", other, "--split", "test",
+                "--out", tmp_path / "scored"]) == 0
+    for name in ("scores.csv", "metrics.json"):
+        assert (tmp_path / "scored" / name).read_text() == \
+            (ecg_like["scored"] / name).read_text()
+
+
+@pytest.mark.parametrize("text, words", [
+    ("1,2,3\n4,nan,6\n7,8,inf\n", "data row 1, feature 1 is nan (2 NaN or infinite values"),
+    ("1,2,3\n4,5," + "9" * 30 + "x" * 30 + "\n", "feature 2 is not a number: '" + "9" * 30
+     + "xxxxxxx...'."),
+    (None, "is a folder, not a CSV file"),
+])
+def test_a_csv_that_does_not_read_names_its_row_and_column_in_one_short_line(
+        text, words, tmp_path, capsys):
+    path = tmp_path / "rows.csv"
+    if text is None:
+        path.mkdir()
+    else:
+        path.write_text(text)
+    assert run(["train", "--csv", path, "--out", tmp_path / "run"]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and words in error and len(error) < 200, error
+    assert not (tmp_path / "run").exists()
 
 
 def test_scoring_data_that_does_not_fit_the_model_is_refused(ecg_like, tmp_path, capsys):

@@ -207,7 +207,7 @@ def _plot_samples(detector, x, path: Path) -> None:
 
 
 def score(args: argparse.Namespace) -> int:
-    from aezoo import anomaly, plots, runs
+    from aezoo import anomaly, data, plots, runs
 
     cli.check_outputs(args.out, ("scores.csv", "metrics.json", "histogram.png", "roc.png"),
                       args.overwrite)
@@ -221,18 +221,18 @@ def score(args: argparse.Namespace) -> int:
         args.channels = detector.model_.input_shape[-1]
     normal_label = args.normal_label if args.normal_label is not None else \
         run.info.get("application", {}).get("normal_label", stored.get("normal_label"))
-    examples = load_examples(args, default_split="test")
-    shape, takes = tuple(examples.x.shape[1:]), tuple(detector.example_shape_)
+    takes = tuple(detector.example_shape_)
     # The label column the detector was trained with, for a CSV given none.
     trained = stored.get("label_column") if args.csv and args.label_column is None else None
-    if trained is not None and len(shape) == len(takes) == 1 and shape[0] == takes[0] + 1:
+    if trained is not None and len(takes) == 1 and data.csv_columns(args.csv) == takes[0] + 1:
         # One column more than the detector takes: the labels, where its training file had
-        # them (ECG5000's ecg.csv, scored with the preset that was trained on it).
+        # them (ECG5000's ecg.csv, scored with the preset that was trained on it; labels
+        # that are words would not even read as features).
         args.label_column, trained = trained, None
         print(f"Reading column {args.label_column} as the labels, as the detector was "
               f"trained (--label-column {args.label_column}).", flush=True)
-        examples = load_examples(args, default_split="test")
-        shape = tuple(examples.x.shape[1:])
+    examples = load_examples(args, default_split="test")
+    shape = tuple(examples.x.shape[1:])
     if shape != takes:
         hint = "" if trained is None else (f" It was trained with --label-column {trained}: "
                                            "give it here too if this file has labels.")
