@@ -43,11 +43,23 @@ def psnr(clean, test) -> float:
     return float(peak_signal_noise_ratio(clean, test, data_range=1.0))
 
 
+# The smallest side SSIM measures: its Gaussian window (sigma 1.5, to 3.5 sigma, as
+# scikit-image cuts it) spans 11 pixels.
+SSIM_MIN_SIDE = 11
+
+
 def ssim(clean, test) -> float:
-    """Structural similarity of `test` to `clean` (Wang et al. 2004 settings), both in [0, 1]."""
+    """Structural similarity of `test` to `clean` (Wang et al. 2004 settings), both in [0, 1].
+
+    Raises:
+        ValueError: for images under `SSIM_MIN_SIDE` pixels a side.
+    """
     from skimage.metrics import structural_similarity
 
     clean, test = _pair(clean, test)
+    if min(clean.shape[:2]) < SSIM_MIN_SIDE:
+        raise ValueError(f"SSIM needs images of at least {SSIM_MIN_SIDE}x{SSIM_MIN_SIDE} "
+                         f"pixels; this one is {clean.shape[1]}x{clean.shape[0]}.")
     return float(
         structural_similarity(
             clean,

@@ -50,6 +50,9 @@ def world(tmp_path_factory):
     for i in range(2):
         write_png(root / "truncated" / f"{i}.png", seed=i)
     (root / "truncated" / "2.jpg").write_bytes(jpeg.read_bytes()[: jpeg.stat().st_size // 2])
+    (root / "tiny").mkdir()  # a good image, then one too small for SSIM
+    write_png(root / "tiny" / "0.png")
+    write_png(root / "tiny" / "1.png", shape=(5, 5))
 
     def run(name, model, task, application=None):
         folder = root / name
@@ -161,6 +164,11 @@ CASES = {
     "walk out of range": (explore, ["--model", f"{W}/plain", "--dataset", "mnist",
                                     "--examples", "20", "--probe-train", "20", "--walk", "0",
                                     "99", "--out", OUT], "outside the 20 examples"),
+    "tile too small": (denoise, ["denoise", "--model", f"{W}/denoiser", f"{W}/images",
+                                 "--tile", "10", "--out", OUT], "--tile"),
+    "image too small for ssim": (denoise, ["evaluate", "--model", f"{W}/denoiser", "--images",
+                                           f"{W}/tiny", "--noise", "gaussian:25", "--methods",
+                                           "aezoo", "--out", OUT], "1.png is 5x5 pixels"),
     "walk of one step": (explore, ["--model", f"{W}/plain", "--dataset", "mnist", "--steps",
                                    "1", "--out", OUT], "--steps"),
     "score a denoiser as a detector": (anomalies, ["score", "--model", f"{W}/denoiser",

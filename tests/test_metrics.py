@@ -43,3 +43,13 @@ def test_psnr_agrees_with_scikit_image():
     a = rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)
     b = np.clip(a + rng.integers(-9, 10, a.shape), 0, 255).astype(np.uint8)
     assert metrics.psnr(a, b) == pytest.approx(peak_signal_noise_ratio(a, b, data_range=255), abs=1e-9)
+
+
+def test_ssim_says_the_smallest_side_it_measures():
+    # scikit-image's Gaussian window of sigma 1.5 spans 11 pixels; its own message spoke
+    # of 7x7 and channel_axis.
+    rng = np.random.default_rng(0)
+    image = rng.random((11, 11))
+    assert metrics.ssim(image, image) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="at least 11x11 pixels; this one is 10x11"):
+        metrics.ssim(image[:, :10], image[:, :10] * 0.9)

@@ -412,6 +412,13 @@ def steps(text: str) -> int:
     return _number(int, text, lambda v: v >= 2, "an integer of at least 2")
 
 
+def tile_side(text: str) -> int:
+    """`denoise --tile`: a side that leaves each tile a centre beyond its 32-pixel margins
+    (checked here, not at the first image large enough for tiles, after others were
+    written)."""
+    return _number(int, text, lambda v: v >= 128, "an integer of at least 128")
+
+
 def positive_float(text: str) -> float:
     return _number(float, text, lambda v: math.isfinite(v) and v > 0,
                    "a positive, finite number")
