@@ -47,17 +47,18 @@ def denoise(model: keras.Model, image, tile: int = 1024, margin: int = 32,
             8 symmetries of the square (each output turned back), at 8 times the cost; the
             4 that keep the shape for a model of fixed, non-square input.  A network trained
             on turned patches is still not exactly symmetric, and its errors on the 8 views
-            partly cancel: the `denoise_gray` preset gains 0.1-0.3 dB on BSD68 (see
-            docs/denoising.md).
+            partly cancel: the `denoise_gray` preset gains 0.05-0.06 dB on BSD68 (31.56 /
+            29.12 / 26.18 dB at sigma 15 / 25 / 50 become 31.62 / 29.17 / 26.24), and
+            `denoise_rgb` 0.10-0.11 on CBSD68 (docs/denoising.md).
         progress: `progress(done, total)` is called after every tile the model denoises
             (of all 8 views with `ensemble`): a 12-megapixel photo takes 16-33 s on 2 cores.
         luminance: a grayscale denoiser (`aezoo.from_preset("denoise_gray")`) that first
             denoises the mean of a colour image's channels, which then replaces that mean,
             before `model` denoises the rest.  For noise correlated between the channels,
             as a photo's often is: a colour model trained on independent noise in each
-            channel (as `denoise_rgb`) leaves the shared part (CBSD68 at sigma 25 with a
-            correlation of 0.5: 24.5 dB, and 29.5 this way; with independent noise 31.7
-            and 29.9; `benchmarks/denoise_correlated.py`).
+            channel (as `denoise_rgb`) leaves the shared part (12 CBSD68 photos at sigma
+            25 with a correlation of 0.5: 24.34 dB, and 29.06 this way; with independent
+            noise 31.14 and 29.42; `benchmarks/denoise_correlated.py`).
 
     Returns:
         The denoised image, float32 (height, width, channels), not clipped; (height, width)
