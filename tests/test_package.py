@@ -210,9 +210,15 @@ def test_the_commands_option_choices_are_the_services():
 
 
 def test_every_application_script_is_a_thin_entry_point():
+    from aezoo.apps.main import COMMANDS
+
+    runs = set()
     for script in sorted((ROOT / "applications").glob("*.py")):
         lines = [line for line in script.read_text().splitlines() if line.strip()]
         assert len(lines) <= 8 and any("import main" in line for line in lines), script
+        runs |= {line.split()[1] for line in lines if line.startswith("from aezoo.apps.")}
+    # One script per command (README: `applications/<job>.py` run the same code).
+    assert runs == {f"aezoo.apps.{module}" for module, _ in COMMANDS.values()}
 
 
 def test_the_license_file_matches_the_metadata():
