@@ -381,8 +381,11 @@ def writing(path: str | os.PathLike, suffix: str | None = None, *, allow_empty: 
     """
     path = Path(path)
     suffix = suffix if suffix is not None else path.suffix
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".partial{suffix}",
-                                     dir=path.parent)
+    try:
+        fd, temporary = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".partial{suffix}",
+                                         dir=path.parent)
+    except OSError as error:
+        raise _naming(error, path) from None
     os.close(fd)
     try:
         yield Path(temporary)
@@ -390,10 +393,18 @@ def writing(path: str | os.PathLike, suffix: str | None = None, *, allow_empty: 
             raise RuntimeError(f"Nothing was written to {path}.")
         os.chmod(temporary, 0o666 & ~_umask())
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
+        if isinstance(error, OSError) and error.errno is not None:
+            raise _naming(error, path) from None
         raise
+
+
+def _naming(error: OSError, path: Path) -> OSError:
+    """The OSError of writing `path` as naming `path`: not the hidden temporary file, and
+    not nothing (a full disk fails in write(), whose error names no file)."""
+    return OSError(error.errno, error.strerror, str(path))
 
 
 def _umask() -> int:

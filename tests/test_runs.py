@@ -32,6 +32,28 @@ def test_writing_refuses_to_put_an_empty_file_under_the_name(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_disk_error_names_the_file_being_written_not_its_temporary(tmp_path, monkeypatch):
+    # A full disk fails in write(), whose OSError names no file; a read-only one in making
+    # the hidden temporary file beside it: either way the line names the output.
+    import errno
+    import os
+
+    target = tmp_path / "kodim01.aez"
+    with pytest.raises(OSError) as raised, runs.writing(target) as temporary:
+        temporary.write_bytes(b"half")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    assert (raised.value.errno, raised.value.filename) == (errno.ENOSPC, str(target))
+    assert list(tmp_path.iterdir()) == []
+
+    def read_only(*args, dir, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), f"{dir}/.kodim01.x1.partial.aez")
+
+    monkeypatch.setattr(runs.tempfile, "mkstemp", read_only)
+    with pytest.raises(OSError) as raised:
+        runs.write_bytes(target, b"data")
+    assert (raised.value.errno, raised.value.filename) == (errno.EROFS, str(target))
+
+
 def test_write_bytes_writes_even_an_empty_file(tmp_path):
     runs.write_bytes(tmp_path / "empty.bin", b"")
     assert (tmp_path / "empty.bin").read_bytes() == b""
