@@ -191,17 +191,23 @@ def list_images(directory: str | os.PathLike) -> list[Path]:
 
 def list_files(directory: str | os.PathLike, suffixes: Sequence[str], what: str) -> list[Path]:
     """The files directly in `directory` whose suffix is one of `suffixes` (lower case; the
-    files' may be any case), sorted by name; a folder named like one is not a file.
+    files' may be any case), sorted by name; a folder named like one is not a file, and
+    hidden files are none of them: the "._photo.png" that macOS leaves beside a photo on
+    a shared disk is no image, nor a killed command's ".photo.x1.partial.png".
 
     Raises:
         FileNotFoundError: if the folder does not exist.
+        NotADirectoryError: if it is a file.
         ValueError: "{directory} holds no {what}." if it holds none.
     """
     directory = Path(directory)
+    if directory.is_file():
+        raise NotADirectoryError(f"{directory} is a file, not a folder of {what}.")
     if not directory.is_dir():
         raise FileNotFoundError(f"No such folder: {directory}")
     files = sorted(p for p in directory.iterdir()
-                   if p.suffix.lower() in suffixes and p.is_file())
+                   if p.suffix.lower() in suffixes and not p.name.startswith(".")
+                   and p.is_file())
     if not files:
         raise ValueError(f"{directory} holds no {what}.")
     return files

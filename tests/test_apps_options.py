@@ -141,6 +141,16 @@ def _said_defaults(help_text: str, option: str) -> dict[str, str]:
     return {model: default for models, default in pairs for model in models.split(", ")}
 
 
+@pytest.mark.parametrize("main, actions", [
+    (denoise.main, "{train,denoise,evaluate}"),
+    (compress.main, "{train,compress,decompress,evaluate}"),
+    (anomalies.main, "{train,score}")])
+def test_a_command_without_its_action_names_the_actions(main, actions, capsys):
+    assert main([]) == 2
+    assert capsys.readouterr().err.endswith(f"error: the following arguments are required: "
+                                            f"{actions}\n")
+
+
 @pytest.mark.parametrize("command", ["train", "denoise", "compress", "anomalies"])
 def test_help_gives_each_models_own_builder_defaults(command, capsys):
     """Builders disagree (a codec's latent_dim is 192, a conv's 32): --help says each one's."""

@@ -133,7 +133,8 @@ def test_missing_or_empty_folders_are_rejected(tmp_path):
 
 
 def test_a_folders_files_are_listed_by_suffix_in_any_case_and_subfolders_are_not(tmp_path):
-    for name in ("b.PNG", "a.jpeg", "c.JPG", "notes.txt", "d.aez", "e.AEZ"):
+    for name in ("b.PNG", "a.jpeg", "c.JPG", "notes.txt", "d.aez", "e.AEZ",
+                 "._b.PNG", ".d.x1.partial.aez"):  # hidden: macOS's, a killed run's
         (tmp_path / name).write_bytes(b"")
     (tmp_path / "folder.png").mkdir()  # named like an image, but no file
     assert [p.name for p in data.list_images(tmp_path)] == ["a.jpeg", "b.PNG", "c.JPG"]
@@ -141,6 +142,8 @@ def test_a_folders_files_are_listed_by_suffix_in_any_case_and_subfolders_are_not
         "d.aez", "e.AEZ"]
     with pytest.raises(ValueError, match=r"folder.png holds no \.aez files\."):
         data.list_files(tmp_path / "folder.png", (".aez",), ".aez files")
+    with pytest.raises(NotADirectoryError, match=r"b.PNG is a file, not a folder of PNG or"):
+        data.list_images(tmp_path / "b.PNG")
 
 
 def test_patches_larger_than_an_image_are_rejected(tmp_path):

@@ -100,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--out", type=Path, required=True, help="output folder")
     score.add_argument("--overwrite", action="store_true", help="replace earlier results")
     score.add_argument("--batch-size", type=cli.positive_int, default=256)
+    cli.name_actions(actions)
     return parser
 
 

@@ -133,6 +133,13 @@ def _not_a_folder(where) -> str:
     return f"{where} is a file; a folder is needed there."
 
 
+def name_actions(actions: argparse._SubParsersAction) -> None:
+    """A command's subcommands named in its usage error ("the following arguments are
+    required: {train,compress,decompress,evaluate}", not "... required: action"); called
+    once they are all added."""
+    actions.metavar = "{" + ",".join(actions.choices) + "}"
+
+
 def check_folder(folder: Path) -> None:
     """Refuses an output folder that is a file, lies under one, or cannot be written (a
     read-only disk, no permission), before any work: making it would say so only when the

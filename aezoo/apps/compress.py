@@ -138,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
                                "alone: none, the learned codecs only)")
     _add_refine_argument(evaluate)
     _add_postfilter_argument(evaluate)
+    cli.name_actions(actions)
     return parser
 
 

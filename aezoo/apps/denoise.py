@@ -152,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--overwrite", action="store_true", help="replace earlier results")
     evaluate.add_argument("--samples", type=int, default=4, choices=range(1, 5),
                           metavar="1-4", help="images shown in samples.png")
+    cli.name_actions(commands)
     return parser
 
 
