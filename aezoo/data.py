@@ -69,7 +69,7 @@ def decode_image(data: tf.Tensor, channels: int) -> tf.Tensor:
 
 
 def read_image(path: str | os.PathLike, channels: int | None = None,
-               upright: bool = False) -> np.ndarray:
+               upright: bool = False, full_depth: bool = False) -> np.ndarray:
     """Reads a PNG or JPEG file as uint8 (height, width, channels).
 
     Args:
@@ -79,6 +79,8 @@ def read_image(path: str | os.PathLike, channels: int | None = None,
             image viewers show them; the applications that write images do, so that a
             phone's photo does not come back on its side.  False (the default, and the
             training pipeline's way): the pixels as stored.
+        full_depth: a 16-bit PNG as uint16, all its bits (a scan's, a raw developer's);
+            False (the default): as every other file, uint8, the high byte of each sample.
 
     Raises:
         FileNotFoundError: if there is no such file.
@@ -90,10 +92,21 @@ def read_image(path: str | os.PathLike, channels: int | None = None,
     else:
         probe_image(path)
     try:
-        image = decode_image(tf.constant(path.read_bytes()), channels).numpy()
+        if full_depth and bit_depth(path) == 16:
+            rgb = tf.io.decode_png(path.read_bytes(), channels=3, dtype=tf.uint16).numpy()
+            image = rgb if channels == 3 else _luma16(rgb)
+        else:
+            image = decode_image(tf.constant(path.read_bytes()), channels).numpy()
     except tf.errors.OpError as error:  # a truncated or damaged image: headers were fine
         raise ValueError(f"{path} is damaged or truncated ({_first_line(error)}).") from None
     return turn_upright(image, orientation(path)) if upright else image
+
+
+def _luma16(rgb: np.ndarray) -> np.ndarray:
+    """`decode_image`'s grayscale conversion of uint16 pixels (a gray file's three equal
+    channels give its own values back: the weights sum to 2**16)."""
+    weighted = rgb.astype(np.int64) @ np.array([19595, 38470, 7471], np.int64)
+    return ((weighted[..., None] + 0x8000) >> 16).astype(np.uint16)
 
 
 def orientation(path: str | os.PathLike) -> int:
@@ -163,7 +176,8 @@ def _gray_palette(image) -> bool:
 
 def bit_depth(path: str | os.PathLike) -> int:
     """Bits per sample of a readable PNG/JPEG file: 8, or 16 for a 16-bit PNG (from its
-    header), which `read_image` reads as 8 bits (the high byte of each sample)."""
+    header), which `read_image` reads as 8 bits (the high byte of each sample) unless
+    asked for its `full_depth`."""
     with open(path, "rb") as file:
         head = file.read(25)
     png = head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR"

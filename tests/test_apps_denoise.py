@@ -246,6 +246,37 @@ def test_an_8bit_noisy_photo_is_denoised_about_as_well_as_its_unclipped_noise(tm
     assert written > unclipped - 0.3
 
 
+@pytest.mark.parametrize("channels", [1, 3])
+def test_a_16_bit_png_is_denoised_at_its_full_depth_and_written_as_16_bits(channels, tmp_path,
+                                                                         capsys):
+    """A scan's 16-bit PNG keeps its bits: read whole (not its high byte), denoised, and
+    written as a 16-bit PNG: what the Python API gives for its samples / 65535."""
+    from conftest import shared_data
+
+    from aezoo import data, denoise
+
+    folder = "bsd68" if channels == 1 else "cbsd68"
+    clean = data.read_image(shared_data("raw", folder, "test002.png" if channels == 1
+                                        else "101085.png"), channels=channels)[:96, :128] / 255
+    noisy = clean + np.random.default_rng(0).standard_normal(clean.shape) * 10 / 255
+    samples = np.round(np.clip(noisy, 0, 1) * 65535).astype(np.uint16)
+    (tmp_path / "scan.png").write_bytes(tf.io.encode_png(samples).numpy())
+    assert app.main(["denoise", str(tmp_path / "scan.png"), "--out", str(tmp_path / "out")]) == 0
+    line = capsys.readouterr().out
+    assert "16 bits a sample, kept" in line and "read as 8-bit" not in line
+    written = tf.io.decode_png((tmp_path / "out" / "scan.png").read_bytes(), dtype=tf.uint16)
+    assert written.shape == samples.shape and written.dtype == tf.uint16
+    model = aezoo.from_preset("denoise_gray" if channels == 1 else "denoise_rgb")
+    sigma = denoise.estimate_sigma(samples / 65535)
+    expected = denoise.denoise(model, denoise.unclip(samples / 65535, sigma),
+                               luminance=None if channels == 1 else
+                               aezoo.from_preset("denoise_gray")
+                               if "luminance denoised first" in line else None)
+    expected = np.round(np.clip(expected, 0, 1) * 65535)
+    assert np.abs(written.numpy() - expected).max() <= 1
+    assert len(np.unique(written.numpy())) > 1024  # not 256 levels
+
+
 def test_noise_beyond_what_the_model_was_trained_for_is_said_so(tmp_path, capsys):
     """`denoise_gray` was trained on sigma 0-55: a photo with more noise than that gets a
     warning on its line; one within the range does not."""

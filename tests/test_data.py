@@ -349,3 +349,15 @@ def test_bit_depth_tells_16_bit_pngs_which_are_read_as_8_bits(tmp_path):
         16, 8, 8]
     np.testing.assert_array_equal(data.read_image(tmp_path / "deep.png")[..., 0],
                                   samples >> 8)
+    # Asked for its full depth: all 16 bits, in gray and converted to colour and back.
+    deep = data.read_image(tmp_path / "deep.png", full_depth=True)
+    assert deep.dtype == np.uint16
+    np.testing.assert_array_equal(deep[..., 0], samples)
+    np.testing.assert_array_equal(data.read_image(tmp_path / "deep.png", channels=3,
+                                                  full_depth=True), np.repeat(deep, 3, -1))
+    colour = np.random.default_rng(1).integers(0, 2**16, (6, 5, 3), dtype=np.uint16)
+    (tmp_path / "deep_rgb.png").write_bytes(tf.io.encode_png(colour).numpy())
+    luma = data.read_image(tmp_path / "deep_rgb.png", channels=1, full_depth=True)[..., 0]
+    expected = colour @ np.array([0.299, 0.587, 0.114])  # ITU-R 601
+    assert np.abs(luma - expected).max() <= 1
+    assert data.read_image(tmp_path / "plain.png", full_depth=True).dtype == np.uint8

@@ -248,16 +248,17 @@ def quarters(label: str, started: float, verb: str):
 
 
 def reading_notes(path: Path, file_channels: int, model_channels: int,
-                  colour_model: str) -> str:
+                  colour_model: str, full_depth: bool = False) -> str:
     """What reading an image file (of `file_channels`, as `data.probe_image` found) for a
     model does to it, as ", ..." notes for its line: colour converted, transparency
-    dropped, 16 bits read as 8, turned upright."""
+    dropped, 16 bits read as 8 (or kept, for a command that reads their `full_depth`),
+    turned upright."""
     from aezoo import data
 
     notes = converted(file_channels, model_channels, colour_model,
                       data.has_transparency(path))
     if data.bit_depth(path) == 16:
-        notes += ", 16-bit samples read as 8-bit"
+        notes += ", 16 bits a sample, kept" if full_depth else ", 16-bit samples read as 8-bit"
     return notes + turned(data.orientation(path))
 
 

@@ -206,10 +206,12 @@ def denoise(args: argparse.Namespace) -> None:
                          "grayscale images.")
     # all decode first; upright, as the PNGs written have no orientation of their own
     channels_of = {path: models[name].channels for path, name in zip(files, names)}
+    # (a 16-bit PNG, a scan's, with all its bits: written back as 16 bits)
     images = cli.read_first(files, lambda path: data.read_image(
-        path, channels=channels_of[path], upright=True))
+        path, channels=channels_of[path], upright=True, full_depth=True))
     args.out.mkdir(parents=True, exist_ok=True)
-    notes = [cli.reading_notes(path, own, models[name].channels, "denoise_rgb denoises colour")
+    notes = [cli.reading_notes(path, own, models[name].channels, "denoise_rgb denoises colour",
+                               full_depth=True)
              for path, own, name in zip(files, own_channels, names)]
     for n, (own, name) in enumerate(zip(own_channels, names)):
         if models[name].channels == 3 and models[name].luminance is None and own == 1:
@@ -225,14 +227,15 @@ def denoise(args: argparse.Namespace) -> None:
                                       models[name].luminance)
         gaussian, trained = models[name].gaussian, models[name].trained
         start = time.perf_counter()
-        noisy = image / 255.0
+        peak = np.iinfo(image.dtype).max  # 255, or 65535 for a 16-bit PNG
+        noisy = image / peak
         sigma = denoising.estimate_sigma(noisy) * 255
         level = ("too small to estimate its noise" if math.isnan(sigma)
                  else f"noise sigma ~{sigma:.1f} estimated")
         if gaussian and not math.isnan(sigma):
             # A file clips the noise of dark and bright parts; the model was trained on
             # unclipped noise (see denoising.unclip).
-            clipped = float(np.mean((image == 0) | (image == 255)))
+            clipped = float(np.mean((image == 0) | (image == peak)))
             noisy = denoising.unclip(noisy, sigma / 255)
             if clipped and sigma / 255 >= denoising.UNCLIP_MIN_SIGMA:  # unclip acted
                 level += f", {clipped:.1%} of its pixels clipped"
@@ -263,7 +266,7 @@ def denoise(args: argparse.Namespace) -> None:
             # A gray photo comes back gray: the mean of the channels, the gray image nearest
             # the colour model's output (which differs between them by a few levels).
             clean = clean.mean(axis=-1, keepdims=True)
-        runs.write_bytes(target, denoising.png_bytes(clean))
+        runs.write_bytes(target, denoising.png_bytes(clean, bits=8 if peak == 255 else 16))
         chosen = "" if args.model is not None else f"{name}, "  # the preset it chose
         print(f"[{i}/{len(files)}] {source} -> {target} ({image.shape[1]}x{image.shape[0]}, "
               f"{chosen}{level}{note}, "
