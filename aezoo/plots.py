@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import textwrap
 from collections.abc import Sequence
 
 import numpy as np
@@ -52,8 +53,14 @@ def image_grid(
 ) -> None:
     """Saves rows of images (each an array (n, height, width, channels) in [0, 1]) as a grid."""
     n_rows, n_cols = len(rows), max(len(r) for r in rows)
+    width = 1.6 * n_cols + 1
+    # A title wider than a narrow grid (2 images: 4.2 inches) was cut at both sides: in
+    # lines of what fits, about 11 characters an inch at 10 points (words, paths, whole).
+    lines = textwrap.wrap(title, max(20, int(11 * width)), break_long_words=False,
+                          break_on_hyphens=False)
     fig, axes = subplots(
-        n_rows, n_cols, figsize=(1.6 * n_cols + 1, 1.6 * n_rows + 0.4), squeeze=False
+        n_rows, n_cols, figsize=(width, 1.6 * n_rows + 0.4 + 0.25 * max(0, len(lines) - 1)),
+        squeeze=False,
     )
     for r, images in enumerate(rows):
         for c in range(n_cols):
@@ -70,8 +77,8 @@ def image_grid(
                 ax.axis("off")
         if r < len(row_titles):
             axes[r][0].set_ylabel(row_titles[r])
-    if title:
-        fig.suptitle(title)
+    if lines:
+        fig.suptitle("\n".join(lines), fontsize=10)
     save(fig, path)
 
 
