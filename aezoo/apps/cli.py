@@ -332,7 +332,7 @@ def add_training_arguments(parser: argparse.ArgumentParser, **defaults: Any) -> 
                   clipnorm=0.0, mixed_precision="off")
     values.update(defaults)
     group = parser.add_argument_group("training options")
-    group.add_argument("--out", type=Path, required=True,
+    group.add_argument("--out", type=folder, required=True,
                        help="run folder (the same command again resumes an interrupted run)")
     group.add_argument("--epochs", type=positive_int, default=values["epochs"])
     group.add_argument("--batch-size", type=positive_int, default=values["batch_size"],
@@ -420,11 +420,20 @@ def steps(text: str) -> int:
     return _number(int, text, lambda v: v >= 2, "an integer of at least 2")
 
 
-def tile_side(text: str) -> int:
-    """`denoise --tile`: a side that leaves each tile a centre beyond its 32-pixel margins
-    (checked here, not at the first image large enough for tiles, after others were
-    written)."""
-    return _number(int, text, lambda v: v >= 128, "an integer of at least 128")
+def folder(text: str) -> Path:
+    """An argparse type for --out: a path, but not an empty one, which Path would take as
+    the current folder (`--out "$DIR"` with DIR unset would write results there)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a folder, got an empty path")
+    return Path(text)
+
+
+def at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer of at least `minimum` (`denoise --tile 128`: a tile
+    that keeps a centre beyond its 32-pixel margins, checked when the options are read, not
+    at the first image large enough for tiles; `explore --examples 2`: a map needs two)."""
+    return lambda text: _number(int, text, lambda v: v >= minimum,
+                                f"an integer of at least {minimum}")
 
 
 def positive_float(text: str) -> float:

@@ -111,9 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
                      "blind presets, denoise_gray for grayscale files and denoise_rgb for "
                      "colour ones)")
     run.add_argument("inputs", type=Path, nargs="+", metavar="INPUT", help="image or folder")
-    run.add_argument("--out", type=Path, required=True, help="folder for the PNGs")
+    run.add_argument("--out", type=cli.folder, required=True, help="folder for the PNGs")
     run.add_argument("--overwrite", action="store_true", help="replace existing output PNGs")
-    run.add_argument("--tile", type=cli.tile_side, default=1024,
+    run.add_argument("--tile", type=cli.at_least(128), default=1024,
                      help="larger images go in tiles of this side, at least 128 (each keeps "
                           "its centre, 32 pixels or more from its edges)")
     run.add_argument("--ensemble", action="store_true",
@@ -148,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="noisy images clipped and rounded to 8 bits, as files hold "
                           "them and `denoise` reads them, and outputs rounded as `denoise` "
                           "writes them (default: unclipped and unrounded, as benchmarks)")
-    evaluate.add_argument("--out", type=Path, required=True, help="folder for the results")
+    evaluate.add_argument("--out", type=cli.folder, required=True, help="folder for the results")
     evaluate.add_argument("--overwrite", action="store_true", help="replace earlier results")
     evaluate.add_argument("--samples", type=int, default=4, choices=range(1, 5),
                           metavar="1-4", help="images shown in samples.png")

@@ -31,7 +31,6 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from aezoo.apps import cli
 
@@ -44,20 +43,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", required=True,
                         help="a run folder, its model.keras, or a preset name")
     parser.add_argument("--dataset", required=True, help="tensorflow-datasets name with labels")
-    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.add_argument("--out", type=cli.folder, required=True, help="output folder")
     parser.add_argument("--overwrite", action="store_true", help="replace earlier results")
     parser.add_argument("--data-dir", help="tfds data_dir (default: TFDS_DATA_DIR)")
     parser.add_argument("--split", default="test", help="split to map and probe on (test)")
     parser.add_argument("--train-split", default="train", help="split the probe trains on")
-    parser.add_argument("--examples", type=cli.positive_int, default=2000,
-                        help="examples mapped and probed")
-    parser.add_argument("--probe-train", type=cli.positive_int, default=5000,
-                        help="probe training examples")
+    parser.add_argument("--examples", type=cli.at_least(2), default=2000,
+                        help="examples mapped and probed (2000)")
+    parser.add_argument("--probe-train", type=cli.at_least(2), default=5000,
+                        help="probe training examples (5000)")
     parser.add_argument(
         "--walk", type=int, nargs=2, metavar=("A", "B"),
         help="indices of the walk's ends (default: the first two of different labels)",
     )
-    parser.add_argument("--steps", type=cli.steps, default=10, help="images along the walk")
+    parser.add_argument("--steps", type=cli.steps, default=10,
+                        help="images along the walk (10)")
     parser.add_argument("--batch-size", type=cli.positive_int, default=256)
     return parser
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from aezoo.apps import cli
 
@@ -30,11 +29,11 @@ def build_parser() -> argparse.ArgumentParser:
     # Positional, or named as every other command names them (--model, --out).
     parser.add_argument("model", nargs="?",
                         help="a run folder, its model.keras, or a preset name (or --model)")
-    parser.add_argument("base_dir", nargs="?", type=Path,
+    parser.add_argument("base_dir", nargs="?", type=cli.folder,
                         help="TF Serving's model_base_path; gets <version>/ (or --out)")
     parser.add_argument("--model", dest="model_option", metavar="MODEL",
                         help="the model, as the other commands name it")
-    parser.add_argument("--out", dest="out_option", type=Path, metavar="BASE_DIR",
+    parser.add_argument("--out", dest="out_option", type=cli.folder, metavar="BASE_DIR",
                         help="the base_dir, as the other commands name it")
     parser.add_argument("--version", type=cli.positive_int,
                         help="version number (default: the next one)")

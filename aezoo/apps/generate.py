@@ -31,7 +31,6 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from aezoo.apps import cli
 
@@ -46,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--model", required=True,
                         help="a run folder, its model.keras, or a preset name")
-    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.add_argument("--out", type=cli.folder, required=True, help="output folder")
     parser.add_argument("--overwrite", action="store_true", help="replace earlier results")
     parser.add_argument("--samples", type=cli.positive_int, default=64,
                         help="samples drawn (rows of 8; default 64)")
