@@ -350,6 +350,19 @@ def test_a_cell_that_is_not_a_number_is_named(tmp_path, capsys):
     assert "data row 1, feature 1 is not a number: 'oops'" in capsys.readouterr().err
 
 
+def test_a_file_of_anomalies_only_is_scored_and_says_its_labels(ecg_like, tmp_path, capsys):
+    # Training refuses data without a normal example; scoring a batch of known anomalies
+    # is legitimate: scored, no ROC-AUC, and a line that would show a mistyped label.
+    x, labels = signals(0, 12)
+    spiky = write_csv(tmp_path / "spiky.csv", x, labels.astype(int))
+    assert run(["score", "--model", ecg_like["run"], "--csv", spiky, "--label-column", -1,
+                "--out", tmp_path / "scored"]) == 0
+    out = capsys.readouterr().out
+    assert "No example has the normal label '1'; the labels are: 0: all are scored" in out
+    assert "no ROC-AUC" in out
+    assert len(read_scores(tmp_path / "scored" / "scores.csv")) == 12
+
+
 @pytest.mark.parametrize("separator", ["\t", ";", " ", "   "])
 def test_tabs_semicolons_and_spaces_separate_cells_as_commas_do(ecg_like, separator,
                                                                  tmp_path):

@@ -78,3 +78,20 @@ def test_markdown_says_why_a_bd_rate_is_missing(ours):
         assert float(jpeg_row.split("|")[2]) < 0  # a number, and fewer bits than JPEG
         assert "| webp | - | - |" in section
         assert "reach no common quality" in page and "rate points" not in page
+
+
+def test_the_plot_keeps_aezoo_s_highest_rate_point_in_view(tmp_path, monkeypatch):
+    # The axes stopped at 2 bpp: codec_0.2 on Kodak's first image (2.39 bpp) was off them.
+    from aezoo import plots
+
+    limits = []
+    real_save = plots.save
+    monkeypatch.setattr(plots, "save", lambda fig, path: (
+        limits.extend(ax.get_xlim() for ax in fig.axes), real_save(fig, path)))
+    curves = {"aezoo": [_point(0.5, 30.0), _point(2.39, 38.0)],
+              "jpeg": [_point(r, q) for r, q in [(0.5, 27.0), (1.5, 32.0), (4.4, 40.0)]]}
+    rate_distortion.plot(curves, tmp_path / "rd.png", "kodim01")
+    assert [high for _, high in limits] == [pytest.approx(1.05 * 2.39)] * 2
+    rate_distortion.plot({"aezoo": curves["aezoo"][:1], "jpeg": curves["jpeg"]},
+                         tmp_path / "rd.png", "kodim01")
+    assert [high for _, high in limits[2:]] == [2.0, 2.0]

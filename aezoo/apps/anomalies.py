@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     score = actions.add_parser("score", help="score examples with a trained run")
     score.add_argument("--model", required=True, help="run folder of `train`, or a preset name")
     add_data_arguments(score)
-    score.add_argument("--out", type=Path, required=True, help="output folder")
+    score.add_argument("--out", type=cli.folder, required=True, help="output folder")
     score.add_argument("--overwrite", action="store_true", help="replace earlier results")
     score.add_argument("--batch-size", type=cli.positive_int, default=256)
     cli.name_actions(actions)
@@ -241,7 +241,7 @@ def score(args: argparse.Namespace) -> int:
                          f"{takes}.{hint}")
     is_anomaly = None
     if examples.labels is not None:
-        is_anomaly = ~normal_mask(examples, normal_label)
+        is_anomaly = ~normal_mask(examples, normal_label, scoring=True)
     print(f"Scoring {len(examples.x)} examples ({describe(args)}).", flush=True)
     scores = detector.score(examples.x)
     threshold = detector.threshold_
@@ -308,8 +308,11 @@ def load_examples(args: argparse.Namespace, default_split: str):
     )
 
 
-def normal_mask(examples, normal_label: str | None):
-    """The examples whose label is the normal label (all of them without labels)."""
+def normal_mask(examples, normal_label: str | None, scoring: bool = False):
+    """The examples whose label is the normal label (all of them without labels).
+
+    None of them normal: an error for training; for `scoring`, a file of anomalies only is
+    scored, with a line that names the labels (a mistyped --normal-label shows there)."""
     import numpy as np
 
     from aezoo import anomaly
@@ -326,9 +329,10 @@ def normal_mask(examples, normal_label: str | None):
     mask = anomaly.is_normal(examples.labels, normal_label)
     if not mask.any():
         seen = ", ".join(map(str, np.unique(examples.labels)[:20]))
-        raise ValueError(
-            f"No example has the normal label {normal_label!r}; the labels are: {seen}."
-        )
+        message = f"No example has the normal label {normal_label!r}; the labels are: {seen}"
+        if not scoring:
+            raise ValueError(message + ".")
+        print(f"{message}: all are scored as anomalies.", flush=True)
     return mask
 
 

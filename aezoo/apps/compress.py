@@ -109,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
                       "give 0.17 to 1.8 on Kodak)")
     pack.add_argument("images", type=Path, nargs="+",
                       help="PNG/JPEG files, or folders (their PNG/JPEG files)")
-    pack.add_argument("--out", type=Path, required=True, help="folder of the .aez files")
+    pack.add_argument("--out", type=cli.folder, required=True, help="folder of the .aez files")
     pack.add_argument("--overwrite", action="store_true", help="replace existing .aez files")
     _add_refine_argument(pack)
 
@@ -118,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "the codec preset that made each file, named by its header)")
     unpack.add_argument("files", type=Path, nargs="+",
                         help=".aez files, or folders (their .aez files)")
-    unpack.add_argument("--out", type=Path, required=True, help="folder of the PNG files")
+    unpack.add_argument("--out", type=cli.folder, required=True, help="folder of the PNG files")
     unpack.add_argument("--overwrite", action="store_true", help="replace existing PNG files")
     _add_postfilter_argument(unpack)
 
@@ -129,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="one run folder (or preset) per rate point (default: every "
                           "codec preset, codec_0.0018 to codec_0.2)")
     evaluate.add_argument("--images", type=Path, required=True, help="folder of test images")
-    evaluate.add_argument("--out", type=Path, required=True, help="folder of the results")
+    evaluate.add_argument("--out", type=cli.folder, required=True, help="folder of the results")
     evaluate.add_argument("--overwrite", action="store_true", help="replace earlier results")
     evaluate.add_argument("--limit", "--max-images", dest="max_images", metavar="N",
                           type=cli.positive_int, help="the first N images only")
@@ -323,13 +323,15 @@ def evaluate(args: argparse.Namespace) -> int:
 def _labels(sources: Sequence[str]) -> list[str]:
     """Each rate point's name in the results: its folder's name (or the preset's), or, where
     two share a name (a run and the preset it started from), the path as given."""
-    names = [Path(source).name for source in sources]
-    labels = [str(source) if names.count(name) > 1 else name
-              for source, name in zip(sources, names)]
-    repeated = sorted({label for label in labels if labels.count(label) > 1})
+    # The same run however it is written (runs/r, runs/r/, ./runs/r), or the same preset.
+    same = [str(Path(source).resolve()) if Path(source).exists() else str(source)
+            for source in sources]
+    repeated = [source for source, key in zip(sources, same) if same.count(key) > 1]
     if repeated:
         raise ValueError(f"--model {repeated[0]} is given twice.")
-    return labels
+    names = [Path(source).name for source in sources]
+    return [str(source) if names.count(name) > 1 else name
+            for source, name in zip(sources, names)]
 
 
 def _images_done(started: float, every: float):
