@@ -79,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     actions = parser.add_subparsers(dest="action", required=True)
     train = actions.add_parser("train", help="train on the normal examples")
     add_data_arguments(train)
-    cli.add_model_arguments(train, default_model="auto")
+    cli.add_model_arguments(train, default_model="auto", own_defaults={
+        "latent_dim": "8 for rows of numbers, 32 for images: aezoo.anomaly.Detector's"})
     # The recipe measured best on ECG5000 (aezoo.anomaly.Detector's defaults).
     cli.add_training_arguments(train, epochs=30, batch_size=64, learning_rate=3e-3)
     group = train.add_argument_group("anomaly options")

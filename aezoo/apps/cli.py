@@ -334,9 +334,10 @@ def add_training_arguments(parser: argparse.ArgumentParser, **defaults: Any) -> 
     group = parser.add_argument_group("training options")
     group.add_argument("--out", type=folder, required=True,
                        help="run folder (the same command again resumes an interrupted run)")
-    group.add_argument("--epochs", type=positive_int, default=values["epochs"])
+    group.add_argument("--epochs", type=positive_int, default=values["epochs"],
+                       help=f"default {values['epochs']}")
     group.add_argument("--batch-size", type=positive_int, default=values["batch_size"],
-                       help="global batch size")
+                       help=f"global batch size (default {values['batch_size']})")
     group.add_argument("--learning-rate", type=positive_float, default=values["learning_rate"],
                        help=f"Adam's learning rate (default {values['learning_rate']:g})")
     group.add_argument(
@@ -476,12 +477,16 @@ def _none_or_str(text: str) -> str | None:
     return None if text.lower() == "none" else text
 
 
-def add_model_arguments(parser: argparse.ArgumentParser, default_model: str) -> None:
+def add_model_arguments(parser: argparse.ArgumentParser, default_model: str,
+                        own_defaults: dict[str, str] | None = None) -> None:
     """Adds `--model NAME` and one option per builder argument of any model in the table.
 
     A `default_model` outside the table (such as "auto", for a command that picks the model
-    from the data) is one more choice.
+    from the data) is one more choice.  `own_defaults`: the default, in words, of a builder
+    argument that the command sets itself (`anomalies train`'s latent_dim), said in its help
+    instead of the builders' own.
     """
+    own_defaults = own_defaults or {}
     extra = [] if default_model in MODELS else [default_model]
     parser.add_argument(
         "--model",
@@ -504,7 +509,8 @@ def add_model_arguments(parser: argparse.ArgumentParser, default_model: str) -> 
                 "--" + param.name.replace("_", "-"),
                 dest=f"model_{param.name}",
                 default=argparse.SUPPRESS,  # absent unless given: the builder's default holds
-                help=_defaults_help(param.name, signatures),
+                help=(f"(default {own_defaults[param.name]})" if param.name in own_defaults
+                      else _defaults_help(param.name, signatures)),
                 **_option_type(param.default),
             )
 
