@@ -50,13 +50,17 @@ def parse_noise(spec: str, scale: float = 255.0) -> tuple[str, Level]:
         )
     low, dash, high = level_text.partition("-")
     if dash and low:
-        first = parse_noise(f"{kind}:{low}", scale)[1]
-        last = parse_noise(f"{kind}:{high}", scale)[1]
+        first, last = (_level(kind, part, spec, scale) for part in (low, high))
         if not first < last:
             raise ValueError(f"The noise range in {spec!r} must go from low to high.")
         return kind, (first, last)
+    return kind, _level(kind, level_text, spec, scale)
+
+
+def _level(kind: str, text: str, spec: str, scale: float) -> float:
+    """One level of a noise spec, checked (errors name the whole `spec`, as given)."""
     try:
-        level = float(level_text)
+        level = float(text)
     except ValueError:
         raise ValueError(f"Noise level in {spec!r} must be a number or a range LOW-HIGH.") from None
     if not level == level:  # NaN
@@ -64,14 +68,14 @@ def parse_noise(spec: str, scale: float = 255.0) -> tuple[str, Level]:
     if kind == "gaussian":
         if not 0 <= level <= scale:
             raise ValueError(f"Gaussian sigma must be in [0, {scale:g}]. Received: {spec!r}")
-        return kind, level / scale
+        return level / scale
     if kind == "poisson":
         if not level > 0:
             raise ValueError(f"Poisson peak must be positive. Received: {spec!r}")
-        return kind, level
+        return level
     if not 0 <= level <= 1:
         raise ValueError(f"The fraction in {spec!r} must be in [0, 1].")
-    return kind, level
+    return level
 
 
 def check_noise(kind: str, level: Level) -> None:

@@ -69,8 +69,9 @@ def test_noise_specs_are_parsed_on_the_8_bit_scale():
     for bad in ("speckle:3", "gaussian", "gaussian:x", "mask:2"):
         with pytest.raises(ValueError):
             noise.parse_noise(bad)
-    for bad in ("gaussian:nan", "gaussian:30-10", "gaussian:10-300"):
-        with pytest.raises(ValueError):
+    for bad in ("gaussian:nan", "gaussian:30-10", "gaussian:10-300", "mask:0-2", "poisson:0-5",
+                "gaussian:x-20"):
+        with pytest.raises(ValueError, match=f"'{bad}'"):  # the spec as given, not one end
             noise.parse_noise(bad)
 
 
