@@ -106,10 +106,17 @@ def test_a_colour_image_to_a_gray_codec_is_coded_gray_and_said_so(
 
 
 def test_a_folder_stands_for_its_images_and_its_aez_files(
-    codec_run, odd_images, packed, tmp_path
+    codec_run, odd_images, packed, tmp_path, capsys
 ):
-    assert compress.main(["compress", "--model", str(codec_run), str(odd_images), "--out",
+    # (its other files are named, not read: a TIFF scan, notes; hidden ones are not named)
+    folder = shutil.copytree(odd_images, tmp_path / "photos")
+    for name in ("scan.tif", "notes.txt", "._tall.png"):
+        (folder / name).write_bytes(b"not an image")
+    assert compress.main(["compress", "--model", str(codec_run), str(folder), "--out",
                           str(tmp_path / "packed")]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == (
+        f"{folder}: 2 other files skipped (notes.txt, scan.tif); only PNG and JPEG images "
+        "are read")
     for name in ("strip.aez", "tall.aez"):  # the same bytes as the files named one by one
         assert (tmp_path / "packed" / name).read_bytes() == (packed / name).read_bytes()
     assert compress.main(["decompress", "--model", str(codec_run), str(packed), "--out",

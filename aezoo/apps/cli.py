@@ -179,12 +179,25 @@ def check_outputs(folder: Path, names: Sequence[str], overwrite: bool) -> None:
         raise FileExistsError(f"{taken[0]} exists; choose another --out or pass --overwrite.")
 
 
-def expand_folders(paths: Sequence[Path], list_folder: Callable[[Path], list[Path]]) -> list[Path]:
+def expand_folders(paths: Sequence[Path], list_folder: Callable[[Path], list[Path]],
+                   what: str = "PNG and JPEG images") -> list[Path]:
     """The input files of a command: files as given, each folder replaced by the files that
-    `list_folder` finds in it (e.g. `aezoo.data.list_images`)."""
+    `list_folder` finds in it (e.g. `aezoo.data.list_images`).  A folder's other files (not
+    hidden ones) are named in a line, "photos: 2 other files skipped (a.tif, b.webp); only
+    PNG and JPEG images are read", so that a scan in TIFF is not left out unseen."""
     files: list[Path] = []
     for path in paths:
-        files += list_folder(path) if path.is_dir() else [path]
+        if not path.is_dir():
+            files.append(path)
+            continue
+        found = list_folder(path)
+        others = sorted(p.name for p in path.iterdir() if p.is_file()
+                        and not p.name.startswith(".") and p not in found)
+        if others:
+            names = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+            print(f"{path}: {counted(len(others), 'other file')} skipped ({names}); only "
+                  f"{what} are read", flush=True)
+        files += found
     return files
 
 

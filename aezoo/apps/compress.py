@@ -237,7 +237,7 @@ def decompress(args: argparse.Namespace) -> int:
     from aezoo import codec, data, denoise, runs
 
     files = cli.expand_folders(args.files, lambda folder: data.list_files(
-        folder, (".aez",), ".aez files"))
+        folder, (".aez",), ".aez files"), ".aez files")
     targets = cli.output_paths(files, args.out, ".png", args.overwrite)
     # Each file's codec: --model, or the preset whose fingerprint the file's header carries.
     made = (dict.fromkeys(files, args.model) if args.model is not None
