@@ -64,6 +64,10 @@ def resolve_strategy(name: str = "auto") -> tf.distribute.Strategy:
         ValueError: for an unknown name, `gpu` without a GPU, or a missing or wrong `TF_CONFIG`.
     """
     check_choice("strategy", name, STRATEGIES)
+    if not os.environ.get("TF_CONFIG", "x").strip():
+        # Set but empty (`TF_CONFIG= aezoo train ...`, a script's unset variable): as if
+        # unset; TensorFlow's strategies parse it as JSON ("Expecting value: line 1 ...").
+        del os.environ["TF_CONFIG"]
     gpus = tf.config.list_physical_devices("GPU")
     if name == "auto":
         name = "mirrored" if len(gpus) > 1 else "gpu" if gpus else "cpu"
@@ -434,11 +438,11 @@ def train(
     if check_int("batch_size", batch_size) < replicas:
         raise ValueError(f"`batch_size` {batch_size} is smaller than the {replicas} replicas.")
     if batch_size % replicas:
-        warnings.warn(
-            f"The batch size {batch_size} is not a multiple of the {replicas} replicas; the "
-            "replicas get unequal shares, which the gradient average does not weigh.",
-            stacklevel=2,
-        )
+        # Unequal shares fail inside the step (TensorFlow adds the replicas' gradients of
+        # different shapes: a traceback after the run folder was made).
+        lower, higher = batch_size // replicas * replicas, -(-batch_size // replicas) * replicas
+        raise ValueError(f"The batch size {batch_size} is not a multiple of the {replicas} "
+                         f"replicas; give {lower} or {higher}.")
     run = run_dir(out_dir, strategy) if out_dir is not None else None
     if run is not None and _check_run_dir(run) == "trained":
         # Killed after its model was saved: the training is done; the command completes it.

@@ -6,6 +6,7 @@ CPU is split before TensorFlow starts).
 
 import csv
 import json
+import os
 
 import keras
 import numpy as np
@@ -55,6 +56,7 @@ def test_unavailable_or_unknown_strategies_are_value_errors(name, message):
     "tf_config,message",
     [
         (None, "needs TF_CONFIG"),
+        ("  ", "needs TF_CONFIG"),  # set but empty: as if unset (TensorFlow: "Expecting value")
         ("{not json", "must be JSON"),
         ('{"cluster": {"worker": ["a:1", "b:1"]}}', "must be JSON"),
         (
@@ -66,7 +68,7 @@ def test_unavailable_or_unknown_strategies_are_value_errors(name, message):
             "names task chief:0",
         ),
     ],
-    ids=["missing", "not-json", "no-task", "index-out-of-range", "no-such-job"],
+    ids=["missing", "empty", "not-json", "no-task", "index-out-of-range", "no-such-job"],
 )
 def test_a_tf_config_naming_no_such_task_is_a_value_error(monkeypatch, tf_config, message):
     if tf_config is None:
@@ -75,6 +77,25 @@ def test_a_tf_config_naming_no_such_task_is_a_value_error(monkeypatch, tf_config
         monkeypatch.setenv("TF_CONFIG", tf_config)
     with pytest.raises(ValueError, match=message):
         training.resolve_strategy("multiworker")
+
+
+def test_an_empty_tf_config_is_no_cluster_for_the_other_strategies(monkeypatch):
+    monkeypatch.setenv("TF_CONFIG", "")
+    assert training.resolve_strategy("cpu").num_replicas_in_sync == 1
+    assert "TF_CONFIG" not in os.environ
+
+
+def test_a_batch_that_the_replicas_cannot_share_equally_is_refused_before_a_run(
+        monkeypatch, tmp_path):
+    # 128 over 3 replicas failed inside the first step with a traceback, after the run
+    # folder was made; the default strategy stands in for one of 3 replicas.
+    strategy = tf.distribute.get_strategy()
+    monkeypatch.setattr(type(strategy), "num_replicas_in_sync", property(lambda self: 3))
+    x = np.zeros((8, 4), np.float32)
+    with pytest.raises(ValueError, match="not a multiple of the 3 replicas; give 126 or 129"):
+        training.train("dense", x, model_kwargs={"input_shape": (4,)}, batch_size=128,
+                       strategy=strategy, out_dir=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_valid_tf_config_is_returned_parsed():
