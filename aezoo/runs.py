@@ -396,7 +396,10 @@ def writing(path: str | os.PathLike, suffix: str | None = None, *, allow_empty: 
     except BaseException as error:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
-        if isinstance(error, OSError) and error.errno is not None:
+        # Only an error of this file (the temporary, or none named); a writer's error about
+        # another file it reads keeps that file's name.
+        if isinstance(error, OSError) and error.errno is not None \
+                and (error.filename is None or os.fspath(error.filename) == temporary):
             raise _naming(error, path) from None
         raise
 

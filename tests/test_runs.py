@@ -52,6 +52,11 @@ def test_a_disk_error_names_the_file_being_written_not_its_temporary(tmp_path, m
     with pytest.raises(OSError) as raised:
         runs.write_bytes(target, b"data")
     assert (raised.value.errno, raised.value.filename) == (errno.EROFS, str(target))
+    monkeypatch.undo()
+    # An error about another file the writer reads (a font, say) keeps that file's name.
+    with pytest.raises(FileNotFoundError) as raised, runs.writing(target):
+        open(tmp_path / "missing.ttf")
+    assert raised.value.filename == str(tmp_path / "missing.ttf")
 
 
 def test_write_bytes_writes_even_an_empty_file(tmp_path):
