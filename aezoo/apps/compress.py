@@ -248,6 +248,7 @@ def decompress(args: argparse.Namespace) -> int:
         unpackers[made[path]].check_file(path)  # headers and checksums, before decoding
 
     number = {path: i for i, path in enumerate(files, 1)}  # (no two: output_paths checked)
+    said = set()  # files said decoded: read_first decodes again those it could not keep
 
     def timed_read(path):
         started = time.perf_counter()
@@ -256,7 +257,8 @@ def decompress(args: argparse.Namespace) -> int:
         image = unpackers[made[path]].read(path, progress=cli.quarters(label, started,
                                                                         "filtered"))
         seconds = time.perf_counter() - started
-        if len(files) > 1:  # (all decode before any is written: say how far that is)
+        if len(files) > 1 and path not in said:  # (all decode before any is written)
+            said.add(path)
             print(f"{label}: decoded ({seconds:.2f} s)", flush=True)
         return image, seconds
 
