@@ -83,6 +83,15 @@ HEADERS = {1: HEADER, 2: HEADER_V2}
 MAX_SIDE = 2**15
 MAX_PIXELS = 2**25  # 33.5 megapixels
 MAX_LATENT_CHANNELS = 2**12
+# Working memory of one tile of the synthesis transform (its activations), in bytes.
+DECODE_MEMORY = 2**28
+# Latent values are clipped to +-2**30 (far beyond any trained latent), so that every value
+# fits an int32 and its escape code is defined.
+LATENT_LIMIT = 2**30
+# Pixels of the largest window the analysis transform runs on at once.  Its activations
+# take about 350 bytes a pixel (8.3 GB, and 27 s of mostly page faults, for a 24-megapixel
+# photo in one pass); windows of 4 megapixels cap that near 1.4 GB.
+ENCODE_PIXELS = 2**22
 
 
 def check_size(height: int, width: int, what: str = "The image") -> None:
@@ -96,17 +105,6 @@ def check_size(height: int, width: int, what: str = "The image") -> None:
         raise ValueError(f"{what} is {width}x{height} pixels; a .aez file holds at most "
                          f"{MAX_SIDE} a side and {MAX_PIXELS / 1e6:.1f} megapixels (scale it "
                          "down first).")
-
-
-# Working memory of one tile of the synthesis transform (its activations), in bytes.
-DECODE_MEMORY = 2**28
-# Latent values are clipped to +-2**30 (far beyond any trained latent), so that every value
-# fits an int32 and its escape code is defined.
-LATENT_LIMIT = 2**30
-# Pixels of the largest window the analysis transform runs on at once.  Its activations
-# take about 350 bytes a pixel (8.3 GB, and 27 s of mostly page faults, for a 24-megapixel
-# photo in one pass); windows of 4 megapixels cap that near 1.4 GB.
-ENCODE_PIXELS = 2**22
 
 
 def block_size(model) -> int:

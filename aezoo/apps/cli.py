@@ -191,8 +191,9 @@ def expand_folders(paths: Sequence[Path], list_folder: Callable[[Path], list[Pat
             files.append(path)
             continue
         found = list_folder(path)
+        listed = set(found)
         others = sorted(p.name for p in path.iterdir() if p.is_file()
-                        and not p.name.startswith(".") and p not in found)
+                        and not p.name.startswith(".") and p not in listed)
         if others:
             names = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
             print(f"{path}: {counted(len(others), 'other file')} skipped ({names}); only "
