@@ -53,6 +53,7 @@ on tiles of `z`.  A file of a few bytes claiming a huge image takes time, not me
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 import struct
@@ -229,7 +230,8 @@ def open_codec(source, postfilter: str = "auto") -> "Codec":
     Args:
         source: a codec preset's name (`codec_0.01`) or a compression run folder.
         postfilter: "auto": the post-filter a preset's card names (a `codec_postfilter*`
-            preset, trained on what that preset decodes), none for a run folder (a model
+            preset, trained on what that preset decodes; a preset's folder given by its
+            path too), none for a run folder (a model
             trained elsewhere has other artefacts); "none"; or a post-filter's preset name
             or run folder.
 
@@ -240,8 +242,11 @@ def open_codec(source, postfilter: str = "auto") -> "Codec":
 
     run = runs.load_run(source, task="compress")
     if postfilter == "auto":
-        card = presets.PRESETS.get(source) if isinstance(source, str) else None
-        postfilter = (card or {}).get(POSTFILTER, "none")
+        # The card in the folder, not PRESETS[source]: a preset's folder given by its path
+        # (or a copy of it) is the same preset.
+        card = run.path / "card.json"
+        postfilter = (json.loads(card.read_text()) if card.is_file() else {}).get(
+            POSTFILTER, "none")
     if postfilter == "none":
         return Codec(run.model)
     filter_run = runs.load_run(postfilter)

@@ -72,6 +72,18 @@ def test_a_codec_card_names_a_post_filter_preset(name):
     assert info["task"] == "compress" and info["application"]["role"] == "postfilter"
 
 
+def test_a_codec_preset_given_by_its_folder_keeps_its_post_filter(tmp_path):
+    """`--model codec_0.01` and `--model path/to/presets/codec_0.01` (or a copy of that
+    folder) are the same preset: the same post-filter, by default."""
+    from aezoo import codec
+
+    name = "codec_0.01"
+    copy = shutil.copytree(presets.folder(name), tmp_path / "mine")
+    expected = presets.PRESETS[name]["postfilter"]
+    for source in (name, str(presets.folder(name)), copy):
+        assert codec.open_codec(source).postfilter_name == expected, source
+
+
 @pytest.mark.parametrize("name", [n for n in NAMES
                                   if presets.PRESETS[n]["check"]["kind"] == "compress"])
 def test_a_codec_card_holds_the_fingerprint_its_files_carry(name):
