@@ -10,6 +10,7 @@ A run folder holds, whatever the command that trained it:
 | `loss.png`, `samples.png` | the loss curves; inputs beside outputs |
 | `export/1/` | the SavedModel for TF Serving |
 | `checkpoints/`, `backup/` | one checkpoint per epoch; crash recovery while unfinished |
+| `started.json` | the options it was started with: a resume must give the same (`aezoo.training.check_started`) |
 
 `run.json` is written last, so a folder is a finished run exactly when it has one: a
 training killed at any point before leaves no `run.json`, and the same command resumes it

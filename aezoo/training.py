@@ -20,7 +20,7 @@ import os
 import shutil
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -371,6 +371,7 @@ def train(
     steps_per_epoch: int | None = None,
     init: keras.Model | str | os.PathLike | None = None,
     verbose: int | str = "auto",
+    record: Mapping[str, Any] | None = None,
 ) -> tuple[keras.Model, dict[str, list[float]]]:
     """Builds, compiles and fits a model under a tf.distribute strategy.
 
@@ -415,6 +416,14 @@ def train(
             model `model` names; its builder arguments are the defaults that
             `model_kwargs` update, and they must give the same weights.
         verbose: Keras's verbosity ("auto": a progress bar).
+        record: more of what defines the run beside these arguments (a command's data
+            options), kept with them in `out_dir/started.json` and compared alike.
+
+    With `out_dir`, the arguments that define the run (`RUN_DEFINING`, and `record`) are
+    kept in `started.json` when it starts; resuming or completing it with other values
+    raises `RunMismatch`, since the model would then be one that neither set of values
+    describes.  The strategy, XLA, logs, callbacks and verbosity may change: a run resumed
+    on another machine, or with other devices, is the same run.
 
     Returns:
         The trained model and its history (metric name -> one value per epoch, all epochs,
@@ -424,7 +433,10 @@ def train(
         ValueError: for empty data, examples without a fixed shape or that do not fit the
             model, NaN in the data or in the loss, or bad arguments.
         FileExistsError: if `out_dir` holds a finished run.
+        RunMismatch: if `out_dir` holds a run started with other values of `RUN_DEFINING`
+            or `record`.
     """
+    arguments = dict(locals())  # (first: what the call was given)
     check_training_options(epochs=epochs, learning_rate=learning_rate, clipnorm=clipnorm,
                            steps_per_epoch=steps_per_epoch, time_limit=time_limit)
     check_choice("lr_schedule", lr_schedule, LR_SCHEDULES)
@@ -444,7 +456,11 @@ def train(
         raise ValueError(f"The batch size {batch_size} is not a multiple of the {replicas} "
                          f"replicas; give {lower} or {higher}.")
     run = run_dir(out_dir, strategy) if out_dir is not None else None
-    if run is not None and _check_run_dir(run) == "trained":
+    state = _check_run_dir(run) if run is not None else "new"
+    started = started_record(arguments, record)
+    if state != "new":
+        check_started(run, started)
+    if state == "trained":
         # Killed after its model was saved: the training is done; the command completes it.
         return load_trained(run / "model.keras"), _history(None, run)
     data = _as_dataset(data)
@@ -497,6 +513,11 @@ def train(
     schedule = Schedule(learning_rate, lr_schedule, epochs, time_limit, warmup,
                         done=_minutes_done(run))
     all_callbacks = [schedule, *default_callbacks(out_dir, strategy, log_dir), *callbacks]
+    if state == "new" and run is not None:
+        # Last before the first epoch: a call refused before it leaves no record behind.
+        from aezoo import runs
+
+        runs.write_text(run / STARTED_FILE, json.dumps(started, indent=2) + "\n")
     with warnings.catch_warnings():
         if steps_per_epoch is None:
             # Keras 3.15 ends each epoch of a dataset of unknown length (distributed, or cut
@@ -566,6 +587,86 @@ def _check_run_dir(run: Path) -> str:
         # A fresh start, or a crash before the first backup: no earlier epochs to keep.
         (run / "history.csv").unlink(missing_ok=True)
     return state
+
+
+# --------------------------------------------------------- what a run was started with
+
+# The arguments of `train` that define a run: resuming it with other values would give a
+# model that neither describes (run.json would misstate it; other builder arguments would
+# not even fit the backup).
+RUN_DEFINING = ("model", "model_kwargs", "epochs", "batch_size", "loss", "learning_rate",
+                "lr_schedule", "warmup", "time_limit", "clipnorm", "noise", "mixed_precision",
+                "seed", "steps_per_epoch", "init")
+STARTED_FILE = "started.json"
+
+
+class RunMismatch(ValueError):
+    """A run resumed or completed with other values than it was started with.
+
+    `differences` holds `(name, started, given)` triples: a name of `RUN_DEFINING`, or of
+    `train`'s `record`; builder arguments and a record's mappings are compared key by key,
+    as "model_kwargs.filters" or "data.patch".
+    """
+
+    def __init__(self, run: Path, differences: list[tuple[str, Any, Any]]):
+        self.run, self.differences = run, differences
+        started = ", ".join(f"{name}={was!r}" for name, was, _ in differences)
+        given = ", ".join(f"{name}={now!r}" for name, _, now in differences)
+        super().__init__(f"{run} holds a run started with {started}, not {given}: give the "
+                         "values it was started with to resume it, or another out_dir.")
+
+
+def started_record(arguments: Mapping[str, Any], record: Mapping[str, Any] | None = None
+                   ) -> dict[str, Any]:
+    """What `started.json` keeps of `train`'s arguments (and `record`), as JSON reads it back."""
+    from aezoo import runs
+
+    kept = {name: _identity(arguments.get(name), name) for name in RUN_DEFINING}
+    kept.update(record or {})
+    return json.loads(json.dumps(runs._jsonable(kept)))
+
+
+def _identity(value: Any, name: str) -> Any:
+    """An argument as `started.json` keeps it: functions and models by name, an initial
+    model's file by its absolute path."""
+    if isinstance(value, InitialModel):
+        value = value.label
+    if name == "init" and isinstance(value, (str, os.PathLike)) and os.path.exists(value):
+        return str(Path(value).resolve())
+    if isinstance(value, keras.Model):
+        return f"'{value.name}'"
+    if callable(value) and not isinstance(value, type):
+        return f"{getattr(value, '__module__', '')}.{getattr(value, '__qualname__', value)}"
+    if isinstance(value, (str, int, float, bool, type(None), list, tuple, dict, os.PathLike)):
+        return value
+    return type(value).__name__  # a loss object, say: its class
+
+
+def check_started(run: Path, started: dict[str, Any]) -> None:
+    """Raises `RunMismatch` unless the run in `run` was started with `started` (runs started
+    before aezoo kept `started.json` are taken as they are)."""
+    try:
+        was = json.loads((run / STARTED_FILE).read_text())
+    except FileNotFoundError:
+        return
+    except ValueError:  # (a file cut short is impossible: it is written whole or not at all)
+        raise ValueError(f"{run / STARTED_FILE} is damaged; remove it to resume the run as "
+                         "it is given now.") from None
+    differences = []
+    for name, value in started.items():
+        if name not in was or was[name] == value:
+            continue
+        if isinstance(value, dict) and isinstance(was[name], dict):
+            missing = object()
+            differences += [
+                (f"{name}.{key}", was[name].get(key), value.get(key))
+                for key in sorted({*was[name], *value})
+                if was[name].get(key, missing) != value.get(key, missing)
+            ]
+        else:
+            differences.append((name, was[name], value))
+    if differences:
+        raise RunMismatch(run, differences)
 
 
 def load_trained(path: Path) -> keras.Model:

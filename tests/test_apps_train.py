@@ -165,6 +165,21 @@ def test_a_killed_run_started_again_goes_on_after_its_last_checkpoint(tmp_path):
     assert 1 <= done_epochs < 3, "the run was not killed within its last epochs"
     assert not (run / "model.keras").exists()
 
+    # Other options would resume it into a model that neither set describes: refused, in
+    # the options' words, before anything is touched ("./x.npy" is the file it trained on).
+    files = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    other = [*command[3:], "--latent-dim", "4", "--epochs", "4"]
+    other[other.index("x.npy")] = "./x.npy"
+    refused = subprocess.run([*command[:3], *other], cwd=tmp_path, env=environment(),
+                             capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2
+    assert refused.stderr.splitlines()[-1] == (
+        "aezoo train: error: run holds a run started with --latent-dim 8 --epochs 3, not "
+        "--latent-dim 4 --epochs 4: give the options it was started with to resume it, or "
+        "another --out.")
+    assert "Resuming" not in refused.stdout
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == files
+
     second = subprocess.run(command, cwd=tmp_path, env=environment(), capture_output=True,
                             text=True, timeout=300)
     assert second.returncode == 0, second.stderr

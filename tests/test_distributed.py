@@ -215,7 +215,7 @@ def test_only_the_chief_writes_the_shared_outputs(two_workers):
     worker = run / "workers" / "worker_1"
     # .lock: each worker holds its own folder while it trains (runs.locked)
     assert sorted(p.name for p in worker.iterdir()) == [
-        ".lock", "checkpoints", "history.csv", "model.keras"
+        ".lock", "checkpoints", "history.csv", "model.keras", "started.json"
     ]
     assert list((folder / "logs" / "train").glob("events.out.tfevents.*"))
     assert not list((folder / "logs").rglob("*worker*"))

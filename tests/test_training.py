@@ -373,6 +373,31 @@ def test_resumed_training_restores_weights_optimizer_and_epoch(tmp_path):
     assert (tmp_path / "model.keras").is_file() and not (tmp_path / "backup").exists()
 
 
+def test_a_run_is_resumed_or_returned_only_with_the_values_it_was_started_with(tmp_path):
+    x = images(48)
+    run = dict(batch_size=16, strategy="cpu", out_dir=tmp_path, verbose=0)
+    with pytest.raises(KeyboardInterrupt):
+        training.train("conv", x, model_kwargs=TINY, epochs=3, callbacks=[Crash(1)], **run)
+    files = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    wider = {**TINY, "latent_dim": TINY["latent_dim"] * 2}
+    with pytest.raises(training.RunMismatch) as caught:
+        training.train("conv", x, model_kwargs=wider, epochs=3, noise=("gaussian", 0.1), **run)
+    assert caught.value.differences == [
+        ("model_kwargs.latent_dim", TINY["latent_dim"], wider["latent_dim"]),
+        ("noise", None, ["gaussian", 0.1]),
+    ]
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == files
+    state = State()
+    ae, _ = training.train("conv", x, model_kwargs=TINY, epochs=3, callbacks=[state], **run)
+    assert state.epochs == [1, 2]  # resumed with the values it was started with
+    # Finished, without run.json (train() writes none): returned again as it is, for those
+    # values only; before started.json, other epochs returned it without a word.
+    again, _ = training.train("conv", x, model_kwargs=TINY, epochs=3, **run)
+    assert max_difference([v.numpy() for v in again.weights], [v.numpy() for v in ae.weights]) == 0
+    with pytest.raises(training.RunMismatch, match=r"started with epochs=3, not epochs=5"):
+        training.train("conv", x, model_kwargs=TINY, epochs=5, **run)
+
+
 class Logs(keras.callbacks.Callback):
     def __init__(self):
         super().__init__()

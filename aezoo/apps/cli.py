@@ -109,6 +109,9 @@ def user_message(error: Exception) -> str:
     """The line that tells a user what went wrong.  aezoo's own errors say it in words; the
     operating system's (a mkdir under a file, a folder that cannot be made) would read
     "[Errno 17] File exists: 'out'", so they are put in the same words."""
+    training = sys.modules.get("aezoo.training")  # (imported by then, if it raised this)
+    if training is not None and isinstance(error, training.RunMismatch):
+        return mismatch_message(error)
     if not isinstance(error, OSError) or error.errno is None or not error.strerror:
         return str(error)
     where, other = error.filename, error.filename2
@@ -117,6 +120,30 @@ def user_message(error: Exception) -> str:
     if isinstance(error, FileExistsError) and where and os.path.isfile(where):
         return _not_a_folder(where)
     return f"{error.strerror}: {where}" if where else error.strerror
+
+
+def mismatch_message(error) -> str:
+    """`aezoo.training.RunMismatch` in the command line's words: its options, not
+    `train`'s arguments ("--filters 32 64", not "model_kwargs.filters=[32, 64]")."""
+    started = " ".join(_as_option(name, was) for name, was, _ in error.differences)
+    given = " ".join(_as_option(name, now) for name, _, now in error.differences)
+    return (f"{error.run} holds a run started with {started}, not {given}: give the options "
+            "it was started with to resume it, or another --out.")
+
+
+def _as_option(name: str, value: Any) -> str:
+    option = "--" + name.rpartition(".")[2].replace("_", "-")
+    if value is None or value is False:
+        return f"(no {option})"
+    if value is True:
+        return option
+    if name == "noise":
+        from aezoo import noise
+
+        value = noise.spec(*value)
+    if isinstance(value, list):
+        value = " ".join(str(v) for v in value)
+    return f"{option} {value}"
 
 
 def reader_gone() -> int:

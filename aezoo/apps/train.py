@@ -34,6 +34,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from aezoo.apps import cli
@@ -127,6 +128,10 @@ def train_run(
     with runs.locked(out):
         runs.clean_partials(out)  # what a killed run was writing
         state = training.run_state(out)
+        record = {"data": data_options(args, resolved=True)}
+        if state != "new":  # (before it says it resumes)
+            training.check_started(out, training.started_record(
+                {"model": args.model, "model_kwargs": kwargs, **options}, record))
         if state == "resume":
             print(f"Resuming the interrupted run in {args.out}", flush=True)
         elif state == "trained":
@@ -134,7 +139,7 @@ def train_run(
         started, cpu_started = time.time(), time.process_time()
         trained, history = training.train(
             args.model, train_examples, model_kwargs=kwargs, validation_data=val_examples,
-            strategy=strategy, **options,
+            strategy=strategy, record=record, **options,
         )
         timing = {"wall_seconds": time.time() - started,
                   "cpu_seconds": time.process_time() - cpu_started}
@@ -202,11 +207,17 @@ def first_examples(examples, count: int):
     return np.stack([np.asarray(e) for e in examples.take(count)])
 
 
-def data_options(args: argparse.Namespace) -> dict[str, Any]:
+def data_options(args: argparse.Namespace, resolved: bool = False) -> dict[str, Any]:
+    """The data options given; `resolved`: files as absolute paths (so a run resumed from
+    another folder, or as "photos/" for "photos", is recognised as the same)."""
     names = ("dataset", "split", "val_split", "images", "arrays", "key", "channels", "patch",
              "patches_per_image", "augment", "image_size")
-    return {name: getattr(args, name, None) for name in names
-            if getattr(args, name, None) not in (None, False)}
+    options = {name: getattr(args, name, None) for name in names
+               if getattr(args, name, None) not in (None, False)}
+    if resolved:
+        options.update({name: str(Path(options[name]).resolve())
+                        for name in ("images", "arrays") if name in options})
+    return options
 
 
 def source(args: argparse.Namespace) -> str:
