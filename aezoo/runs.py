@@ -26,6 +26,7 @@ without `run.json`) open too.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import fcntl
 import json
 import os
@@ -393,7 +394,11 @@ def writing(path: str | os.PathLike, suffix: str | None = None, *, allow_empty: 
         if not allow_empty and os.path.getsize(temporary) == 0:
             raise RuntimeError(f"Nothing was written to {path}.")
         os.chmod(temporary, 0o666 & ~_umask())
-        os.replace(temporary, path)
+        pending = _together.get()
+        if pending is not None:
+            pending.append((Path(temporary), path))  # renamed when the set is complete
+        else:
+            os.replace(temporary, path)
     except BaseException as error:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
@@ -403,6 +408,34 @@ def writing(path: str | os.PathLike, suffix: str | None = None, *, allow_empty: 
                 and (error.filename is None or os.fspath(error.filename) == temporary):
             raise _naming(error, path) from None
         raise
+
+
+# The files of an open `together()` block: (temporary, final name), renamed at its end.
+_together: contextvars.ContextVar[list[tuple[Path, Path]] | None] = contextvars.ContextVar(
+    "together", default=None)
+
+
+@contextlib.contextmanager
+def together():
+    """Files written in this block (by `writing`, `write_bytes`, `write_text`) take their
+    names together at its end, or none does: results that go together (results.md and
+    results.json) are never a mix of an old run's and a new one's when a write fails
+    halfway (a full disk, a bug, Ctrl-C), only the old set or the new."""
+    if _together.get() is not None:  # (inside another block: that block's set)
+        yield
+        return
+    pending: list[tuple[Path, Path]] = []
+    token = _together.set(pending)
+    try:
+        yield
+    except BaseException:
+        for temporary, _ in pending:
+            temporary.unlink(missing_ok=True)
+        raise
+    finally:
+        _together.reset(token)
+    for temporary, path in pending:  # renames within one folder: they do not fail for space
+        os.replace(temporary, path)
 
 
 def _naming(error: OSError, path: Path) -> OSError:

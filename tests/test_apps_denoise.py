@@ -390,3 +390,36 @@ def test_evaluate_with_no_model_measures_the_blind_preset_of_the_images_colour(t
         assert scores[0] == scores[1]
     found = json.loads((tmp_path / "colour_0" / "results.json").read_text())
     assert found["images"] == 3
+
+
+def test_evaluate_with_overwrite_that_fails_halfway_keeps_the_old_results_whole(
+        tmp_path, monkeypatch, capsys):
+    """A full disk at the last file: results.md, results.json and samples.png stay those of
+    the first evaluation, never new tables beside an old plot."""
+    from conftest import shared_data
+
+    from aezoo import runs
+
+    folder = tmp_path / "gray"
+    folder.mkdir()
+    crop = np.asarray(Image.open(shared_data("raw", "bsd68", "test001.png")))[:48, :64]
+    Image.fromarray(crop).save(folder / "a.png")
+    out = tmp_path / "results"
+    args = ["evaluate", "--model", "denoise_gray", "--images", str(folder), "--methods",
+            "noisy", "aezoo", "--out", str(out)]
+    assert app.main([*args, "--noise", "gaussian:25"]) == 0
+    first = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert sorted(first) == ["results.json", "results.md", "samples.png"]
+    write_text = runs.write_text
+
+    def full_at_json(path, text):
+        if path.name == "results.json":
+            raise OSError(28, "No space left on device", str(path))
+        write_text(path, text)
+
+    monkeypatch.setattr(runs, "write_text", full_at_json)
+    capsys.readouterr()
+    assert app.main([*args, "--noise", "gaussian:50", "--overwrite"]) == 2
+    assert capsys.readouterr().err.endswith("No space left on device (" + str(out / "results.json")
+                                            + ")\n")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == first

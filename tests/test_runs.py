@@ -76,3 +76,23 @@ def test_a_preset_name_given_as_a_model_file_is_pointed_to_from_preset(tmp_path)
         runs.load_model("conv_mnist")
     with pytest.raises(FileNotFoundError, match=r"No such model file: .*gone.keras$"):
         runs.load_model(tmp_path / "gone.keras")
+
+
+def test_files_written_together_take_their_names_together_or_not_at_all(tmp_path):
+    old = {"results.md": b"old table", "results.json": b"old json", "samples.png": b"old"}
+    for name, content in old.items():
+        (tmp_path / name).write_bytes(content)
+    with pytest.raises(OSError, match="No space left"), runs.together():
+        runs.write_text(tmp_path / "results.md", "new table")
+        with runs.writing(tmp_path / "samples.png") as temporary:
+            temporary.write_bytes(b"new")
+        assert (tmp_path / "results.md").read_bytes() == b"old table"  # not yet
+        raise OSError(28, "No space left on device")  # as the third write would
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == old  # no temporaries
+    with runs.together():
+        runs.write_text(tmp_path / "results.md", "new table")
+        with runs.together():  # (a block inside another belongs to the outer one)
+            runs.write_text(tmp_path / "results.json", "new json")
+        assert (tmp_path / "results.json").read_bytes() == b"old json"
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == {
+        "results.md": b"new table", "results.json": b"new json", "samples.png": b"old"}

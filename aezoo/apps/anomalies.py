@@ -246,37 +246,40 @@ def score(args: argparse.Namespace) -> int:
     print(f"Scoring {len(examples.x)} examples ({describe(args)}).", flush=True)
     scores = detector.score(examples.x)
     threshold = detector.threshold_
+    above = f"{int((scores > threshold).sum())} of {len(scores)} above the threshold " \
+            f"{threshold:.6g}"
+    results = None
+    if is_anomaly is not None and is_anomaly.any() and not is_anomaly.all():
+        results = {"examples": int(len(scores)), "anomalous": int(is_anomaly.sum()),
+                   "normal_label": normal_label,
+                   "autoencoder": anomaly.detection_metrics(is_anomaly, scores, threshold)}
+        curves = {"autoencoder": anomaly.roc(is_anomaly, scores)}
+        baseline = baseline_scores(run, detector, examples.x)
+        if isinstance(baseline, str):
+            results["isolation_forest_skipped"] = baseline
+            print(f"IsolationForest baseline skipped: {baseline}")
+        else:
+            forest_train, forest = baseline
+            forest_threshold = anomaly.threshold_from(forest_train, detector.threshold)
+            results["isolation_forest"] = anomaly.detection_metrics(is_anomaly, forest,
+                                                                     forest_threshold)
+            curves["isolation_forest"] = anomaly.roc(is_anomaly, forest)
     args.out.mkdir(parents=True, exist_ok=True)
-    runs.write_text(args.out / "scores.csv", scores_csv(examples, scores, threshold))
-    print(f"Wrote {args.out / 'scores.csv'}: {int((scores > threshold).sum())} of "
-          f"{len(scores)} above the threshold {threshold:.6g}.")
-    if is_anomaly is None:
-        return 0
-    if is_anomaly.all() or not is_anomaly.any():
+    with runs.together():  # (with --overwrite: never new scores beside old metrics)
+        runs.write_text(args.out / "scores.csv", scores_csv(examples, scores, threshold))
+        if results is not None:
+            runs.write_text(args.out / "metrics.json", json.dumps(results, indent=2) + "\n")
+            with runs.writing(args.out / "histogram.png") as temporary:
+                plots.plot_score_histogram(scores, is_anomaly, threshold, temporary,
+                                           title=f"reconstruction error, {describe(args)}")
+            with runs.writing(args.out / "roc.png") as temporary:
+                plots.plot_roc(curves, temporary, title=f"ROC, {describe(args)}")
+    print(f"Wrote {args.out / 'scores.csv'}: {above}.")
+    if results is not None:
+        print_table(results)
+    elif is_anomaly is not None:
         print("All examples have one label (all normal or all anomalous): no ROC-AUC to "
               "report.")
-        return 0
-    results = {"examples": int(len(scores)), "anomalous": int(is_anomaly.sum()),
-               "normal_label": normal_label,
-               "autoencoder": anomaly.detection_metrics(is_anomaly, scores, threshold)}
-    curves = {"autoencoder": anomaly.roc(is_anomaly, scores)}
-    baseline = baseline_scores(run, detector, examples.x)
-    if isinstance(baseline, str):
-        results["isolation_forest_skipped"] = baseline
-        print(f"IsolationForest baseline skipped: {baseline}")
-    else:
-        forest_train, forest = baseline
-        forest_threshold = anomaly.threshold_from(forest_train, detector.threshold)
-        results["isolation_forest"] = anomaly.detection_metrics(is_anomaly, forest,
-                                                                 forest_threshold)
-        curves["isolation_forest"] = anomaly.roc(is_anomaly, forest)
-    runs.write_text(args.out / "metrics.json", json.dumps(results, indent=2) + "\n")
-    with runs.writing(args.out / "histogram.png") as temporary:
-        plots.plot_score_histogram(scores, is_anomaly, threshold, temporary,
-                                   title=f"reconstruction error, {describe(args)}")
-    with runs.writing(args.out / "roc.png") as temporary:
-        plots.plot_roc(curves, temporary, title=f"ROC, {describe(args)}")
-    print_table(results)
     return 0
 
 

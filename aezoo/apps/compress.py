@@ -309,14 +309,15 @@ def evaluate(args: argparse.Namespace) -> int:
                                        progress=_print_point, refine=args.refine,
                                        image_progress=image_progress)
     args.out.mkdir(parents=True, exist_ok=True)
-    with runs.writing(args.out / "rd.png") as path:
-        refined = f"; aezoo refined with {args.refine} iterations" if args.refine else ""
-        rate_distortion.plot(
-            results["curves"], path,
-            title=f"{args.images.name} ({cli.counted(len(images), 'image')}{refined})")
     markdown = rate_distortion.markdown(results)
-    runs.write_text(args.out / "results.md", markdown)
-    runs.write_text(args.out / "results.json", json.dumps(results, indent=2) + "\n")
+    with runs.together():  # (with --overwrite: never new tables beside an old plot)
+        with runs.writing(args.out / "rd.png") as path:
+            refined = f"; aezoo refined with {args.refine} iterations" if args.refine else ""
+            rate_distortion.plot(
+                results["curves"], path,
+                title=f"{args.images.name} ({cli.counted(len(images), 'image')}{refined})")
+        runs.write_text(args.out / "results.md", markdown)
+        runs.write_text(args.out / "results.json", json.dumps(results, indent=2) + "\n")
     print(markdown)
     print(f"Wrote {args.out / 'results.json'}, results.md and rd.png")
     return 0

@@ -336,10 +336,12 @@ def evaluate(args: argparse.Namespace) -> None:
     results = {"noise": args.noise, "model": str(args.model), "seed": args.seed,
                "eight_bit": args.eight_bit, **results}
     args.out.mkdir(parents=True, exist_ok=True)
-    with runs.writing(args.out / "samples.png") as path:
-        plots.image_grid(list(rows.values()), path, row_titles=list(rows), title=title)
-    runs.write_text(args.out / "results.md", f"## {title}\n\nModel: {args.model}\n\n{table}\n")
-    runs.write_text(args.out / "results.json", json.dumps(results, indent=2) + "\n")
+    with runs.together():  # (with --overwrite: never new tables beside old samples)
+        with runs.writing(args.out / "samples.png") as path:
+            plots.image_grid(list(rows.values()), path, row_titles=list(rows), title=title)
+        runs.write_text(args.out / "results.md",
+                        f"## {title}\n\nModel: {args.model}\n\n{table}\n")
+        runs.write_text(args.out / "results.json", json.dumps(results, indent=2) + "\n")
     print(table)
     print(f"Wrote results.json, results.md and samples.png in {args.out}")
 

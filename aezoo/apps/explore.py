@@ -90,25 +90,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         model.encoder.predict(train_x, batch_size=args.batch_size, verbose=0))
 
     name = f"{model.get_config().get('model', model.name)} on {args.dataset}"
-    with runs.writing(args.out / "latent_scatter.png") as path:
-        projection = latent.scatter(codes, labels, path, name)
-    with runs.writing(args.out / "reconstructions.png") as path:
-        plots.plot_reconstructions(model, x[:10], path, title=name)
-    with runs.writing(args.out / "latent_walk.png") as path:
-        ends = latent.walk(model, x, labels, args.walk, args.steps, path)
+    with runs.together():  # (with --overwrite: never new plots beside an old probe)
+        with runs.writing(args.out / "latent_scatter.png") as path:
+            projection = latent.scatter(codes, labels, path, name)
+        with runs.writing(args.out / "reconstructions.png") as path:
+            plots.plot_reconstructions(model, x[:10], path, title=name)
+        with runs.writing(args.out / "latent_walk.png") as path:
+            ends = latent.walk(model, x, labels, args.walk, args.steps, path)
 
-    result = {
-        "model": str(args.model),
-        "dataset": args.dataset,
-        "latent_size": int(codes.shape[1]),
-        "scatter": projection,
-        "walk": ends,
-        "probe_train_examples": int(len(train_x)),
-        "probe_test_examples": int(len(x)),
-        "latent_accuracy": latent.probe(train_codes, train_y, codes, labels),
-        "pixel_accuracy": latent.probe(train_x, train_y, x, labels),
-    }
-    runs.write_text(args.out / "probe.json", json.dumps(result, indent=2) + "\n")
+        result = {
+            "model": str(args.model),
+            "dataset": args.dataset,
+            "latent_size": int(codes.shape[1]),
+            "scatter": projection,
+            "walk": ends,
+            "probe_train_examples": int(len(train_x)),
+            "probe_test_examples": int(len(x)),
+            "latent_accuracy": latent.probe(train_codes, train_y, codes, labels),
+            "pixel_accuracy": latent.probe(train_x, train_y, x, labels),
+        }
+        runs.write_text(args.out / "probe.json", json.dumps(result, indent=2) + "\n")
     print(
         f"Linear probe accuracy on {len(x)} {args.split} examples: latent codes "
         f"({codes.shape[1]}-D) {result['latent_accuracy']:.4f}, raw pixels "

@@ -93,23 +93,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         nats = history.history["loss"][-1]
         print(f"Prior: {nats:.4f} nats ({nats / 0.6931471805599453:.4f} bits) per code.")
 
-    with runs.writing(args.out / "samples.png") as path:
-        generative.sample_grid(model, path, args.samples, args.seed)
-    with runs.writing(args.out / "interpolations.png") as path:
-        generative.interpolations(model, path, args.rows, args.steps, args.seed)
-    summary = {"model": str(args.model), "seed": args.seed, "samples": args.samples,
-               "interpolations": args.rows, "steps": args.steps}
-    if not vq:
-        with runs.writing(args.out / "traversals.png") as path:
-            summary["traversed_dimensions"] = generative.traversals(
-                model, path, args.dimensions, args.steps)
-        if len(summary["traversed_dimensions"]) < args.dimensions:
-            print(f"The latent has {len(summary['traversed_dimensions'])} dimensions: "
-                  "traversals.png shows them all.")
-    if args.fit_prior:
-        summary["prior"] = {"dataset": args.fit_prior, "examples": len(x),
-                            "epochs": args.prior_epochs, "nats_per_code": nats}
-    runs.write_text(args.out / "generate.json", json.dumps(summary, indent=2) + "\n")
+    # The prior's model.keras is kept whatever comes next (it took the training); the
+    # pictures and their summary take their names together.
+    with runs.together():
+        with runs.writing(args.out / "samples.png") as path:
+            generative.sample_grid(model, path, args.samples, args.seed)
+        with runs.writing(args.out / "interpolations.png") as path:
+            generative.interpolations(model, path, args.rows, args.steps, args.seed)
+        summary = {"model": str(args.model), "seed": args.seed, "samples": args.samples,
+                   "interpolations": args.rows, "steps": args.steps}
+        if not vq:
+            with runs.writing(args.out / "traversals.png") as path:
+                summary["traversed_dimensions"] = generative.traversals(
+                    model, path, args.dimensions, args.steps)
+            if len(summary["traversed_dimensions"]) < args.dimensions:
+                print(f"The latent has {len(summary['traversed_dimensions'])} dimensions: "
+                      "traversals.png shows them all.")
+        if args.fit_prior:
+            summary["prior"] = {"dataset": args.fit_prior, "examples": len(x),
+                                "epochs": args.prior_epochs, "nats_per_code": nats}
+        runs.write_text(args.out / "generate.json", json.dumps(summary, indent=2) + "\n")
     print(f"Samples, interpolations{'' if vq else ' and traversals'} in {args.out}.")
     return 0
 
