@@ -485,6 +485,20 @@ def test_exported_signatures_encode_decode_and_sample_as_keras_does(tmp_path):
     np.testing.assert_allclose(outputs["vq/sample/samples"], vq.sample(4, seed=7), **close)
 
 
+def test_a_vq_vae_with_an_untrained_prior_is_exported_without_sample(tmp_path, capsys):
+    """Its `sample` would draw from a PixelCNN that learnt nothing, where `sample()` refuses."""
+    from aezoo.apps import export as app
+
+    vq = build("vq_vae", (5, 7, 1), codebook_size=8, filters=(4,), prior_filters=8,
+               prior_blocks=1)
+    vq.save(tmp_path / "vq.keras")
+    assert app.main([str(tmp_path / "vq.keras"), str(tmp_path / "served")]) == 0
+    said = capsys.readouterr().out
+    assert set(export.signature_names(tmp_path / "served" / "1")) == {
+        "serving_default", "encode", "decode", "score", "reconstruct_image"}
+    assert "No `sample` signature: this VQ-VAE's prior is untrained" in said
+
+
 # ---------------------------------------------------------------------- the commands
 
 

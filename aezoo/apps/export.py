@@ -66,8 +66,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"Exporting {args.model} ...", flush=True)
     target = export.export_saved_model(model, args.base_dir, version=args.version,
                                        edit_endpoints=edit_endpoints)
-    print(f"Exported {args.model} to {target} "
-          f"(signatures: {', '.join(export.signature_names(target))})")
+    names = export.signature_names(target)
+    print(f"Exported {args.model} to {target} (signatures: {', '.join(names)})")
+    if getattr(model, "prior_trained", True) is False:
+        print("No `sample` signature: this VQ-VAE's prior is untrained (aezoo generate "
+              "--fit-prior DATASET writes one with it).")
     return 0
 
 

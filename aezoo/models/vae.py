@@ -729,7 +729,8 @@ class VQVAE(Autoencoder):
 
     def serving_endpoints(self, endpoints):
         """`encode` returns the `indices` (int32 grids); `decode` takes them; `sample`
-        takes `n` and `seed` (int32 scalars) and returns `samples`."""
+        takes `n` and `seed` (int32 scalars) and returns `samples`, once the prior is
+        trained (`fit_prior`): before, it would serve noise where `sample()` refuses."""
 
         def encode(inputs):
             return {"indices": self.encoder(inputs["x"], training=False)["indices"]}
@@ -746,7 +747,8 @@ class VQVAE(Autoencoder):
         grid = tf.TensorSpec((None, *self.grid), tf.int32, name="indices")
         endpoints["encode"] = Endpoint(endpoints["encode"].inputs, encode)
         endpoints["decode"] = Endpoint({"indices": grid}, decode)
-        endpoints["sample"] = Endpoint(SAMPLE_INPUTS, sample)
+        if self.prior_trained:
+            endpoints["sample"] = Endpoint(SAMPLE_INPUTS, sample)
         return endpoints
 
 
