@@ -22,6 +22,8 @@ line, "gaussian:0-55".
 
 from __future__ import annotations
 
+import numbers
+
 import tensorflow as tf
 
 NOISE_KINDS = ("gaussian", "salt_pepper", "poisson", "mask")
@@ -94,7 +96,8 @@ def check_noise(kind: str, level: Level) -> None:
             f"`corruption` must be one of {', '.join(NOISE_KINDS)} or None. Received: {kind!r}"
         )
     levels = tuple(level) if isinstance(level, (tuple, list)) else (level,)
-    ok = len(levels) in (1, 2) and all(isinstance(v, (int, float)) for v in levels)
+    ok = len(levels) in (1, 2) and all(
+        isinstance(v, numbers.Real) and not isinstance(v, bool) for v in levels)
     if ok and len(levels) == 2:
         ok = levels[0] < levels[1]
     if ok and kind == "poisson":

@@ -31,7 +31,7 @@ import tensorflow as tf
 from aezoo import data as data_lib
 from aezoo._keras_fixes import fix_multi_worker_fit, is_multi_worker
 from aezoo.models import MODELS, denoising
-from aezoo.models.base import Autoencoder, check_choice, check_int, keras_loss
+from aezoo.models.base import Autoencoder, check_choice, check_int, is_number, keras_loss
 from aezoo.models.compression import CompressionAutoencoder, widen
 from aezoo.runs import RUN_FILE
 
@@ -231,9 +231,7 @@ def check_training_options(
     for name, value in positive.items():
         if value is None and name != "learning_rate":
             continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-            math.isfinite(value) and value > 0
-        ):
+        if not is_number(value) or not (math.isfinite(value) and value > 0):
             raise ValueError(
                 f"`{name}` must be a positive, finite number. Received: {name}={value!r}"
             )

@@ -745,7 +745,8 @@ def test_training_under_a_mirrored_strategy_on_two_cpu_devices(digits, tmp_path)
 
 @pytest.mark.parametrize("name", ["compression_meanscale", "compression_hyperprior"])
 @pytest.mark.parametrize("argument,value", [
-    ("hyper_filters", ()), ("hyper_filters", (8, 0)), ("lmbda", 0), ("kernel_size", 0),
+    ("hyper_filters", ()), ("hyper_filters", (8, 0)), ("lmbda", 0), ("lmbda", float("inf")),
+    ("kernel_size", 0),
     ("filters", "8"), ("input_shape", (None, None, 2)), ("straight_through", "yes"),
 ])
 def test_bad_arguments_name_themselves(name, argument, value):

@@ -1,6 +1,7 @@
 """One helper run over every model in `aezoo.MODELS`, on tiny and deliberately odd shapes."""
 
 import inspect
+import json
 
 import keras
 import numpy as np
@@ -218,6 +219,42 @@ def test_boolean_arguments_refuse_numbers_and_strings(name, argument):
         with pytest.raises(ValueError, match=f"`{argument}` must be True or False. Received: "
                                              f"{argument}={value!r}"):
             aezoo.MODELS[name](**kwargs)
+
+
+def numpy_typed(value):
+    """A default argument as a sweep over NumPy arrays would give it."""
+    if isinstance(value, bool):
+        return np.bool_(value)
+    if isinstance(value, int):
+        return np.int64(value)
+    if isinstance(value, float):
+        return np.float32(value)
+    if isinstance(value, tuple):
+        return tuple(numpy_typed(v) for v in value)
+    return value
+
+
+def same_config(a, b):
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same_config(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(map(same_config, a, b))
+    if isinstance(a, float) and isinstance(b, float):
+        return a == pytest.approx(b, rel=1e-6)  # (float32's 0.01 is 0.009999999776...)
+    return type(a) is type(b) and a == b
+
+
+@pytest.mark.parametrize("name", list(EXAMPLE_SHAPES))
+def test_numpy_numbers_are_taken_as_the_python_numbers_they_are(name):
+    """np.int64(8), np.float32(0.5), np.bool_(True): before, a TypeError from the config's
+    JSON, or a valid value refused (`beta` must be a finite number)."""
+    given = {k: p.default for k, p in inspect.signature(aezoo.MODELS[name]).parameters.items()
+             if isinstance(p.default, (bool, int, float, tuple))}
+    given.update(input_shape=EXAMPLE_SHAPES[name][0], latent_dim=8)
+    expected = aezoo.MODELS[name](**given).get_config()
+    config = aezoo.MODELS[name](**{k: numpy_typed(v) for k, v in given.items()}).get_config()
+    assert json.loads(json.dumps(config)) == config  # plain Python numbers
+    assert same_config(config, expected)
 
 
 @pytest.mark.parametrize("name", list(EXAMPLE_SHAPES))

@@ -152,8 +152,15 @@ def make_autoencoder(
     x_hat = decoder(codes)
     # Stored as it comes back from a .keras file's JSON (tuples as lists), so that
     # get_config() is the same before saving and after loading.
-    config = json.loads(json.dumps({"model": model, **kwargs}))
+    config = json.loads(json.dumps({"model": model, **kwargs}, default=_plain))
     return cls(x, x_hat, config=config, name=kwargs["name"])
+
+
+def _plain(value: Any) -> Any:
+    """NumPy's numbers (a sweep's `np.arange`) as the Python numbers a config holds."""
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{value!r} ({type(value).__name__}) cannot be stored in a model's config.")
 
 
 # ---------------------------------------------------------------- argument checks
@@ -165,6 +172,11 @@ def is_float_dtype(dtype) -> bool:
     """NumPy's float types, and ml_dtypes' (bfloat16: what a mixed-precision model gives)."""
     dtype = np.dtype(dtype)
     return dtype.kind == "f" or (dtype.kind == "V" and "float" in dtype.name)
+
+
+def is_number(value: Any) -> bool:
+    """A real number, NumPy's included, and not a bool (True is 1 to Python, not to users)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
 
 
 def check_int(name: str, value: Any, minimum: int = 1) -> int:
@@ -195,9 +207,9 @@ def check_ints(name: str, value: Any, minimum: int = 1) -> tuple[int, ...]:
 
 def check_bool(name: str, value: Any) -> bool:
     # Not check_choice(name, value, (True, False)): 0 and 1 compare equal to them.
-    if not isinstance(value, bool):
+    if not isinstance(value, (bool, np.bool_)):
         raise ValueError(f"`{name}` must be True or False. Received: {name}={value!r}")
-    return value
+    return bool(value)
 
 
 def check_choice(name: str, value: Any, choices: Sequence[Any]) -> Any:
@@ -208,7 +220,7 @@ def check_choice(name: str, value: Any, choices: Sequence[Any]) -> Any:
 
 
 def check_fraction(name: str, value: Any, upper: float = 1.0) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value <= upper:
+    if not is_number(value) or not 0 <= value <= upper:
         raise ValueError(
             f"`{name}` must be a number between 0 and {upper:g}. Received: {name}={value!r}"
         )

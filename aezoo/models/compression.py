@@ -73,6 +73,7 @@ from aezoo.models.base import (
     check_input_shape,
     check_int,
     check_ints,
+    is_number,
     make_autoencoder,
 )
 from aezoo.models.layers import PadToMultiple
@@ -296,8 +297,8 @@ def _check_codec_arguments(kwargs: dict) -> tuple:
         check_activation("activation", kwargs["activation"])
     check_activation("output_activation", kwargs["output_activation"])
     lmbda = kwargs["lmbda"]
-    if isinstance(lmbda, bool) or not isinstance(lmbda, (int, float)) or not lmbda > 0:
-        raise ValueError(f"`lmbda` must be a positive number. Received: lmbda={lmbda!r}")
+    if not is_number(lmbda) or not (math.isfinite(lmbda) and lmbda > 0):
+        raise ValueError(f"`lmbda` must be a positive, finite number. Received: lmbda={lmbda!r}")
     return input_shape, latent_dim, filters, kernel_size
 
 

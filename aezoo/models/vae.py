@@ -51,6 +51,7 @@ from aezoo.models.base import (
     check_input_shape,
     check_int,
     check_ints,
+    is_number,
     make_autoencoder,
 )
 from aezoo.models.conv import split_margin
@@ -325,9 +326,7 @@ def _pad_and_crop(margins):
 
 
 def _check_non_negative(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-        math.isfinite(value) and value >= 0
-    ):
+    if not is_number(value) or not (math.isfinite(value) and value >= 0):
         raise ValueError(f"`{name}` must be a finite number >= 0. Received: {name}={value!r}")
     return float(value)
 
