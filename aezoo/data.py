@@ -486,6 +486,29 @@ def load_array(source: np.ndarray | str | os.PathLike, *, key: str | None = None
     return array
 
 
+def float_examples(examples: tf.data.Dataset) -> tf.data.Dataset:
+    """A dataset of examples under `load_array`'s rules: integer pixels (what
+    `tfds.load(...).map(lambda d: d["image"])` gives) scaled to [0, 1], 8-bit ones by 255 and
+    16-bit ones by 65535, (height, width) uint8 images given a channel axis.  Without this,
+    a model would train on 0-255 values against a sigmoid output, without a word."""
+    spec = examples.element_spec
+    if not isinstance(spec, tf.TensorSpec) or spec.dtype.is_floating:
+        return examples  # (pairs are the caller's own)
+    dtype = spec.dtype.as_numpy_dtype
+    if dtype == np.bool_:
+        return examples.map(lambda x: tf.cast(x, tf.float32))
+    if not np.issubdtype(dtype, np.integer):
+        raise ValueError(f"Expected examples of real numbers; got {spec.dtype.name} values.")
+    scale = _integer_scale(np.empty(0, dtype))
+    channel = dtype == np.uint8 and spec.shape.rank == 2
+
+    def scaled(x):
+        x = tf.cast(x, tf.float32) / scale
+        return x[..., None] if channel else x
+
+    return examples.map(scaled, num_parallel_calls=AUTOTUNE)
+
+
 def _integer_scale(array: np.ndarray) -> float:
     """255 for 8-bit integers, 65535 for 16-bit ones: what their pixels are divided by.
     Wider integers (NumPy's default int64, from lists) say nothing of their pixels' depth,

@@ -377,7 +377,9 @@ def train(
         model: a name in `aezoo.MODELS`, or a function returning a compiled-or-not Keras model
             (it is called inside the strategy's scope).
         data: training examples: a dataset of single examples (an `aezoo.data` source) or an
-            array (N, ...).  Batched here into `(x, x)` or `(noisy x, x)` pairs.
+            array (N, ...); integer pixels of either are scaled to [0, 1] as
+            `aezoo.data.from_arrays` says.  Batched here into `(x, x)` or `(noisy x, x)`
+            pairs.
         model_kwargs: builder arguments.  `input_shape` defaults to the data's example shape.
         validation_data: examples to evaluate on after each epoch (noise, if any, is drawn
             once with a fixed seed, so the figures are comparable across epochs).
@@ -909,10 +911,10 @@ def check_fits(model: keras.Model, example_shape: Sequence[int | None],
 
 
 def _as_dataset(data) -> tf.data.Dataset | np.ndarray:
-    """A dataset as it is; an array as a checked float32 array (`pipeline` batches arrays
-    faster than datasets)."""
+    """A dataset of float examples (integer pixels scaled, as arrays'); an array as a
+    checked float32 array (`pipeline` batches arrays faster than datasets)."""
     if isinstance(data, tf.data.Dataset):
-        return data
+        return data_lib.float_examples(data)
     return data_lib.load_array(data)  # checks emptiness and NaN
 
 

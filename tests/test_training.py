@@ -279,6 +279,21 @@ def test_nan_reaching_the_loss_stops_training_with_a_value_error(tmp_path):
     assert not (tmp_path / "model.keras").exists()
 
 
+def test_a_dataset_of_integer_pixels_trains_as_its_pixels_scaled_to_one(tmp_path):
+    """uint8 images (tfds's, mapped to their "image") and (height, width) ones: as arrays
+    are, scaled by 255 and given a channel; before, the model trained on 0-255 values."""
+    pixels = np.random.default_rng(0).integers(0, 256, (32, 8, 8), dtype=np.uint8)
+    run = dict(model_kwargs=TINY, epochs=2, batch_size=16, strategy="cpu", verbose=0)
+    _, scaled = training.train(
+        "conv", tf.data.Dataset.from_tensor_slices(pixels[..., None] / np.float32(255)), **run)
+    for given in (pixels[..., None], pixels):
+        _, history = training.train("conv", tf.data.Dataset.from_tensor_slices(given), **run)
+        assert history["loss"] == pytest.approx(scaled["loss"], rel=1e-6)
+    with pytest.raises(ValueError, match="these are int64"):
+        training.train("conv", tf.data.Dataset.from_tensor_slices(pixels.astype(np.int64)),
+                       **run)
+
+
 def test_examples_that_do_not_fit_the_model_are_a_value_error():
     def fixed_size(**_):
         return aezoo.MODELS["conv"](input_shape=(28, 28, 1), **TINY)
