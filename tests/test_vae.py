@@ -468,6 +468,10 @@ def test_exported_signatures_encode_decode_and_sample_as_keras_does(tmp_path):
     assert specs["vae"]["sample"]["inputs"] == {"n": ["int32", []], "seed": ["int32", []]}
     np.testing.assert_allclose(outputs["vae/encode/z_mean"], codes["z_mean"], **close)
     np.testing.assert_allclose(outputs["vae/encode/z_log_var"], codes["z_log_var"], **close)
+    # z, decode's input by its name, is the mean at inference (as the encoder's own z).
+    assert specs["vae"]["encode"]["outputs"]["z"] == specs["vae"]["decode"]["inputs"]["z"]
+    np.testing.assert_allclose(outputs["vae/encode/z"], codes["z"], **close)
+    np.testing.assert_array_equal(codes["z"], codes["z_mean"])
     np.testing.assert_allclose(outputs["vae/decode/reconstruction"],
                                vae.decoder.predict(codes["z"], verbose=0), **close)
     np.testing.assert_allclose(outputs["vae/serving_default/reconstruction"],

@@ -566,12 +566,14 @@ class VariationalAutoencoder(Autoencoder):
         return self.decoder.predict(z, batch_size=batch_size, verbose=0)
 
     def serving_endpoints(self, endpoints):
-        """`encode` returns the posterior's `z_mean` and `z_log_var`; `sample` takes `n` and
-        `seed` (int32 scalars) and returns `samples`; the others are the defaults."""
+        """`encode` returns the posterior's `z_mean` and `z_log_var`, and `z` (the mean, as at
+        inference: what `decode` takes, by its name); `sample` takes `n` and `seed` (int32
+        scalars) and returns `samples`; the others are the defaults."""
 
         def encode(inputs):
             codes = self.encoder(inputs["x"], training=False)
-            return {key: tf.cast(codes[key], tf.float32) for key in ("z_mean", "z_log_var")}
+            codes = {key: tf.cast(codes[key], tf.float32) for key in ("z_mean", "z_log_var")}
+            return {"z": codes["z_mean"], **codes}
 
         def sample(inputs):
             z = self.prior_draws(inputs["n"], inputs["seed"])
