@@ -4,7 +4,7 @@ A run folder holds, whatever the command that trained it:
 
 | file | what |
 |---|---|
-| `model.keras` | the trained model (`keras.models.load_model`, no `custom_objects`) |
+| `model.keras` | the trained model (`keras.models.load_model` in a program that imports aezoo, no `custom_objects`) |
 | `run.json` | what the run is: `task`, `model` (its builder), the options it was trained with, and the application's data (`application`: noise, scaling and threshold, ...) |
 | `history.json`, `history.csv` | the loss and metrics per epoch |
 | `loss.png`, `samples.png` | the loss curves; inputs beside outputs |
@@ -461,6 +461,11 @@ def clean_partials(folder: str | os.PathLike) -> None:
             path.unlink(missing_ok=True)
 
 
+# The folders this process holds: `locked` again inside one of them holds it already (a
+# second flock on a new handle would be refused, as if another process held it).
+_held: set[Path] = set()
+
+
 @contextlib.contextmanager
 def locked(path: str | os.PathLike):
     """Holds the run folder `path` (created if missing) for this process.
@@ -469,6 +474,9 @@ def locked(path: str | os.PathLike):
         ValueError: another process holds it.
     """
     path = Path(path)
+    if path.resolve() in _held:  # (a command's, which then calls aezoo.training.train)
+        yield path
+        return
     created = not path.exists()
     path.mkdir(parents=True, exist_ok=True)
     try:
@@ -480,9 +488,12 @@ def locked(path: str | os.PathLike):
                     f"{path} is in use by another aezoo process (a training in progress); "
                     "wait for it to finish, or stop it, before using this folder."
                 ) from None
+            held = path.resolve()
+            _held.add(held)
             try:
                 yield path
             finally:
+                _held.discard(held)
                 fcntl.flock(handle, fcntl.LOCK_UN)
     except BaseException:
         # A refusal before anything was written leaves no new folder behind.

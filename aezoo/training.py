@@ -12,6 +12,7 @@ before datasets are built.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import inspect
 import json
@@ -33,6 +34,7 @@ from aezoo._keras_fixes import fix_multi_worker_fit, is_multi_worker
 from aezoo.models import MODELS, denoising
 from aezoo.models.base import Autoencoder, check_choice, check_int, is_number, keras_loss
 from aezoo.models.compression import CompressionAutoencoder, widen
+from aezoo import runs
 from aezoo.runs import RUN_FILE
 
 STRATEGIES = ("auto", "cpu", "gpu", "mirrored", "multiworker", "tpu")
@@ -456,101 +458,105 @@ def train(
         raise ValueError(f"The batch size {batch_size} is not a multiple of the {replicas} "
                          f"replicas; give {lower} or {higher}.")
     run = run_dir(out_dir, strategy) if out_dir is not None else None
-    state = _check_run_dir(run) if run is not None else "new"
-    started = started_record(arguments, record)
-    if state != "new":
-        check_started(run, started)
-    if state == "trained":
-        # Killed after its model was saved: the training is done; the command completes it.
-        return load_trained(run / "model.keras"), _history(None, run)
-    data = _as_dataset(data)
-    example_spec = _example_spec(data)
-    train_ds = data_lib.pipeline(data, batch_size, noise=noise, seed=seed, num_replicas=replicas)
-    if steps_per_epoch is not None:
-        # An epoch is then exactly that many batches, the data going on where the last
-        # epoch stopped (and round again), as Keras expects of a dataset with steps_per_epoch.
-        train_ds = train_ds.repeat()
-    val_ds = None
-    if validation_data is not None:
-        validation_data = _as_dataset(validation_data)
-        val_spec = _example_spec(validation_data, "validation")
-        val_ds = data_lib.pipeline(
-            validation_data,
-            batch_size,
-            noise=noise,
-            shuffle=False,
-            seed=seed + 1,
-            num_replicas=replicas,
-        )
-
-    # Loaded here, outside the strategy's scope and the mixed-precision policy: only its
-    # builder arguments and weights are used.
-    initial = open_initial(init)
-    policy = resolve_mixed_precision(mixed_precision, strategy)
-    previous_policy = keras.config.dtype_policy()
-    try:
-        if policy:
-            keras.config.set_dtype_policy(policy)
-        with strategy.scope():
-            ae = _build(model, model_kwargs or {}, example_spec, noise, initial)
-            if val_ds is not None:  # now, where Keras would find out after an epoch
-                check_fits(ae, val_spec.shape, "The validation examples")
-            if policy and ae.output.dtype != "float32":
-                raise ValueError(
-                    f"Model '{ae.name}' gives {ae.output.dtype} outputs under {policy}; its "
-                    "last layer needs dtype='float32' so that the loss is computed in float32."
-                )
-            ae.compile(
-                optimizer=keras.optimizers.Adam(learning_rate, global_clipnorm=clipnorm),
-                loss=keras_loss(loss),
-                jit_compile=resolve_jit_compile(jit_compile, strategy),
+    # Held by this process for the whole call (a command holds it already): a second
+    # training into the folder would mix two histories, and would take the live backup
+    # for a damaged one.
+    with runs.locked(run) if run is not None else contextlib.nullcontext():
+        state = _check_run_dir(run) if run is not None else "new"
+        started = started_record(arguments, record)
+        if state != "new":
+            check_started(run, started)
+        if state == "trained":
+            # Killed after its model was saved: the training is done; the command completes it.
+            return load_trained(run / "model.keras"), _history(None, run)
+        data = _as_dataset(data)
+        example_spec = _example_spec(data)
+        train_ds = data_lib.pipeline(data, batch_size, noise=noise, seed=seed,
+                                     num_replicas=replicas)
+        if steps_per_epoch is not None:
+            # An epoch is then exactly that many batches, the data going on where the last
+            # epoch stopped (and round again), as Keras expects of a dataset with
+            # steps_per_epoch.
+            train_ds = train_ds.repeat()
+        val_ds = None
+        if validation_data is not None:
+            validation_data = _as_dataset(validation_data)
+            val_spec = _example_spec(validation_data, "validation")
+            val_ds = data_lib.pipeline(
+                validation_data,
+                batch_size,
+                noise=noise,
+                shuffle=False,
+                seed=seed + 1,
+                num_replicas=replicas,
             )
-    finally:
-        keras.config.set_dtype_policy(previous_policy)
-    fix_multi_worker_fit(ae, strategy)
 
-    # The schedule first: the history (and history.csv) then records each epoch's rate.
-    schedule = Schedule(learning_rate, lr_schedule, epochs, time_limit, warmup,
-                        done=_minutes_done(run))
-    all_callbacks = [schedule, *default_callbacks(out_dir, strategy, log_dir), *callbacks]
-    if state == "new" and run is not None:
-        # Last before the first epoch: a call refused before it leaves no record behind.
-        from aezoo import runs
+        # Loaded here, outside the strategy's scope and the mixed-precision policy: only its
+        # builder arguments and weights are used.
+        initial = open_initial(init)
+        policy = resolve_mixed_precision(mixed_precision, strategy)
+        previous_policy = keras.config.dtype_policy()
+        try:
+            if policy:
+                keras.config.set_dtype_policy(policy)
+            with strategy.scope():
+                ae = _build(model, model_kwargs or {}, example_spec, noise, initial)
+                if val_ds is not None:  # now, where Keras would find out after an epoch
+                    check_fits(ae, val_spec.shape, "The validation examples")
+                if policy and ae.output.dtype != "float32":
+                    raise ValueError(
+                        f"Model '{ae.name}' gives {ae.output.dtype} outputs under {policy}; its "
+                        "last layer needs dtype='float32' so that the loss is computed in float32."
+                    )
+                ae.compile(
+                    optimizer=keras.optimizers.Adam(learning_rate, global_clipnorm=clipnorm),
+                    loss=keras_loss(loss),
+                    jit_compile=resolve_jit_compile(jit_compile, strategy),
+                )
+        finally:
+            keras.config.set_dtype_policy(previous_policy)
+        fix_multi_worker_fit(ae, strategy)
 
-        runs.write_text(run / STARTED_FILE, json.dumps(started, indent=2) + "\n")
-    with warnings.catch_warnings():
-        if steps_per_epoch is None:
-            # Keras 3.15 ends each epoch of a dataset of unknown length (distributed, or cut
-            # into patches) with "Your input ran out of data; interrupting training", though
-            # that is how it finds the end; keras-team/keras#23360 (merged after 3.15) warns
-            # only when steps_per_epoch was given.
-            warnings.filterwarnings("ignore", "Your input ran out of data", UserWarning)
-        ae.fit(
-            train_ds,
-            validation_data=val_ds,
-            epochs=epochs,
-            steps_per_epoch=steps_per_epoch,
-            callbacks=all_callbacks,
-            verbose=verbose,
-            shuffle=False,  # the pipeline shuffles; Keras would warn about a Dataset otherwise
-        )
-    history = _history(ae, run)
-    if any(not math.isfinite(v) for v in history.get("loss", [])):
+        # The schedule first: the history (and history.csv) then records each epoch's rate.
+        schedule = Schedule(learning_rate, lr_schedule, epochs, time_limit, warmup,
+                            done=_minutes_done(run))
+        all_callbacks = [schedule, *default_callbacks(out_dir, strategy, log_dir), *callbacks]
+        if state == "new" and run is not None:
+            # Last before the first epoch: a call refused before it leaves no record behind.
+            runs.write_text(run / STARTED_FILE, json.dumps(started, indent=2) + "\n")
+        with warnings.catch_warnings():
+            if steps_per_epoch is None:
+                # Keras 3.15 ends each epoch of a dataset of unknown length (distributed, or cut
+                # into patches) with "Your input ran out of data; interrupting training", though
+                # that is how it finds the end; keras-team/keras#23360 (merged after 3.15) warns
+                # only when steps_per_epoch was given.
+                warnings.filterwarnings("ignore", "Your input ran out of data", UserWarning)
+            ae.fit(
+                train_ds,
+                validation_data=val_ds,
+                epochs=epochs,
+                steps_per_epoch=steps_per_epoch,
+                callbacks=all_callbacks,
+                verbose=verbose,
+                shuffle=False,  # the pipeline shuffles; Keras would warn about a Dataset otherwise
+            )
+        history = _history(ae, run)
+        if any(not math.isfinite(v) for v in history.get("loss", [])):
+            if run is not None:
+                # The backup holds the epoch that failed: a new run must not resume from it.
+                shutil.rmtree(run / "backup", ignore_errors=True)
+            kept = sorted((run / "checkpoints").glob("epoch_*.keras")) if run is not None else []
+            where = f"; the last good epoch is kept in {kept[-1]}" if kept else ""
+            raise ValueError(
+                "Training stopped because the loss became NaN or infinite; lower the learning "
+                f"rate, or check the data{where}."
+            )
         if run is not None:
-            # The backup holds the epoch that failed: a new run must not resume from it.
+            # The model first, then the backup goes: a crash in between resumes (and finishes
+            # at once), and a run is finished exactly when model.keras is there without backup.
+            save_model(ae, run / "model.keras")
             shutil.rmtree(run / "backup", ignore_errors=True)
-        kept = sorted((run / "checkpoints").glob("epoch_*.keras")) if run is not None else []
-        where = f"; the last good epoch is kept in {kept[-1]}" if kept else ""
-        raise ValueError(
-            "Training stopped because the loss became NaN or infinite; lower the learning "
-            f"rate, or check the data{where}."
-        )
-    if run is not None:
-        # The model first, then the backup goes: a crash in between resumes (and finishes
-        # at once), and a run is finished exactly when model.keras is there without backup.
-        save_model(ae, run / "model.keras")
-        shutil.rmtree(run / "backup", ignore_errors=True)
-    return ae, history
+        return ae, history
 
 
 def run_dir(out_dir: str | os.PathLike, strategy: tf.distribute.Strategy) -> Path:
@@ -619,8 +625,6 @@ class RunMismatch(ValueError):
 def started_record(arguments: Mapping[str, Any], record: Mapping[str, Any] | None = None
                    ) -> dict[str, Any]:
     """What `started.json` keeps of `train`'s arguments (and `record`), as JSON reads it back."""
-    from aezoo import runs
-
     kept = {name: _identity(arguments.get(name), name) for name in RUN_DEFINING}
     kept.update(record or {})
     return json.loads(json.dumps(runs._jsonable(kept)))
@@ -875,8 +879,6 @@ def open_initial(init) -> InitialModel | None:
         return init
     if isinstance(init, keras.Model):
         return InitialModel(init, f"'{init.name}'")
-    from aezoo import runs
-
     return InitialModel(runs.open_model(init), str(init))
 
 

@@ -413,6 +413,19 @@ def test_a_run_is_resumed_or_returned_only_with_the_values_it_was_started_with(t
         training.train("conv", x, model_kwargs=TINY, epochs=5, **run)
 
 
+def test_a_folder_that_another_training_holds_is_refused_before_anything_is_written(tmp_path):
+    """As the commands refuse it; before, train() went on, and another call resuming beside
+    a live one took its backup for a damaged one and said to delete it."""
+    import fcntl
+
+    with open(tmp_path / ".lock", "a") as other:  # another process's hold, as runs.locked's
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(ValueError, match="is in use by another aezoo process"):
+            training.train("conv", images(32), model_kwargs=TINY, epochs=1, batch_size=16,
+                           strategy="cpu", out_dir=tmp_path, verbose=0)
+    assert [p.name for p in tmp_path.iterdir()] == [".lock"]
+
+
 class Logs(keras.callbacks.Callback):
     def __init__(self):
         super().__init__()
