@@ -520,7 +520,9 @@ def train(
         # The schedule first: the history (and history.csv) then records each epoch's rate.
         schedule = Schedule(learning_rate, lr_schedule, epochs, time_limit, warmup,
                             done=_minutes_done(run))
-        all_callbacks = [schedule, *default_callbacks(out_dir, strategy, log_dir), *callbacks]
+        all_callbacks = [schedule,
+                         *default_callbacks(out_dir, strategy, log_dir, val_ds is not None),
+                         *callbacks]
         if state == "new" and run is not None:
             # Last before the first epoch: a call refused before it leaves no record behind.
             runs.write_text(run / STARTED_FILE, json.dumps(started, indent=2) + "\n")
@@ -689,10 +691,12 @@ def save_model(model: keras.Model, path: str | os.PathLike) -> None:
 
 
 def default_callbacks(
-    out_dir: str | os.PathLike | None, strategy: tf.distribute.Strategy, log_dir=None
+    out_dir: str | os.PathLike | None, strategy: tf.distribute.Strategy, log_dir=None,
+    validation: bool = True,
 ) -> list[keras.callbacks.Callback]:
     """NaN stop always; history, backup and checkpoints with `out_dir`; TensorBoard with
-    `log_dir`.  In a multi-worker job each worker writes to its own `run_dir`, and only the
+    `log_dir`.  `validation`: whether fit has validation data (history.csv has `val_`
+    columns only then).  In a multi-worker job each worker writes to its own `run_dir`, and only the
     chief writes TensorBoard logs."""
     callbacks: list[keras.callbacks.Callback] = [keras.callbacks.TerminateOnNaN()]
     if out_dir is not None:
@@ -703,7 +707,7 @@ def default_callbacks(
         # after it), and a crash before the backup redoes the epoch, whose repeated history
         # row _history() drops.
         callbacks += [
-            _HistoryCSV(run / "history.csv"),
+            _HistoryCSV(run / "history.csv", validation),
             _SyncedBackupAndRestore(run / "backup", strategy),
             _EpochCheckpoint(run / "checkpoints"),
         ]
@@ -767,10 +771,20 @@ class _HistoryCSV(keras.callbacks.CSVLogger):
     append rows whose columns do not match the header, and every value after the first new
     column would be read under the wrong name.  So a resumed run writes the header's columns,
     in its order ("NA" for those no longer logged, and drops those it did not log before).
+
+    Without validation data, the columns are the logs': Keras adds a `val_` twin of every
+    column when the first epoch logs none (for validation_freq > 1), which gave columns of
+    "NA" named `val_learning_rate` and `val_minutes`.
     """
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, validation: bool = True):
         super().__init__(str(path), append=True)
+        self.validation = validation
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.keys is None and not self.validation:
+            self.keys = sorted(logs or {})
+        super().on_epoch_end(epoch, logs)
 
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)

@@ -413,6 +413,18 @@ def test_a_run_is_resumed_or_returned_only_with_the_values_it_was_started_with(t
         training.train("conv", x, model_kwargs=TINY, epochs=5, **run)
 
 
+def test_history_csv_has_the_columns_that_were_logged(tmp_path):
+    run = dict(model_kwargs=TINY, epochs=2, batch_size=16, strategy="cpu", verbose=0)
+    for folder, validation in (("plain", None), ("validated", images(16, seed=1))):
+        _, history = training.train("conv", images(32), out_dir=tmp_path / folder,
+                                    validation_data=validation, **run)
+        with open(tmp_path / folder / "history.csv", newline="") as f:
+            rows = list(csv.reader(f))
+        assert rows[0] == ["epoch", *sorted(history)]  # no val_ columns of "NA" without one
+        assert "val_loss" in history if validation is not None else "val_loss" not in history
+        assert all("NA" not in row for row in rows[1:])
+
+
 def test_a_folder_that_another_training_holds_is_refused_before_anything_is_written(tmp_path):
     """As the commands refuse it; before, train() went on, and another call resuming beside
     a live one took its backup for a damaged one and said to delete it."""
