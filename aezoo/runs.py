@@ -477,6 +477,8 @@ def locked(path: str | os.PathLike):
     if path.resolve() in _held:  # (a command's, which then calls aezoo.training.train)
         yield path
         return
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"{path} is a file; a run folder is needed there.")
     created = not path.exists()
     path.mkdir(parents=True, exist_ok=True)
     try:

@@ -382,7 +382,8 @@ def train(
             array (N, ...); integer pixels of either are scaled to [0, 1] as
             `aezoo.data.from_arrays` says.  Batched here into `(x, x)` or `(noisy x, x)`
             pairs.
-        model_kwargs: builder arguments.  `input_shape` defaults to the data's example shape.
+        model_kwargs: builder arguments.  `input_shape` defaults to the data's example shape
+            (for a function too, where it takes `input_shape`).
         validation_data: examples to evaluate on after each epoch (noise, if any, is drawn
             once with a fixed seed, so the figures are comparable across epochs).
         epochs: total number of epochs, counting those done before a resume.
@@ -831,6 +832,12 @@ def _build(model, kwargs: dict[str, Any], example_spec: tf.TensorSpec, noise,
             kwargs.setdefault("corruption", None)  # the pipeline adds the noise already
         ae = builder(**kwargs)
     else:
+        try:
+            takes_shape = "input_shape" in inspect.signature(model).parameters
+        except (TypeError, ValueError):  # (a callable without a signature)
+            takes_shape = False
+        if takes_shape and "input_shape" not in kwargs:  # the data's, as for a builder
+            kwargs = {**kwargs, "input_shape": tuple(example_spec.shape)}
         ae = model(**kwargs)
     if initial is not None:
         try:

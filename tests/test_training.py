@@ -302,6 +302,18 @@ def test_examples_that_do_not_fit_the_model_are_a_value_error():
         training.train(fixed_size, images(16), epochs=1, strategy="cpu", verbose=0)
 
 
+def test_a_function_that_takes_input_shape_gets_the_datas_as_a_builder_does():
+    shapes = []
+
+    def mine(input_shape, latent_dim):
+        shapes.append(input_shape)
+        return aezoo.MODELS["dense"](input_shape=input_shape, latent_dim=latent_dim)
+
+    ae, _ = training.train(mine, images(16, shape=(6, 5, 1)), model_kwargs={"latent_dim": 3},
+                           epochs=1, batch_size=8, strategy="cpu", verbose=0)
+    assert shapes == [(6, 5, 1)] and ae.input_shape == (None, 6, 5, 1)
+
+
 def test_validation_examples_the_model_cannot_take_are_refused_before_training(tmp_path):
     with pytest.raises(ValueError, match=r"validation examples have shape \(9, 9, 1\), but "
                                          r"model .* takes \(8, 8, 1\)"):
@@ -436,6 +448,11 @@ def test_a_folder_that_another_training_holds_is_refused_before_anything_is_writ
             training.train("conv", images(32), model_kwargs=TINY, epochs=1, batch_size=16,
                            strategy="cpu", out_dir=tmp_path, verbose=0)
     assert [p.name for p in tmp_path.iterdir()] == [".lock"]
+    (tmp_path / "file").write_text("mine")
+    with pytest.raises(NotADirectoryError, match="file is a file; a run folder is needed"):
+        training.train("conv", images(32), model_kwargs=TINY, epochs=1, batch_size=16,
+                       strategy="cpu", out_dir=tmp_path / "file", verbose=0)
+    assert (tmp_path / "file").read_text() == "mine"
 
 
 class Logs(keras.callbacks.Callback):
