@@ -38,6 +38,7 @@ def test_training_on_mnist_writes_model_history_and_plots(tfds_dir, tmp_path, ca
     model = keras.models.load_model(out / "model.keras")
     run = runs.load_run(out, task="train")
     assert run.info["model"] == "conv" and run.info["options"]["training"]["epochs"] == 2
+    assert run.info["options"]["training"]["dtype_policy"] == "float32"  # (--mixed-precision off)
     assert model.input_shape == (None, 28, 28, 1)
     history = json.loads((out / "history.json").read_text())
     assert set(history) == {"loss", "val_loss", "learning_rate", "minutes"}
@@ -206,6 +207,16 @@ def test_a_killed_run_started_again_goes_on_after_its_last_checkpoint(tmp_path):
         "aezoo train: error: run already holds a finished run; choose another --out.\n"
     )
     assert (run / "model.keras").read_bytes() == before
+
+
+@pytest.mark.usefixtures("no_export")
+def test_run_json_says_what_mixed_precision_auto_chose(tmp_path):
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).random((16, 8, 8, 1), np.float32))
+    assert train.main(["--arrays", str(tmp_path / "x.npy"), *TINY, "--epochs", "1",
+                       "--mixed-precision", "auto", "--out", str(tmp_path / "run")]) == 0
+    options = runs.load_run(tmp_path / "run").info["options"]["training"]
+    # On a CPU, bfloat16 (its AVX512-BF16 units need no loss scaling); float16 on a GPU.
+    assert options["mixed_precision"] == "auto" and options["dtype_policy"] == "mixed_bfloat16"
 
 
 @pytest.mark.usefixtures("no_export")

@@ -155,7 +155,10 @@ def train_run(
             out, history, task=task, model=args.model,
             options={"data": data_options(args), "model": kwargs,
                      "training": {k: v for k, v in options.items()
-                                  if k not in ("out_dir", "verbose")}},
+                                  if k not in ("out_dir", "verbose")}
+                     # What "auto" meant on this machine.
+                     | {"dtype_policy": training.resolve_mixed_precision(
+                         options["mixed_precision"], strategy) or "float32"}},
             application=application(trained) if application is not None else None,
             title=f"{args.model} on {source(args)}",
             samples=lambda trained, path: draw(trained, x, path),
