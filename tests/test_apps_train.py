@@ -209,6 +209,29 @@ def test_a_killed_run_started_again_goes_on_after_its_last_checkpoint(tmp_path):
     assert (run / "model.keras").read_bytes() == before
 
 
+@pytest.mark.parametrize("command", ["train", "anomalies"])
+def test_a_folder_another_training_holds_is_refused_before_the_data_loads(
+        command, tmp_path, monkeypatch, capsys):
+    """At once, not after loading a dataset that may take minutes."""
+    import fcntl
+
+    from aezoo.apps import anomalies
+
+    def loading(*_, **__):
+        raise AssertionError("the data was loaded")
+
+    monkeypatch.setattr(train, "load_data", loading)
+    monkeypatch.setattr(anomalies, "load_examples", loading)
+    (tmp_path / "run").mkdir()
+    argv = {"train": lambda: train.main(["--dataset", "mnist", "--out", str(tmp_path / "run")]),
+            "anomalies": lambda: anomalies.main(["train", "--dataset", "mnist", "--out",
+                                                 str(tmp_path / "run")])}
+    with open(tmp_path / "run" / ".lock", "a") as other:
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert argv[command]() == 2
+    assert "run is in use by another aezoo process" in capsys.readouterr().err
+
+
 @pytest.mark.usefixtures("no_export")
 def test_run_json_says_what_mixed_precision_auto_chose(tmp_path):
     np.save(tmp_path / "x.npy", np.random.default_rng(0).random((16, 8, 8, 1), np.float32))

@@ -156,6 +156,13 @@ def train(args: argparse.Namespace) -> int:
         raise FileExistsError(f"{args.out} already holds a finished run; choose another --out.")
     # The strategy comes before any dataset: multi-worker collectives must be set up first.
     strategy = training.resolve_strategy(args.strategy)
+    with runs.locked(training.run_dir(args.out, strategy)):  # (a second one: refused at once)
+        return _train(args, options, strategy)
+
+
+def _train(args: argparse.Namespace, options: dict, strategy) -> int:
+    from aezoo import anomaly, runs, training
+
     examples = load_examples(args, default_split="train")
     normal = normal_mask(examples, args.normal_label)
     x = examples.x[normal]
@@ -175,14 +182,13 @@ def train(args: argparse.Namespace) -> int:
         training_kwargs={k: v for k, v in options.items() if k != "out_dir"} | {
             "strategy": strategy},
     )
-    with runs.locked(training.run_dir(args.out, strategy)):
-        detector.fit(x, out_dir=args.out)
-        if not training.is_chief(strategy):
-            return 0
-        _plot_train_scores(detector, args.out / "train_scores.png")  # before run.json, which
-        _plot_samples(detector, x, args.out / "samples.png")  # save writes last
-        detector.save(args.out, extra={"data": data_options(args), "training": {
-            k: v for k, v in detector.training_kwargs.items() if k != "strategy"}})
+    detector.fit(x, out_dir=args.out)
+    if not training.is_chief(strategy):
+        return 0
+    _plot_train_scores(detector, args.out / "train_scores.png")  # before run.json, which
+    _plot_samples(detector, x, args.out / "samples.png")  # save writes last
+    detector.save(args.out, extra={"data": data_options(args), "training": {
+        k: v for k, v in detector.training_kwargs.items() if k != "strategy"}})
     print(f"Saved {args.out}: threshold {detector.threshold_:.6g} ({args.threshold} of "
           f"{len(x)} normal training scores, mean {detector.train_scores_.mean():.6g})")
     return 0

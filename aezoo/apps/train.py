@@ -122,10 +122,10 @@ def train_run(
     print(training.describe_strategy(strategy), flush=True)
     if runs.is_finished(args.out):
         raise FileExistsError(f"{args.out} already holds a finished run; choose another --out.")
-    train_examples, val_examples = load_data(args)
     chief = training.is_chief(strategy)
     out = training.run_dir(args.out, strategy)
-    with runs.locked(out):
+    with runs.locked(out):  # (before the data loads: a second training is refused at once)
+        train_examples, val_examples = load_data(args)
         runs.clean_partials(out)  # what a killed run was writing
         state = training.run_state(out)
         record = {"data": data_options(args, resolved=True)}
