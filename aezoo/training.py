@@ -310,7 +310,9 @@ class Schedule(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
-            logs["learning_rate"] = self.current
+            # The rate of the epoch's last step: the schedule's, or lower within a warm-up.
+            logs["learning_rate"] = float(
+                keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
             logs["minutes"] = self._elapsed() / 60.0
         if self._time_used() >= 1.0:
             print(f"Stopping after epoch {epoch + 1}: the time limit is reached.", flush=True)

@@ -506,12 +506,16 @@ def test_the_warm_up_ramps_the_first_steps_of_the_schedule_and_not_those_of_a_re
     first, resumed = Rates(), Rates()
     with pytest.raises(KeyboardInterrupt):
         training.train("conv", x, callbacks=[first, Crash(2)], **run)
-    training.train("conv", x, callbacks=[resumed], **run)
+    _, history = training.train("conv", x, callbacks=[resumed], **run)
     cosine = [rate * (0.01 + 0.99 * 0.5 * (1 + np.cos(np.pi * e / 4))) for e in range(4)]
     ramp = [min(1.0, (step + 1) / (warmup + 1)) for step in range(6)]
     assert first.rates == pytest.approx([cosine[s // 3] * ramp[s] for s in range(6)], rel=1e-6)
     # The resumed run's optimizer has taken 6 steps: no second warm-up.
     assert resumed.rates == pytest.approx([cosine[2]] * 3 + [cosine[3]] * 3, rel=1e-6)
+    # Each epoch logs the rate of its last step (epoch 1's is still within the warm-up).
+    assert history["learning_rate"] == pytest.approx(
+        [first.rates[2], first.rates[5], resumed.rates[2], resumed.rates[5]], rel=1e-6)
+    assert history["learning_rate"][0] < cosine[0]
 
 
 class Clock(keras.callbacks.Callback):
