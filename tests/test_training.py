@@ -335,9 +335,11 @@ def test_a_trained_run_is_returned_as_it_is_and_a_finished_one_never_overwritten
                                     batch_size=16, strategy="cpu", out_dir=tmp_path, verbose=0)
     before = (tmp_path / "model.keras").read_bytes()
     # Trained (model.keras saved) but not finished (no run.json): train again gives the
-    # trained model back (a command then completes the run) without training it.
+    # trained model back (a command then completes the run) without training it (given the
+    # values it was started with: see test_a_run_is_resumed_or_returned_only_with_...).
     again, history_again = training.train("conv", images(16, seed=1), model_kwargs=TINY,
-                                          epochs=2, strategy="cpu", out_dir=tmp_path, verbose=0)
+                                          epochs=1, batch_size=16, strategy="cpu",
+                                          out_dir=tmp_path, verbose=0)
     np.testing.assert_array_equal(again.get_weights()[0], model.get_weights()[0])
     assert history_again["loss"] == pytest.approx(history["loss"])
     assert (tmp_path / "model.keras").read_bytes() == before
