@@ -496,6 +496,10 @@ def locked(path: str | os.PathLike):
                 yield path
             finally:
                 _held.discard(held)
+                if is_finished(path):
+                    # No training goes into a finished run again (every one refuses it
+                    # after taking the lock), so its folder keeps no lock file.
+                    (path / ".lock").unlink(missing_ok=True)
                 fcntl.flock(handle, fcntl.LOCK_UN)
     except BaseException:
         # A refusal before anything was written leaves no new folder behind.

@@ -52,6 +52,7 @@ def test_training_on_mnist_writes_model_history_and_plots(tfds_dir, tmp_path, ca
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [
         "epoch_001.keras", "epoch_002.keras"
     ]
+    assert not (out / ".lock").exists()  # held while it trained; finished, it needs none
 
 
 @pytest.mark.usefixtures("no_export")
