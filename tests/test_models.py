@@ -206,6 +206,15 @@ def test_bad_arguments_raise_a_value_error_naming_them(name, argument, value):
         aezoo.MODELS[name](**kwargs)
 
 
+@pytest.mark.parametrize("name", ["conv", "vae", "vq_vae"])
+def test_more_levels_than_the_input_has_are_refused_by_name(name):
+    """28 pixels halve 5 times (to 1, from a pad to 32); a 6th level would pad to 64."""
+    aezoo.MODELS[name](input_shape=(28, 20, 1), filters=(4,) * 5)
+    with pytest.raises(ValueError, match=r"`filters` has 6 levels, each halving the image: a "
+                                         r"28x20 input has at most 5 .*Received: filters="):
+        aezoo.MODELS[name](input_shape=(28, 20, 1), filters=(4,) * 6)
+
+
 BOOLEANS = [(name, argument) for name in EXAMPLE_SHAPES
             for argument, p in inspect.signature(aezoo.MODELS[name]).parameters.items()
             if isinstance(p.default, bool)]

@@ -13,6 +13,7 @@ served alone while sharing their variables with the whole.  What it adds to `ker
 from __future__ import annotations
 
 import json
+import math
 import numbers
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
@@ -203,6 +204,18 @@ def check_ints(name: str, value: Any, minimum: int = 1) -> tuple[int, ...]:
             f"Received: {name}={value!r}"
         )
     return tuple(int(v) for v in value)
+
+
+def check_levels(filters: tuple[int, ...], height: int, width: int) -> None:
+    """Refuses more downsampling levels (one per entry of `filters`, each halving the image)
+    than a height x width input has: the model would pad it to 2**levels a side (40 levels
+    failed inside a Pad op at the first call; 12 padded 28x28 up to 4096x4096)."""
+    most = max(1, math.ceil(math.log2(max(height, width))))
+    if len(filters) > most:
+        raise ValueError(
+            f"`filters` has {len(filters)} levels, each halving the image: a {height}x{width} "
+            f"input has at most {most} (it would be padded to {2 ** len(filters)} a side). "
+            f"Received: filters={filters!r}")
 
 
 def check_bool(name: str, value: Any) -> bool:

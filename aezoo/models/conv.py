@@ -11,6 +11,7 @@ from aezoo.models.base import (
     check_input_shape,
     check_int,
     check_ints,
+    check_levels,
     corruption_layer,
     make_autoencoder,
 )
@@ -73,6 +74,7 @@ def conv(
     check_choice("downsample", downsample, ("stride", "pool"))
     corrupt = corruption_layer(corruption, corruption_level)
 
+    check_levels(filters, height, width)
     multiple = 2 ** len(filters)
     margins = [split_margin(size, multiple) for size in (height, width)]
     inner_h = (height + sum(margins[0])) // multiple

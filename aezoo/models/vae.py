@@ -51,6 +51,7 @@ from aezoo.models.base import (
     check_input_shape,
     check_int,
     check_ints,
+    check_levels,
     is_number,
     make_autoencoder,
 )
@@ -130,6 +131,7 @@ def vae(
         likelihood, variance, beta, binarize, output_activation, importance_samples, rank=3
     )
 
+    check_levels(filters, height, width)
     multiple = 2 ** len(filters)
     margins = [split_margin(size, multiple) for size in (height, width)]
     inner = [(size + sum(m)) // multiple for size, m in zip((height, width), margins)]
@@ -284,6 +286,7 @@ def vq_vae(
     prior_filters = check_int("prior_filters", prior_filters)
     prior_blocks = check_int("prior_blocks", prior_blocks, minimum=0)
 
+    check_levels(filters, height, width)
     multiple = 2 ** len(filters)
     margins = [split_margin(size, multiple) for size in (height, width)]
 
