@@ -940,6 +940,12 @@ def _as_dataset(data) -> tf.data.Dataset | np.ndarray:
     checked float32 array (`pipeline` batches arrays faster than datasets)."""
     if isinstance(data, tf.data.Dataset):
         return data_lib.float_examples(data)
+    if isinstance(data, tuple) and len(data) == 2 and all(
+            isinstance(part, (np.ndarray, tf.Tensor)) and part.ndim >= 2 for part in data):
+        # As Keras's fit(x, y) takes them; NumPy would stack them into one array of examples
+        # of the wrong rank.  (A list of examples is stacked, as before.)
+        raise ValueError("Give the examples alone (x, not (x, y)): train makes the (input, "
+                         "target) pairs itself, (x, x), or (noisy x, x) with `noise`.")
     return data_lib.load_array(data)  # checks emptiness and NaN
 
 

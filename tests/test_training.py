@@ -294,6 +294,12 @@ def test_a_dataset_of_integer_pixels_trains_as_its_pixels_scaled_to_one(tmp_path
                        **run)
 
 
+def test_pairs_given_as_keras_fit_takes_them_are_refused_in_words():
+    x = images(16)
+    with pytest.raises(ValueError, match=r"Give the examples alone \(x, not \(x, y\)\)"):
+        training.train("conv", (x, x), model_kwargs=TINY, epochs=1, strategy="cpu", verbose=0)
+
+
 def test_examples_that_do_not_fit_the_model_are_a_value_error():
     def fixed_size(**_):
         return aezoo.MODELS["conv"](input_shape=(28, 28, 1), **TINY)
