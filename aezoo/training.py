@@ -63,7 +63,8 @@ def resolve_strategy(name: str = "auto") -> tf.distribute.Strategy:
     aborting" and "will not be optimized" warnings that read like faults.
 
     Raises:
-        ValueError: for an unknown name, `gpu` without a GPU, or a missing or wrong `TF_CONFIG`.
+        ValueError: for an unknown name, `gpu` without a GPU, `tpu` without a TPU, or a
+            missing or wrong `TF_CONFIG`.
     """
     check_choice("strategy", name, STRATEGIES)
     if not os.environ.get("TF_CONFIG", "x").strip():
@@ -79,7 +80,8 @@ def resolve_strategy(name: str = "auto") -> tf.distribute.Strategy:
         return tf.distribute.OneDeviceStrategy("/cpu:0")
     if name == "gpu":
         if not gpus:
-            raise ValueError("--strategy gpu: TensorFlow sees no GPU on this machine.")
+            raise ValueError("The strategy 'gpu' needs a GPU, and TensorFlow sees none on this "
+                             "machine.")
         return tf.distribute.get_strategy()  # TensorFlow places everything on GPU:0
     if name == "mirrored":
         devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
@@ -87,7 +89,11 @@ def resolve_strategy(name: str = "auto") -> tf.distribute.Strategy:
     if name == "multiworker":
         check_tf_config(os.environ.get("TF_CONFIG"))
         return tf.distribute.MultiWorkerMirroredStrategy()
-    resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
+    try:
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
+    except ValueError:  # ("Please provide a TPU Name to connect to.")
+        raise ValueError("The strategy 'tpu' needs a TPU, and this machine is attached to "
+                         "none.") from None
     tf.config.experimental_connect_to_cluster(resolver)
     tf.tpu.experimental.initialize_tpu_system(resolver)
     return tf.distribute.TPUStrategy(resolver)

@@ -7,6 +7,7 @@ CPU is split before TensorFlow starts).
 import csv
 import json
 import os
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -42,12 +43,16 @@ def test_auto_strategy_is_one_cpu_without_gpus():
     assert training.describe_strategy(strategy) == "One device: CPU:0"
 
 
-@pytest.mark.parametrize(
-    "name,message", [("gpu", "sees no GPU"), ("nccl", "`strategy` must be one of")]
-)
+@pytest.mark.parametrize("name,message", [
+    ("gpu", "The strategy 'gpu' needs a GPU, and TensorFlow sees none"),
+    ("tpu", "The strategy 'tpu' needs a TPU, and this machine is attached to none"),
+    ("nccl", "`strategy` must be one of"),
+])
 def test_unavailable_or_unknown_strategies_are_value_errors(name, message):
     if name == "gpu" and tf.config.list_physical_devices("GPU"):
         pytest.skip("this machine has a GPU")
+    if name == "tpu" and (os.environ.get("TPU_NAME") or Path("/dev/accel0").exists()):
+        pytest.skip("this machine may have a TPU")
     with pytest.raises(ValueError, match=message):
         training.resolve_strategy(name)
 
