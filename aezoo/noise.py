@@ -63,8 +63,8 @@ def spec(kind: str, level: Level, scale: float = 255.0) -> str:
     """The command-line spec of (kind, level), `parse_noise`'s inverse: "gaussian:0-55"."""
     levels = tuple(level) if isinstance(level, (tuple, list)) else (level,)
     if kind == "gaussian":
-        levels = tuple(round(v * scale, 6) for v in levels)  # (25 / 255 * 255 is 25.000000000000004)
-    return f"{kind}:{'-'.join(f'{v:g}' for v in levels)}"
+        levels = tuple(round(v * scale, 9) for v in levels)  # (25 / 255 * 255 is 25.000000000000004)
+    return f"{kind}:{'-'.join(format(v, '.12g') for v in levels)}"
 
 
 def _level(kind: str, text: str, spec: str, scale: float) -> float:

@@ -27,11 +27,13 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import errno
 import fcntl
 import json
 import os
 import shutil
 import tempfile
+import threading
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -434,8 +436,20 @@ def together():
         raise
     finally:
         _together.reset(token)
-    for temporary, path in pending:  # renames within one folder: they do not fail for space
-        os.replace(temporary, path)
+    for temporary, path in pending:
+        if path.is_dir():  # (the one way a rename fails here, before any is made)
+            for temporary_, _ in pending:
+                temporary_.unlink(missing_ok=True)
+            raise IsADirectoryError(errno.EISDIR, "Is a directory", str(path))
+    for number, (temporary, path) in enumerate(pending):
+        try:
+            os.replace(temporary, path)
+        except BaseException as error:
+            for temporary_, _ in pending[number:]:
+                temporary_.unlink(missing_ok=True)
+            if isinstance(error, OSError):
+                raise _naming(error, path) from None
+            raise
 
 
 def _naming(error: OSError, path: Path) -> OSError:
@@ -461,9 +475,10 @@ def clean_partials(folder: str | os.PathLike) -> None:
             path.unlink(missing_ok=True)
 
 
-# The folders this process holds: `locked` again inside one of them holds it already (a
-# second flock on a new handle would be refused, as if another process held it).
-_held: set[Path] = set()
+# The folders held here -> by which process and thread: `locked` again in that thread holds
+# it already (a second flock on a new handle would be refused, as if another process held
+# it); another thread, or a forked child, is refused as another process is.
+_held: dict[Path, tuple[int, int]] = {}
 
 
 @contextlib.contextmanager
@@ -474,8 +489,8 @@ def locked(path: str | os.PathLike):
         ValueError: another process holds it.
     """
     path = Path(path)
-    if path.resolve() in _held:  # (a command's, which then calls aezoo.training.train)
-        yield path
+    if _held.get(path.resolve()) == (os.getpid(), threading.get_ident()):
+        yield path  # (a command's, which then calls aezoo.training.train)
         return
     if path.exists() and not path.is_dir():
         raise NotADirectoryError(f"{path} is a file; a run folder is needed there.")
@@ -491,11 +506,11 @@ def locked(path: str | os.PathLike):
                     "wait for it to finish, or stop it, before using this folder."
                 ) from None
             held = path.resolve()
-            _held.add(held)
+            _held[held] = (os.getpid(), threading.get_ident())
             try:
                 yield path
             finally:
-                _held.discard(held)
+                del _held[held]
                 if is_finished(path):
                     # No training goes into a finished run again (every one refuses it
                     # after taking the lock), so its folder keeps no lock file.

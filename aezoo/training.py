@@ -450,6 +450,11 @@ def train(
     arguments = dict(locals())  # (first: what the call was given)
     check_training_options(epochs=epochs, learning_rate=learning_rate, clipnorm=clipnorm,
                            steps_per_epoch=steps_per_epoch, time_limit=time_limit)
+    # As Python numbers (a sweep's NumPy ones pass the checks; Keras's optimizer refuses them).
+    epochs, learning_rate, batch_size = int(epochs), float(learning_rate), check_int(
+        "batch_size", batch_size)
+    clipnorm, time_limit = (None if v is None else float(v) for v in (clipnorm, time_limit))
+    steps_per_epoch = None if steps_per_epoch is None else int(steps_per_epoch)
     check_choice("lr_schedule", lr_schedule, LR_SCHEDULES)
     if not isinstance(strategy, tf.distribute.Strategy):
         strategy = resolve_strategy(strategy)
@@ -458,7 +463,7 @@ def train(
         raise ValueError("A time limit cannot be used with several workers.")
     keras.utils.set_random_seed(seed)
     replicas = strategy.num_replicas_in_sync
-    if check_int("batch_size", batch_size) < replicas:
+    if batch_size < replicas:
         raise ValueError(f"`batch_size` {batch_size} is smaller than the {replicas} replicas.")
     if batch_size % replicas:
         # Unequal shares fail inside the step (TensorFlow adds the replicas' gradients of
@@ -472,7 +477,7 @@ def train(
     # for a damaged one.
     with runs.locked(run) if run is not None else contextlib.nullcontext():
         state = _check_run_dir(run) if run is not None else "new"
-        started = started_record(arguments, record)
+        started = started_record(arguments, record) if run is not None else None
         if state != "new":
             check_started(run, started)
         if state == "trained":
@@ -617,12 +622,22 @@ RUN_DEFINING = ("model", "model_kwargs", "epochs", "batch_size", "loss", "learni
 STARTED_FILE = "started.json"
 
 
+class _Missing:
+    """Where a run was started without a value that is given now, or the other way round."""
+
+    def __repr__(self) -> str:
+        return "(not given)"
+
+
+MISSING = _Missing()
+
+
 class RunMismatch(ValueError):
     """A run resumed or completed with other values than it was started with.
 
     `differences` holds `(name, started, given)` triples: a name of `RUN_DEFINING`, or of
     `train`'s `record`; builder arguments and a record's mappings are compared key by key,
-    as "model_kwargs.filters" or "data.patch".
+    as "model_kwargs.filters" or "data.patch"; `MISSING` stands for a key one side lacks.
     """
 
     def __init__(self, run: Path, differences: list[tuple[str, Any, Any]]):
@@ -635,26 +650,38 @@ class RunMismatch(ValueError):
 
 def started_record(arguments: Mapping[str, Any], record: Mapping[str, Any] | None = None
                    ) -> dict[str, Any]:
-    """What `started.json` keeps of `train`'s arguments (and `record`), as JSON reads it back."""
+    """What `started.json` keeps of `train`'s arguments (and `record`), as JSON reads it back:
+    NumPy numbers as Python's, functions, models and other objects by name."""
     kept = {name: _identity(arguments.get(name), name) for name in RUN_DEFINING}
     kept.update(record or {})
-    return json.loads(json.dumps(runs._jsonable(kept)))
+    return json.loads(json.dumps(runs._jsonable(kept), default=_named))
 
 
 def _identity(value: Any, name: str) -> Any:
-    """An argument as `started.json` keeps it: functions and models by name, an initial
-    model's file by its absolute path."""
+    """An argument as `started.json` keeps it, in one form for the values that mean the
+    same: an initial model's file by its absolute path, no builder arguments as {}, no
+    mixed precision as "off"."""
     if isinstance(value, InitialModel):
         value = value.label
-    if name == "init" and isinstance(value, (str, os.PathLike)) and os.path.exists(value):
-        return str(Path(value).resolve())
+    if name == "init" and isinstance(value, (str, os.PathLike)) and (
+            os.path.exists(value) or os.sep in os.fspath(value)):  # (not a preset's name)
+        return os.path.abspath(value)
+    if name == "model_kwargs" and value is None:
+        return {}
+    if name == "mixed_precision" and value in (None, False, True):
+        return {None: "off", False: "off", True: "auto"}[value]
+    return value
+
+
+def _named(value: Any) -> Any:
+    """JSON's `default`: what it cannot write, by name (a function, a model, a loss object)."""
+    if isinstance(value, np.generic):
+        return value.item()
     if isinstance(value, keras.Model):
         return f"'{value.name}'"
     if callable(value) and not isinstance(value, type):
         return f"{getattr(value, '__module__', '')}.{getattr(value, '__qualname__', value)}"
-    if isinstance(value, (str, int, float, bool, type(None), list, tuple, dict, os.PathLike)):
-        return value
-    return type(value).__name__  # a loss object, say: its class
+    return type(value).__name__
 
 
 def check_started(run: Path, started: dict[str, Any]) -> None:
@@ -672,11 +699,10 @@ def check_started(run: Path, started: dict[str, Any]) -> None:
         if name not in was or was[name] == value:
             continue
         if isinstance(value, dict) and isinstance(was[name], dict):
-            missing = object()
             differences += [
-                (f"{name}.{key}", was[name].get(key), value.get(key))
+                (f"{name}.{key}", was[name].get(key, MISSING), value.get(key, MISSING))
                 for key in sorted({*was[name], *value})
-                if was[name].get(key, missing) != value.get(key, missing)
+                if was[name].get(key, MISSING) != value.get(key, MISSING)
             ]
         else:
             differences.append((name, was[name], value))

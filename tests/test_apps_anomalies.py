@@ -232,6 +232,26 @@ def test_threshold_rules_follow_their_definitions():
 
 
 @pytest.mark.usefixtures("no_export")
+def test_a_run_is_completed_only_with_the_data_and_scaling_it_was_started_with(tmp_path,
+                                                                             capsys):
+    rng = np.random.default_rng(0)
+    first = write_csv(tmp_path / "a.csv", rng.normal(size=(40, 5)), ["0"] * 40)
+    other = write_csv(tmp_path / "b.csv", rng.normal(size=(40, 5)), ["0"] * 40)
+    assert run(["train", "--csv", first, "--epochs", 1, "--out", tmp_path / "run"]) == 0
+    (tmp_path / "run" / "run.json").unlink()  # as if killed once model.keras was saved
+    capsys.readouterr()
+    assert run(["train", "--csv", other, "--scaling", "none", "--epochs", 1, "--out",
+                tmp_path / "run"]) == 2
+    assert capsys.readouterr().err == (
+        f"aezoo anomalies: error: {tmp_path / 'run'} holds a run started with --csv "
+        f"{first.resolve()} --scaling auto, not --csv {other.resolve()} --scaling none: give "
+        "the options it was started with to resume it, or another --out.\n")
+    assert run(["train", "--csv", first, "--epochs", 1, "--out", tmp_path / "run"]) == 0
+    assert runs.load_run(tmp_path / "run").info["options"]["data"]["csv"] == str(
+        first.resolve())
+
+
+@pytest.mark.usefixtures("no_export")
 def test_header_names_text_labels_and_short_rows_train_a_dense_model(tmp_path):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(60, 5)) * [1, 10, 100, 1000, 1]

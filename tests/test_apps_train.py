@@ -210,6 +210,33 @@ def test_a_killed_run_started_again_goes_on_after_its_last_checkpoint(tmp_path):
     assert (run / "model.keras").read_bytes() == before
 
 
+def test_a_resume_refused_names_the_options_as_they_are_typed():
+    """Each side of a difference as the option that gives it: a builder's "none", "true" and
+    "false", a data flag there or not, no option at all, --clipnorm 0 (not "no --clipnorm":
+    compress train's default is 1), noise levels to their last digit."""
+    from pathlib import Path
+
+    from aezoo import training
+    from aezoo.apps import cli
+
+    missing = training.MISSING
+    error = training.RunMismatch(Path("run"), [
+        ("model_kwargs.output_activation", None, missing),
+        ("model_kwargs.binarize", True, False),
+        ("data.augment", True, missing),
+        ("clipnorm", None, 1.0),
+        ("noise", ["gaussian", 25.5 / 255], ["gaussian", 25.50001 / 255]),
+        ("data.images", "/photos", "/other"),
+        ("model_kwargs.filters", [32, 64], [16, 32]),
+    ])
+    assert cli.mismatch_message(error) == (
+        "run holds a run started with --output-activation none --binarize true --augment "
+        "--clipnorm 0 --noise gaussian:25.5 --images /photos --filters 32 64, not "
+        "(no --output-activation) --binarize false (no --augment) --clipnorm 1.0 --noise "
+        "gaussian:25.50001 --images /other --filters 16 32: give the options it was started "
+        "with to resume it, or another --out.")
+
+
 @pytest.mark.parametrize("command", ["train", "anomalies"])
 def test_a_folder_another_training_holds_is_refused_before_the_data_loads(
         command, tmp_path, monkeypatch, capsys):

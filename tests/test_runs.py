@@ -78,6 +78,39 @@ def test_a_preset_name_given_as_a_model_file_is_pointed_to_from_preset(tmp_path)
         runs.load_model(tmp_path / "gone.keras")
 
 
+def test_a_folder_another_thread_holds_is_refused_as_another_process_s(tmp_path):
+    import threading
+
+    outcome = []
+
+    def second():
+        try:
+            with runs.locked(tmp_path):
+                outcome.append("held")
+        except ValueError as error:
+            outcome.append(str(error))
+
+    with runs.locked(tmp_path), runs.locked(tmp_path):  # this thread: held already
+        thread = threading.Thread(target=second)
+        thread.start()
+        thread.join()
+    assert outcome == [f"{tmp_path} is in use by another aezoo process (a training in "
+                       "progress); wait for it to finish, or stop it, before using this folder."]
+    second()  # released: the other thread may hold it now
+    assert outcome[-1] == "held"
+
+
+def test_together_renames_nothing_where_a_name_is_a_folder(tmp_path):
+    (tmp_path / "results.md").mkdir()
+    (tmp_path / "results.json").write_text("old")
+    with pytest.raises(IsADirectoryError) as raised, runs.together():
+        runs.write_text(tmp_path / "results.json", "new")
+        runs.write_text(tmp_path / "results.md", "new")
+    assert raised.value.filename == str(tmp_path / "results.md")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json", "results.md"]
+    assert (tmp_path / "results.json").read_text() == "old"
+
+
 def test_files_written_together_take_their_names_together_or_not_at_all(tmp_path):
     old = {"results.md": b"old table", "results.json": b"old json", "samples.png": b"old"}
     for name, content in old.items():

@@ -450,6 +450,31 @@ def test_history_csv_has_the_columns_that_were_logged(tmp_path):
         assert all("NA" not in row for row in rows[1:])
 
 
+def test_numpy_numbers_train_and_are_kept_as_the_numbers_they_are(tmp_path):
+    run = dict(model_kwargs=TINY, batch_size=np.int64(16), strategy="cpu", out_dir=tmp_path,
+               learning_rate=np.float32(1e-3), verbose=0)  # (Keras refused that rate)
+    ae, _ = training.train("conv", images(32), epochs=np.int64(1), **run)
+    started = json.loads((tmp_path / "started.json").read_text())
+    assert started["epochs"] == 1 and started["learning_rate"] == pytest.approx(1e-3)
+    again, _ = training.train("conv", images(32), epochs=1, **run)
+    assert np.array_equal(again.get_weights()[0], ae.get_weights()[0])
+    with pytest.raises(training.RunMismatch, match="epochs=1, not epochs=7"):
+        training.train("conv", images(32), epochs=np.int64(7), **run)
+
+
+def test_builder_arguments_json_cannot_hold_train_without_a_run_folder(tmp_path):
+    def mine(input_shape, make_loss):  # (an argument of the function's own, not a builder's)
+        return aezoo.MODELS["conv"](input_shape=input_shape, **TINY)
+
+    kwargs = {"make_loss": keras.losses.mean_squared_error}  # (a function: no JSON)
+    training.train(mine, images(16), model_kwargs=kwargs, epochs=1, batch_size=16,
+                   strategy="cpu", verbose=0)
+    training.train(mine, images(16), model_kwargs=kwargs, epochs=1, batch_size=16,
+                   strategy="cpu", verbose=0, out_dir=tmp_path)
+    started = json.loads((tmp_path / "started.json").read_text())
+    assert started["model_kwargs"]["make_loss"].endswith(".mean_squared_error")
+
+
 def test_a_folder_that_another_training_holds_is_refused_before_anything_is_written(tmp_path):
     """As the commands refuse it; before, train() went on, and another call resuming beside
     a live one took its backup for a damaged one and said to delete it."""

@@ -180,7 +180,12 @@ def _train(args: argparse.Namespace, options: dict, strategy) -> int:
         learning_rate=options.pop("learning_rate"), model_kwargs=kwargs,
         seed=options.pop("seed"), verbose=options.pop("verbose"),
         training_kwargs={k: v for k, v in options.items() if k != "out_dir"} | {
-            "strategy": strategy},
+            "strategy": strategy,
+            # Kept in started.json (a resume with other data or scaling is refused); not
+            # --data-dir, which may differ on another machine.
+            "record": {"data": {k: v for k, v in data_options(args).items()
+                                if v is not None and k != "data_dir"},
+                       "scaling": args.scaling}},
     )
     detector.fit(x, out_dir=args.out)
     if not training.is_chief(strategy):
@@ -188,7 +193,7 @@ def _train(args: argparse.Namespace, options: dict, strategy) -> int:
     _plot_train_scores(detector, args.out / "train_scores.png")  # before run.json, which
     _plot_samples(detector, x, args.out / "samples.png")  # save writes last
     detector.save(args.out, extra={"data": data_options(args), "training": {
-        k: v for k, v in detector.training_kwargs.items() if k != "strategy"}})
+        k: v for k, v in detector.training_kwargs.items() if k not in ("strategy", "record")}})
     print(f"Saved {args.out}: threshold {detector.threshold_:.6g} ({args.threshold} of "
           f"{len(x)} normal training scores, mean {detector.train_scores_.mean():.6g})")
     return 0

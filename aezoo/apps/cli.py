@@ -132,11 +132,22 @@ def mismatch_message(error) -> str:
 
 
 def _as_option(name: str, value: Any) -> str:
+    """A value of `started.json` as the option that gives it (the builder's options take
+    "none", "true" and "false"; the data's flags are there or not)."""
+    from aezoo import training
+
     option = "--" + name.rpartition(".")[2].replace("_", "-")
-    if value is None or value is False:
+    of_builder = name.startswith("model_kwargs.")
+    if value is training.MISSING:
         return f"(no {option})"
-    if value is True:
-        return option
+    if name == "clipnorm" and value is None:
+        return "--clipnorm 0"
+    if value is None:
+        return f"{option} none" if of_builder else f"(no {option})"
+    if isinstance(value, bool):
+        if of_builder:
+            return f"{option} {str(value).lower()}"
+        return option if value else f"(no {option})"
     if name == "noise":
         from aezoo import noise
 
