@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import numbers
 
+import numpy as np
 import tensorflow as tf
 
 NOISE_KINDS = ("gaussian", "salt_pepper", "poisson", "mask")
@@ -64,7 +65,8 @@ def spec(kind: str, level: Level, scale: float = 255.0) -> str:
     levels = tuple(level) if isinstance(level, (tuple, list)) else (level,)
     if kind == "gaussian":
         levels = tuple(round(v * scale, 9) for v in levels)  # (25 / 255 * 255 is 25.000000000000004)
-    return f"{kind}:{'-'.join(format(v, '.12g') for v in levels)}"
+    # Positional (1e-05 would not parse: "-" separates a range).
+    return f"{kind}:{'-'.join(np.format_float_positional(v, trim='-') for v in levels)}"
 
 
 def _level(kind: str, text: str, spec: str, scale: float) -> float:

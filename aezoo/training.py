@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import inspect
 import json
 import math
@@ -239,7 +240,11 @@ def check_training_options(
     for name, value in positive.items():
         if value is None and name != "learning_rate":
             continue
-        if not is_number(value) or not (math.isfinite(value) and value > 0):
+        try:
+            fine = is_number(value) and math.isfinite(value) and value > 0
+        except OverflowError:  # (an int beyond float's range: 10**400)
+            fine = False
+        if not fine:
             raise ValueError(
                 f"`{name}` must be a positive, finite number. Received: {name}={value!r}"
             )
@@ -455,6 +460,7 @@ def train(
         "batch_size", batch_size)
     clipnorm, time_limit = (None if v is None else float(v) for v in (clipnorm, time_limit))
     steps_per_epoch = None if steps_per_epoch is None else int(steps_per_epoch)
+    seed, warmup = check_int("seed", seed, minimum=0), check_int("warmup", warmup, minimum=0)
     check_choice("lr_schedule", lr_schedule, LR_SCHEDULES)
     if not isinstance(strategy, tf.distribute.Strategy):
         strategy = resolve_strategy(strategy)
@@ -674,14 +680,25 @@ def _identity(value: Any, name: str) -> Any:
 
 
 def _named(value: Any) -> Any:
-    """JSON's `default`: what it cannot write, by name (a function, a model, a loss object)."""
+    """JSON's `default`: what it cannot write, the same in every process (never a repr with
+    an address): a function by its name, a Keras object by its class and config, a partial
+    by its function and arguments, anything else by its class."""
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, keras.Model):
         return f"'{value.name}'"
-    if callable(value) and not isinstance(value, type):
-        return f"{getattr(value, '__module__', '')}.{getattr(value, '__qualname__', value)}"
-    return type(value).__name__
+    if inspect.isfunction(value) or inspect.ismethod(value) or inspect.isbuiltin(value) \
+            or isinstance(value, type):
+        return f"{getattr(value, '__module__', '')}.{value.__qualname__}"
+    if isinstance(value, functools.partial):
+        return {"partial": value.func, "args": value.args, "keywords": value.keywords}
+    kind = f"{type(value).__module__}.{type(value).__qualname__}"
+    if hasattr(value, "get_config"):  # a Keras loss, initializer, layer ...
+        try:
+            return {"class": kind, "config": value.get_config()}
+        except Exception:  # (a get_config that a subclass did not implement)
+            pass
+    return kind
 
 
 def check_started(run: Path, started: dict[str, Any]) -> None:
@@ -692,8 +709,10 @@ def check_started(run: Path, started: dict[str, Any]) -> None:
     except FileNotFoundError:
         return
     except ValueError:  # (a file cut short is impossible: it is written whole or not at all)
+        was = None
+    if not isinstance(was, dict):
         raise ValueError(f"{run / STARTED_FILE} is damaged; remove it to resume the run as "
-                         "it is given now.") from None
+                         "it is given now.")
     differences = []
     for name, value in started.items():
         if name not in was or was[name] == value:

@@ -79,6 +79,7 @@ def test_save_and_load_give_the_same_scores(fitted, tmp_path):
         ({"threshold": "median:3"}, "threshold must be"),
         ({"learning_rate": 0.0}, "learning_rate"),
         ({"learning_rate": float("nan")}, "learning_rate"),
+        ({"learning_rate": 10**400}, "`learning_rate` must be a positive, finite number"),
         ({"model": "nope"}, "`model` must be"),
         ({"scaling": "log"}, "`scaling` must be"),
         ({"latent_dim": 0}, "`latent_dim` must be a positive integer"),

@@ -94,6 +94,7 @@ def test_a_range_of_levels_gives_each_example_its_own_level_uniform_in_the_range
 
 
 @pytest.mark.parametrize("text", ["gaussian:25", "gaussian:0-55", "gaussian:7.5", "salt_pepper:0.1",
-                                  "poisson:30", "mask:0.25-0.5"])
+                                  "poisson:30", "mask:0.25-0.5", "salt_pepper:0.00001",
+                                  "gaussian:25.50001"])
 def test_spec_gives_back_the_text_that_parse_noise_read(text):
     assert noise.spec(*noise.parse_noise(text)) == text

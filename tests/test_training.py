@@ -453,13 +453,32 @@ def test_history_csv_has_the_columns_that_were_logged(tmp_path):
 def test_numpy_numbers_train_and_are_kept_as_the_numbers_they_are(tmp_path):
     run = dict(model_kwargs=TINY, batch_size=np.int64(16), strategy="cpu", out_dir=tmp_path,
                learning_rate=np.float32(1e-3), verbose=0)  # (Keras refused that rate)
-    ae, _ = training.train("conv", images(32), epochs=np.int64(1), **run)
+    ae, _ = training.train("conv", images(32), epochs=np.int64(1), seed=np.int64(0), **run)
     started = json.loads((tmp_path / "started.json").read_text())
     assert started["epochs"] == 1 and started["learning_rate"] == pytest.approx(1e-3)
     again, _ = training.train("conv", images(32), epochs=1, **run)
     assert np.array_equal(again.get_weights()[0], ae.get_weights()[0])
     with pytest.raises(training.RunMismatch, match="epochs=1, not epochs=7"):
         training.train("conv", images(32), epochs=np.int64(7), **run)
+
+
+def test_objects_are_recorded_alike_in_every_process_and_told_apart(tmp_path):
+    """By class and config, function and arguments: their repr holds an address, which
+    refused the same call in a new process."""
+    import functools
+
+    def record(loss, scale):
+        return training.started_record({
+            "loss": loss, "model": functools.partial(aezoo.MODELS["dense"], latent_dim=scale)})
+
+    assert record(keras.losses.MeanSquaredError(), 2) == record(keras.losses.MeanSquaredError(), 2)
+    assert "0x" not in json.dumps(record(keras.losses.MeanSquaredError(), 2))
+    assert record(keras.losses.MeanSquaredError(), 2) != record(keras.losses.MeanAbsoluteError(), 2)
+    assert record(keras.losses.MeanSquaredError(), 2) != record(keras.losses.MeanSquaredError(), 3)
+    for damaged in ("[]", "null", '"model"', "3", "{not json"):
+        (tmp_path / "started.json").write_text(damaged)
+        with pytest.raises(ValueError, match="started.json is damaged; remove it"):
+            training.check_started(tmp_path, {"epochs": 1})
 
 
 def test_builder_arguments_json_cannot_hold_train_without_a_run_folder(tmp_path):
