@@ -13,12 +13,12 @@ def test_a_long_title_stays_within_a_narrow_grid(columns, tmp_path, monkeypatch)
     boxes = []
     real_save = plots.save
 
-    def save(fig, path):  # where the title lies, laid out as it is saved
-        fig.tight_layout()
+    def save(fig, path, **kwargs):  # where the title lies, laid out as it is saved
+        fig.tight_layout(rect=(0, 0, 1, kwargs.get("top", 1)))
         text = fig.texts[0]
         boxes.append((text.get_text(), text.get_window_extent(fig.canvas.get_renderer()),
                       fig.bbox))
-        real_save(fig, path)
+        real_save(fig, path, **kwargs)
 
     monkeypatch.setattr(plots, "save", save)
     title = "gaussian:25 noise (seed 0, 8-bit noisy images) on 2 images of ../shared/data/raw/bsd68"
@@ -28,3 +28,26 @@ def test_a_long_title_stays_within_a_narrow_grid(columns, tmp_path, monkeypatch)
     assert text.replace("\n", " ") == title
     assert 0 <= box.x0 and box.x1 <= figure.x1 and box.y1 <= figure.y1
     assert (tmp_path / "grid.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("rows", [1, 10, 125])
+def test_the_title_lies_above_the_images_of_a_grid_of_any_height(rows, tmp_path, monkeypatch):
+    """1000 samples (125 rows of 8) put the title on the third row: it was placed 2 % of
+    the figure's height down, 4 inches there."""
+    found = []
+    real_save = plots.save
+
+    def save(fig, path, **kwargs):  # laid out as it is saved
+        fig.tight_layout(rect=(0, 0, 1, kwargs.get("top", 1)))
+        renderer = fig.canvas.get_renderer()
+        title = fig.texts[0].get_window_extent(renderer)
+        found.append((title, min(ax.get_window_extent(renderer).y0 for ax in fig.axes),
+                      max(ax.get_window_extent(renderer).y1 for ax in fig.axes), fig.bbox))
+        real_save(fig, path, **kwargs)
+
+    monkeypatch.setattr(plots, "save", save)
+    images = np.random.default_rng(0).random((rows, 8, 28, 28, 1))
+    plots.image_grid(list(images), tmp_path / "grid.png", title="1000 samples of vq_vae (seed 0)")
+    title, images_bottom, images_top, figure = found[0]
+    assert images_top < title.y0 and title.y1 <= figure.y1  # above the first row, inside
+    assert images_bottom >= 0
