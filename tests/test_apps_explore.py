@@ -115,6 +115,10 @@ def test_bad_models_are_one_line_and_status_two(tfds_dir, tmp_path, capsys):
     keras.Model(x, keras.layers.Flatten()(x)).save(tmp_path / "plain.keras")
     assert explore(tmp_path / "plain.keras") == 2
     assert "not an aezoo autoencoder" in capsys.readouterr().err
+    assert app.main(["--model", "conv_mnist", "--dataset", "mnist", "--split", "test[:1]",
+                     "--out", str(tmp_path / "out"), *SIZES]) == 2
+    assert "The split 'test[:1]' has 1 example; explore needs at least 2." in \
+        capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 

@@ -330,6 +330,12 @@ def test_the_prior_is_autoregressive_in_raster_order():
             assert np.abs(moved[0, row, column] - logits[0, row, column]).max() > 0
 
 
+def test_a_vaes_larger_sample_begins_with_the_smaller_one():
+    vae = build("vae", (5, 7, 1), filters=(4,))
+    np.testing.assert_array_equal(vae.sample(8, seed=3), vae.sample(20, seed=3)[:8])
+    assert not np.array_equal(vae.sample(8, seed=3), vae.sample(8, seed=4))
+
+
 def test_fit_prior_then_sample_reproducibly_and_keep_the_prior_in_the_keras_file(tmp_path):
     ae = build("vq_vae", (5, 7, 1), codebook_size=8, filters=(4,), prior_filters=8,
                prior_blocks=1)
@@ -534,8 +540,13 @@ def test_generate_command_writes_samples_interpolations_and_traversals(
     ae.save(tmp_path / "model.keras")
     out = tmp_path / "generated"
     argv = ["--model", str(tmp_path / "model.keras"), "--out", str(out), "--samples", "16",
-            "--rows", "2", "--steps", "4", "--dimensions", "3"]
+            "--rows", "2", "--steps", "4"] + (["--dimensions", "3"] if name == "vae" else [])
+    assert generate.main(argv + ["--seed", "4294967296"]) == 2  # read as the options are
+    assert "argument --seed: expected an integer from -2147483648 to 2147483647" in \
+        capsys.readouterr().err
     if name == "vq_vae":
+        assert generate.main(argv + ["--dimensions", "3"]) == 2
+        assert "--dimensions applies to VAEs only" in capsys.readouterr().err
         assert generate.main(argv) == 2
         assert "prior has not been trained" in capsys.readouterr().err
         assert generate.main(argv + ["--fit-prior", "no_such_dataset"]) == 2
@@ -552,6 +563,10 @@ def test_generate_command_writes_samples_interpolations_and_traversals(
     assert generate.main(argv) == 2  # never overwrites without --overwrite
     if name == "vq_vae":  # the model with its trained prior generates by itself now
         assert keras.models.load_model(out / "model.keras").prior_trained
+        (out / "traversals.png").write_bytes(b"a VAE's, from an earlier run")
+        assert generate.main(["--model", str(out / "model.keras"), "--out", str(out),
+                              *argv[4:10], "--overwrite"]) == 0
+        assert not (out / "traversals.png").exists()  # not left beside this model's
     else:
         capsys.readouterr()
         assert generate.main(argv + ["--overwrite", "--dimensions", "999"]) == 0

@@ -489,6 +489,12 @@ def at_least(minimum: int) -> Callable[[str], int]:
                                 f"an integer of at least {minimum}")
 
 
+def seed32(text: str) -> int:
+    """A seed of stateless draws: a 32-bit integer (checked here, not after the model loads)."""
+    return _number(int, text, lambda v: -(2**31) <= v < 2**31,
+                   "an integer from -2147483648 to 2147483647")
+
+
 def positive_float(text: str) -> float:
     return _number(float, text, lambda v: math.isfinite(v) and v > 0,
                    "a positive, finite number")

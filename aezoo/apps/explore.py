@@ -75,6 +75,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not hasattr(model, "encoder"):
         raise ValueError(f"{args.model} is not an aezoo autoencoder (no encoder and decoder).")
     x, labels = latent.load_split(args.dataset, args.split, args.examples, args.data_dir)
+    if len(x) < 2:  # (as --examples 1 is refused: a scatter of codes needs two)
+        raise ValueError(f"The split {args.split!r} has {cli.counted(len(x), 'example')}; "
+                         "explore needs at least 2.")
     training.check_fits(model, x.shape[1:])
     for end in args.walk or ():
         if not 0 <= end < len(x):

@@ -49,12 +49,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--overwrite", action="store_true", help="replace earlier results")
     parser.add_argument("--samples", type=cli.positive_int, default=64,
                         help="samples drawn (rows of 8; default 64)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of every draw (default 0)")
+    parser.add_argument("--seed", type=cli.seed32, default=0,
+                        help="seed of every draw, 32 bits (default 0)")
     parser.add_argument("--rows", type=cli.positive_int, default=6, help="interpolations drawn")
     parser.add_argument("--steps", type=cli.steps, default=10,
                         help="images along each interpolation and traversal")
-    parser.add_argument("--dimensions", type=cli.positive_int, default=10,
-                        help="latent dimensions traversed (those that change the image most)")
+    parser.add_argument("--dimensions", type=cli.positive_int,
+                        help="VAEs: latent dimensions traversed, those that change the image "
+                        "most (default 10)")
     prior = parser.add_argument_group("VQ-VAE prior")
     prior.add_argument("--fit-prior", metavar="DATASET",
                        help="train the PixelCNN prior on this tensorflow-datasets dataset first")
@@ -77,6 +79,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     vq = hasattr(model, "fit_prior")
     if args.fit_prior and not vq:
         raise ValueError("--fit-prior applies to VQ-VAE models only.")
+    if args.dimensions is not None and vq:
+        raise ValueError("--dimensions applies to VAEs only: a VQ-VAE's code has no "
+                         "dimensions to traverse.")
+    args.dimensions = args.dimensions or 10
     if vq and not args.fit_prior and not model.prior_trained:
         raise ValueError(
             "The VQ-VAE's prior has not been trained; pass --fit-prior DATASET (e.g. "
@@ -96,6 +102,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The prior's model.keras is kept whatever comes next (it took the training); the
     # pictures and their summary take their names together.
     with runs.together():
+        if vq:  # (--overwrite of a VAE's results: not beside this model's)
+            (args.out / "traversals.png").unlink(missing_ok=True)
+        print(f"Drawing {cli.counted(args.samples, 'sample')} and "
+              f"{cli.counted(args.rows, 'interpolation')}...", flush=True)
         with runs.writing(args.out / "samples.png") as path:
             generative.sample_grid(model, path, args.samples, args.seed)
         with runs.writing(args.out / "interpolations.png") as path:

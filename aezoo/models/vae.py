@@ -562,7 +562,8 @@ class VariationalAutoencoder(Autoencoder):
         """Generates `n` examples: the decoder's means at `n` draws from the prior.
 
         The same `(n, seed)` gives the same examples (in any process, and in the
-        SavedModel's `sample` signature); the first examples of a larger `n` differ.
+        SavedModel's `sample` signature); a larger `n` begins with the same examples (the
+        draws are counter-based: measured for n = 64 to 1000).
         """
         _check_sample_arguments(n, seed, batch_size)
         z = self.prior_draws(n, seed)
@@ -713,7 +714,9 @@ class VQVAE(Autoencoder):
 
     def sample(self, n: int, seed: int = 0, batch_size: int = 256) -> np.ndarray:
         """Generates `n` examples: index grids from the prior, decoded.  The same
-        `(n, seed)` gives the same examples, here and in the SavedModel's `sample`.
+        `(n, seed)` gives the same examples, here and in the SavedModel's `sample`; unlike a
+        VAE's, a larger `n` draws other examples (after the first, which is the same): each
+        position's draw for the whole batch takes one seed.
 
         Raises:
             ValueError: if the prior has not been trained (`fit_prior`).
