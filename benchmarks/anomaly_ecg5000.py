@@ -50,7 +50,7 @@ NORMAL = "1"
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--csv", type=Path, default=ECG)
     parser.add_argument("--runs", type=Path, default=ROOT.parent / "runs" / "anomaly_ecg5000")
     parser.add_argument("--split-seed", type=int, default=TUTORIAL_SPLIT_SEED,
@@ -60,12 +60,12 @@ def parse_args(argv):
                         help="Detector models (default auto: sequence for these rows)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     # None: the Detector's default (the recipe this benchmark measured best).
-    parser.add_argument("--latent-dim", type=int)
-    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--latent-dim", type=cli.positive_int)
+    parser.add_argument("--epochs", type=cli.positive_int)
     parser.add_argument("--learning-rate", type=float)
-    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--batch-size", type=cli.positive_int)
     parser.add_argument("--threshold", default="percentile:95")
-    parser.add_argument("--components", type=int, default=8, help="of the PCA detector")
+    parser.add_argument("--components", type=cli.positive_int, default=8, help="of the PCA detector")
     parser.add_argument("--json", type=Path, help="default: RUNS/split<SPLIT_SEED>/results.json")
     return parser.parse_args(argv)
 

@@ -36,13 +36,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=Path, default=ROOT.parent / "runs" / "anomaly_mnist")
-    parser.add_argument("--digits", type=int, nargs="+", default=list(range(10)))
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--digits", type=int, nargs="+", default=list(range(10)),
+                        choices=range(10), metavar="DIGIT")
+    parser.add_argument("--epochs", type=cli.positive_int, default=3)
+    parser.add_argument("--batch-size", type=cli.positive_int, default=32)
     parser.add_argument("--loss", default="mse", choices=("mse", "bce"))
-    parser.add_argument("--limit", type=int,
+    parser.add_argument("--limit", type=cli.positive_int,
                         help="the first N images of each split only (default: all)")
     parser.add_argument("--json", type=Path, help="default: RUNS/results.json")
     return parser.parse_args(argv)

@@ -18,6 +18,7 @@ and each mode's BD-rate against the encoder's own pad over the presets' range.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 import numpy as np
@@ -25,19 +26,21 @@ import numpy as np
 from aezoo import data, metrics, runs
 from aezoo.codec import Codec
 from aezoo.rate_distortion import bd_rate
+from aezoo.apps import cli
 
 MODES = ("own pad", "edge", "constant", "reflect")
 
 
-def main() -> None:
+@cli.guarded("codec_padding.py")  # user errors: one line on stderr, status 2
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", default="../shared/data/raw/cbsd68")
     parser.add_argument("--presets", nargs="+",
                         default=["codec_0.004", "codec_0.01", "codec_0.025", "codec_0.05"])
-    parser.add_argument("--crop", type=int, nargs=2, metavar=("HEIGHT", "WIDTH"),
+    parser.add_argument("--crop", type=cli.positive_int, nargs=2, metavar=("HEIGHT", "WIDTH"),
                         help="crop each image to its top-left HEIGHT x WIDTH pixels first")
-    parser.add_argument("--limit", type=int, help="the first N images only")
-    args = parser.parse_args()
+    parser.add_argument("--limit", type=cli.positive_int, help="the first N images only")
+    args = parser.parse_args(argv)
 
     images = [data.read_image(path, channels=3)
               for path in data.list_images(args.images)[: args.limit]]
@@ -76,4 +79,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -42,6 +42,10 @@ def progress(name: str, point: dict) -> None:
 
 
 def training_time(run) -> dict:
+    """Epochs and hours of a run's training (None each for a preset, which keeps no history:
+    its card says how it was trained)."""
+    if not (run.path / "history.json").is_file():
+        return {"epochs": None, "wall_hours": None, "cpu_hours": None}
     history = json.loads((run.path / "history.json").read_text())
     hours = {key: history[f"{key}_seconds"][0] / 3600 if f"{key}_seconds" in history else None
              for key in ("wall", "cpu")}
@@ -51,14 +55,14 @@ def training_time(run) -> dict:
 
 @cli.guarded("compression_kodak.py")  # user errors: one line on stderr, status 2
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", nargs="+", required=True,
                         help="one run folder (or preset) per rate point")
     parser.add_argument("--images", type=Path, default=DATA / "raw" / "kodak")
-    parser.add_argument("--max-images", type=int, help="the first N images only")
+    parser.add_argument("--max-images", type=cli.positive_int, help="the first N images only")
     parser.add_argument("--codecs", nargs="*", choices=CODECS, default=list(CODECS))
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=cli.positive_int, default=5)
     args = parser.parse_args(argv)
     cli.start_tensorflow()
     from aezoo import codec, data, rate_distortion, runs
@@ -120,7 +124,8 @@ def main(argv=None) -> int:
     print("|---|---|---|---|---|---|")
     for name, t in timings.items():
         tr = training[name]
-        print(f"| {name} | {tr['epochs']} | {cell(tr['wall_hours'])} | {cell(tr['cpu_hours'])} "
+        epochs = "-" if tr["epochs"] is None else tr["epochs"]
+        print(f"| {name} | {epochs} | {cell(tr['wall_hours'])} | {cell(tr['cpu_hours'])} "
               f"| {t['encode_first_s']:.2f}, {t['encode_median_s']:.2f} | "
               f"{t['decode_first_s']:.2f}, {t['decode_median_s']:.2f} |")
     target = bd["jpeg"]["psnr_0.25-1.0bpp"] if "jpeg" in bd else None

@@ -91,11 +91,11 @@ def clean_images(source: dict, channels: int, limit: int | None):
 
 @cli.guarded("denoise.py")  # user errors: one line on stderr, status 2
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("benchmark", choices=sorted(PRESETS))
     parser.add_argument("--runs", type=Path, default=ROOT.parent / "runs")
     parser.add_argument("--seed", type=int, default=0, help="seed of the evaluation's noise")
-    parser.add_argument("--limit", type=int, help="evaluate on the first N images only")
+    parser.add_argument("--limit", type=cli.positive_int, help="evaluate on the first N images only")
     argv = sys.argv[1:] if argv is None else list(argv)
     split = argv.index("--") if "--" in argv else len(argv)
     args = parser.parse_args(argv[:split])

@@ -15,22 +15,25 @@ clipped pixels.  One pass; outputs rounded to 8 bits, as `denoise` writes them.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 import numpy as np
 
 from aezoo import data, metrics, noise, runs
 from aezoo import denoise as denoising
+from aezoo.apps import cli
 
 
-def main() -> None:
+@cli.guarded("denoise_8bit.py")  # user errors: one line on stderr, status 2
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="denoise_gray", help="a preset or run folder")
     parser.add_argument("--images", default="../shared/data/raw/bsd68")
     parser.add_argument("--sigmas", type=float, nargs="+", default=[15, 25, 50])
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--limit", type=int, help="the first N images only")
-    args = parser.parse_args()
+    parser.add_argument("--limit", type=cli.positive_int, help="the first N images only")
+    args = parser.parse_args(argv)
 
     model = runs.load_run(args.model, task="denoise").model
     channels = model.input_shape[-1]
@@ -60,4 +63,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

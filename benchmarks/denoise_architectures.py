@@ -64,7 +64,7 @@ def run(name: str, kwargs: dict, files: list[Path], val: np.ndarray, args) -> di
 
 @cli.guarded("denoise_architectures.py")  # user errors: one line on stderr, status 2
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=Path, default=DATA / "raw" / "train400")
     parser.add_argument("--cpu-seconds", type=float, default=300)
     parser.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=list(VARIANTS))

@@ -17,23 +17,26 @@ same noise (seeded by image) for every method.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 import numpy as np
 
 from aezoo import data, metrics, runs
 from aezoo import denoise as denoising
+from aezoo.apps import cli
 
 
-def main() -> None:
+@cli.guarded("denoise_correlated.py")  # user errors: one line on stderr, status 2
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="denoise_rgb", help="a colour preset or run")
     parser.add_argument("--luminance", default="denoise_gray", help="a grayscale preset or run")
     parser.add_argument("--images", default="../shared/data/raw/cbsd68")
     parser.add_argument("--sigma", type=float, default=25)
     parser.add_argument("--rhos", type=float, nargs="+", default=[0, 0.25, 0.5, 0.75, 1])
-    parser.add_argument("--limit", type=int, help="the first N images only")
-    args = parser.parse_args()
+    parser.add_argument("--limit", type=cli.positive_int, help="the first N images only")
+    args = parser.parse_args(argv)
 
     model = runs.load_run(args.model, task="denoise").model
     luminance = runs.load_run(args.luminance, task="denoise").model
@@ -64,4 +67,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -95,28 +95,29 @@ def finish(out: Path, model: str, options: dict, history: dict) -> None:
                     samples=samples if generates else None)
 
 
+@cli.guarded("generative_mnist.py")  # user errors: one line on stderr, status 2
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="the VAE's run folder")
-    parser.add_argument("--latent-dim", type=int, default=32)
-    parser.add_argument("--filters", type=int, nargs="+", default=[32, 64])
-    parser.add_argument("--blocks", type=int, default=0,
+    parser.add_argument("--latent-dim", type=cli.positive_int, default=32)
+    parser.add_argument("--filters", type=cli.positive_int, nargs="+", default=[32, 64])
+    parser.add_argument("--blocks", type=cli.non_negative_int, default=0,
                         help="residual blocks per level (the vae builder's `blocks`)")
     parser.add_argument("--mixed-precision", choices=["mixed_bfloat16", "mixed_float16"],
                         help="train in this precision (measured in float32)")
-    parser.add_argument("--epochs", type=int, default=40,
+    parser.add_argument("--epochs", type=cli.positive_int, default=40,
                         help="epochs (a cosine learning-rate schedule spans them)")
     parser.add_argument("--learning-rate", type=float, default=1e-3)
-    parser.add_argument("--importance-samples", type=int, default=1,
+    parser.add_argument("--importance-samples", type=cli.positive_int, default=1,
                         help="k of the training objective (the builder's `importance_samples`)")
     parser.add_argument("--init", metavar="RUN",
                         help="start from this run folder's or preset's weights")
     parser.add_argument("--time-limit", type=float, metavar="MINUTES",
                         help="stop training after the first epoch past this")
-    parser.add_argument("--k", type=int, default=5000, help="IWAE importance samples")
-    parser.add_argument("--iwae-examples", type=int, default=10000,
+    parser.add_argument("--k", type=cli.positive_int, default=5000, help="IWAE importance samples")
+    parser.add_argument("--iwae-examples", type=cli.positive_int, default=10000,
                         help="test images the IWAE bound is computed on (the first ones)")
-    parser.add_argument("--samples", type=int, default=10000)
+    parser.add_argument("--samples", type=cli.positive_int, default=10000)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
 

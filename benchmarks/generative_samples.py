@@ -162,13 +162,14 @@ def table(dataset, result) -> str:
     return "\n".join(lines)
 
 
+@cli.guarded("generative_samples.py")  # user errors: one line on stderr, status 2
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="folder of the models' runs")
     parser.add_argument("--datasets", nargs="+", choices=DATASETS, default=list(DATASETS))
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--prior-epochs", type=int, default=10)
-    parser.add_argument("--train-examples", type=int, default=60000,
+    parser.add_argument("--epochs", type=cli.positive_int, default=10)
+    parser.add_argument("--prior-epochs", type=cli.positive_int, default=10)
+    parser.add_argument("--train-examples", type=cli.positive_int, default=60000,
                         help="train on the first ones only (a quick trial)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)

@@ -120,16 +120,16 @@ def part_codec(run: str, images_dir: Path, limit: int | None) -> dict:
 
 @cli.guarded("inference.py")  # user errors: one line on stderr, status 2
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", help="run folder, preset or .keras file (default: an "
                         "untrained conv)")
-    parser.add_argument("--input-shape", type=int, nargs="+", default=[28, 28, 1])
-    parser.add_argument("--batches", type=int, nargs="+", default=list(BATCHES))
-    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--input-shape", type=cli.positive_int, nargs="+", default=[28, 28, 1])
+    parser.add_argument("--batches", type=cli.positive_int, nargs="+", default=list(BATCHES))
+    parser.add_argument("--repeats", type=cli.positive_int, default=20)
     parser.add_argument("--codec", metavar="RUN", help="run folder of `aezoo compress train`, "
                         "or a compression preset")
     parser.add_argument("--images", type=Path, help="images for --codec (e.g. Kodak)")
-    parser.add_argument("--limit", type=int, help="the first N images only")
+    parser.add_argument("--limit", type=cli.positive_int, help="the first N images only")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     if args.codec is not None and args.images is None:

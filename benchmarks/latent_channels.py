@@ -25,7 +25,7 @@ from aezoo.apps import cli
 
 @cli.guarded("latent_channels.py")  # user errors: one line on stderr, status 2
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", nargs="+", default=["codec_0.01"],
                         help="presets or run folders of compression models")
     parser.add_argument("--images", type=Path, default=DATA / "raw" / "kodak")

@@ -46,7 +46,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model", help="run folder, preset or .keras file of a model for "
                         "28x28x1 images")
-    parser.add_argument("--limit", type=int,
+    parser.add_argument("--limit", type=cli.positive_int,
                         help="the first N images of each split only (default: all)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)

@@ -50,12 +50,15 @@ same command resumes it.  Kodak, the test set, is never seen.
 from __future__ import annotations
 
 import argparse
+import sys
 import json
 import math
 import time
 from pathlib import Path
 
 import numpy as np
+
+from aezoo.apps import cli
 from offline import DATA
 
 CODECS = ("codec_0.0018", "codec_0.004", "codec_0.01", "codec_0.025", "codec_0.05",
@@ -170,7 +173,8 @@ def train(args: argparse.Namespace) -> None:
               f"{time.perf_counter() - started:.0f} s{report}", flush=True)
 
 
-def main() -> None:
+@cli.guarded("postfilter.py")  # user errors: one line on stderr, status 2
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     actions = parser.add_subparsers(dest="action", required=True)
     first = actions.add_parser("prepare", help="decode CBSD432 through the codecs")
@@ -185,16 +189,16 @@ def main() -> None:
     second.add_argument("--step-seconds", type=float, default=0.33,
                         help="expected seconds a step (sets the cosine's length)")
     second.add_argument("--learning-rate", type=float, default=1e-4)
-    second.add_argument("--warmup", type=int, default=200)
-    second.add_argument("--batch-size", type=int, default=16)
-    second.add_argument("--patch", type=int, default=96)
-    second.add_argument("--holdout", type=int, default=32)
-    second.add_argument("--report", type=int, default=500)
+    second.add_argument("--warmup", type=cli.non_negative_int, default=200)
+    second.add_argument("--batch-size", type=cli.positive_int, default=16)
+    second.add_argument("--patch", type=cli.positive_int, default=96)
+    second.add_argument("--holdout", type=cli.non_negative_int, default=32)
+    second.add_argument("--report", type=cli.positive_int, default=500)
     second.add_argument("--seed", type=int, default=0)
     second.add_argument("--out", type=Path, required=True)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     {"prepare": prepare, "train": train}[args.action](args)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

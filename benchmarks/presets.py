@@ -113,6 +113,8 @@ def check(args: argparse.Namespace) -> None:
     from aezoo.presets import checks
 
     names = args.names or sorted(presets.PRESETS)
+    for name in names:
+        presets.folder(name)  # an unknown name, or damaged files: one line, before any work
     print("| preset | figure | card | measured |")
     print("|---|---|---|---|")
     for name in names:
@@ -248,8 +250,9 @@ def against_previous(results: dict, ours: list[dict]) -> str:
     return "\n".join(lines)
 
 
+@cli.guarded("presets.py")  # user errors: one line on stderr, status 2
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     actions = parser.add_subparsers(dest="action", required=True)
     packer = actions.add_parser("pack")
     packer.add_argument("name")

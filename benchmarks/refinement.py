@@ -34,7 +34,7 @@ from aezoo.apps import cli
 
 @cli.guarded("refinement.py")  # user errors: one line on stderr, status 2
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="codec_0.01", help="a preset or run folder")
     parser.add_argument("--iterations", type=cli.non_negative_int, nargs="+",
                         default=[0, 25, 50, 100, 200])

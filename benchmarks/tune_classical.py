@@ -30,9 +30,9 @@ MEDIAN_GRID = (3, 5, 7, 9, 11, 13, 15)
 
 @cli.guarded("tune_classical.py")  # user errors: one line on stderr, status 2
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=Path, default=DATA / "raw" / "train400")
-    parser.add_argument("--limit", type=int, help="the first N of every 10th image only")
+    parser.add_argument("--limit", type=cli.positive_int, help="the first N of every 10th image only")
     parser.add_argument("--json", type=Path, help="also write the table here")
     args = parser.parse_args(argv)
     cli.start_tensorflow()  # aezoo.data reads images with TensorFlow
