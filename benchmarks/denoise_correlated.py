@@ -27,6 +27,14 @@ from aezoo import denoise as denoising
 from aezoo.apps import cli
 
 
+def correlation(text: str) -> float:
+    """A correlation of the channels' noise: sqrt(1 - rho) must exist."""
+    value = cli.non_negative_float(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"expected a correlation in [0, 1], got {text!r}")
+    return value
+
+
 @cli.guarded("denoise_correlated.py")  # user errors: one line on stderr, status 2
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -34,7 +42,8 @@ def main(argv=None) -> int:
     parser.add_argument("--luminance", default="denoise_gray", help="a grayscale preset or run")
     parser.add_argument("--images", default="../shared/data/raw/cbsd68")
     parser.add_argument("--sigma", type=float, default=25)
-    parser.add_argument("--rhos", type=float, nargs="+", default=[0, 0.25, 0.5, 0.75, 1])
+    parser.add_argument("--rhos", type=correlation, nargs="+", default=[0, 0.25, 0.5, 0.75, 1],
+                        help="correlations of the noise between the channels, each in [0, 1]")
     parser.add_argument("--limit", type=cli.positive_int, help="the first N images only")
     args = parser.parse_args(argv)
 

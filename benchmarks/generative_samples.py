@@ -91,6 +91,7 @@ def measure(dataset, args) -> dict:
     result = {
         "classifier_test_accuracy": accuracy,
         "frechet_floor": generative.frechet_distance(embed(x_train[:10000]), test_features),
+        "frechet_floor_images": len(x_train[:10000]),
         "models": {},
     }
     print(f"{dataset}: LeNet {accuracy:.4f} ({(time.monotonic() - started) / 60:.1f} min)",
@@ -150,7 +151,8 @@ def table(dataset, result) -> str:
                "test_perplexity": ".1f", "dead_codes": "d"}
     lines = [
         (f"{dataset}: Fréchet distance in LeNet features (test accuracy "
-         f"{result['classifier_test_accuracy']:.4f}), floor (10,000 training images vs test) "
+         f"{result['classifier_test_accuracy']:.4f}), floor "
+         f"({result.get('frechet_floor_images', 10000):,} training images vs test) "
          f"{result['frechet_floor']:.2f}"),
         ("| model | epochs | Fréchet distance, 10,000 samples | test MSE | test -ELBO (nats) "
          "| codebook perplexity (test) | dead codes |"),

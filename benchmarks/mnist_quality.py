@@ -55,6 +55,9 @@ def main(argv=None) -> int:
     from aezoo import runs
 
     model = runs.open_model(args.model)
+    from aezoo import training
+
+    training.check_fits(model, (28, 28, 1), "MNIST's images")  # (one line, not Keras's ten)
     x_train, x_test = load("train", args.limit), load("test", args.limit)
     x_hat = model.predict(x_test, batch_size=500, verbose=0)
     latent = math.prod(model.encoder.output_shape[1:])

@@ -59,3 +59,16 @@ def test_compression_kodak_takes_presets_and_sizes_it_can_use(tmp_path, capsys):
         "epochs": 2, "wall_hours": 2.0, "cpu_hours": 1.0}
     assert module.main(["--runs", "codec_0.01", "--repeats", "0", "--out", str(tmp_path)]) == 2
     assert "argument --repeats: expected a positive integer, got '0'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("script,argv,message", [
+    ("denoise_correlated", ["--rhos", "1.5"],
+     "argument --rhos: expected a correlation in [0, 1], got '1.5'"),  # (sqrt(1 - rho): NaN)
+    ("mnist_quality", ["denoise_rgb", "--limit", "10"],
+     "MNIST's images have shape (28, 28, 1), but model"),  # (ten lines of Keras's before)
+    ("anomaly_mnist", ["--digits", "11"], "argument --digits: invalid choice: 11"),
+])
+def test_values_a_benchmark_cannot_use_are_told_in_words(script, argv, message, capsys):
+    assert load(script).main(argv) == 2
+    error = capsys.readouterr().err  # (argparse's usage lines, then the error line)
+    assert message in error.splitlines()[-1] and "Traceback" not in error
