@@ -61,7 +61,7 @@ def image_grid(
                           break_on_hyphens=False)
     # The title's room in inches, not a fraction of the height: in a tall grid (1000
     # samples: 200 inches) the default place, 2 % down, fell on the third row of images.
-    room = 0.4 + 0.25 * max(0, len(lines) - 1) if lines else 0.0
+    room = 0.25 + 0.17 * max(0, len(lines) - 1) if lines else 0.0
     height = 1.6 * n_rows + max(room, 0.4)
     fig, axes = subplots(n_rows, n_cols, figsize=(width, height), squeeze=False)
     for r, images in enumerate(rows):
