@@ -427,26 +427,28 @@ def together():
         yield
         return
     pending: list[tuple[Path, Path]] = []
+
+    def discard(written: list[tuple[Path, Path]]) -> None:
+        for temporary, _ in written:
+            temporary.unlink(missing_ok=True)
+
     token = _together.set(pending)
     try:
         yield
     except BaseException:
-        for temporary, _ in pending:
-            temporary.unlink(missing_ok=True)
+        discard(pending)
         raise
     finally:
         _together.reset(token)
     for temporary, path in pending:
         if path.is_dir():  # (the one way a rename fails here, before any is made)
-            for temporary_, _ in pending:
-                temporary_.unlink(missing_ok=True)
+            discard(pending)
             raise IsADirectoryError(errno.EISDIR, "Is a directory", str(path))
     for number, (temporary, path) in enumerate(pending):
         try:
             os.replace(temporary, path)
         except BaseException as error:
-            for temporary_, _ in pending[number:]:
-                temporary_.unlink(missing_ok=True)
+            discard(pending[number:])
             if isinstance(error, OSError):
                 raise _naming(error, path) from None
             raise
@@ -489,7 +491,8 @@ def locked(path: str | os.PathLike):
         ValueError: another process holds it.
     """
     path = Path(path)
-    if _held.get(path.resolve()) == (os.getpid(), threading.get_ident()):
+    held, holder = path.resolve(), (os.getpid(), threading.get_ident())
+    if _held.get(held) == holder:
         yield path  # (a command's, which then calls aezoo.training.train)
         return
     if path.exists() and not path.is_dir():
@@ -505,8 +508,7 @@ def locked(path: str | os.PathLike):
                     f"{path} is in use by another aezoo process (a training in progress); "
                     "wait for it to finish, or stop it, before using this folder."
                 ) from None
-            held = path.resolve()
-            _held[held] = (os.getpid(), threading.get_ident())
+            _held[held] = holder
             try:
                 yield path
             finally:

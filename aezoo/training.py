@@ -31,11 +31,11 @@ import numpy as np
 import tensorflow as tf
 
 from aezoo import data as data_lib
+from aezoo import runs
 from aezoo._keras_fixes import fix_multi_worker_fit, is_multi_worker
 from aezoo.models import MODELS, denoising
 from aezoo.models.base import Autoencoder, check_choice, check_int, is_number, keras_loss
 from aezoo.models.compression import CompressionAutoencoder, widen
-from aezoo import runs
 from aezoo.runs import RUN_FILE
 
 STRATEGIES = ("auto", "cpu", "gpu", "mirrored", "multiworker", "tpu")
