@@ -146,9 +146,11 @@ def test_a_tf_config_naming_no_such_task_is_one_line(tmp_path, monkeypatch, capf
 # --------------------------------------------------------------------------- resume
 
 
-def test_a_killed_run_started_again_goes_on_after_its_last_checkpoint(tmp_path):
-    # 1024 examples in 64 steps of 16 per epoch: long enough to kill the process within
-    # epoch 2, after epoch 1's checkpoint (the test finds out where it was killed anyway).
+def stopped_after_its_first_epoch(tmp_path, signum):
+    """`aezoo train` of 3 epochs sent `signum` once epoch 1's checkpoint is written: the
+    command, the run folder, the stopped process and its stderr.  1024 examples in 64
+    steps of 16 per epoch: long enough to stop it within epoch 2 (the tests find out where
+    it stopped anyway)."""
     np.save(tmp_path / "x.npy", np.random.default_rng(0).random((1024, 8, 8, 1), np.float32))
     command = [sys.executable, "-m", "aezoo", "train", "--arrays", "x.npy", *TINY,
                "--epochs", "3", "--out", "run"]
@@ -159,8 +161,13 @@ def test_a_killed_run_started_again_goes_on_after_its_last_checkpoint(tmp_path):
     while not (run / "checkpoints" / "epoch_001.keras").exists():
         assert first.poll() is None and time.time() < deadline, first.communicate()
         time.sleep(0.02)
-    first.send_signal(signal.SIGKILL)
-    first.communicate()
+    first.send_signal(signum)
+    _, err = first.communicate(timeout=120)
+    return command, run, first, err
+
+
+def test_a_killed_run_started_again_goes_on_after_its_last_checkpoint(tmp_path):
+    command, run, first, _ = stopped_after_its_first_epoch(tmp_path, signal.SIGKILL)
     assert first.returncode == -signal.SIGKILL
     backup = json.loads((run / "backup" / "training_metadata.json").read_text())
     done_epochs = backup["epoch"]
@@ -197,6 +204,25 @@ def test_a_killed_run_started_again_goes_on_after_its_last_checkpoint(tmp_path):
     # The optimizer state came back too: its step count spans both runs.
     assert int(keras.models.load_model(run / "model.keras").optimizer.iterations) == 3 * 64
     assert not (run / "backup").exists()
+
+
+def test_a_run_stopped_with_sigterm_says_so_and_resumes(tmp_path):
+    """SIGTERM (`kill`, `timeout`, a scheduler's pre-emption) stops a training as Ctrl-C
+    does: one line, status 143, its backup kept and no temporary file; started again, it
+    resumes."""
+    command, run, first, err = stopped_after_its_first_epoch(tmp_path, signal.SIGTERM)
+    if first.returncode == 0:
+        pytest.skip("the run finished before SIGTERM reached it")
+    assert first.returncode == 128 + signal.SIGTERM, err
+    assert err.splitlines()[-1] == "aezoo train: interrupted" and "Traceback" not in err, err
+    assert (run / "backup").is_dir() and not (run / "model.keras").exists()
+    assert not list(run.rglob("*.partial*"))
+
+    second = subprocess.run(command, cwd=tmp_path, env=environment(), capture_output=True,
+                            text=True, timeout=300)
+    assert second.returncode == 0, second.stderr
+    assert "Resuming the interrupted run" in second.stdout
+    assert len(json.loads((run / "history.json").read_text())["loss"]) == 3
 
     # Done: the same command again must not overwrite the finished run.
     before = (run / "model.keras").read_bytes()

@@ -278,3 +278,31 @@ def test_a_full_or_read_only_disk_is_one_line_and_no_final_file(command, code, w
     err = capsys.readouterr().err
     assert status == 2 and err.count("\n") == 1 and words in err, err
     assert not [p for p in files_under(out) if p.is_file()]
+
+
+def test_sigterm_stops_a_command_as_ctrl_c_does_and_leaves_no_temporary_file(tmp_path, capsys,
+                                                                             monkeypatch):
+    """`kill`, `timeout` and job schedulers send SIGTERM, which Python's default ends on the
+    spot: `aezoo generate` left a hidden `.samples.*.partial.png` of 0 bytes.  Now it stops
+    as after Ctrl-C: one line, status 143 (128 + SIGTERM), no temporary file, and the
+    process's own SIGTERM handler back as it was."""
+    import signal
+
+    import matplotlib.figure
+
+    savefig = matplotlib.figure.Figure.savefig
+
+    def killed_while_saving(figure, path, *args, **kwargs):
+        savefig(figure, path, *args, **kwargs)
+        assert Path(path).name.startswith(".") and ".partial" in Path(path).name
+        os.kill(os.getpid(), signal.SIGTERM)  # the handler raises before this returns
+        raise AssertionError("SIGTERM did not stop the command")
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", killed_while_saving)
+    before = signal.getsignal(signal.SIGTERM)
+    out = tmp_path / "out"
+    status = generate.main(["--model", "vae_mnist", "--samples", "8", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert status == 128 + signal.SIGTERM and err == "aezoo generate: interrupted\n", err
+    assert not [p for p in files_under(out) if p.is_file()], sorted(files_under(out))
+    assert signal.getsignal(signal.SIGTERM) is before

@@ -11,11 +11,14 @@ without importing them).  Its actions import the services they use when they run
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import functools
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -76,7 +79,8 @@ def guarded(prog: str):
         @functools.wraps(main)
         def wrapper(argv: Sequence[str] | None = None) -> int:
             try:
-                status = run(argv)
+                with terminated_as_interrupted():
+                    status = run(argv)
                 sys.stdout.flush()  # a reader gone (`| head`) shows here, not at exit
                 return status
             except BrokenPipeError:
@@ -96,13 +100,40 @@ def guarded(prog: str):
                 where = f" ({error.filename})" if error.filename else ""
                 print(f"{prog}: error: {error.strerror}{where}", file=sys.stderr)
                 return 2
-            except KeyboardInterrupt:
+            except KeyboardInterrupt as interrupt:
                 print(f"{prog}: interrupted", file=sys.stderr)
-                return 130
+                return 128 + getattr(interrupt, "signum", signal.SIGINT)
 
         return wrapper
 
     return decorate
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the command is: `kill`, `timeout` and job schedulers stop a
+    command as Ctrl-C does, so its temporary files are deleted and a training keeps its
+    backup to resume from (Python's default for SIGTERM ends the process on the spot)."""
+
+    signum = signal.SIGTERM
+
+
+@contextlib.contextmanager
+def terminated_as_interrupted():
+    """SIGTERM raises `Terminated` in this block (in the main thread, where Python runs
+    signal handlers; elsewhere, and inside another such block, nothing changes)."""
+    if threading.current_thread() is not threading.main_thread() \
+            or signal.getsignal(signal.SIGTERM) is _terminate:
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _terminate(signum, frame):
+    raise Terminated
 
 
 def user_message(error: Exception) -> str:
