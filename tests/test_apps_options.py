@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 from pathlib import Path
 
 import keras
@@ -132,7 +133,8 @@ def _said_defaults(help_text: str, option: str) -> dict[str, str]:
     "(defaults: m1, m2: D1; m3: D2)"."""
     text = " ".join(help_text.split()).split("model options:", 1)[1]  # not the usage line
     said = text.split(f"{option} ", 1)[1].split(" --", 1)[0]
-    said = said[said.index("(") + 1:-1]
+    said = said[said.index("(defaults: ") + 1 if "(defaults: " in said
+                else said.rindex("(", 0, said.index("; default ")) + 1:-1]
     if said.startswith("defaults: "):
         pairs = [part.split(": ", 1) for part in said[len("defaults: "):].split("; ")]
     else:
@@ -165,9 +167,49 @@ def test_help_gives_each_models_own_builder_defaults(command, capsys):
             assert "--epochs EPOCHS default 30 --batch-size BATCH_SIZE global batch size " \
                 "(default 64)" in " ".join(help_text.split())
         if command == "anomalies" and name == "latent_dim":  # the detector sets its own
-            assert "--latent-dim N (default 8 for rows of numbers, 32 for images" in \
+            assert "--latent-dim N size of the code: units of a vector, or channels of a map " \
+                "(default 8 for rows of numbers, 32 for images" in \
                 " ".join(help_text.split())
             continue
         expected = {model: repr(MODELS.signature(model).parameters[name].default)
                     for model in MODELS if name in MODELS.signature(model).parameters}
         assert _said_defaults(help_text, "--" + name.replace("_", "-")) == expected
+
+
+def test_help_says_what_each_model_option_means(capsys):
+    """Each builder argument's option begins with its meaning from aezoo.models.ARGUMENTS
+    (before, only "(models; default)": nothing said what --beta or --lmbda does)."""
+    from aezoo.models import ARGUMENTS, MODELS
+
+    assert train.main(["--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split()).split("model options:", 1)[1]
+    text = re.sub(r"(\w)- (\w)", r"\1-\2", text)  # (argparse wraps lines after hyphens)
+    for name in {a for m in MODELS for a in MODELS.signature(m).parameters} - {
+            "input_shape", "name"}:
+        option = "--" + name.replace("_", "-")
+        said = re.escape(option) + r" \S+( \[\S+ \.\.\.\])? " + re.escape(ARGUMENTS[name]) + r" \("
+        assert re.search(said, text), name
+
+
+def test_an_options_type_follows_its_annotation():
+    """`sparsity: float = 0` takes 0.01 (the default's type, int, refused it); a number
+    that may be None takes "none"."""
+    import argparse
+    import inspect
+
+    from aezoo.apps.cli import _option_type
+
+    def parsed(annotation, default, text):
+        parser = argparse.ArgumentParser()
+        parameter = inspect.Parameter("x", inspect.Parameter.KEYWORD_ONLY, default=default,
+                                      annotation=annotation)
+        parser.add_argument("--x", **_option_type(parameter))
+        return parser.parse_args(["--x", *text.split()]).x
+
+    assert parsed("float", 0, "0.01") == 0.01
+    assert parsed("int | None", None, "none") is None and parsed("int | None", None, "3") == 3
+    assert parsed("float | None", None, "2.5") == 2.5
+    assert parsed("bool", False, "true") is True
+    assert parsed("tuple[int, ...]", (1, 2), "4 8") == [4, 8]
+    assert parsed("str | None", None, "none") is None and parsed("str", "a", "b") == "b"
+    assert parsed(inspect.Parameter.empty, 0.5, "1") == 1.0  # (no annotation: the default)

@@ -274,6 +274,62 @@ def test_every_builder_takes_the_shared_vocabulary(name):
     assert "units" in params or "filters" in params
 
 
+def test_every_builder_argument_is_in_the_vocabulary_and_annotated_alike():
+    """`aezoo.models.ARGUMENTS` says what each argument means (the commands' --help), and
+    an argument's annotation sets its option's type (`sparsity: float = 0` must take
+    0.01): so one name is one meaning and one type in every builder."""
+    from aezoo.models import ARGUMENTS
+
+    annotations = {}
+    for name in aezoo.MODELS:
+        for argument, p in aezoo.MODELS.signature(name).parameters.items():
+            assert argument in ARGUMENTS, (
+                f"builder `{name}` takes `{argument}`, which aezoo.models.ARGUMENTS does not "
+                "describe: add its line there (it is the option's --help)")
+            assert p.annotation is not inspect.Parameter.empty, (name, argument)
+            if argument != "input_shape":  # (each family's rank)
+                annotations.setdefault(argument, {})[name] = p.annotation
+    for argument, given in annotations.items():
+        assert len(set(given.values())) == 1, f"`{argument}` is annotated differently: {given}"
+    taken = {a for n in aezoo.MODELS for a in aezoo.MODELS.signature(n).parameters}
+    assert set(ARGUMENTS) == taken, f"no builder takes {sorted(set(ARGUMENTS) - taken)}"
+
+
+@pytest.mark.parametrize("name", list(EXAMPLE_SHAPES))
+def test_a_models_config_holds_its_builders_arguments_as_given(name):
+    """The config is what the builder was called with ("auto" stays "auto"), so that a file
+    rebuilds the same model in a later version: `kwargs = dict(locals())` taken first."""
+    shape = EXAMPLE_SHAPES[name][0]
+    given = {k: p.default for k, p in inspect.signature(aezoo.MODELS[name]).parameters.items()}
+    given.update(input_shape=shape, latent_dim=8)
+    config = build(name, shape).get_config()
+    assert config.pop("model") == name
+    assert config == json.loads(json.dumps(given)), (
+        f"`{name}`'s config is not its arguments as given: take kwargs = dict(locals()) as "
+        "the builder's first statement")
+
+
+def test_make_autoencoder_refuses_what_a_builder_got_wrong():
+    """The two mistakes of a new builder that passed every test before: kwargs taken after
+    its checks (locals of its own in the config), and a `corruption` argument with no
+    corruption layer (silently never applied)."""
+    from aezoo.models.base import corruption_layer, make_autoencoder
+
+    x = keras.Input((4,), name="x")
+    encoder = keras.Model(x, keras.layers.Dense(2, name="latent")(x), name="encoder")
+    z = keras.Input((2,), name="z")
+    decoder = keras.Model(z, keras.layers.Dense(4, name="reconstruction")(z), name="decoder")
+    arguments = {k: p.default for k, p in inspect.signature(aezoo.MODELS["dense"]).parameters.items()}
+    with pytest.raises(TypeError, match=r"kwargs must be the builder's arguments .*take kwargs "
+                                        r"= dict\(locals\(\)\) as the builder's first"):
+        make_autoencoder("dense", {**arguments, "depth": 2}, encoder, decoder)
+    noisy = {**arguments, "corruption": "gaussian"}
+    with pytest.raises(TypeError, match=r"corruption='gaussian' but no corruption layer"):
+        make_autoencoder("dense", noisy, encoder, decoder)
+    ae = make_autoencoder("dense", noisy, encoder, decoder, corruption_layer("gaussian", 0.1))
+    assert ae.get_layer("corruption") is not None
+
+
 @pytest.mark.parametrize("name", [n for n in EXAMPLE_SHAPES if "corruption" in inspect.signature(aezoo.MODELS[n]).parameters])
 def test_corruption_is_active_in_training_only(name):
     shape = EXAMPLE_SHAPES[name][0]

@@ -177,6 +177,7 @@ def test_builder_signatures_read_from_source_equal_the_builders():
         assert list(read) == list(real), name
         for key, parameter in real.items():
             assert read[key].default == parameter.default, (name, key)
+            assert read[key].annotation == parameter.annotation, (name, key)
 
 
 def test_a_builder_the_table_cannot_read_is_named_with_its_file(tmp_path):

@@ -14,6 +14,7 @@ import argparse
 import contextlib
 import errno
 import functools
+import inspect
 import math
 import os
 import signal
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from aezoo._quiet import stderr_captured
-from aezoo.models import MODELS
+from aezoo.models import ARGUMENTS, MODELS
 
 # Errors a user causes (bad arguments, missing, unreadable or damaged files, a full or
 # read-only disk); commands print them as one line and exit with status 2.  Anything else is
@@ -542,16 +543,29 @@ def non_negative_float(text: str) -> float:
 _NOT_OPTIONS = ("input_shape", "name")
 
 
-def _option_type(default: Any) -> dict[str, Any]:
-    if isinstance(default, bool):
+def _option_type(param: inspect.Parameter) -> dict[str, Any]:
+    """The option's type, from the builder argument's annotation (as text), else from its
+    default: `sparsity: float = 0` takes 0.01, not only integers.  (The builders of an
+    argument annotate it alike: tests/test_apps_options.py.)"""
+    annotation = param.annotation if isinstance(param.annotation, str) else ""
+    words = set(annotation.replace("|", " ").split())
+    default = param.default
+    if "bool" in words or isinstance(default, bool):
         return {"type": _boolean, "metavar": "true|false"}
-    if isinstance(default, tuple):
+    if annotation.startswith("tuple") or isinstance(default, tuple):
         return {"type": int, "nargs": "+", "metavar": "N"}
-    if isinstance(default, int):
-        return {"type": int, "metavar": "N"}
-    if isinstance(default, float):
-        return {"type": float, "metavar": "X"}
+    for kind, metavar in ((float, "X"), (int, "N")):
+        if kind.__name__ in words or (not words and type(default) is kind):
+            return {"type": _or_none(kind) if "None" in words else kind, "metavar": metavar}
     return {"type": _none_or_str, "metavar": "NAME"}
+
+
+def _or_none(kind: type) -> Callable[[str], Any]:
+    def convert(text: str) -> Any:
+        return None if text.lower() == "none" else kind(text)
+
+    convert.__name__ = kind.__name__  # argparse names the type in its errors
+    return convert
 
 
 def _boolean(text: str) -> bool:
@@ -598,9 +612,10 @@ def add_model_arguments(parser: argparse.ArgumentParser, default_model: str,
                 "--" + param.name.replace("_", "-"),
                 dest=f"model_{param.name}",
                 default=argparse.SUPPRESS,  # absent unless given: the builder's default holds
-                help=(f"(default {own_defaults[param.name]})" if param.name in own_defaults
-                      else _defaults_help(param.name, signatures)),
-                **_option_type(param.default),
+                help=ARGUMENTS.get(param.name, "") + " " + (
+                    f"(default {own_defaults[param.name]})" if param.name in own_defaults
+                    else _defaults_help(param.name, signatures)),
+                **_option_type(param),
             )
 
 

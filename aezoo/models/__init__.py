@@ -25,10 +25,9 @@ from typing import Any
 
 # The table: name -> the module of aezoo.models that defines a builder of that name, as a
 # top-level `def name(...)` whose defaults are literals (`signature` reads them from the
-# source, for --help without TensorFlow).  Builders share one vocabulary of keyword arguments
-# (input_shape, latent_dim, units | filters, kernel_size, activation, output_activation,
-# corruption, corruption_level, name; the compression models add lmbda and hyper_filters).
-# Adding a model: docs/development.md has the checklist.
+# source, for --help without TensorFlow).  Its order is the order of the commands' --model
+# choices and of README's table of models.  Adding a model: docs/development.md has the
+# checklist.
 _FAMILIES = {
     "dense": "dense",
     "conv": "conv",
@@ -41,6 +40,43 @@ _FAMILIES = {
     "vae": "vae",
     "vae_dense": "vae",
     "vq_vae": "vae",
+}
+
+
+# The vocabulary: every keyword argument of the builders, once, with what it means (the
+# commands' --help for its option).  An argument means the same in every builder that takes
+# it; each builder's docstring says what it does there.  A builder's new argument needs its
+# line here (tests/test_models.py).
+ARGUMENTS = {
+    "input_shape": "shape of one example, without the batch axis",
+    "latent_dim": "size of the code: units of a vector, or channels of a map",
+    "units": "hidden layer sizes, from the input towards the code; the decoder mirrors them",
+    "filters": "channels of the levels, from the input down; the decoder mirrors them",
+    "kernel_size": "size of the convolution kernels",
+    "activation": "activation of the hidden layers",
+    "output_activation": 'activation of the reconstruction ("auto": the family\'s choice)',
+    "corruption": "a noise kind of aezoo.noise put in front of the encoder in training only "
+                  "(a denoising autoencoder)",
+    "corruption_level": "sigma, fraction or peak of that noise",
+    "name": "the model's name",
+    "latent": '"dense" (a vector code) or "spatial" (a map of latent_dim channels)',
+    "downsample": '"stride" (stride-2 convolutions) or "pool" (2x2 max-pooling)',
+    "residual": "predict the noise and subtract it from the input",
+    "blocks": "residual blocks at each level (0: none)",
+    "lmbda": "rate-distortion trade-off: the loss is bits per pixel + lmbda * 255**2 * MSE",
+    "hyper_filters": "channels of the hyper-analysis's levels, the last one's the hyper-latent",
+    "straight_through": "train the synthesis on rounded latents (mixed quantisation)",
+    "likelihood": 'the decoder\'s distribution p(x|z): "bernoulli" or "gaussian"',
+    "variance": "the Gaussian likelihood's variance (0: learnt, one a channel)",
+    "beta": "weight of the KL term (1: the ELBO; beta-VAE)",
+    "binarize": "draw binary training images from the grey levels at every step",
+    "importance_samples": "draws of z per example in training (k > 1: the IWAE bound)",
+    "codebook_size": "codebook vectors",
+    "commitment": "weight of the commitment loss",
+    "ema": "update the codebook by moving averages instead of a codebook loss",
+    "decay": "the moving averages' decay (with ema)",
+    "prior_filters": "channels of the PixelCNN prior",
+    "prior_blocks": "gated residual blocks of the PixelCNN prior",
 }
 
 
@@ -85,8 +121,9 @@ class ModelTable(Mapping):
         return f"ModelTable({', '.join(self._families)})"
 
     def signature(self, name: str) -> inspect.Signature:
-        """The builder's keyword arguments and defaults, read from its source file, so
-        without importing TensorFlow (tests check it against `inspect.signature`).
+        """The builder's keyword arguments, defaults and annotations (as text: the
+        builders' modules postpone annotations), read from its source file, so without
+        importing TensorFlow (tests check it against `inspect.signature`).
 
         Raises:
             ValueError: the module has no top-level `def <name>`, or a default that is not
@@ -119,7 +156,9 @@ class ModelTable(Mapping):
                     "defaults without importing the module.") from None
 
         return inspect.Signature([
-            inspect.Parameter(arg.arg, kind, default=literal(arg, default))
+            inspect.Parameter(arg.arg, kind, default=literal(arg, default),
+                              annotation=inspect.Parameter.empty if arg.annotation is None
+                              else ast.unparse(arg.annotation))
             for arg, default, kind in params
         ])
 

@@ -138,10 +138,31 @@ def make_autoencoder(
 ) -> Autoencoder:
     """Composes `x -> [corruption] -> encoder -> decoder` into an `Autoencoder`.
 
-    The corruption layer sits in front of the encoder, not inside it, so that the encoder
-    used alone (features, serving) always sees clean inputs.  `cls` is an `Autoencoder`
-    subclass for families that train differently (compression: rate + distortion).
+    `kwargs` is the builder's arguments as its caller gave them: `dict(locals())` taken as
+    the builder's first statement, before any argument is checked or resolved ("auto"
+    stays "auto"), so that the config rebuilds the same model in another version and
+    `from_config` gets nothing but the builder's arguments.  The corruption layer (the
+    shared `corruption_layer(corruption, corruption_level)`, for builders that take those
+    arguments) sits in front of the encoder, not inside it, so that the encoder used alone
+    (features, serving) always sees clean inputs.  `cls` is an `Autoencoder` subclass for
+    families that train differently (compression: rate + distortion).
+
+    Raises:
+        TypeError: `kwargs` is not the builder's arguments (a builder's mistake), or a
+            `corruption` was asked for and no corruption layer given.
     """
+    if model in MODELS:
+        arguments = list(MODELS.signature(model).parameters)
+        if list(kwargs) != arguments:
+            raise TypeError(
+                f"make_autoencoder({model!r}, kwargs, ...): kwargs must be the builder's "
+                f"arguments {arguments}, got {list(kwargs)}: take kwargs = dict(locals()) as "
+                "the builder's first statement.")
+    if kwargs.get("corruption") is not None and corruption is None:
+        raise TypeError(
+            f"make_autoencoder({model!r}, ...) got corruption={kwargs['corruption']!r} but no "
+            "corruption layer: pass corruption_layer(corruption, corruption_level) after "
+            "the decoder.")
     x = keras.Input(encoder.input_shape[1:], name="x")
     h = corruption(x) if corruption is not None else x
     codes = encoder(h)
@@ -237,6 +258,20 @@ def check_fraction(name: str, value: Any, upper: float = 1.0) -> float:
         raise ValueError(
             f"`{name}` must be a number between 0 and {upper:g}. Received: {name}={value!r}"
         )
+    return float(value)
+
+
+def check_non_negative(name: str, value: Any) -> float:
+    """A weight or a variance: a finite number >= 0."""
+    if not is_number(value) or not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"`{name}` must be a finite number >= 0. Received: {name}={value!r}")
+    return float(value)
+
+
+def check_positive(name: str, value: Any) -> float:
+    """A rate-distortion trade-off, a scale: a finite number > 0."""
+    if not is_number(value) or not (math.isfinite(value) and value > 0):
+        raise ValueError(f"`{name}` must be a positive, finite number. Received: {name}={value!r}")
     return float(value)
 
 

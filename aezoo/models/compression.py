@@ -73,7 +73,7 @@ from aezoo.models.base import (
     check_input_shape,
     check_int,
     check_ints,
-    is_number,
+    check_positive,
     make_autoencoder,
 )
 from aezoo.models.layers import PadToMultiple
@@ -296,9 +296,7 @@ def _check_codec_arguments(kwargs: dict) -> tuple:
     if kwargs["activation"] != "gdn":
         check_activation("activation", kwargs["activation"])
     check_activation("output_activation", kwargs["output_activation"])
-    lmbda = kwargs["lmbda"]
-    if not is_number(lmbda) or not (math.isfinite(lmbda) and lmbda > 0):
-        raise ValueError(f"`lmbda` must be a positive, finite number. Received: lmbda={lmbda!r}")
+    check_positive("lmbda", kwargs["lmbda"])
     return input_shape, latent_dim, filters, kernel_size
 
 

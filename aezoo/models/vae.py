@@ -52,7 +52,7 @@ from aezoo.models.base import (
     check_int,
     check_ints,
     check_levels,
-    is_number,
+    check_non_negative,
     make_autoencoder,
 )
 from aezoo.models.conv import split_margin
@@ -279,7 +279,7 @@ def vq_vae(
     check_activation("activation", activation)
     check_activation("output_activation", output_activation)
     codebook_size = check_int("codebook_size", codebook_size, minimum=2)
-    _check_non_negative("commitment", commitment)
+    check_non_negative("commitment", commitment)
     check_bool("ema", ema)
     if not 0 < check_fraction("decay", decay) < 1:
         raise ValueError(f"`decay` must be between 0 and 1 (exclusive). Received: decay={decay!r}")
@@ -328,18 +328,12 @@ def _pad_and_crop(margins):
     return keras.layers.Identity(name="pad"), keras.layers.Identity(name="crop")
 
 
-def _check_non_negative(name: str, value) -> float:
-    if not is_number(value) or not (math.isfinite(value) and value >= 0):
-        raise ValueError(f"`{name}` must be a finite number >= 0. Received: {name}={value!r}")
-    return float(value)
-
-
 def _check_vae_arguments(likelihood, variance, beta, binarize, output_activation,
                          importance_samples, rank):
     """Checks the VAE's own arguments; returns the resolved output activation."""
     check_choice("likelihood", likelihood, LIKELIHOODS)
-    _check_non_negative("variance", variance)
-    _check_non_negative("beta", beta)
+    check_non_negative("variance", variance)
+    check_non_negative("beta", beta)
     if check_int("importance_samples", importance_samples) > 1 and beta != 1:
         # The importance-weighted bound has no KL term to weigh.
         raise ValueError(
