@@ -72,3 +72,53 @@ def test_values_a_benchmark_cannot_use_are_told_in_words(script, argv, message, 
     assert load(script).main(argv) == 2
     error = capsys.readouterr().err  # (argparse's usage lines, then the error line)
     assert message in error.splitlines()[-1] and "Traceback" not in error
+
+
+GOOD_CARD = {"summary": "s", "task": "denoise", "model": "m", "data": "d",
+             "trained_with": "aezoo denoise train A", "training_time": "1 minute",
+             "machine": "2 CPU cores", "headline": "h", "figures": ["f"], "measured_with": "w",
+             "check": {"kind": "denoise", "images": "raw/set12", "files": ["01.png"],
+                       "noise": "gaussian:25", "seed": 0, "psnr": 30.0}}
+
+
+@pytest.mark.parametrize("card,message", [
+    ({k: v for k, v in GOOD_CARD.items() if k != "check"}, "card.json lacks check."),
+    ({**GOOD_CARD, "check": {"kind": "sharpen"}}, "its check needs a kind of denoise, "),
+    ({**GOOD_CARD, "check": {"kind": "denoise", "images": "raw/set12"}},
+     "its denoise check lacks files, noise, seed."),
+    (["not", "a", "card"], "card.json is not a card: a JSON object is needed."),
+], ids=["no check", "unknown kind", "check without its fields", "not an object"])
+def test_presets_pack_refuses_a_bad_card_before_writing_anything(card, message, tmp_path,
+                                                                 monkeypatch, capsys):
+    """`pack` wrote run.json and weights.npz, then failed on the card (a KeyError's
+    traceback with --compare) and left a preset whose card did not match its files."""
+    from aezoo import presets
+
+    module = load("presets")
+    run = str(presets.folder("denoise_gray"))  # (a run folder: the preset's, before the patch)
+    monkeypatch.setattr(presets, "PRESET_DIR", tmp_path / "presets")
+    (tmp_path / "card.json").write_text(json.dumps(card))
+    assert module.main(["pack", "tiny", run, "--card", str(tmp_path / "card.json"),
+                        "--compare"]) == 2
+    error = capsys.readouterr().err
+    assert message in error and len(error.splitlines()) == 1
+    assert not (tmp_path / "presets").exists() and "tiny" not in presets.PRESETS
+
+
+def test_presets_pack_names_what_it_refuses(tmp_path, capsys):
+    """A name that is not a preset yet, without --card, was a SystemExit whose message
+    the guarded main dropped: status 2 and nothing said."""
+    module = load("presets")
+    assert module.main(["pack", "not_a_preset_yet", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == (
+        "presets.py: error: not_a_preset_yet is not a preset yet: give its card with --card.\n")
+
+
+def test_every_shipped_card_would_pack():
+    """`pack`'s card check asks no more than the shipped cards hold."""
+    from aezoo import presets
+
+    module = load("presets")
+    for name, card in presets.PRESETS.items():
+        module.check_card(card, name, compare=False)
+
