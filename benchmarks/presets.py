@@ -217,14 +217,19 @@ def docs(args: argparse.Namespace) -> None:
 
 
 def codec_figures(args: argparse.Namespace) -> None:
-    """Every evaluated codec preset's headline and figures, from one results.json."""
-    results = json.loads(Path(args.results).read_text())
+    """Every evaluated codec preset's headline and figures, from one results.json; the cards
+    are written together, or none is (a failure leaves every card as it was)."""
+    results = read_results(args.results)
     ours = sorted(results["curves"]["aezoo"], key=lambda point: point["bpp"])
     unknown = [p["setting"] for p in ours if presets.PRESETS.get(p["setting"], {}).get("task")
                != "compress"]
     if unknown:
-        raise SystemExit(f"presets.py: {', '.join(unknown)}: not codec presets; evaluate the "
-                         "presets by name (--model codec_...)")
+        raise ValueError(f"{', '.join(unknown)}: not codec presets; evaluate the presets by "
+                         "name (--model codec_...)")
+    plain_results = read_results(args.plain) if args.plain else None
+    cli.start_tensorflow()  # (aezoo.runs and aezoo.rate_distortion import it)
+    from aezoo import runs
+
     bd = results["bd_rate"]
 
     filtered = (" (each decoded through the post-filter its card names)"
@@ -232,8 +237,7 @@ def codec_figures(args: argparse.Namespace) -> None:
     curve = (f"the {len(ours)} rate points ({ours[0]['bpp']:.3f}-{ours[-1]['bpp']:.3f} bpp) "
              f"against Pillow's codecs on Kodak{filtered}: " + _bd_text(bd))
     plain = {}
-    if args.plain:
-        plain_results = json.loads(Path(args.plain).read_text())
+    if plain_results is not None:
         plain = {p["setting"]: p for p in plain_results["curves"]["aezoo"]}
         curve += ("; without the post-filter (`--postfilter none`): "
                   + _bd_text(plain_results["bd_rate"]))
@@ -244,6 +248,7 @@ def codec_figures(args: argparse.Namespace) -> None:
                      + " --images ../shared/data/raw/kodak --out rd/")
     if plain:
         measured_with += ", then the same with --postfilter none --out rd_plain/"
+    cards = {}
     for point in ours:
         name = point["setting"]
         card = dict(presets.PRESETS[name])  # keys keep their order: a small diff
@@ -261,9 +266,43 @@ def codec_figures(args: argparse.Namespace) -> None:
         ] + [line for line in presets.PRESETS[name]["figures"]
              if line.startswith("float16 storage")]
         card["measured_with"] = measured_with
-        path = presets.PRESET_DIR / name / "card.json"
-        path.write_text(json.dumps(card, indent=2) + "\n")
+        cards[name] = card
+    with runs.together():  # every card, or none: the cards agree with each other
+        for name, card in cards.items():
+            runs.write_text(presets.PRESET_DIR / name / "card.json",
+                            json.dumps(card, indent=2) + "\n")
+    for name, card in cards.items():
         print(f"{name}: {card['headline']}")
+
+
+# The classical codecs a card's figures compare with (aezoo.rate_distortion.CODECS).
+CLASSICAL = ("jpeg", "webp", "jpeg2000")
+
+
+def read_results(path: str) -> dict:
+    """An `aezoo compress evaluate` results.json with what `codec-figures` reads: aezoo's
+    curve and the BD-rates against every classical codec (an evaluation without one, e.g.
+    where Pillow lacked its WebP or JPEG 2000 encoder, cannot give the cards' figures).
+
+    Raises:
+        ValueError: a file that is not such a results.json, named with what it lacks.
+    """
+    try:
+        results = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not JSON: {error}.") from None
+    if not isinstance(results, dict) or not results.get("curves", {}).get("aezoo") \
+            or "bd_rate" not in results or "images" not in results:
+        raise ValueError(f"{path} is not the results.json of `aezoo compress evaluate "
+                         "--model codec_...`.")
+    missing = [name for name in CLASSICAL if not results["curves"].get(name)
+               or not isinstance(results["bd_rate"].get(name), dict)]
+    if missing:
+        raise ValueError(f"{path} has no {' and no '.join(missing)} curve: the cards compare "
+                         f"with {', '.join(CLASSICAL)}; evaluate with all of them (no --codecs, "
+                         "and a Pillow with each encoder: python -m PIL.report).")
+    return results
+
 
 
 def _bd_text(bd: dict) -> str:

@@ -122,3 +122,53 @@ def test_every_shipped_card_would_pack():
     for name, card in presets.PRESETS.items():
         module.check_card(card, name, compare=False)
 
+
+def evaluated(settings, codecs=("jpeg", "webp", "jpeg2000")):
+    """A results.json of `aezoo compress evaluate` of the codec presets `settings`."""
+    point = {"ms_ssim": 0.95, "encode_s": 0.1, "decode_s": 0.2}
+    ours = [{**point, "setting": name, "bpp": 0.25 * (i + 1), "psnr": 29.0 + 2 * i}
+            for i, name in enumerate(settings)]
+    rates = {f"{quality}_0.25-1.0bpp": -10.0 for quality in ("psnr", "ms_ssim_db")}
+    curves = {codec: [{**point, "bpp": b, "psnr": 26.0 + 6 * b} for b in (0.2, 0.5, 1.0, 1.5)]
+              for codec in codecs}
+    return {"images": ["kodim01"], "curves": {"aezoo": ours, **curves},
+            "bd_rate": {codec: dict(rates) for codec in codecs}}
+
+
+def test_presets_codec_figures_writes_every_card_or_none(tmp_path, monkeypatch, capsys):
+    """It rewrote the cards one by one with write_text: a failure at the second left the
+    first rewritten (and a kill, a half-written card.json)."""
+    from aezoo import presets
+
+    module = load("presets")
+    monkeypatch.setattr(presets, "PRESET_DIR", tmp_path)
+    (tmp_path / "codec_0.0018").mkdir()
+    (tmp_path / "codec_0.0018" / "card.json").write_text("old")
+    (tmp_path / "codec_0.004" / "card.json").mkdir(parents=True)  # cannot be written
+    (tmp_path / "results.json").write_text(json.dumps(evaluated(["codec_0.0018",
+                                                                 "codec_0.004"])))
+    assert module.main(["codec-figures", str(tmp_path / "results.json"),
+                        "--beside", "alone"]) == 2
+    assert "Is a directory" in capsys.readouterr().err
+    assert (tmp_path / "codec_0.0018" / "card.json").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.rglob("*")) == [
+        "card.json", "card.json", "codec_0.0018", "codec_0.004", "results.json"]
+
+    (tmp_path / "codec_0.004" / "card.json").rmdir()
+    assert module.main(["codec-figures", str(tmp_path / "results.json"),
+                        "--beside", "alone"]) == 0
+    for name in ("codec_0.0018", "codec_0.004"):
+        card = json.loads((tmp_path / name / "card.json").read_text())
+        assert card["headline"].startswith("Kodak 0.")
+
+
+def test_presets_codec_figures_refuses_an_evaluation_without_a_classical_codec(tmp_path,
+                                                                               capsys):
+    """An evaluation run with `--codecs jpeg` (or where Pillow had no WebP or JPEG 2000
+    encoder) holds no BD-rates against them: one line before any work, not a KeyError."""
+    module = load("presets")
+    (tmp_path / "results.json").write_text(json.dumps(evaluated(["codec_0.01"], ("jpeg",))))
+    assert module.main(["codec-figures", str(tmp_path / "results.json"),
+                        "--beside", "alone"]) == 2
+    error = capsys.readouterr().err
+    assert "has no webp and no jpeg2000 curve" in error and len(error.splitlines()) == 1
