@@ -172,3 +172,42 @@ def test_presets_codec_figures_refuses_an_evaluation_without_a_classical_codec(t
                         "--beside", "alone"]) == 2
     error = capsys.readouterr().err
     assert "has no webp and no jpeg2000 curve" in error and len(error.splitlines()) == 1
+
+
+def test_training_strategies_leaves_no_worker_running_when_one_fails(tmp_path, monkeypatch):
+    """Of two workers, the first failed: the script exited while the second (which waits
+    for its peer for ever in a real multi-worker run) went on running."""
+    import subprocess
+
+    module = load("training_strategies")
+    started = []
+
+    class Recorded(subprocess.Popen):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            started.append(self)
+
+    monkeypatch.setattr(module.subprocess, "Popen", Recorded)
+    worker = ("import json, os, sys, time; index = json.loads(os.environ['TF_CONFIG'])"
+              "['task']['index']; print('worker', index, 'fails' if index == 0 else 'waits',"
+              " file=sys.stderr, flush=True); sys.exit(3) if index == 0 else time.sleep(60)")
+    configs = [json.dumps({"task": {"index": i}}) for i in range(2)]
+    try:
+        with pytest.raises(SystemExit, match="worker 0 fails"):
+            module.run([sys.executable, "-c", worker, "--out", "mw"], tmp_path, configs)
+        assert len(started) == 2 and all(p.poll() is not None for p in started)
+    finally:
+        for process in started:  # (without the fix, the waiting one)
+            process.kill()
+            process.wait()
+
+
+def test_training_strategies_removes_its_temporary_folder_when_a_run_fails(tmp_path,
+                                                                          monkeypatch):
+    module = load("training_strategies")
+    monkeypatch.setattr(module.tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(module, "command", lambda args, epochs, out, *extra: [
+        sys.executable, "-c", "import sys; sys.exit('no training here')", "--out", out])
+    with pytest.raises(SystemExit, match="no training here"):
+        module.main(["--runs", "auto"])
+    assert list(tmp_path.iterdir()) == []
