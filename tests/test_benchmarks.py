@@ -67,6 +67,11 @@ def test_compression_kodak_takes_presets_and_sizes_it_can_use(tmp_path, capsys):
     ("mnist_quality", ["denoise_rgb", "--limit", "10"],
      "MNIST's images have shape (28, 28, 1), but model"),  # (ten lines of Keras's before)
     ("anomaly_mnist", ["--digits", "11"], "argument --digits: invalid choice: 11"),
+    # (read as 2 test rows; --csv: without the check, a missing file ends it quickly)
+    ("anomaly_ecg5000", ["--test-size", "2", "--csv", "missing.csv"],
+     "argument --test-size: expected a fraction in (0, 1), got '2'"),
+    ("anomaly_ecg5000", ["--test-size", "0"],
+     "argument --test-size: expected a fraction in (0, 1), got '0'"),
 ])
 def test_values_a_benchmark_cannot_use_are_told_in_words(script, argv, message, capsys):
     assert load(script).main(argv) == 2
