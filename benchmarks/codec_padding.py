@@ -23,9 +23,6 @@ import time
 
 import numpy as np
 
-from aezoo import data, metrics, runs
-from aezoo.codec import Codec
-from aezoo.rate_distortion import bd_rate
 from aezoo.apps import cli
 
 MODES = ("own pad", "edge", "constant", "reflect")
@@ -41,6 +38,10 @@ def main(argv=None) -> int:
                         help="crop each image to its top-left HEIGHT x WIDTH pixels first")
     parser.add_argument("--limit", type=cli.positive_int, help="the first N images only")
     args = parser.parse_args(argv)
+    cli.start_tensorflow()
+    from aezoo import data, metrics, runs
+    from aezoo.codec import Codec
+    from aezoo.rate_distortion import bd_rate
 
     images = [data.read_image(path, channels=3)
               for path in data.list_images(args.images)[: args.limit]]

@@ -20,8 +20,6 @@ import time
 
 import numpy as np
 
-from aezoo import data, metrics, noise, runs
-from aezoo import denoise as denoising
 from aezoo.apps import cli
 
 
@@ -34,6 +32,9 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit", type=cli.positive_int, help="the first N images only")
     args = parser.parse_args(argv)
+    cli.start_tensorflow()
+    from aezoo import data, metrics, noise, runs
+    from aezoo import denoise as denoising
 
     model = runs.load_run(args.model, task="denoise").model
     channels = model.input_shape[-1]

@@ -22,8 +22,6 @@ import time
 
 import numpy as np
 
-from aezoo import data, metrics, runs
-from aezoo import denoise as denoising
 from aezoo.apps import cli
 
 
@@ -46,6 +44,9 @@ def main(argv=None) -> int:
                         help="correlations of the noise between the channels, each in [0, 1]")
     parser.add_argument("--limit", type=cli.positive_int, help="the first N images only")
     args = parser.parse_args(argv)
+    cli.start_tensorflow()
+    from aezoo import data, metrics, runs
+    from aezoo import denoise as denoising
 
     model = runs.load_run(args.model, task="denoise").model
     luminance = runs.load_run(args.luminance, task="denoise").model

@@ -216,3 +216,28 @@ def test_training_strategies_removes_its_temporary_folder_when_a_run_fails(tmp_p
     with pytest.raises(SystemExit, match="no training here"):
         module.main(["--runs", "auto"])
     assert list(tmp_path.iterdir()) == []
+
+
+HEAVY = ("tensorflow", "keras", "torch", "jax")
+
+
+@pytest.mark.parametrize("path", [p for p in SCRIPTS if p.name != "offline.py"],
+                         ids=lambda p: p.name)
+def test_a_benchmarks_help_imports_no_tensorflow(path):
+    """--help and usage errors answer at once: TensorFlow (5-8 s here) is imported after
+    the options are read (bias_gradient, codec_padding, denoise_8bit, denoise_correlated,
+    generative_mnist and generative_samples imported it first)."""
+    import os
+    import subprocess
+
+    # As `python benchmarks/X.py --help` runs it, then the heavy modules it imported (not
+    # `-X importtime`: cli.start_tensorflow() keeps the import's stderr off the terminal).
+    script = (f"import runpy, sys; sys.argv = [{str(path)!r}, '--help']; "
+              f"sys.path.insert(0, {str(path.parent)!r})\n"
+              f"try:\n    runpy.run_path(sys.argv[0], run_name='__main__')\n"
+              f"except SystemExit as exit_:\n    assert exit_.code in (0, None), exit_.code\n"
+              f"print(sorted(set(m.split('.')[0] for m in sys.modules) & set({HEAVY!r})))")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=60, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.splitlines()[-1] == "[]"
