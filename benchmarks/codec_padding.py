@@ -20,8 +20,10 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
+from offline import DATA
 
 from aezoo.apps import cli
 
@@ -31,7 +33,9 @@ MODES = ("own pad", "edge", "constant", "reflect")
 @cli.guarded("codec_padding.py")  # user errors: one line on stderr, status 2
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--images", default="../shared/data/raw/cbsd68")
+    parser.add_argument("--images", type=Path, default=DATA / "raw" / "cbsd68",
+                        help="a folder of images (default: cbsd68 of the offline data, "
+                        "../shared/data beside this checkout)")
     parser.add_argument("--presets", nargs="+",
                         default=["codec_0.004", "codec_0.01", "codec_0.025", "codec_0.05"])
     parser.add_argument("--crop", type=cli.positive_int, nargs=2, metavar=("HEIGHT", "WIDTH"),

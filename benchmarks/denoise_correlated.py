@@ -19,8 +19,10 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
+from offline import DATA
 
 from aezoo.apps import cli
 
@@ -38,7 +40,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="denoise_rgb", help="a colour preset or run")
     parser.add_argument("--luminance", default="denoise_gray", help="a grayscale preset or run")
-    parser.add_argument("--images", default="../shared/data/raw/cbsd68")
+    parser.add_argument("--images", type=Path, default=DATA / "raw" / "cbsd68",
+                        help="a folder of images (default: cbsd68 of the offline data, "
+                        "../shared/data beside this checkout)")
     parser.add_argument("--sigma", type=float, default=25)
     parser.add_argument("--rhos", type=correlation, nargs="+", default=[0, 0.25, 0.5, 0.75, 1],
                         help="correlations of the noise between the channels, each in [0, 1]")

@@ -241,3 +241,36 @@ def test_a_benchmarks_help_imports_no_tensorflow(path):
                             timeout=60, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)))
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.splitlines()[-1] == "[]"
+
+
+def relative_path_defaults(path):
+    """The options of a script whose default is a relative path, as "--images '../x'"."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "add_argument"):
+            continue
+        for keyword in node.keywords:
+            value = keyword.value
+            if (keyword.arg == "default" and isinstance(value, ast.Call)
+                    and ast.unparse(value.func) == "Path" and value.args):
+                value = value.args[0]  # Path("../x")
+            if (keyword.arg == "default" and isinstance(value, ast.Constant)
+                    and isinstance(value.value, str) and "/" in value.value
+                    and not value.value.startswith("/")):
+                found.append(f"{ast.unparse(node.args[0])} {value.value!r}")
+    return found
+
+
+@pytest.mark.parametrize("path", SCRIPTS, ids=lambda p: p.name)
+def test_a_benchmarks_default_paths_do_not_depend_on_the_current_folder(path):
+    """"../shared/data/raw/cbsd68" was found only from the repository's root (codec_padding,
+    denoise_8bit, denoise_correlated): the offline data is `offline.DATA`, found from the
+    script's own place."""
+    assert relative_path_defaults(path) == []
+
+
+def test_the_offline_data_is_found_beside_this_checkout():
+    from conftest import SHARED_DATA
+
+    assert load("offline").DATA == SHARED_DATA.resolve() and SHARED_DATA.is_absolute()
