@@ -49,13 +49,27 @@ TUTORIAL_ACCURACY = 0.944  # the TF tutorial's dense autoencoder at mean + std, 
 NORMAL = "1"
 
 
+def fraction(text: str) -> float:
+    """--test-size: a share of the rows, never a count (`train_test_split` reads 2 as two
+    rows, where 2 would rather be a mistyped 0.2 or 2 %)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < 1:  # (NaN too)
+        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1), got {text!r}")
+    return value
+
+
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--csv", type=Path, default=ECG)
     parser.add_argument("--runs", type=Path, default=ROOT.parent / "runs" / "anomaly_ecg5000")
     parser.add_argument("--split-seed", type=int, default=TUTORIAL_SPLIT_SEED,
-                        help="random_state of the 80/20 split (default 21, the tutorial's)")
-    parser.add_argument("--test-size", type=float, default=0.2)
+                        help="random_state of the split (default 21, the tutorial's)")
+    parser.add_argument("--test-size", type=fraction, default=0.2,
+                        help="the fraction of the rows held out for testing, in (0, 1) "
+                        "(default 0.2, the tutorial's 80/20 split)")
     parser.add_argument("--models", nargs="+", default=["auto"],
                         help="Detector models (default auto: sequence for these rows)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])

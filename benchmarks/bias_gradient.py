@@ -12,53 +12,64 @@ bias of aezoo's CPU trainings (mixed_bfloat16) has learned from such a gradient.
 
 `--train` trains the small denoising U-Net (`aezoo denoise train`, 8 epochs of 50 steps on
 Train400, sigma 0-55) twice a seed, with Keras's add and with one whose gradient sums in
-float32 (`add_summing_in_float32`, below), and scores both on 20 BSD68 images at sigma 25.
+float32 (`adds`, below), and scores both on 20 BSD68 images at sigma 25.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
-import tensorflow as tf
-from keras.src.backend.tensorflow import numpy as keras_tf_numpy
-
 from offline import DATA
 
-KERAS_ADD = keras_tf_numpy.add  # Keras's own, which takes the bias_add path
+# TensorFlow is imported once main has read the options: --help answers at once.
 
 
-@tf.custom_gradient
-def _summing_in_float32(x1, x2):
-    def gradient(dy):
-        dy = tf.cast(dy, tf.float32)
-        shape1, shape2 = tf.shape(x1), tf.shape(x2)
-        axes1, axes2 = tf.raw_ops.BroadcastGradientArgs(s0=shape1, s1=shape2)
-        return (tf.cast(tf.reshape(tf.reduce_sum(dy, axes1), shape1), x1.dtype),
-                tf.cast(tf.reshape(tf.reduce_sum(dy, axes2), shape2), x2.dtype))
+@functools.cache
+def adds():
+    """(Keras's own add, which takes the bias_add path; `add_summing_in_float32`): Keras's
+    add, with the gradient of a half-precision sum taken in float32.  The first call reads
+    Keras's add, before `child` replaces it."""
+    import tensorflow as tf
+    from keras.src.backend.tensorflow import numpy as keras_tf_numpy
 
-    return KERAS_ADD(x1, x2), gradient
+    keras_add = keras_tf_numpy.add
 
+    @tf.custom_gradient
+    def summing_in_float32(x1, x2):
+        def gradient(dy):
+            dy = tf.cast(dy, tf.float32)
+            shape1, shape2 = tf.shape(x1), tf.shape(x2)
+            axes1, axes2 = tf.raw_ops.BroadcastGradientArgs(s0=shape1, s1=shape2)
+            return (tf.cast(tf.reshape(tf.reduce_sum(dy, axes1), shape1), x1.dtype),
+                    tf.cast(tf.reshape(tf.reduce_sum(dy, axes2), shape2), x2.dtype))
 
-def add_summing_in_float32(x1, x2):
-    """Keras's add, with the gradient of a half-precision sum taken in float32."""
-    if all(tf.is_tensor(x) or hasattr(x, "dtype") for x in (x1, x2)):
-        x1, x2 = tf.convert_to_tensor(x1), tf.convert_to_tensor(x2)
-        if x1.dtype == x2.dtype and x1.dtype in (tf.bfloat16, tf.float16):
-            return _summing_in_float32(x1, x2)
-    return KERAS_ADD(x1, x2)
+        return keras_add(x1, x2), gradient
+
+    def add_summing_in_float32(x1, x2):
+        if all(tf.is_tensor(x) or hasattr(x, "dtype") for x in (x1, x2)):
+            x1, x2 = tf.convert_to_tensor(x1), tf.convert_to_tensor(x2)
+            if x1.dtype == x2.dtype and x1.dtype in (tf.bfloat16, tf.float16):
+                return summing_in_float32(x1, x2)
+        return keras_add(x1, x2)
+
+    return keras_add, add_summing_in_float32
 
 
 def gradients() -> None:
+    import numpy as np
+    import tensorflow as tf
+
+    keras_add, add_summing_in_float32 = adds()
     dy = tf.random.stateless_uniform([16, 64, 64, 8], [1, 2])
     print("bias gradient of sum(dy * (0 + bias)) over 16x64x64 positions, first 3 channels:")
     print(f"  exact (float64 numpy)       {np.sum(dy.numpy().astype(np.float64), (0, 1, 2))[:3]}")
-    for label, add, dtype in [("Keras, float32", KERAS_ADD, tf.float32),
-                              ("Keras, bfloat16", KERAS_ADD, tf.bfloat16),
+    for label, add, dtype in [("Keras, float32", keras_add, tf.float32),
+                              ("Keras, bfloat16", keras_add, tf.bfloat16),
                               ("float32 sum, bfloat16", add_summing_in_float32, tf.bfloat16)]:
         bias = tf.Variable(tf.zeros([8]))
         with tf.GradientTape() as tape:
@@ -70,7 +81,9 @@ def gradients() -> None:
 def child(arm: str, seed: int, out: str) -> int:
     """One training (run in a process of its own, so that the patch stays in it)."""
     if arm == "float32-sum":
-        keras_tf_numpy.add = add_summing_in_float32  # Keras's ops call this attribute
+        from keras.src.backend.tensorflow import numpy as keras_tf_numpy
+
+        keras_tf_numpy.add = adds()[1]  # Keras's ops call this attribute
     from aezoo.apps import denoise
 
     return denoise.main(["train", "--images", str(DATA / "raw" / "train400"), "--patch", "64",
@@ -109,6 +122,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    from aezoo.apps import cli
+
+    cli.start_tensorflow()  # its start-up notices off the terminal
     if args.child:
         sys.exit(child(args.child[0], int(args.child[1]), args.child[2]))
     gradients()

@@ -20,12 +20,11 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
+from offline import DATA
 
-from aezoo import data, metrics, runs
-from aezoo.codec import Codec
-from aezoo.rate_distortion import bd_rate
 from aezoo.apps import cli
 
 MODES = ("own pad", "edge", "constant", "reflect")
@@ -34,13 +33,19 @@ MODES = ("own pad", "edge", "constant", "reflect")
 @cli.guarded("codec_padding.py")  # user errors: one line on stderr, status 2
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--images", default="../shared/data/raw/cbsd68")
+    parser.add_argument("--images", type=Path, default=DATA / "raw" / "cbsd68",
+                        help="a folder of images (default: cbsd68 of the offline data, "
+                        "../shared/data beside this checkout)")
     parser.add_argument("--presets", nargs="+",
                         default=["codec_0.004", "codec_0.01", "codec_0.025", "codec_0.05"])
     parser.add_argument("--crop", type=cli.positive_int, nargs=2, metavar=("HEIGHT", "WIDTH"),
                         help="crop each image to its top-left HEIGHT x WIDTH pixels first")
     parser.add_argument("--limit", type=cli.positive_int, help="the first N images only")
     args = parser.parse_args(argv)
+    cli.start_tensorflow()
+    from aezoo import data, metrics, runs
+    from aezoo.codec import Codec
+    from aezoo.rate_distortion import bd_rate
 
     images = [data.read_image(path, channels=3)
               for path in data.list_images(args.images)[: args.limit]]

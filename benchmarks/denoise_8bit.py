@@ -17,11 +17,11 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
+from offline import DATA
 
-from aezoo import data, metrics, noise, runs
-from aezoo import denoise as denoising
 from aezoo.apps import cli
 
 
@@ -29,11 +29,16 @@ from aezoo.apps import cli
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="denoise_gray", help="a preset or run folder")
-    parser.add_argument("--images", default="../shared/data/raw/bsd68")
+    parser.add_argument("--images", type=Path, default=DATA / "raw" / "bsd68",
+                        help="a folder of images (default: bsd68 of the offline data, "
+                        "../shared/data beside this checkout)")
     parser.add_argument("--sigmas", type=float, nargs="+", default=[15, 25, 50])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit", type=cli.positive_int, help="the first N images only")
     args = parser.parse_args(argv)
+    cli.start_tensorflow()
+    from aezoo import data, metrics, noise, runs
+    from aezoo import denoise as denoising
 
     model = runs.load_run(args.model, task="denoise").model
     channels = model.input_shape[-1]

@@ -19,11 +19,11 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
+from offline import DATA
 
-from aezoo import data, metrics, runs
-from aezoo import denoise as denoising
 from aezoo.apps import cli
 
 
@@ -40,12 +40,17 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="denoise_rgb", help="a colour preset or run")
     parser.add_argument("--luminance", default="denoise_gray", help="a grayscale preset or run")
-    parser.add_argument("--images", default="../shared/data/raw/cbsd68")
+    parser.add_argument("--images", type=Path, default=DATA / "raw" / "cbsd68",
+                        help="a folder of images (default: cbsd68 of the offline data, "
+                        "../shared/data beside this checkout)")
     parser.add_argument("--sigma", type=float, default=25)
     parser.add_argument("--rhos", type=correlation, nargs="+", default=[0, 0.25, 0.5, 0.75, 1],
                         help="correlations of the noise between the channels, each in [0, 1]")
     parser.add_argument("--limit", type=cli.positive_int, help="the first N images only")
     args = parser.parse_args(argv)
+    cli.start_tensorflow()
+    from aezoo import data, metrics, runs
+    from aezoo import denoise as denoising
 
     model = runs.load_run(args.model, task="denoise").model
     luminance = runs.load_run(args.luminance, task="denoise").model

@@ -39,18 +39,20 @@ import math
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aezoo.apps import cli
 
-cli.start_tensorflow()  # TensorFlow's start-up notices off the terminal
-
-import keras
-
-from aezoo import generative, latent, runs, training
+if TYPE_CHECKING:
+    import keras
+# TensorFlow, Keras and aezoo's models are imported where they are used, once main has read
+# the options: --help and a usage error answer at once.
 
 
 def lenet(seed: int = 0) -> keras.Model:
     """A LeNet-like classifier of 28x28 digits whose `features` layer (128) is measured."""
+    import keras
+
     keras.utils.set_random_seed(seed)
     x = keras.Input((28, 28, 1))
     h = keras.layers.Conv2D(32, 5, activation="relu", padding="same")(x)
@@ -65,6 +67,8 @@ def lenet(seed: int = 0) -> keras.Model:
 def float32_copy(model: keras.Model) -> keras.Model:
     """The same model built in float32 (a mixed-precision model's layers keep their
     policy in their config), with its weights: likelihoods are measured in float32."""
+    import keras
+
     from aezoo.models import MODELS
 
     config = {k: v for k, v in model.get_config().items() if k != "model"}
@@ -83,6 +87,8 @@ def finish(out: Path, model: str, options: dict, history: dict) -> None:
     samples.png, the SavedModel export/1), so that `aezoo generate --model OUT` opens it and
     `benchmarks/presets.py pack` packs it; `options` has the run's data, model and training
     options."""
+    from aezoo import generative, runs
+
     if runs.is_finished(out):
         return
 
@@ -120,6 +126,10 @@ def main(argv=None) -> int:
     parser.add_argument("--samples", type=cli.positive_int, default=10000)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
+    cli.start_tensorflow()  # TensorFlow's start-up notices off the terminal
+    import keras
+
+    from aezoo import generative, latent, runs, training
 
     x_train, y_train = latent.load_split("mnist", "train", 60000)
     x_test, y_test = latent.load_split("mnist", "test", 10000)

@@ -40,14 +40,13 @@ import sys
 import time
 from pathlib import Path
 
-from aezoo.apps import cli
-
-cli.start_tensorflow()  # TensorFlow's start-up notices off the terminal
-
 import numpy as np
 from generative_mnist import finish, float32_copy, lenet
 
-from aezoo import generative, latent, runs, training
+from aezoo.apps import cli
+
+# TensorFlow and aezoo's training are imported where they are used, once main has read the
+# options: --help and a usage error answer at once.
 
 DATASETS = ("mnist", "fashion_mnist")
 MODELS = {
@@ -59,6 +58,8 @@ MODELS = {
 
 
 def train(name, dataset, x_train, x_test, args):
+    from aezoo import training
+
     kwargs = dict(MODELS[name])
     if name.startswith("vae") and dataset == "mnist":
         kwargs["binarize"] = True
@@ -74,6 +75,8 @@ def train(name, dataset, x_train, x_test, args):
 
 
 def measure(dataset, args) -> dict:
+    from aezoo import generative, latent, training
+
     x_train, y_train = latent.load_split(dataset, "train", args.train_examples)
     x_test, y_test = latent.load_split(dataset, "test", 10000)
 
@@ -175,6 +178,8 @@ def main(argv=None) -> int:
                         help="train on the first ones only (a quick trial)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
+    cli.start_tensorflow()  # TensorFlow's start-up notices off the terminal
+    from aezoo import runs
 
     results = {}
     for dataset in args.datasets:

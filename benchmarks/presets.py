@@ -37,23 +37,105 @@ from aezoo import presets
 from aezoo.apps import cli
 
 
-def pack(args: argparse.Namespace) -> None:
-    from aezoo import runs  # TensorFlow, after cli.start_tensorflow() quietened it
+# What a card needs before `pack` writes anything (tests/test_presets.py asks every card
+# for them; `pack` adds sha256 and precision itself).
+CARD_FIELDS = ("summary", "task", "model", "data", "trained_with", "training_time", "machine",
+               "headline", "figures", "measured_with", "check")
+# A check's kind -> (the fields it reads, the figures it measures), as aezoo.presets.checks'
+# table says, and the task of the runs it measures.
+CHECKS = {
+    "denoise": (("images", "files", "noise", "seed"), ("psnr",), "denoise"),
+    "compress": (("images", "files"), ("bpp", "psnr"), "compress"),
+    "postfilter": (("images", "files", "codec"), ("psnr",), "compress"),
+    "anomaly": (("csv", "label_column", "normal_label", "split", "test_size", "split_seed"),
+                ("roc_auc",), "anomaly"),
+    "reconstruct": (("dataset", "split"), ("mse",), "train"),
+    "likelihood": (("dataset", "split", "k"), ("nll",), "train"),
+}
 
+
+def read_card(args: argparse.Namespace) -> dict:
+    """The card `pack` will write, with --then and --time appended, checked whole before
+    anything is written: a bad card leaves the preset's folder as it was.
+
+    Raises:
+        ValueError: an unusable preset name, a card that is not a JSON object, or one that
+            lacks a field or a check `pack` needs.
+    """
+    if not args.name or args.name.startswith(".") or Path(args.name).name != args.name:
+        raise ValueError(f"{args.name!r} cannot name a preset: it names its folder in "
+                         f"{presets.PRESET_DIR}.")
     if args.card:
-        card = json.loads(Path(args.card).read_text())
+        source = args.card
+        try:
+            card = json.loads(Path(args.card).read_text())
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{args.card} is not JSON: {error}.") from None
     elif args.name in presets.PRESETS:
-        card = dict(presets.PRESETS[args.name])
+        source, card = f"the card of {args.name}", dict(presets.PRESETS[args.name])
     else:
-        raise SystemExit(f"presets.py: {args.name} is not a preset yet: give its card "
-                         "with --card")
+        raise ValueError(f"{args.name} is not a preset yet: give its card with --card.")
+    check_card(card, source, args.compare)
     if args.then:
         card["trained_with"] += "; then " + args.then
     if args.time:
         card["training_time"] += "; " + args.time
+    return card
+
+
+def check_card(card, source: str, compare: bool) -> None:
+    """Refuses a card that lacks what `pack` and the tests need: every text field, a list of
+    figures, and a check of a known kind with the fields it reads (and, unless `compare`
+    measures them, the figures it reproduces)."""
+    if not isinstance(card, dict):
+        raise ValueError(f"{source} is not a card: a JSON object is needed.")
+    missing = [key for key in CARD_FIELDS if not card.get(key)]
+    if missing:
+        raise ValueError(f"{source} lacks {', '.join(missing)}.")
+    wrong = [key for key in CARD_FIELDS if key not in ("figures", "check")
+             and not isinstance(card[key], str)]
+    if wrong:
+        raise ValueError(f"{source}: {', '.join(wrong)} must be text.")
+    if not isinstance(card["figures"], list) or not all(isinstance(figure, str)
+                                                        for figure in card["figures"]):
+        raise ValueError(f"{source}: figures must be a list of lines of text.")
+    check = card["check"]
+    kind = check.get("kind") if isinstance(check, dict) else None
+    if kind not in CHECKS:
+        raise ValueError(f"{source}: its check needs a kind of {', '.join(CHECKS)}; it has "
+                         f"{kind!r}.")
+    inputs, figures, _ = CHECKS[kind]
+    missing = [key for key in inputs + (() if compare else figures) if key not in check]
+    if missing:
+        raise ValueError(f"{source}: its {kind} check lacks {', '.join(missing)}.")
+
+
+def pack(args: argparse.Namespace, card: dict) -> None:
+    """Packs the run as preset `args.name` with `card` (from `read_card`): the run is opened
+    and, with --compare, measured before anything is written."""
+    from aezoo import runs  # TensorFlow, after cli.start_tensorflow() quietened it
+
     run = runs.load_run(args.run)
+    if run.task != card["task"] or run.task != CHECKS[card["check"]["kind"]][2]:
+        raise ValueError(f"{args.run} is a {run.task} run; the card is for a {card['task']} "
+                         f"preset with a {card['check']['kind']} check.")
     folder = presets.PRESET_DIR / args.name
-    card["sha256"] = runs.pack(run, folder, float16=not args.float32)
+    cli.check_folder(folder)
+    before = presets.PRESETS.get(args.name)
+    # The card as `checks.measure` reads it: first for the run, then for the new files.
+    presets.PRESETS[args.name] = card
+    try:
+        if args.compare:
+            from aezoo.presets import checks
+
+            measured = checks.measure(args.name, DATA, args.run)  # the check works, or no files
+        card["sha256"] = runs.pack(run, folder, float16=not args.float32)
+    except BaseException:
+        if before is None:
+            del presets.PRESETS[args.name]
+        else:
+            presets.PRESETS[args.name] = before
+        raise
     card["precision"] = "float32" if args.float32 else "float16"
     if run.task == "compress" and run.application.get("role") != "postfilter":
         from aezoo import codec
@@ -61,13 +143,7 @@ def pack(args: argparse.Namespace) -> None:
         # What its .aez files carry, by which `decompress` finds it: of the packed weights
         # (float16 storage changes them), so read back from the folder.
         card["fingerprint"] = codec.fingerprint(runs.load_run(folder).model).hex()
-    # The new files' checksums, for the measurement below and for whatever this process
-    # opens next.
-    presets.PRESETS[args.name] = card
     if args.compare:
-        from aezoo.presets import checks
-
-        measured = checks.measure(args.name, DATA, args.run)
         stored = checks.measure(args.name, DATA)
         print(f"run (float32): {measured}\npreset ({card['precision']}): {stored}")
         card["check"] = {**card["check"], **{key: float(f"{value:.6g}")
@@ -141,14 +217,19 @@ def docs(args: argparse.Namespace) -> None:
 
 
 def codec_figures(args: argparse.Namespace) -> None:
-    """Every evaluated codec preset's headline and figures, from one results.json."""
-    results = json.loads(Path(args.results).read_text())
+    """Every evaluated codec preset's headline and figures, from one results.json; the cards
+    are written together, or none is (a failure leaves every card as it was)."""
+    results = read_results(args.results)
     ours = sorted(results["curves"]["aezoo"], key=lambda point: point["bpp"])
     unknown = [p["setting"] for p in ours if presets.PRESETS.get(p["setting"], {}).get("task")
                != "compress"]
     if unknown:
-        raise SystemExit(f"presets.py: {', '.join(unknown)}: not codec presets; evaluate the "
-                         "presets by name (--model codec_...)")
+        raise ValueError(f"{', '.join(unknown)}: not codec presets; evaluate the presets by "
+                         "name (--model codec_...)")
+    plain_results = read_results(args.plain) if args.plain else None
+    cli.start_tensorflow()  # (aezoo.runs and aezoo.rate_distortion import it)
+    from aezoo import runs
+
     bd = results["bd_rate"]
 
     filtered = (" (each decoded through the post-filter its card names)"
@@ -156,8 +237,7 @@ def codec_figures(args: argparse.Namespace) -> None:
     curve = (f"the {len(ours)} rate points ({ours[0]['bpp']:.3f}-{ours[-1]['bpp']:.3f} bpp) "
              f"against Pillow's codecs on Kodak{filtered}: " + _bd_text(bd))
     plain = {}
-    if args.plain:
-        plain_results = json.loads(Path(args.plain).read_text())
+    if plain_results is not None:
         plain = {p["setting"]: p for p in plain_results["curves"]["aezoo"]}
         curve += ("; without the post-filter (`--postfilter none`): "
                   + _bd_text(plain_results["bd_rate"]))
@@ -168,6 +248,7 @@ def codec_figures(args: argparse.Namespace) -> None:
                      + " --images ../shared/data/raw/kodak --out rd/")
     if plain:
         measured_with += ", then the same with --postfilter none --out rd_plain/"
+    cards = {}
     for point in ours:
         name = point["setting"]
         card = dict(presets.PRESETS[name])  # keys keep their order: a small diff
@@ -185,9 +266,43 @@ def codec_figures(args: argparse.Namespace) -> None:
         ] + [line for line in presets.PRESETS[name]["figures"]
              if line.startswith("float16 storage")]
         card["measured_with"] = measured_with
-        path = presets.PRESET_DIR / name / "card.json"
-        path.write_text(json.dumps(card, indent=2) + "\n")
+        cards[name] = card
+    with runs.together():  # every card, or none: the cards agree with each other
+        for name, card in cards.items():
+            runs.write_text(presets.PRESET_DIR / name / "card.json",
+                            json.dumps(card, indent=2) + "\n")
+    for name, card in cards.items():
         print(f"{name}: {card['headline']}")
+
+
+# The classical codecs a card's figures compare with (aezoo.rate_distortion.CODECS).
+CLASSICAL = ("jpeg", "webp", "jpeg2000")
+
+
+def read_results(path: str) -> dict:
+    """An `aezoo compress evaluate` results.json with what `codec-figures` reads: aezoo's
+    curve and the BD-rates against every classical codec (an evaluation without one, e.g.
+    where Pillow lacked its WebP or JPEG 2000 encoder, cannot give the cards' figures).
+
+    Raises:
+        ValueError: a file that is not such a results.json, named with what it lacks.
+    """
+    try:
+        results = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not JSON: {error}.") from None
+    if not isinstance(results, dict) or not results.get("curves", {}).get("aezoo") \
+            or "bd_rate" not in results or "images" not in results:
+        raise ValueError(f"{path} is not the results.json of `aezoo compress evaluate "
+                         "--model codec_...`.")
+    missing = [name for name in CLASSICAL if not results["curves"].get(name)
+               or not isinstance(results["bd_rate"].get(name), dict)]
+    if missing:
+        raise ValueError(f"{path} has no {' and no '.join(missing)} curve: the cards compare "
+                         f"with {', '.join(CLASSICAL)}; evaluate with all of them (no --codecs, "
+                         "and a Pillow with each encoder: python -m PIL.report).")
+    return results
+
 
 
 def _bd_text(bd: dict) -> str:
@@ -283,8 +398,13 @@ def main(argv=None) -> int:
     if args.action in ("docs", "codec-figures"):
         {"docs": docs, "codec-figures": codec_figures}[args.action](args)
         return 0
+    if args.action == "pack":
+        card = read_card(args)  # before TensorFlow starts and before anything is written
+        cli.start_tensorflow()
+        pack(args, card)
+        return 0
     cli.start_tensorflow()
-    {"pack": pack, "check": check}[args.action](args)
+    check(args)
     return 0
 
 

@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -55,21 +56,41 @@ def epoch_seconds(stdout: str) -> list[float]:
 
 def run(args: list[str], cwd: Path, tf_configs: list[str] | None = None) -> dict:
     """Runs one process, or one per TF_CONFIG at once; returns wall time and the first's
-    output.  Outputs go to files, so that no worker blocks on a full pipe."""
+    output.  Outputs go to files, so that no worker blocks on a full pipe.  However it ends
+    (a worker that fails, Ctrl-C), no process is left running: a failed worker's peer
+    would wait for it for ever."""
     start = time.perf_counter()
-    processes = []
-    for i, config in enumerate(tf_configs or [None]):
-        out, err = (open(cwd / f"{args[args.index('--out') + 1]}_{i}.{s}", "w+") for s in "oe")
-        env = dict(ENV, **({"TF_CONFIG": config} if config else {}))
-        processes.append((subprocess.Popen(args, cwd=cwd, env=env, stdout=out, stderr=err),
-                          out, err))
-    for process, out, err in processes:
-        process.wait()
-        if process.returncode != 0:
-            err.seek(0)
-            sys.exit(f"{' '.join(args)} failed:\n{err.read()[-3000:]}")
-    processes[0][1].seek(0)
-    return {"wall_s": time.perf_counter() - start, "stdout": processes[0][1].read()}
+    processes, files = [], []
+    try:
+        for i, config in enumerate(tf_configs or [None]):
+            for suffix in "oe":
+                files.append(open(cwd / f"{args[args.index('--out') + 1]}_{i}.{suffix}", "w+"))
+            env = dict(ENV, **({"TF_CONFIG": config} if config else {}))
+            processes.append(subprocess.Popen(args, cwd=cwd, env=env, stdout=files[-2],
+                                              stderr=files[-1]))
+        for i, process in enumerate(processes):
+            if process.wait() != 0:
+                err = files[2 * i + 1]
+                err.seek(0)
+                sys.exit(f"{' '.join(args)} failed:\n{err.read()[-3000:]}")
+        files[0].seek(0)
+        return {"wall_s": time.perf_counter() - start, "stdout": files[0].read()}
+    finally:
+        for process in processes:
+            stop(process)
+        for file in files:
+            file.close()
+
+
+def stop(process: subprocess.Popen) -> None:
+    """Ends `process` if it still runs (SIGTERM, then SIGKILL after 10 s) and waits for it."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def two_workers() -> list[str]:
@@ -90,12 +111,15 @@ def kill_and_resume(options, folder: Path) -> dict:
     args = command(options, 2, "resume")
     first = subprocess.Popen(args, cwd=folder, env=ENV, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
-    while not (folder / "resume/checkpoints/epoch_001.keras").exists():
-        if first.poll() is not None:
-            sys.exit("the run to kill ended first")
-        time.sleep(0.05)
-    first.send_signal(signal.SIGKILL)
-    first.wait()
+    try:
+        while not (folder / "resume/checkpoints/epoch_001.keras").exists():
+            if first.poll() is not None:
+                sys.exit("the run to kill ended first")
+            time.sleep(0.05)
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    finally:
+        stop(first)  # (Ctrl-C while it trains)
     backup = json.loads((folder / "resume/backup/training_metadata.json").read_text())
     second = run(args, folder)
     history = json.loads((folder / "resume/history.json").read_text())
@@ -118,7 +142,18 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     folder = args.keep or Path(tempfile.mkdtemp(prefix="aezoo_strategies_"))
     folder.mkdir(parents=True, exist_ok=True)
+    try:
+        measure(args, folder)
+    finally:
+        if args.keep is None:  # the runs are the user's only with --keep
+            shutil.rmtree(folder, ignore_errors=True)
+    if args.keep is not None:
+        print(f"The runs are in {folder}")
+    return 0
 
+
+def measure(args: argparse.Namespace, folder: Path) -> None:
+    """Every run of `args.runs` in `folder`, then the table (and --json)."""
     ways = {
         "auto": lambda: run(command(args, 1, "auto", "--strategy", "auto"), folder),
         "mirrored": lambda: run(command(args, 1, "mirrored", "--strategy", "mirrored",
@@ -169,8 +204,6 @@ def main(argv=None) -> int:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2))
-    print(f"The runs are in {folder}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -67,8 +67,210 @@ def test_compression_kodak_takes_presets_and_sizes_it_can_use(tmp_path, capsys):
     ("mnist_quality", ["denoise_rgb", "--limit", "10"],
      "MNIST's images have shape (28, 28, 1), but model"),  # (ten lines of Keras's before)
     ("anomaly_mnist", ["--digits", "11"], "argument --digits: invalid choice: 11"),
+    # (read as 2 test rows; --csv: without the check, a missing file ends it quickly)
+    ("anomaly_ecg5000", ["--test-size", "2", "--csv", "missing.csv"],
+     "argument --test-size: expected a fraction in (0, 1), got '2'"),
+    ("anomaly_ecg5000", ["--test-size", "0"],
+     "argument --test-size: expected a fraction in (0, 1), got '0'"),
 ])
 def test_values_a_benchmark_cannot_use_are_told_in_words(script, argv, message, capsys):
     assert load(script).main(argv) == 2
     error = capsys.readouterr().err  # (argparse's usage lines, then the error line)
     assert message in error.splitlines()[-1] and "Traceback" not in error
+
+
+GOOD_CARD = {"summary": "s", "task": "denoise", "model": "m", "data": "d",
+             "trained_with": "aezoo denoise train A", "training_time": "1 minute",
+             "machine": "2 CPU cores", "headline": "h", "figures": ["f"], "measured_with": "w",
+             "check": {"kind": "denoise", "images": "raw/set12", "files": ["01.png"],
+                       "noise": "gaussian:25", "seed": 0, "psnr": 30.0}}
+
+
+@pytest.mark.parametrize("card,message", [
+    ({k: v for k, v in GOOD_CARD.items() if k != "check"}, "card.json lacks check."),
+    ({**GOOD_CARD, "check": {"kind": "sharpen"}}, "its check needs a kind of denoise, "),
+    ({**GOOD_CARD, "check": {"kind": "denoise", "images": "raw/set12"}},
+     "its denoise check lacks files, noise, seed."),
+    (["not", "a", "card"], "card.json is not a card: a JSON object is needed."),
+], ids=["no check", "unknown kind", "check without its fields", "not an object"])
+def test_presets_pack_refuses_a_bad_card_before_writing_anything(card, message, tmp_path,
+                                                                 monkeypatch, capsys):
+    """`pack` wrote run.json and weights.npz, then failed on the card (a KeyError's
+    traceback with --compare) and left a preset whose card did not match its files."""
+    from aezoo import presets
+
+    module = load("presets")
+    run = str(presets.folder("denoise_gray"))  # (a run folder: the preset's, before the patch)
+    monkeypatch.setattr(presets, "PRESET_DIR", tmp_path / "presets")
+    (tmp_path / "card.json").write_text(json.dumps(card))
+    assert module.main(["pack", "tiny", run, "--card", str(tmp_path / "card.json"),
+                        "--compare"]) == 2
+    error = capsys.readouterr().err
+    assert message in error and len(error.splitlines()) == 1
+    assert not (tmp_path / "presets").exists() and "tiny" not in presets.PRESETS
+
+
+def test_presets_pack_names_what_it_refuses(tmp_path, capsys):
+    """A name that is not a preset yet, without --card, was a SystemExit whose message
+    the guarded main dropped: status 2 and nothing said."""
+    module = load("presets")
+    assert module.main(["pack", "not_a_preset_yet", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == (
+        "presets.py: error: not_a_preset_yet is not a preset yet: give its card with --card.\n")
+
+
+def test_every_shipped_card_would_pack():
+    """`pack`'s card check asks no more than the shipped cards hold."""
+    from aezoo import presets
+
+    module = load("presets")
+    for name, card in presets.PRESETS.items():
+        module.check_card(card, name, compare=False)
+
+
+def evaluated(settings, codecs=("jpeg", "webp", "jpeg2000")):
+    """A results.json of `aezoo compress evaluate` of the codec presets `settings`."""
+    point = {"ms_ssim": 0.95, "encode_s": 0.1, "decode_s": 0.2}
+    ours = [{**point, "setting": name, "bpp": 0.25 * (i + 1), "psnr": 29.0 + 2 * i}
+            for i, name in enumerate(settings)]
+    rates = {f"{quality}_0.25-1.0bpp": -10.0 for quality in ("psnr", "ms_ssim_db")}
+    curves = {codec: [{**point, "bpp": b, "psnr": 26.0 + 6 * b} for b in (0.2, 0.5, 1.0, 1.5)]
+              for codec in codecs}
+    return {"images": ["kodim01"], "curves": {"aezoo": ours, **curves},
+            "bd_rate": {codec: dict(rates) for codec in codecs}}
+
+
+def test_presets_codec_figures_writes_every_card_or_none(tmp_path, monkeypatch, capsys):
+    """It rewrote the cards one by one with write_text: a failure at the second left the
+    first rewritten (and a kill, a half-written card.json)."""
+    from aezoo import presets
+
+    module = load("presets")
+    monkeypatch.setattr(presets, "PRESET_DIR", tmp_path)
+    (tmp_path / "codec_0.0018").mkdir()
+    (tmp_path / "codec_0.0018" / "card.json").write_text("old")
+    (tmp_path / "codec_0.004" / "card.json").mkdir(parents=True)  # cannot be written
+    (tmp_path / "results.json").write_text(json.dumps(evaluated(["codec_0.0018",
+                                                                 "codec_0.004"])))
+    assert module.main(["codec-figures", str(tmp_path / "results.json"),
+                        "--beside", "alone"]) == 2
+    assert "Is a directory" in capsys.readouterr().err
+    assert (tmp_path / "codec_0.0018" / "card.json").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.rglob("*")) == [
+        "card.json", "card.json", "codec_0.0018", "codec_0.004", "results.json"]
+
+    (tmp_path / "codec_0.004" / "card.json").rmdir()
+    assert module.main(["codec-figures", str(tmp_path / "results.json"),
+                        "--beside", "alone"]) == 0
+    for name in ("codec_0.0018", "codec_0.004"):
+        card = json.loads((tmp_path / name / "card.json").read_text())
+        assert card["headline"].startswith("Kodak 0.")
+
+
+def test_presets_codec_figures_refuses_an_evaluation_without_a_classical_codec(tmp_path,
+                                                                               capsys):
+    """An evaluation run with `--codecs jpeg` (or where Pillow had no WebP or JPEG 2000
+    encoder) holds no BD-rates against them: one line before any work, not a KeyError."""
+    module = load("presets")
+    (tmp_path / "results.json").write_text(json.dumps(evaluated(["codec_0.01"], ("jpeg",))))
+    assert module.main(["codec-figures", str(tmp_path / "results.json"),
+                        "--beside", "alone"]) == 2
+    error = capsys.readouterr().err
+    assert "has no webp and no jpeg2000 curve" in error and len(error.splitlines()) == 1
+
+
+def test_training_strategies_leaves_no_worker_running_when_one_fails(tmp_path, monkeypatch):
+    """Of two workers, the first failed: the script exited while the second (which waits
+    for its peer for ever in a real multi-worker run) went on running."""
+    import subprocess
+
+    module = load("training_strategies")
+    started = []
+
+    class Recorded(subprocess.Popen):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            started.append(self)
+
+    monkeypatch.setattr(module.subprocess, "Popen", Recorded)
+    worker = ("import json, os, sys, time; index = json.loads(os.environ['TF_CONFIG'])"
+              "['task']['index']; print('worker', index, 'fails' if index == 0 else 'waits',"
+              " file=sys.stderr, flush=True); sys.exit(3) if index == 0 else time.sleep(60)")
+    configs = [json.dumps({"task": {"index": i}}) for i in range(2)]
+    try:
+        with pytest.raises(SystemExit, match="worker 0 fails"):
+            module.run([sys.executable, "-c", worker, "--out", "mw"], tmp_path, configs)
+        assert len(started) == 2 and all(p.poll() is not None for p in started)
+    finally:
+        for process in started:  # (without the fix, the waiting one)
+            process.kill()
+            process.wait()
+
+
+def test_training_strategies_removes_its_temporary_folder_when_a_run_fails(tmp_path,
+                                                                          monkeypatch):
+    module = load("training_strategies")
+    monkeypatch.setattr(module.tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(module, "command", lambda args, epochs, out, *extra: [
+        sys.executable, "-c", "import sys; sys.exit('no training here')", "--out", out])
+    with pytest.raises(SystemExit, match="no training here"):
+        module.main(["--runs", "auto"])
+    assert list(tmp_path.iterdir()) == []
+
+
+HEAVY = ("tensorflow", "keras", "torch", "jax")
+
+
+@pytest.mark.parametrize("path", [p for p in SCRIPTS if p.name != "offline.py"],
+                         ids=lambda p: p.name)
+def test_a_benchmarks_help_imports_no_tensorflow(path):
+    """--help and usage errors answer at once: TensorFlow (5-8 s here) is imported after
+    the options are read (bias_gradient, codec_padding, denoise_8bit, denoise_correlated,
+    generative_mnist and generative_samples imported it first)."""
+    import os
+    import subprocess
+
+    # As `python benchmarks/X.py --help` runs it, then the heavy modules it imported (not
+    # `-X importtime`: cli.start_tensorflow() keeps the import's stderr off the terminal).
+    script = (f"import runpy, sys; sys.argv = [{str(path)!r}, '--help']; "
+              f"sys.path.insert(0, {str(path.parent)!r})\n"
+              f"try:\n    runpy.run_path(sys.argv[0], run_name='__main__')\n"
+              f"except SystemExit as exit_:\n    assert exit_.code in (0, None), exit_.code\n"
+              f"print(sorted(set(m.split('.')[0] for m in sys.modules) & set({HEAVY!r})))")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=60, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.splitlines()[-1] == "[]"
+
+
+def relative_path_defaults(path):
+    """The options of a script whose default is a relative path, as "--images '../x'"."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "add_argument"):
+            continue
+        for keyword in node.keywords:
+            value = keyword.value
+            if (keyword.arg == "default" and isinstance(value, ast.Call)
+                    and ast.unparse(value.func) == "Path" and value.args):
+                value = value.args[0]  # Path("../x")
+            if (keyword.arg == "default" and isinstance(value, ast.Constant)
+                    and isinstance(value.value, str) and "/" in value.value
+                    and not value.value.startswith("/")):
+                found.append(f"{ast.unparse(node.args[0])} {value.value!r}")
+    return found
+
+
+@pytest.mark.parametrize("path", SCRIPTS, ids=lambda p: p.name)
+def test_a_benchmarks_default_paths_do_not_depend_on_the_current_folder(path):
+    """"../shared/data/raw/cbsd68" was found only from the repository's root (codec_padding,
+    denoise_8bit, denoise_correlated): the offline data is `offline.DATA`, found from the
+    script's own place."""
+    assert relative_path_defaults(path) == []
+
+
+def test_the_offline_data_is_found_beside_this_checkout():
+    from conftest import SHARED_DATA
+
+    assert load("offline").DATA == SHARED_DATA.resolve() and SHARED_DATA.is_absolute()
