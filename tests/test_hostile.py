@@ -306,3 +306,21 @@ def test_sigterm_stops_a_command_as_ctrl_c_does_and_leaves_no_temporary_file(tmp
     assert status == 128 + signal.SIGTERM and err == "aezoo generate: interrupted\n", err
     assert not [p for p in files_under(out) if p.is_file()], sorted(files_under(out))
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+@pytest.mark.parametrize("code,status,said", [(None, 0, ""), (0, 0, ""), (3, 3, ""),
+                                              ("no such preset: x", 2,
+                                               "prog: error: no such preset: x\n")])
+def test_a_guarded_main_that_exits_says_why(code, status, said, capsys):
+    """sys.exit("why") in a command (or a benchmark) said nothing and gave status 2: the
+    guard dropped the message."""
+    import sys
+
+    from aezoo.apps import cli
+
+    @cli.guarded("prog")
+    def main(argv=None):
+        sys.exit(code)
+
+    assert main([]) == status
+    assert capsys.readouterr().err == said

@@ -91,7 +91,10 @@ def guarded(prog: str):
             try:
                 return main(argv) or 0
             except SystemExit as exit_:  # argparse's --help and usage errors
-                return exit_.code if isinstance(exit_.code, int) else 2
+                if exit_.code is None or isinstance(exit_.code, int):
+                    return exit_.code or 0
+                print(f"{prog}: error: {exit_.code}", file=sys.stderr)  # sys.exit("why")
+                return 2
             except USER_ERRORS as error:
                 print(f"{prog}: error: {user_message(error)}", file=sys.stderr)
                 return 2
