@@ -109,6 +109,23 @@ def test_every_documented_command_parses(document):
     assert_parse(aezoo_commands(document.read_text()), document.name)
 
 
+def test_every_command_of_a_model_card_parses():
+    """A card's `trained_with` and `measured_with` are how a preset is made again: their
+    aezoo commands (in prose: each ends at ";", "(", ")", ", " or " then ") must stay
+    commands of this version when an option is renamed."""
+    from aezoo import presets
+
+    commands = []
+    for name, card in presets.PRESETS.items():
+        for field in ("trained_with", "measured_with"):
+            for match in re.finditer(r"\baezoo ([a-z]+)\b([^;()]*)", card.get(field, "")):
+                words = shlex.split(re.split(r",\s| then ", match[2])[0])
+                commands.append((name, field, [match[1], *words]))
+    assert len(commands) > 2 * len(presets.PRESETS)
+    for name, field, argv in commands:
+        assert_parse([argv], f"{name}'s card.json ({field})")
+
+
 @pytest.mark.parametrize("name", list(aezoo_command.COMMANDS))
 def test_every_command_in_a_commands_docstring_parses(name):
     import importlib
