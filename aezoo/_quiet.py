@@ -1,9 +1,11 @@
-"""Keeps TensorFlow's start-up chatter off the terminal."""
+"""Keeps TensorFlow's start-up chatter off the terminal, and other libraries' errors to the
+one line that a command prints."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
 import tempfile
 
@@ -33,3 +35,11 @@ def stderr_captured():
         finally:
             os.dup2(saved, 2)
             os.close(saved)
+
+
+def first_line(error: BaseException, limit: int = 200) -> str:
+    """The gist of another library's error (TensorFlow, Keras, tfds, NumPy) for a one-line
+    message: its first line, without TensorFlow's graph-node names, at most `limit`
+    characters; its class name when it says nothing."""
+    text = re.sub(r"\{\{[^}]*\}\}\s*", "", getattr(error, "message", None) or str(error))
+    return text.strip().splitlines()[0][:limit] if text.strip() else type(error).__name__

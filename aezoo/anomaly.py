@@ -195,8 +195,7 @@ class Detector:
         """
         self._check_fitted()
         path = Path(path)
-        if runs.is_finished(path):
-            raise FileExistsError(f"{path} already holds a finished run; choose another folder.")
+        runs.refuse_finished(path)
         path.mkdir(parents=True, exist_ok=True)
         runs.clean_partials(path)
         if not (path / runs.MODEL_FILE).is_file():
@@ -217,6 +216,8 @@ class Detector:
 
     @classmethod
     def from_run(cls, run: runs.Run) -> "Detector":
+        """The detector a loaded run folder (or preset) holds: its model, threshold and
+        scaling, as `save` wrote them."""
         app = run.application
         params = run.info.get("options", {}).get("detector", {})
         detector = cls(**{k: v for k, v in params.items() if k != "model"},
@@ -403,6 +404,8 @@ def reconstruction_errors(model, x: np.ndarray, batch_size: int = 256, verbose=0
 
 
 def parse_threshold(rule: str) -> tuple[str, float]:
+    """A threshold rule ("percentile:95", "mean_std:3", "contamination:0.05") as (kind,
+    value), checked: ValueError naming the rule otherwise."""
     kind, _, text = str(rule).partition(":")
     ranges = {"percentile": (0, 100), "mean_std": (-math.inf, math.inf),
               "contamination": (0, 0.5)}
@@ -463,6 +466,8 @@ def isolation_forest_scores(train_x: np.ndarray, x: np.ndarray, seed: int):
 
 
 def roc(is_anomaly: np.ndarray, scores: np.ndarray):
+    """The ROC curve of `scores` against the true labels: (false positive rates, true
+    positive rates, ROC-AUC), by scikit-learn."""
     from sklearn import metrics
 
     fpr, tpr, _ = metrics.roc_curve(is_anomaly, scores)

@@ -76,7 +76,6 @@ MAGIC = b"AEZ\x1a"
 # Header flag: a grayscale image coded by an RGB model (decoded to the mean of the three
 # channels, which is 0.18 dB nearer the image than each channel: BSD68, codec_0.01).
 FLAG_GRAY = 1
-VERSION = 2  # the newest; a factorized-prior model still writes version 1
 HEADER = struct.Struct("<4sBBHIIHHH8sII")  # version 1
 HEADER_V2 = struct.Struct("<4sBBHIIHHH8sIII")
 HEADERS = {1: HEADER, 2: HEADER_V2}
@@ -201,11 +200,6 @@ def tables(model) -> dict[str, np.ndarray]:
         "offsets": layer.table_offsets.numpy(),
         "lengths": layer.table_lengths.numpy(),
     }
-
-
-def save_tables(model, path: str | os.PathLike) -> None:
-    """Writes the integer tables and the model's fingerprint to an .npz file."""
-    np.savez(path, fingerprint=np.frombuffer(fingerprint(model), np.uint8), **tables(model))
 
 
 def fingerprint(model) -> bytes:
@@ -544,10 +538,6 @@ class Codec:
             self._refiner = Refiner(self.model)
         return self._refiner
 
-    def decode_latent(self, latent: np.ndarray, height: int, width: int) -> np.ndarray:
-        """The uint8 image (height, width, channels) that a latent `y_hat` decodes to."""
-        return self.synthesise(np.asarray(latent, np.float32), height, width)
-
     def synthesise(self, y_hat: np.ndarray, height: int, width: int) -> np.ndarray:
         """Runs the synthesis transform on `y_hat` (h, w, M) in tiles of bounded memory
         (see `tile_size`) and returns the uint8 image (height, width, channels).
@@ -628,7 +618,8 @@ class Codec:
         """
         header = read_header(data[: HEADER_V2.size], len(data), name)
         payload = data[header.size:]
-        return self.decompress_payload(header, data[: header.size - 4], payload, name)
+        self._check(header, data[: header.size - 4], payload, name)
+        return self._decode_payload(header, payload, name)
 
     def decompress_latents(self, data: bytes, name: str = "the file") -> dict[str, np.ndarray]:
         """The decoded latents of the bytes of an .aez file, checked as by `decompress`:
@@ -643,7 +634,7 @@ class Codec:
         """Decodes an .aez file, reading its header first so that nothing is read or
         allocated for a file whose header is wrong.  `progress`: see `filtered`."""
         header, fields, payload, name = self._read_checked(path)
-        return self.decode_payload(header, payload, name, progress)
+        return self._decode_payload(header, payload, name, progress)
 
     def check_file(self, path: str | os.PathLike) -> Header:
         """Checks an .aez file's header, size, checksum and model without decoding it.
@@ -664,10 +655,6 @@ class Codec:
         self._check(header, fields, payload, path.name)
         return header, fields, payload, path.name
 
-    def decompress_payload(self, header: Header, fields: bytes, payload: bytes, name: str):
-        self._check(header, fields, payload, name)
-        return self.decode_payload(header, payload, name)
-
     def _check(self, header: Header, fields: bytes, payload: bytes, name: str) -> None:
         if checksum(fields, payload) != header.checksum:
             raise FormatError(f"{name} is corrupted (checksum mismatch).")
@@ -685,7 +672,7 @@ class Codec:
                 or header.latent_shape != expected):
             raise FormatError(f"{name} is corrupted (its shapes do not fit this model).")
 
-    def decode_payload(self, header: Header, payload: bytes, name: str,
+    def _decode_payload(self, header: Header, payload: bytes, name: str,
                        progress=None) -> np.ndarray:
         """The image of a checked payload, uint8 (height, width, channels): the synthesis's
         pixels, then the post-filter's if the codec has one.  A grayscale image coded by an

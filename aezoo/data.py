@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import csv
 import os
-import re
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,6 +32,7 @@ import numpy as np
 import tensorflow as tf
 
 from aezoo import noise as noise_lib
+from aezoo._quiet import first_line
 from aezoo.models.base import check_int
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -98,7 +98,7 @@ def read_image(path: str | os.PathLike, channels: int | None = None,
         else:
             image = decode_image(tf.constant(path.read_bytes()), channels).numpy()
     except tf.errors.OpError as error:  # a truncated or damaged image: headers were fine
-        raise ValueError(f"{path} is damaged or truncated ({_first_line(error)}).") from None
+        raise ValueError(f"{path} is damaged or truncated ({first_line(error, 120)}).") from None
     return turn_upright(image, orientation(path)) if upright else image
 
 
@@ -127,12 +127,6 @@ def turn_upright(image: np.ndarray, orientation: int) -> np.ndarray:
              5: lambda a: np.swapaxes(a, 0, 1), 6: lambda a: np.rot90(a, -1),
              7: lambda a: np.rot90(np.swapaxes(a, 0, 1), 2), 8: lambda a: np.rot90(a, 1)}
     return np.ascontiguousarray(turns[orientation](image))
-
-
-def _first_line(error: Exception) -> str:
-    """The gist of a TensorFlow error: its first line, without the names of graph nodes."""
-    text = re.sub(r"\{\{[^}]*\}\}\s*", "", getattr(error, "message", None) or str(error))
-    return text.strip().splitlines()[0][:120] if text.strip() else type(error).__name__
 
 
 def probe_image(path: str | os.PathLike) -> tuple[int, int, int]:
@@ -263,10 +257,9 @@ def from_tfds(
         ds = builder.as_dataset(split=split, shuffle_files=False)
     except Exception as error:  # tfds raises many types; all mean "cannot have it"
         where = data_dir or os.environ.get("TFDS_DATA_DIR") or "tfds's default data_dir"
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
         raise ValueError(
             f"Cannot load tensorflow-datasets '{name}' split '{split}' from {where}: "
-            f"{type(error).__name__}: {first_line}"
+            f"{type(error).__name__}: {first_line(error)}"
         ) from None
     if key not in ds.element_spec:
         raise ValueError(
@@ -368,6 +361,8 @@ def from_directory(
         raise ValueError("`augment` turns random patches: it needs `patch_size` (--patch).")
     patches_per_image = check_int("patches_per_image", patches_per_image)
     patch = (patch_size, patch_size) if isinstance(patch_size, int) else patch_size
+    if augment and patch[0] != patch[1]:  # (before any image is decoded)
+        raise ValueError("`augment` needs square patches (rotations change their shape).")
     if patch is not None:
         for path, (height, width, _) in zip(files, sizes):
             if height < patch[0] or width < patch[1]:
@@ -410,9 +405,6 @@ def from_directory(
         ds = ds.apply(tf.data.experimental.assert_cardinality(len(files) * patches_per_image))
     seeds = _seed_pairs(seed, rerandomize=True)
 
-    if augment and patch[0] != patch[1]:
-        raise ValueError("`augment` needs square patches (rotations change their shape).")
-
     def crop(image, crop_seed):
         shape = [patch[0], patch[1], channels]
         image = tf.image.stateless_random_crop(image, shape, seed=crop_seed)
@@ -452,8 +444,8 @@ def load_array(source: np.ndarray | str | os.PathLike, *, key: str | None = None
             loaded = np.load(path, allow_pickle=False)
         except (ValueError, OSError, EOFError) as error:
             # (an empty or truncated file raises EOFError, text raises ValueError)
-            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-            raise ValueError(f"{path} is not a .npy or .npz array file ({reason}).") from None
+            raise ValueError(f"{path} is not a .npy or .npz array file "
+                             f"({first_line(error)}).") from None
         if isinstance(loaded, np.lib.npyio.NpzFile):
             names = list(loaded.keys())
             if key is None and "x" not in names and len(names) != 1:

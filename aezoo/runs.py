@@ -43,6 +43,7 @@ import keras
 import numpy as np
 
 from aezoo import export, plots, presets
+from aezoo._quiet import first_line
 from aezoo._version import __version__
 from aezoo.models import MODELS
 
@@ -181,7 +182,15 @@ def write_run(
 
 
 def is_finished(path: str | os.PathLike) -> bool:
+    """Whether `path` holds a finished run (its run.json, written last)."""
     return (Path(path) / RUN_FILE).is_file()
+
+
+def refuse_finished(path: str | os.PathLike, choose: str = "another output folder") -> None:
+    """A finished run is never overwritten: FileExistsError if `path` holds one.  `choose`:
+    what to do instead, in the caller's words ("another --out")."""
+    if is_finished(path):
+        raise FileExistsError(f"{path} already holds a finished run; choose {choose}.")
 
 
 def _jsonable(value: Any) -> Any:
@@ -290,9 +299,8 @@ def load_model(path: str | os.PathLike) -> keras.Model:
     try:
         return keras.models.load_model(path, compile=False)
     except Exception as error:  # Keras raises many types for files it cannot read
-        first = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
         raise ValueError(f"{path} could not be loaded as an aezoo model "
-                         f"({type(error).__name__}: {first}).") from None
+                         f"({type(error).__name__}: {first_line(error)}).") from None
 
 
 # ---------------------------------------------------------------- packed runs (presets)
@@ -466,15 +474,16 @@ def _umask() -> int:
     return mask
 
 
-# ----------------------------------------------------------------------------- locks
-
-
 def clean_partials(folder: str | os.PathLike) -> None:
     """Deletes what a killed writer left in `folder` and its subfolders: the temporary files
-    of `write_bytes`, `writing` and `aezoo.training.save_model` (never a final name)."""
+    of `write_bytes` and `writing` (never a final name; ".partial." names are those of
+    aezoo before 0.6.4's `training.save_model`)."""
     for path in Path(folder).rglob("*.partial*"):
         if path.is_file() and (path.name.startswith(".") or ".partial." in path.name):
             path.unlink(missing_ok=True)
+
+
+# ----------------------------------------------------------------------------- locks
 
 
 # The folders held here -> by which process and thread: `locked` again in that thread holds

@@ -482,7 +482,7 @@ def train(
     # training into the folder would mix two histories, and would take the live backup
     # for a damaged one.
     with runs.locked(run) if run is not None else contextlib.nullcontext():
-        state = _check_run_dir(run) if run is not None else "new"
+        state = _prepare_run_dir(run) if run is not None else "new"
         started = started_record(arguments, record) if run is not None else None
         if state != "new":
             check_started(run, started)
@@ -604,13 +604,13 @@ def run_state(run: Path) -> str:
     return "new"
 
 
-def _check_run_dir(run: Path) -> str:
-    """A finished run is never overwritten; an interrupted one (backup present) resumes."""
+def _prepare_run_dir(run: Path) -> str:
+    """The state of `run` (see `run_state`), ready for `fit`: a finished run is never
+    overwritten; an interrupted one (backup present) resumes; a new one starts with no
+    history.csv."""
     state = run_state(run)
     if state == "finished":
-        raise FileExistsError(
-            f"{run} already holds a finished run ({RUN_FILE}); choose another output folder."
-        )
+        runs.refuse_finished(run)
     if state == "new":
         # A fresh start, or a crash before the first backup: no earlier epochs to keep.
         (run / "history.csv").unlink(missing_ok=True)
@@ -658,12 +658,12 @@ def started_record(arguments: Mapping[str, Any], record: Mapping[str, Any] | Non
                    ) -> dict[str, Any]:
     """What `started.json` keeps of `train`'s arguments (and `record`), as JSON reads it back:
     NumPy numbers as Python's, functions, models and other objects by name."""
-    kept = {name: _identity(arguments.get(name), name) for name in RUN_DEFINING}
+    kept = {name: _canonical(arguments.get(name), name) for name in RUN_DEFINING}
     kept.update(record or {})
     return json.loads(json.dumps(runs._jsonable(kept), default=_named))
 
 
-def _identity(value: Any, name: str) -> Any:
+def _canonical(value: Any, name: str) -> Any:
     """An argument as `started.json` keeps it, in one form for the values that mean the
     same: an initial model's file by its absolute path, no builder arguments as {}, no
     mixed precision as "off"."""
@@ -738,10 +738,8 @@ def load_trained(path: Path) -> keras.Model:
 def save_model(model: keras.Model, path: str | os.PathLike) -> None:
     """Saves a `.keras` file whole or not at all (written aside, then renamed), so that a
     crash while saving never leaves a truncated file behind."""
-    path = Path(path)
-    partial = path.with_name(path.stem + ".partial.keras")
-    model.save(partial)
-    os.replace(partial, path)
+    with runs.writing(path) as partial:  # (a name that ends in .keras, as Keras asks)
+        model.save(partial)
 
 
 def default_callbacks(
@@ -873,8 +871,10 @@ class _EpochCheckpoint(keras.callbacks.Callback):
 
 def _build(model, kwargs: dict[str, Any], example_spec: tf.TensorSpec, noise,
            initial: InitialModel | None = None) -> keras.Model:
+    """The model `train` fits: `model` (a name of `MODELS`, or a function returning a
+    model) built with `kwargs` for the data's `example_spec`, starting from `initial`'s
+    weights when given (its builder arguments are then the defaults)."""
     if initial is not None:
-        # The initial model's builder arguments are the defaults of those given.
         kwargs = {**_initial_arguments(initial, model), **kwargs}
     if isinstance(model, str):
         check_choice("model", model, list(MODELS))
@@ -896,16 +896,7 @@ def _build(model, kwargs: dict[str, Any], example_spec: tf.TensorSpec, noise,
         try:
             ae.set_weights(initial.model.get_weights())
         except ValueError:
-            try:
-                # A codec or a denoiser given wider `filters` (or a larger `latent_dim`)
-                # starts as the same function (Net2Net).
-                if isinstance(ae, CompressionAutoencoder):
-                    widen(initial.model, ae)
-                elif ae.get_config().get("model") == "denoising":
-                    denoising.widen(initial.model, ae)
-                else:
-                    raise ValueError
-            except ValueError:
+            if not _widened(initial.model, ae):
                 raise ValueError(
                     f"The initial model {initial.label} has other weights than the model these "
                     "arguments build: give the same model arguments (or none; a compression "
@@ -914,6 +905,21 @@ def _build(model, kwargs: dict[str, Any], example_spec: tf.TensorSpec, noise,
                 ) from None
     check_fits(ae, example_spec.shape)
     return ae
+
+
+def _widened(initial: keras.Model, ae: keras.Model) -> bool:
+    """Sets `ae`'s weights so that it computes what `initial` does, where `ae` is the same
+    codec or denoiser with wider `filters` (or a larger `latent_dim`): Net2Net.  False if it
+    is not."""
+    widen_to = (widen if isinstance(ae, CompressionAutoencoder)
+                else denoising.widen if ae.get_config().get("model") == "denoising" else None)
+    if widen_to is None:
+        return False
+    try:
+        widen_to(initial, ae)
+    except ValueError:
+        return False
+    return True
 
 
 def _initial_arguments(initial: InitialModel, model) -> dict[str, Any]:

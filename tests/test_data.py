@@ -158,6 +158,20 @@ def test_augmenting_whole_images_is_refused_rather_than_ignored(tmp_path):
         data.from_directory(tmp_path, augment=True)
 
 
+def test_augmenting_oblong_patches_is_refused_before_any_image_is_decoded(tmp_path,
+                                                                         monkeypatch):
+    """Rotations change an oblong patch's shape; the refusal came after every image of the
+    folder was decoded into the cache."""
+    write_images(tmp_path, [(16, 24)], "L", ".png")
+
+    def decoded(*args, **kwargs):
+        raise AssertionError("an image was decoded before the options were checked")
+
+    monkeypatch.setattr(data, "decode_image", decoded)
+    with pytest.raises(ValueError, match="`augment` needs square patches"):
+        data.from_directory(tmp_path, augment=True, patch_size=(8, 16))
+
+
 def test_uint8_npy_gets_a_channel_axis_and_unit_range(tmp_path):
     raw = np.random.default_rng(0).integers(0, 256, (7, 5, 6), dtype=np.uint8)
     np.save(tmp_path / "x.npy", raw)

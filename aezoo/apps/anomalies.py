@@ -152,8 +152,7 @@ def train(args: argparse.Namespace) -> int:
 
     anomaly.parse_threshold(args.threshold)
     options = cli.training_options(args)
-    if runs.is_finished(args.out):
-        raise FileExistsError(f"{args.out} already holds a finished run; choose another --out.")
+    runs.refuse_finished(args.out, "another --out")
     # The strategy comes before any dataset: multi-worker collectives must be set up first.
     strategy = training.resolve_strategy(args.strategy)
     with runs.locked(training.run_dir(args.out, strategy)):  # (a second one: refused at once)

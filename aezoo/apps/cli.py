@@ -33,8 +33,8 @@ from aezoo.models import ARGUMENTS, MODELS
 # a bug and keeps its traceback.
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError,
                IsADirectoryError, PermissionError)
-# OSError numbers that mean the disk, not aezoo: no space, read-only file system, quota.
-DISK_ERRNOS = (28, 30, 122)
+# OSErrors that mean the disk, not aezoo.
+DISK_ERRNOS = (errno.ENOSPC, errno.EROFS, errno.EDQUOT)
 
 # Choices of the shared training options (the same tuples as aezoo.training's, which
 # cannot be imported before TensorFlow; a test keeps them equal).
@@ -624,7 +624,7 @@ def add_model_arguments(parser: argparse.ArgumentParser, default_model: str,
 
 def _defaults_help(name: str, signatures: dict) -> str:
     """"(dense, conv; default 32)", or, where the builders' defaults differ, each default
-    after the models that have it: "(dense, conv: 32; compression: 128)"."""
+    after the models that have it: "(defaults: dense, conv: 32; compression: 128)"."""
     by_default: dict[str, list[str]] = {}
     for model, parameters in signatures.items():
         if name in parameters:

@@ -120,8 +120,7 @@ def train_run(
     # The strategy comes before any dataset: multi-worker collectives must be set up first.
     strategy = training.resolve_strategy(args.strategy)
     print(training.describe_strategy(strategy), flush=True)
-    if runs.is_finished(args.out):
-        raise FileExistsError(f"{args.out} already holds a finished run; choose another --out.")
+    runs.refuse_finished(args.out, "another --out")
     chief = training.is_chief(strategy)
     out = training.run_dir(args.out, strategy)
     with runs.locked(out):  # (before the data loads: a second training is refused at once)
