@@ -185,6 +185,35 @@ def _plain(value: Any) -> Any:
     raise TypeError(f"{value!r} ({type(value).__name__}) cannot be stored in a model's config.")
 
 
+# ---------------------------------------------------------------- widening (Net2Net)
+# A model given wider layers starts as the same function (Chen et al., Net2Net, 2016): each
+# new channel copies an old one, and the layer that reads them splits each old channel's
+# weight among its copies (compression.widen, denoising.widen).
+
+
+def arguments_but_widths(model: keras.Model, *others: str) -> dict[str, Any]:
+    """A model's builder arguments without its widths (`filters`, `latent_dim`), its name
+    and `others`: what must be equal for a model to be widened into another."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in model.get_config().items()
+            if k not in ("filters", "latent_dim", "name", *others)}
+
+
+def widened_channels(rng: np.random.Generator, n: int, wide: int):
+    """`copies`: the old channel that each of `wide` new channels copies (the n old ones,
+    then random repeats); `shares`: how many copies each new channel's old one has."""
+    copies = np.concatenate([np.arange(n), rng.integers(0, n, wide - n)])
+    return copies, np.bincount(copies, minlength=n)[copies]
+
+
+def split_among_copies(rng: np.random.Generator, copies: np.ndarray, shares: np.ndarray,
+                       n: int) -> np.ndarray:
+    """The share of its old channel's weight that a reader gives each copy: about
+    1/shares, drawn at random so that the copies can grow apart in training, and summing to
+    one within each channel's copies (the reader's sum is unchanged)."""
+    split = 1.0 / shares + rng.uniform(-0.2, 0.2, copies.shape) / shares
+    return split - (np.bincount(copies, split, n) - 1.0)[copies] / shares
+
+
 # ---------------------------------------------------------------- argument checks
 # Builders check every argument before building anything, and say which argument was
 # wrong and what they received, in the keras.applications manner.

@@ -68,6 +68,7 @@ import tensorflow as tf
 
 from aezoo.models.base import (
     Autoencoder,
+    arguments_but_widths,
     check_activation,
     check_bool,
     check_input_shape,
@@ -75,6 +76,8 @@ from aezoo.models.base import (
     check_ints,
     check_positive,
     make_autoencoder,
+    split_among_copies,
+    widened_channels,
 )
 from aezoo.models.layers import PadToMultiple
 
@@ -364,14 +367,13 @@ def widen(source: "CompressionAutoencoder", target: "CompressionAutoencoder",
     straight_through, which set the training, not the weights), a width shrinks, or a model
     without a hyperprior is given more latent channels.
     """
-    def arguments(model):  # (lmbda and straight_through may change too: they are no weights)
-        return {k: tuple(v) if isinstance(v, list) else v for k, v in model.get_config().items()
-                if k not in ("filters", "latent_dim", "name", "lmbda", "straight_through")}
-
     old_filters = tuple(source.get_config()["filters"])
     new_filters = tuple(target.get_config()["filters"])
     old_latent, new_latent = source.get_config()["latent_dim"], target.get_config()["latent_dim"]
-    if (arguments(source) != arguments(target) or len(old_filters) != len(new_filters)
+    # (lmbda and straight_through may change too: they are no weights)
+    if (arguments_but_widths(source, "lmbda", "straight_through")
+            != arguments_but_widths(target, "lmbda", "straight_through")
+            or len(old_filters) != len(new_filters)
             or any(n < o for o, n in zip(old_filters, new_filters)) or new_latent < old_latent):
         raise ValueError(f"Cannot widen a model of filters {old_filters} and latent_dim "
                          f"{old_latent} to {new_filters} and {new_latent}: only the widths "
@@ -388,8 +390,7 @@ def widen(source: "CompressionAutoencoder", target: "CompressionAutoencoder",
     count = len(old_filters)
     for level in range(1, count + 1):
         n, wide = old_filters[level - 1], new_filters[level - 1]
-        copies = np.concatenate([np.arange(n), rng.integers(0, n, wide - n)])
-        shares = np.bincount(copies, minlength=n)[copies]  # copies of each one's channel
+        copies, shares = widened_channels(rng, n, wide)
         analysis = (f"down{level}_conv", f"down{level}_gdn",
                     f"down{level + 1}_conv" if level < count else "latent_conv")
         synthesis = ("latent_deconv" if level == count else f"up{level + 1}_deconv",
@@ -407,9 +408,7 @@ def widen(source: "CompressionAutoencoder", target: "CompressionAutoencoder",
                 effective = effective[np.ix_(copies, copies)] / shares[:, None]
                 weights[norm] = [beta[copies], np.sqrt(np.maximum(effective, 0.0) + pedestal)]
             kernel, bias = weights[consumer]
-            split = 1.0 / shares + rng.uniform(-0.2, 0.2, copies.shape) / shares
-            # Within each channel's copies, the proportions sum to one.
-            split -= (np.bincount(copies, split, n) - 1.0)[copies] / shares
+            split = split_among_copies(rng, copies, shares, n)
             shape = [1] * kernel.ndim
             shape[into] = len(copies)
             weights[consumer] = [np.take(kernel, copies, axis=into) * split.reshape(shape), bias]

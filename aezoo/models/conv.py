@@ -75,19 +75,11 @@ def conv(
     corrupt = corruption_layer(corruption, corruption_level)
 
     check_levels(filters, height, width)
-    multiple = 2 ** len(filters)
-    margins = [split_margin(size, multiple) for size in (height, width)]
-    inner_h = (height + sum(margins[0])) // multiple
-    inner_w = (width + sum(margins[1])) // multiple
+    pad, crop, (inner_h, inner_w) = pad_and_crop(height, width, len(filters))
 
     def conv2d(n, name, strides=1, act=activation, layer=keras.layers.Conv2D):
         return layer(n, kernel_size, strides=strides, padding="same", activation=act, name=name)
 
-    if any(sum(pair) for pair in margins):
-        pad = keras.layers.ZeroPadding2D(margins, name="pad")
-        crop = keras.layers.Cropping2D(margins, name="crop")
-    else:  # nothing to pad: identities of the same names, so no ops in the training step
-        pad, crop = keras.layers.Identity(name="pad"), keras.layers.Identity(name="crop")
     x = keras.Input((height, width, channels), name="x")
     h = pad(x)
     for i, n in enumerate(filters, start=1):
@@ -126,3 +118,17 @@ def split_margin(size: int, multiple: int) -> tuple[int, int]:
     """Padding (before, after) that brings `size` up to a multiple, centred."""
     total = -size % multiple
     return total // 2, total - total // 2
+
+
+def pad_and_crop(height: int, width: int, levels: int):
+    """For an image model of `levels` halvings: the zero-padding that brings (height, width)
+    up to a multiple of 2**levels, centred, the crop that undoes it (identities of the same
+    names when nothing needs padding, so that no op runs), and the (height, width) after
+    the halvings."""
+    multiple = 2**levels
+    margins = [split_margin(size, multiple) for size in (height, width)]
+    inner = tuple((size + sum(m)) // multiple for size, m in zip((height, width), margins))
+    if any(sum(pair) for pair in margins):
+        return (keras.layers.ZeroPadding2D(margins, name="pad"),
+                keras.layers.Cropping2D(margins, name="crop"), inner)
+    return keras.layers.Identity(name="pad"), keras.layers.Identity(name="crop"), inner

@@ -7,6 +7,7 @@ import numpy as np
 
 from aezoo.models.base import (
     Autoencoder,
+    arguments_but_widths,
     check_activation,
     check_bool,
     check_input_shape,
@@ -14,6 +15,8 @@ from aezoo.models.base import (
     check_ints,
     corruption_layer,
     make_autoencoder,
+    split_among_copies,
+    widened_channels,
 )
 from aezoo.models.layers import CropLike, PadToMultiple, residual_blocks
 
@@ -189,14 +192,10 @@ def widen(source: Autoencoder, target: Autoencoder, seed: int = 0) -> None:
     shrinks, or the models are residual-block U-Nets (`blocks` > 0, whose additive skips
     would need one copy pattern through a whole level: not supported).
     """
-    def arguments(model):
-        return {k: tuple(v) if isinstance(v, list) else v for k, v in model.get_config().items()
-                if k not in ("filters", "latent_dim", "name")}
-
     old, new = source.get_config(), target.get_config()
     old_widths = (*old["filters"], old["latent_dim"])
     new_widths = (*new["filters"], new["latent_dim"])
-    if (old.get("model") != "denoising" or arguments(source) != arguments(target)
+    if (old.get("model") != "denoising" or arguments_but_widths(source) != arguments_but_widths(target)
             or len(old_widths) != len(new_widths)
             or any(n < o for o, n in zip(old_widths, new_widths))):
         raise ValueError(f"Cannot widen a denoising model of filters {tuple(old['filters'])} "
@@ -217,12 +216,10 @@ def widen(source: Autoencoder, target: Autoencoder, seed: int = 0) -> None:
     def grow(producer, readers, n, wide):
         """Widens `producer`'s n output channels to `wide`; `readers` are (layer, offset)
         pairs: each reads those channels at `offset` of its input channels."""
-        copies = np.concatenate([np.arange(n), rng.integers(0, n, wide - n)])
-        shares = np.bincount(copies, minlength=n)[copies]
+        copies, shares = widened_channels(rng, n, wide)
         kernel, bias = weights[producer]
         weights[producer] = [np.take(kernel, copies, axis=axes[producer][0]), bias[copies]]
-        split = 1.0 / shares + rng.uniform(-0.2, 0.2, copies.shape) / shares
-        split -= (np.bincount(copies, split, n) - 1.0)[copies] / shares  # each sums to one
+        split = split_among_copies(rng, copies, shares, n)
         for reader, offset in readers:
             kernel, bias = weights[reader]
             into = axes[reader][1]

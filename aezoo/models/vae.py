@@ -55,7 +55,7 @@ from aezoo.models.base import (
     check_non_negative,
     make_autoencoder,
 )
-from aezoo.models.conv import split_margin
+from aezoo.models.conv import pad_and_crop
 from aezoo.models.layers import residual_blocks
 
 LIKELIHOODS = ("bernoulli", "gaussian")
@@ -132,9 +132,7 @@ def vae(
     )
 
     check_levels(filters, height, width)
-    multiple = 2 ** len(filters)
-    margins = [split_margin(size, multiple) for size in (height, width)]
-    inner = [(size + sum(m)) // multiple for size, m in zip((height, width), margins)]
+    pad, crop, inner = pad_and_crop(height, width, len(filters))
 
     def conv2d(n, name, strides=1, act=activation, layer=keras.layers.Conv2D):
         return layer(n, kernel_size, strides=strides, padding="same", activation=act, name=name)
@@ -142,7 +140,6 @@ def vae(
     def blocks_at(h, n, prefix):
         return residual_blocks(h, n, blocks, prefix, conv2d, activation)
 
-    pad, crop = _pad_and_crop(margins)
     x = keras.Input((height, width, channels), name="x")
     h = pad(x)
     for i, n in enumerate(filters, start=1):
@@ -287,13 +284,11 @@ def vq_vae(
     prior_blocks = check_int("prior_blocks", prior_blocks, minimum=0)
 
     check_levels(filters, height, width)
-    multiple = 2 ** len(filters)
-    margins = [split_margin(size, multiple) for size in (height, width)]
+    pad, crop, _ = pad_and_crop(height, width, len(filters))
 
     def conv2d(n, name, strides=1, act=activation, layer=keras.layers.Conv2D):
         return layer(n, kernel_size, strides=strides, padding="same", activation=act, name=name)
 
-    pad, crop = _pad_and_crop(margins)
     x = keras.Input((height, width, channels), name="x")
     h = pad(x)
     for i, n in enumerate(filters, start=1):
@@ -317,15 +312,6 @@ def vq_vae(
     # `z` by name), with no warning from Keras about the structure.
     decoder = keras.Model([z], x_hat, name="decoder")
     return make_autoencoder("vq_vae", kwargs, encoder, decoder, cls=VQVAE)
-
-
-def _pad_and_crop(margins):
-    """Zero-padding up to the multiple the strides need, and the crop that undoes it (or
-    identities of the same names, so that no op runs when nothing needs padding)."""
-    if any(sum(pair) for pair in margins):
-        return (keras.layers.ZeroPadding2D(margins, name="pad"),
-                keras.layers.Cropping2D(margins, name="crop"))
-    return keras.layers.Identity(name="pad"), keras.layers.Identity(name="crop")
 
 
 def _check_vae_arguments(likelihood, variance, beta, binarize, output_activation,
