@@ -85,6 +85,28 @@ class Autoencoder(MultiWorkerFitMixin, Float32LossesMixin, keras.Model):
     def get_config(self) -> dict[str, Any]:
         return dict(self._builder_config)
 
+    # For the families that train on a loss of their own (compression, VAE, VQ-VAE): their
+    # `compute_loss` adds the layers' losses to a reconstruction term and logs each term.
+
+    def added_losses(self) -> tf.Tensor:
+        """The sum of the losses the layers added (a rate, a KL, a commitment), in float32."""
+        return tf.add_n([tf.cast(loss, tf.float32) for loss in self.losses])
+
+    def replica_loss(self, total, y, *terms: tuple[keras.metrics.Metric, Any]) -> tf.Tensor:
+        """`total`, a replica's loss on its batch `y`, as `compute_loss` returns it, after
+        each `(tracker, value)` of `terms` is logged.
+
+        The trackers are weighted by the batch size, as Keras's own loss tracker, so that
+        the epoch means obey the loss's formula exactly (and a weight that depends on the
+        data keeps a step that finds the dataset exhausted from counting).  Keras sums the
+        replicas' gradients, so each replica's loss is divided by their number, as Keras
+        does for compiled losses.
+        """
+        batch_size = tf.cast(tf.shape(y)[0], tf.float32)
+        for tracker, value in terms:
+            tracker.update_state(value, sample_weight=batch_size)
+        return total / tf.distribute.get_strategy().num_replicas_in_sync
+
     @classmethod
     def from_config(cls, config: dict[str, Any], custom_objects=None) -> "Autoencoder":
         config = dict(config)

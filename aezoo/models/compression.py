@@ -517,18 +517,10 @@ class CompressionAutoencoder(Autoencoder):
         return float(-np.sum(np.log2(np.asarray(p, np.float64))))
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        rate = tf.add_n([tf.cast(loss, tf.float32) for loss in self.losses])
+        rate = self.added_losses()
         mse = tf.reduce_mean(tf.square(tf.cast(y, tf.float32) - tf.cast(y_pred, tf.float32)))
-        # Weighted by the batch size, as Keras's own loss tracker: the epoch means then obey
-        # loss = bpp + lmbda * 255**2 * mse exactly.  (A weight that depends on the data
-        # also keeps a step that finds the dataset exhausted from counting.)
-        batch_size = tf.cast(tf.shape(y)[0], tf.float32)
-        self.bpp_tracker.update_state(rate, sample_weight=batch_size)
-        self.mse_tracker.update_state(mse, sample_weight=batch_size)
-        total = rate + self.lmbda * 255.0**2 * mse
-        # Keras averages gradients over replicas by summing per-replica losses, so each
-        # replica's loss is divided by their number (as Keras does for compiled losses).
-        return total / tf.distribute.get_strategy().num_replicas_in_sync
+        return self.replica_loss(rate + self.lmbda * 255.0**2 * mse, y,
+                                 (self.bpp_tracker, rate), (self.mse_tracker, mse))
 
 
 @keras.saving.register_keras_serializable(package="aezoo")

@@ -447,17 +447,11 @@ class VariationalAutoencoder(Autoencoder):
         keras.Model.compile(self, optimizer=optimizer, loss=None, **kwargs)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        # The posterior layer added the batch's mean KL (float32) to the model's losses.
-        kl = tf.add_n([tf.cast(loss, tf.float32) for loss in self.losses])
+        kl = self.added_losses()  # (the posterior layer adds the batch's mean KL)
         reconstruction = -tf.reduce_mean(self.likelihood.log_prob(y, y_pred))
-        # Weighted by the batch size, as Keras's own loss tracker, so that the epoch means
-        # obey loss = reconstruction + beta * kl exactly.
-        batch_size = tf.cast(tf.shape(y)[0], tf.float32)
-        self.reconstruction_tracker.update_state(reconstruction, sample_weight=batch_size)
-        self.kl_tracker.update_state(kl, sample_weight=batch_size)
-        total = reconstruction + self.beta * kl
-        # Keras sums the replicas' gradients: each replica's loss is divided by their number.
-        return total / tf.distribute.get_strategy().num_replicas_in_sync
+        return self.replica_loss(reconstruction + self.beta * kl, y,
+                                 (self.reconstruction_tracker, reconstruction),
+                                 (self.kl_tracker, kl))
 
     def log_importance_weights(self, x, eps, training: bool = False) -> tf.Tensor:
         """`log p(x, z_i) - log q(z_i | x)` for `z_i = mean + exp(log_var / 2) * eps_i`.
@@ -598,12 +592,10 @@ class VQVAE(Autoencoder):
         keras.Model.compile(self, optimizer=optimizer, loss=None, **kwargs)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        vq = tf.add_n([tf.cast(loss, tf.float32) for loss in self.losses])
+        vq = self.added_losses()
         mse = tf.reduce_mean(tf.square(tf.cast(y, tf.float32) - tf.cast(y_pred, tf.float32)))
-        batch_size = tf.cast(tf.shape(y)[0], tf.float32)
-        self.reconstruction_tracker.update_state(mse, sample_weight=batch_size)
-        self.vq_tracker.update_state(vq, sample_weight=batch_size)
-        return (mse + vq) / tf.distribute.get_strategy().num_replicas_in_sync
+        return self.replica_loss(mse + vq, y, (self.reconstruction_tracker, mse),
+                                 (self.vq_tracker, vq))
 
     # ------------------------------------------------------------------ the prior
 
