@@ -152,6 +152,38 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(command):
     assert stderr == ""
 
 
+@pytest.mark.parametrize("argv,fast", [(["presets"], False), (["train", "--help"], False),
+                                       (["anomalies", "score"], True),
+                                       (["denoise", "denoise"], True), (["train"], False),
+                                       (["compress", "train"], False)])
+def test_the_console_script_ends_at_once_after_a_command_but_a_training(argv, fast,
+                                                                         monkeypatch):
+    """Python's exit collects TensorFlow's objects for a second: once a command that loaded
+    TensorFlow has written its outputs, the script flushes its streams and ends with the
+    command's status; a training (its cluster, TensorBoard's writers) keeps the normal
+    exit, as does a command that never loaded TensorFlow."""
+    import types
+
+    from aezoo.apps import main as aezoo_main
+
+    flushed = []
+    monkeypatch.setattr(sys, "argv", ["aezoo", *argv])
+    monkeypatch.setattr(aezoo_main, "main", lambda given: 7 if given == argv else 1)
+    monkeypatch.setitem(sys.modules, "tensorflow", types.ModuleType("tensorflow"))
+    monkeypatch.setattr(sys, "stdout", types.SimpleNamespace(flush=lambda: flushed.append(1)))
+
+    def exited(status):
+        raise SystemExit(("fast", status))
+
+    monkeypatch.setattr(os, "_exit", exited)
+    if argv == ["presets"]:  # (a command that never loads TensorFlow)
+        monkeypatch.delitem(sys.modules, "tensorflow")
+    with pytest.raises(SystemExit) as ended:
+        aezoo_main.console()
+    assert ended.value.code == (("fast", 7) if fast else 7)
+    assert bool(flushed) == fast
+
+
 @pytest.mark.parametrize("command", ["", "train", "denoise", "denoise train", "compress",
                                      "compress evaluate", "anomalies train", "explore",
                                      "generate", "export", "presets"])

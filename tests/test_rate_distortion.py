@@ -95,3 +95,19 @@ def test_the_plot_keeps_aezoo_s_highest_rate_point_in_view(tmp_path, monkeypatch
     rate_distortion.plot({"aezoo": curves["aezoo"][:1], "jpeg": curves["jpeg"]},
                          tmp_path / "rd.png", "kodim01")
     assert [high for _, high in limits[2:]] == [2.0, 2.0]
+
+
+def test_ms_ssim_is_tensorflows_for_images_of_any_size_in_one_graph():
+    """One traced function a channel count, whatever the sizes (Kodak's two orientations,
+    CLIC's), equal to TensorFlow's eager MS-SSIM; None below the 176-pixel minimum."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    for shape in [(180, 200, 3), (200, 180, 3), (176, 190, 1)]:
+        a = rng.integers(0, 256, shape, dtype=np.uint8)
+        b = np.clip(a + rng.normal(0, 8, shape), 0, 255).astype(np.uint8)
+        expected = float(tf.image.ssim_multiscale(a[None].astype(np.float32),
+                                                  b[None].astype(np.float32), 255.0)[0])
+        assert rate_distortion.ms_ssim(a, b) == pytest.approx(expected, abs=1e-5)
+    assert rate_distortion._MS_SSIM[3].experimental_get_tracing_count() == 1
+    assert rate_distortion.ms_ssim(a[:175], b[:175]) is None
