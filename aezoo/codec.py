@@ -202,6 +202,17 @@ def tables(model) -> dict[str, np.ndarray]:
     }
 
 
+def _categoricals(counts: np.ndarray, lengths: np.ndarray) -> list:
+    """constriction's models of integer tables: row i's first lengths[i] + 1 counts (its
+    window and the escape symbol), as probabilities counts / 2**16, exact in float64, which
+    constriction keeps exactly (`perfect=True`; tests/test_codec.py checks every boundary
+    of every table)."""
+    import constriction
+
+    return [constriction.stream.model.Categorical(row[: length + 1] / 2.0**16, perfect=True)
+            for row, length in zip(counts, lengths)]
+
+
 def fingerprint(model) -> bytes:
     """8 bytes of the SHA-256 of every weight (names, shapes, dtypes, little-endian values),
     integer tables included: files made by another model are recognised."""
@@ -394,8 +405,6 @@ class Codec:
         Files do not depend on it: it changes what they decode to, not what they hold.
         `postfilter_name`: what reports call it (`open_codec` gives its preset or run;
         default: the Keras model's name)."""
-        import constriction
-
         if not isinstance(model, CompressionAutoencoder):
             name = getattr(model, "name", None)
             what = (f"Model '{name}'" if name is not None
@@ -417,14 +426,7 @@ class Codec:
         self.offsets = table["offsets"].astype(np.int64)
         self.lengths = table["lengths"].astype(np.int64)
         self.counts = table["counts"].astype(np.int64)
-        # counts / 2**16 is exact in float64; constriction keeps these exact probabilities
-        # (tests/test_codec.py checks every boundary of every table).
-        self._models = [
-            constriction.stream.model.Categorical(
-                self.counts[c, : self.lengths[c] + 1] / 2.0**16, perfect=True
-            )
-            for c in range(len(self.lengths))
-        ]
+        self._models = _categoricals(self.counts, self.lengths)
         config = model.get_config()
         self.latent_channels = int(config["latent_dim"]) if self.version == 2 else len(
             self.lengths)
@@ -445,13 +447,7 @@ class Codec:
             self.gaussian_offsets = conditional.table_offsets.numpy().astype(np.int64)
             self.gaussian_lengths = conditional.table_lengths.numpy().astype(np.int64)
             self.scale_thresholds = conditional.scale_thresholds.numpy().astype(np.int64)
-            self._gaussian_models = [
-                constriction.stream.model.Categorical(
-                    self.gaussian_counts[k, : self.gaussian_lengths[k] + 1] / 2.0**16,
-                    perfect=True,
-                )
-                for k in range(SCALE_LEVELS)
-            ]
+            self._gaussian_models = _categoricals(self.gaussian_counts, self.gaussian_lengths)
             self.hyper_parameters = model.hyper_synthesis.integer_parameters()
         self._analyse, self._synthesise = self._graphs(model)
         if refiner is not None and refiner.model is not model:
