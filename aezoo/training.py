@@ -469,14 +469,7 @@ def train(
         raise ValueError("A time limit cannot be used with several workers.")
     keras.utils.set_random_seed(seed)
     replicas = strategy.num_replicas_in_sync
-    if batch_size < replicas:
-        raise ValueError(f"`batch_size` {batch_size} is smaller than the {replicas} replicas.")
-    if batch_size % replicas:
-        # Unequal shares fail inside the step (TensorFlow adds the replicas' gradients of
-        # different shapes: a traceback after the run folder was made).
-        lower, higher = batch_size // replicas * replicas, -(-batch_size // replicas) * replicas
-        raise ValueError(f"The batch size {batch_size} is not a multiple of the {replicas} "
-                         f"replicas; give {lower} or {higher}.")
+    _check_batch_split(batch_size, replicas)
     run = run_dir(out_dir, strategy) if out_dir is not None else None
     # Held by this process for the whole call (a command holds it already): a second
     # training into the folder would mix two histories, and would take the live backup
@@ -489,28 +482,8 @@ def train(
         if state == "trained":
             # Killed after its model was saved: the training is done; the command completes it.
             return load_trained(run / "model.keras"), _history(None, run)
-        data = _as_dataset(data)
-        example_spec = _example_spec(data)
-        train_ds = data_lib.pipeline(data, batch_size, noise=noise, seed=seed,
-                                     num_replicas=replicas)
-        if steps_per_epoch is not None:
-            # An epoch is then exactly that many batches, the data going on where the last
-            # epoch stopped (and round again), as Keras expects of a dataset with
-            # steps_per_epoch.
-            train_ds = train_ds.repeat()
-        val_ds = None
-        if validation_data is not None:
-            validation_data = _as_dataset(validation_data)
-            val_spec = _example_spec(validation_data, "validation")
-            val_ds = data_lib.pipeline(
-                validation_data,
-                batch_size,
-                noise=noise,
-                shuffle=False,
-                seed=seed + 1,
-                num_replicas=replicas,
-            )
-
+        (train_ds, example_spec), (val_ds, val_spec) = _datasets(
+            data, validation_data, batch_size, noise, seed, replicas, steps_per_epoch)
         # Loaded here, outside the strategy's scope and the mixed-precision policy: only its
         # builder arguments and weights are used.
         initial = open_initial(init)
@@ -521,13 +494,7 @@ def train(
                 keras.config.set_dtype_policy(policy)
             with strategy.scope():
                 ae = _build(model, model_kwargs or {}, example_spec, noise, initial)
-                if val_ds is not None:  # now, where Keras would find out after an epoch
-                    check_fits(ae, val_spec.shape, "The validation examples")
-                if policy and ae.output.dtype != "float32":
-                    raise ValueError(
-                        f"Model '{ae.name}' gives {ae.output.dtype} outputs under {policy}; its "
-                        "last layer needs dtype='float32' so that the loss is computed in float32."
-                    )
+                _check_built(ae, val_spec, policy)
                 ae.compile(
                     optimizer=keras.optimizers.Adam(learning_rate, global_clipnorm=clipnorm),
                     loss=keras_loss(loss),
@@ -563,22 +530,73 @@ def train(
                 shuffle=False,  # the pipeline shuffles; Keras would warn about a Dataset otherwise
             )
         history = _history(ae, run)
-        if any(not math.isfinite(v) for v in history.get("loss", [])):
-            if run is not None:
-                # The backup holds the epoch that failed: a new run must not resume from it.
-                shutil.rmtree(run / "backup", ignore_errors=True)
-            kept = sorted((run / "checkpoints").glob("epoch_*.keras")) if run is not None else []
-            where = f"; the last good epoch is kept in {kept[-1]}" if kept else ""
-            raise ValueError(
-                "Training stopped because the loss became NaN or infinite; lower the learning "
-                f"rate, or check the data{where}."
-            )
+        _check_finite(history, run)
         if run is not None:
             # The model first, then the backup goes: a crash in between resumes (and finishes
             # at once), and a run is finished exactly when model.keras is there without backup.
             save_model(ae, run / "model.keras")
             shutil.rmtree(run / "backup", ignore_errors=True)
         return ae, history
+
+
+def _check_batch_split(batch_size: int, replicas: int) -> None:
+    """The global batch splits evenly across the replicas: unequal shares fail inside the
+    step (TensorFlow adds the replicas' gradients of different shapes: a traceback after the
+    run folder was made)."""
+    if batch_size < replicas:
+        raise ValueError(f"`batch_size` {batch_size} is smaller than the {replicas} replicas.")
+    if batch_size % replicas:
+        lower, higher = batch_size // replicas * replicas, -(-batch_size // replicas) * replicas
+        raise ValueError(f"The batch size {batch_size} is not a multiple of the {replicas} "
+                         f"replicas; give {lower} or {higher}.")
+
+
+def _datasets(data, validation_data, batch_size: int, noise, seed: int, replicas: int,
+              steps_per_epoch: int | None):
+    """`train`'s batched (x, x) or (noisy x, x) pipelines, each with the spec of one of its
+    examples: ((training, spec), (validation or None, spec or None))."""
+    data = _as_dataset(data)
+    example_spec = _example_spec(data)
+    train_ds = data_lib.pipeline(data, batch_size, noise=noise, seed=seed,
+                                 num_replicas=replicas)
+    if steps_per_epoch is not None:
+        # An epoch is then exactly that many batches, the data going on where the last
+        # epoch stopped (and round again), as Keras expects of a dataset with
+        # steps_per_epoch.
+        train_ds = train_ds.repeat()
+    if validation_data is None:
+        return (train_ds, example_spec), (None, None)
+    validation_data = _as_dataset(validation_data)
+    val_spec = _example_spec(validation_data, "validation")
+    # Noise drawn with its own fixed seed: the same noisy examples at every epoch.
+    val_ds = data_lib.pipeline(validation_data, batch_size, noise=noise, shuffle=False,
+                               seed=seed + 1, num_replicas=replicas)
+    return (train_ds, example_spec), (val_ds, val_spec)
+
+
+def _check_built(ae: keras.Model, val_spec, policy) -> None:
+    """What Keras would find out only after an epoch: validation examples that the model
+    does not take, and 16-bit outputs under mixed precision (whose loss would be 16-bit)."""
+    if val_spec is not None:
+        check_fits(ae, val_spec.shape, "The validation examples")
+    if policy and ae.output.dtype != "float32":
+        raise ValueError(
+            f"Model '{ae.name}' gives {ae.output.dtype} outputs under {policy}; its "
+            "last layer needs dtype='float32' so that the loss is computed in float32."
+        )
+
+
+def _check_finite(history: dict[str, list[float]], run: Path | None) -> None:
+    """A loss that became NaN or infinite (TerminateOnNaN stopped the fit) is an error,
+    and the run keeps no backup of the epoch that failed: a new run must not resume it."""
+    if all(math.isfinite(v) for v in history.get("loss", [])):
+        return
+    if run is not None:
+        shutil.rmtree(run / "backup", ignore_errors=True)
+    kept = sorted((run / "checkpoints").glob("epoch_*.keras")) if run is not None else []
+    where = f"; the last good epoch is kept in {kept[-1]}" if kept else ""
+    raise ValueError("Training stopped because the loss became NaN or infinite; lower the "
+                     f"learning rate, or check the data{where}.")
 
 
 def run_dir(out_dir: str | os.PathLike, strategy: tf.distribute.Strategy) -> Path:
