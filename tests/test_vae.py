@@ -353,6 +353,16 @@ def test_fit_prior_then_sample_reproducibly_and_keep_the_prior_in_the_keras_file
     assert a.shape == (6, 5, 7, 1)
     np.testing.assert_array_equal(a, b)
     assert np.abs(a - c).max() > 0
+    # A larger n begins with the same examples (`--samples 16`, then 64), and each grid's
+    # first index follows the prior: its frequencies in 4000 draws are the softmax of the
+    # prior's logits there (it sees no earlier index), within 3 standard errors.
+    np.testing.assert_array_equal(ae.sample(3, seed=1), a[:3])
+    grids = np.asarray(ae.sample_indices(4000, 5))
+    logits = np.asarray(ae.quantizer.prior(np.zeros((1, *grids.shape[1:]), np.int32)),
+                        np.float64)[0, 0, 0]
+    p = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+    frequency = np.bincount(grids[:, 0, 0], minlength=8) / len(grids)
+    assert np.all(np.abs(frequency - p) < 3 * np.sqrt(p * (1 - p) / len(grids)) + 1e-3)
     ae.save(tmp_path / "vq.keras")
     loaded = keras.models.load_model(tmp_path / "vq.keras")
     assert loaded.prior_trained
@@ -493,6 +503,18 @@ def test_exported_signatures_encode_decode_and_sample_as_keras_does(tmp_path):
                                **close)
     # The same stateless draws from (nearly) the same logits: the same index grids.
     np.testing.assert_allclose(outputs["vq/sample/samples"], vq.sample(4, seed=7), **close)
+
+
+def test_a_vq_vae_draws_the_same_first_grids_whatever_their_number():
+    """`generate --samples 16`, then 64: the first 16 are the same, as a VAE's.  (With 128
+    codes, tf.random.stateless_categorical's draws for 64 rows differed from those for 16
+    after the 8th: each batch size drew its own.)"""
+    ae = build("vq_vae", (5, 7, 1), codebook_size=128, filters=(4,), prior_filters=8,
+               prior_blocks=1)
+    grids = np.asarray(ae.sample_indices(64, 3))
+    assert len(np.unique(grids)) > 20  # (draws of the untrained prior: near uniform)
+    for n in (1, 9, 16):
+        np.testing.assert_array_equal(np.asarray(ae.sample_indices(n, 3)), grids[:n])
 
 
 def test_a_vq_vae_with_an_untrained_prior_is_exported_without_sample(tmp_path, capsys):

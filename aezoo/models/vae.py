@@ -660,15 +660,22 @@ class VQVAE(Autoencoder):
 
     def sample_indices(self, n, seed) -> tf.Tensor:
         """`n` index grids drawn from the prior, position by position in raster order;
-        a function of (n, seed) only (stateless)."""
+        a function of (n, seed) only (stateless), whose first grids are those of a smaller
+        `n`: each position's draw is the Gumbel-max of its logits and counter-based
+        uniforms, one row of them per grid (tf.random.stateless_categorical's draws for a
+        batch depend on its size)."""
         rows, columns = self.grid
         prior = self.quantizer.prior
         positions = rows * columns
+        codes = self.quantizer.codebook_size
 
         def body(i, grids):
-            logits = prior(grids)[:, i // columns, i % columns, :]
+            logits = tf.cast(prior(grids)[:, i // columns, i % columns, :], tf.float32)
             seed_i = tf.stack([tf.cast(seed, tf.int32), i])
-            drawn = tf.random.stateless_categorical(logits, 1, seed_i, dtype=tf.int32)
+            uniform = tf.random.stateless_uniform([tf.shape(grids)[0], codes], seed_i,
+                                                  minval=1e-20, maxval=1.0)
+            gumbel = -tf.math.log(-tf.math.log(uniform))
+            drawn = tf.argmax(logits + gumbel, axis=-1, output_type=tf.int32)[:, None]
             here = tf.reshape(tf.one_hot(i, positions, dtype=tf.int32), (rows, columns))
             return i + 1, grids + here[None] * drawn[:, :, None]
 
@@ -686,9 +693,8 @@ class VQVAE(Autoencoder):
 
     def sample(self, n: int, seed: int = 0, batch_size: int = 256) -> np.ndarray:
         """Generates `n` examples: index grids from the prior, decoded.  The same
-        `(n, seed)` gives the same examples, here and in the SavedModel's `sample`; unlike a
-        VAE's, a larger `n` draws other examples (after the first, which is the same): each
-        position's draw for the whole batch takes one seed.
+        `(n, seed)` gives the same examples, here and in the SavedModel's `sample`; as a
+        VAE's, a larger `n` begins with the same examples (see `sample_indices`).
 
         Raises:
             ValueError: if the prior has not been trained (`fit_prior`).
