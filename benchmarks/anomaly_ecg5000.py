@@ -32,13 +32,12 @@ Prints a table and writes RUNS/split<SPLIT_SEED>/results.json (RUNS: ../runs/ano
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-from offline import DATA
+from offline import DATA, write_json
 
 from aezoo.apps import cli
 
@@ -192,13 +191,12 @@ def main(argv=None) -> int:
         print(f"{'TF tutorial dense AE':<26}{'':>11}{'':>11}{TUTORIAL_ACCURACY:>11.4f}"
               "   (its precision and recall take the normal class as positive)")
     out = args.json or args.runs / f"split{args.split_seed}" / "results.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(
-        {"setting": {"csv": str(args.csv), "test_size": args.test_size,
-                     "split_seed": args.split_seed, "seeds": args.seeds,
-                     "models": args.models, "detectors": settings,
-                     "threshold": args.threshold, "pca_components": args.components},
-         "tutorial_accuracy": TUTORIAL_ACCURACY, "results": rows}, indent=2) + "\n")
+    write_json(out, {"setting": {"csv": str(args.csv), "test_size": args.test_size,
+                                 "split_seed": args.split_seed, "seeds": args.seeds,
+                                 "models": args.models, "detectors": settings,
+                                 "threshold": args.threshold,
+                                 "pca_components": args.components},
+                     "tutorial_accuracy": TUTORIAL_ACCURACY, "results": rows})
     print(f"Wrote {out}")
     return 0
 

@@ -5,6 +5,7 @@ import importlib.util
 import json
 import sys
 
+import numpy as np
 import pytest
 from conftest import ROOT
 
@@ -77,6 +78,59 @@ def test_values_a_benchmark_cannot_use_are_told_in_words(script, argv, message, 
     assert load(script).main(argv) == 2
     error = capsys.readouterr().err  # (argparse's usage lines, then the error line)
     assert message in error.splitlines()[-1] and "Traceback" not in error
+
+
+# The scripts whose --json went through Path.write_text: a kill or a full disk left half a
+# JSON (generative_mnist and generative_samples already used aezoo.runs.write_text).
+JSON_WRITERS = ("anomaly_ecg5000", "anomaly_mnist", "compressai_peer", "denoise_architectures",
+                "inference", "latent_channels", "mnist_quality", "training_strategies")
+
+
+def plain_writes(script):
+    """A script's `X.write_text(...)` calls but aezoo.runs' (whole or not at all) and a child
+    process's result file (`args.result`: compressai_peer's PyTorch children have no aezoo.runs,
+    and their parent reads the file only after the child has ended)."""
+    tree = ast.parse((ROOT / "benchmarks" / f"{script}.py").read_text())
+    return [ast.unparse(node) for node in ast.walk(tree)
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "write_text"
+            and ast.unparse(node.func.value) not in ("runs", "args.result")]
+
+
+@pytest.mark.parametrize("script", JSON_WRITERS)
+def test_a_benchmarks_json_is_written_by_the_one_atomic_writer(script):
+    assert plain_writes(script) == []
+    assert "write_json(" in (ROOT / "benchmarks" / f"{script}.py").read_text()
+
+
+def test_a_json_the_disk_cannot_hold_leaves_the_old_one(tmp_path, monkeypatch, capsys):
+    """latent_channels.py's --json on a full disk: one line, status 2, the old file as it
+    was and no partial file beside it (Path.write_text truncated it, then wrote what fitted)."""
+    import errno
+    import os
+
+    from PIL import Image
+
+    (tmp_path / "images").mkdir()
+    Image.fromarray(np.full((64, 64, 3), 128, np.uint8)).save(tmp_path / "images" / "a.png")
+    out = tmp_path / "results" / "channels.json"
+    out.parent.mkdir()
+    out.write_text("old\n")
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    module = load("latent_channels")
+    assert module.main(["--images", str(tmp_path / "images"), "--json", str(out)]) == 2
+    assert capsys.readouterr().err == ("latent_channels.py: error: No space left on device "
+                                       f"({out})\n")
+    assert out.read_text() == "old\n" and list(out.parent.iterdir()) == [out]
+
+    monkeypatch.undo()  # a disk with room; a folder that is not there yet is made
+    out = tmp_path / "new" / "channels.json"
+    assert module.main(["--images", str(tmp_path / "images"), "--json", str(out)]) == 0
+    assert [row["model"] for row in json.loads(out.read_text())] == ["codec_0.01"]
 
 
 GOOD_CARD = {"summary": "s", "task": "denoise", "model": "m", "data": "d",
