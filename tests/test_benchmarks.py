@@ -221,6 +221,47 @@ def test_presets_codec_figures_writes_every_card_or_none(tmp_path, monkeypatch, 
         assert card["headline"].startswith("Kodak 0.")
 
 
+def test_presets_docs_writes_readme_and_the_cards_page_together_or_neither(tmp_path,
+                                                                         monkeypatch, capsys):
+    """`docs` wrote README.md, then docs/presets.md, with Path.write_text: a full disk at
+    the second left the README's table new and the page's cards old (and a kill, half a
+    file)."""
+    import errno
+    import tempfile
+
+    from aezoo import presets
+
+    module = load("presets")
+    monkeypatch.setattr(module, "ROOT", tmp_path)
+    (tmp_path / "docs").mkdir()
+    readme = "# aezoo\n<!-- presets-table -->\n| old table |\n\nthe rest\n"
+    page = "# Presets\n<!-- presets-cards -->\n\nold cards\n"
+    (tmp_path / "README.md").write_text(readme)
+    (tmp_path / "docs" / "presets.md").write_text(page)
+    mkstemp = tempfile.mkstemp
+
+    def full_docs(*args, **kwargs):  # (its disk is full: README's is not)
+        if kwargs.get("dir") == tmp_path / "docs":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return mkstemp(*args, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", full_docs)
+    assert module.main(["docs"]) == 2
+    assert capsys.readouterr().err == ("presets.py: error: No space left on device "
+                                       f"({tmp_path / 'docs' / 'presets.md'})\n")
+    assert (tmp_path / "README.md").read_text() == readme
+    assert (tmp_path / "docs" / "presets.md").read_text() == page
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["README.md", "docs", "presets.md"]
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    assert module.main(["docs"]) == 0
+    written = (tmp_path / "README.md").read_text()
+    assert "old table" not in written and written.endswith("\n\nthe rest\n")
+    assert all(f"| `{name}` |" in written for name in presets.PRESETS)
+    assert (tmp_path / "docs" / "presets.md").read_text() == (
+        "# Presets\n<!-- presets-cards -->\n\n" + presets.markdown())
+
+
 def test_presets_codec_figures_refuses_an_evaluation_without_a_classical_codec(tmp_path,
                                                                                capsys):
     """An evaluation run with `--codecs jpeg` (or where Pillow had no WebP or JPEG 2000
