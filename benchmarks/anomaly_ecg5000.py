@@ -75,7 +75,7 @@ def parse_args(argv):
     # None: the Detector's default (the recipe this benchmark measured best).
     parser.add_argument("--latent-dim", type=cli.positive_int)
     parser.add_argument("--epochs", type=cli.positive_int)
-    parser.add_argument("--learning-rate", type=float)
+    parser.add_argument("--learning-rate", type=cli.positive_float)
     parser.add_argument("--batch-size", type=cli.positive_int)
     parser.add_argument("--threshold", default="percentile:95")
     parser.add_argument("--components", type=cli.positive_int, default=8, help="of the PCA detector")

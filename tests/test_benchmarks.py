@@ -133,6 +133,32 @@ def test_a_json_the_disk_cannot_hold_leaves_the_old_one(tmp_path, monkeypatch, c
     assert [row["model"] for row in json.loads(out.read_text())] == ["codec_0.01"]
 
 
+@pytest.mark.parametrize("script,option,value", [
+    ("anomaly_ecg5000", "--learning-rate", "0"),
+    ("anomaly_ecg5000", "--learning-rate", "-1e-3"),
+    ("anomaly_ecg5000", "--learning-rate", "nan"),
+    ("generative_mnist", "--learning-rate", "0"),
+    ("generative_mnist", "--learning-rate", "inf"),
+    ("generative_mnist", "--time-limit", "-5"),
+    ("generative_mnist", "--time-limit", "nan"),
+])
+def test_a_rate_or_time_limit_that_is_not_positive_is_refused_with_the_options(
+        script, option, value, monkeypatch, capsys):
+    """They were plain floats: 0, a negative number or NaN started TensorFlow and the data,
+    and a training that learned nothing or stopped after its first epoch."""
+    from aezoo.apps import cli
+
+    def started():  # (without the check: fail here, not train)
+        raise ValueError("TensorFlow started")
+
+    monkeypatch.setattr(cli, "start_tensorflow", started)
+    argv = ["--out", "vae"] if script == "generative_mnist" else []
+    assert load(script).main([*argv, f"{option}={value}"]) == 2
+    error = capsys.readouterr().err  # (argparse's usage lines, then the error line)
+    assert error.splitlines()[-1].endswith(
+        f" error: argument {option}: expected a positive, finite number, got {value!r}")
+
+
 GOOD_CARD = {"summary": "s", "task": "denoise", "model": "m", "data": "d",
              "trained_with": "aezoo denoise train A", "training_time": "1 minute",
              "machine": "2 CPU cores", "headline": "h", "figures": ["f"], "measured_with": "w",
