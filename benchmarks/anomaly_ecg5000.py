@@ -32,13 +32,12 @@ Prints a table and writes RUNS/split<SPLIT_SEED>/results.json (RUNS: ../runs/ano
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-from offline import DATA
+from offline import DATA, write_json
 
 from aezoo.apps import cli
 
@@ -76,7 +75,7 @@ def parse_args(argv):
     # None: the Detector's default (the recipe this benchmark measured best).
     parser.add_argument("--latent-dim", type=cli.positive_int)
     parser.add_argument("--epochs", type=cli.positive_int)
-    parser.add_argument("--learning-rate", type=float)
+    parser.add_argument("--learning-rate", type=cli.positive_float)
     parser.add_argument("--batch-size", type=cli.positive_int)
     parser.add_argument("--threshold", default="percentile:95")
     parser.add_argument("--components", type=cli.positive_int, default=8, help="of the PCA detector")
@@ -192,13 +191,12 @@ def main(argv=None) -> int:
         print(f"{'TF tutorial dense AE':<26}{'':>11}{'':>11}{TUTORIAL_ACCURACY:>11.4f}"
               "   (its precision and recall take the normal class as positive)")
     out = args.json or args.runs / f"split{args.split_seed}" / "results.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(
-        {"setting": {"csv": str(args.csv), "test_size": args.test_size,
-                     "split_seed": args.split_seed, "seeds": args.seeds,
-                     "models": args.models, "detectors": settings,
-                     "threshold": args.threshold, "pca_components": args.components},
-         "tutorial_accuracy": TUTORIAL_ACCURACY, "results": rows}, indent=2) + "\n")
+    write_json(out, {"setting": {"csv": str(args.csv), "test_size": args.test_size,
+                                 "split_seed": args.split_seed, "seeds": args.seeds,
+                                 "models": args.models, "detectors": settings,
+                                 "threshold": args.threshold,
+                                 "pca_components": args.components},
+                     "tutorial_accuracy": TUTORIAL_ACCURACY, "results": rows})
     print(f"Wrote {out}")
     return 0
 

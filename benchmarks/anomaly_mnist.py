@@ -23,12 +23,11 @@ Prints a table and writes RUNS/results.json (RUNS: ../runs/anomaly_mnist).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
-from offline import use_offline_tfds
+from offline import use_offline_tfds, write_json
 
 from aezoo.apps import cli
 
@@ -114,10 +113,8 @@ def main(argv=None) -> int:
         print(f"{digit:<14}{r['autoencoder']:>13.4f}{r['isolation_forest']:>17.4f}")
     print(f"{'mean':<14}{mean['autoencoder']:>13.4f}{mean['isolation_forest']:>17.4f}")
     out = args.json or args.runs / "results.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"setting": vars(args) | {"runs": str(args.runs), "json": str(out)},
-                               "roc_auc": {str(k): v for k, v in rows.items()}, "mean": mean},
-                              indent=2))
+    write_json(out, {"setting": vars(args) | {"runs": str(args.runs), "json": str(out)},
+                     "roc_auc": {str(k): v for k, v in rows.items()}, "mean": mean})
     print(f"Wrote {out}")
     return 0
 

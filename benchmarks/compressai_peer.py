@@ -64,7 +64,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from offline import DATA, step_timer
+from offline import DATA, step_timer, write_json
 
 BATCH = 8
 PATCH = 128
@@ -517,9 +517,8 @@ def main(argv=None) -> int:
                              for (f, model, n, m), count in PARAMETERS.items()}
     report(args, speed, rd)
     print(f"\nmachine: {results['machine']}")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2))
+    if args.json:  # (this process's TensorFlow, after every child has ended)
+        write_json(args.json, results)
     return 0
 
 

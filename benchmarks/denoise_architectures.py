@@ -15,14 +15,13 @@ Prints a Markdown table and writes --json (default: denoise_architectures.json).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-from offline import DATA
+from offline import DATA, write_json
 
 from aezoo.apps import cli
 
@@ -90,7 +89,7 @@ def main(argv=None) -> int:
             print(f"| {name} | {row['filters']} | {row['latent_dim']} | {row['params']} | "
                   f"{row['steps']} | {row['cpu_s']:.0f} | {row['wall_s']:.0f} | "
                   f"{row['val_psnr']:.2f} |", flush=True)
-    args.json.write_text(json.dumps(rows, indent=2) + "\n")
+    write_json(args.json, rows)
     return 0
 
 

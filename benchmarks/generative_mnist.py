@@ -113,12 +113,12 @@ def main(argv=None) -> int:
                         help="train in this precision (measured in float32)")
     parser.add_argument("--epochs", type=cli.positive_int, default=40,
                         help="epochs (a cosine learning-rate schedule spans them)")
-    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--learning-rate", type=cli.positive_float, default=1e-3)
     parser.add_argument("--importance-samples", type=cli.positive_int, default=1,
                         help="k of the training objective (the builder's `importance_samples`)")
     parser.add_argument("--init", metavar="RUN",
                         help="start from this run folder's or preset's weights")
-    parser.add_argument("--time-limit", type=float, metavar="MINUTES",
+    parser.add_argument("--time-limit", type=cli.positive_float, metavar="MINUTES",
                         help="stop training after the first epoch past this")
     parser.add_argument("--k", type=cli.positive_int, default=5000, help="IWAE importance samples")
     parser.add_argument("--iwae-examples", type=cli.positive_int, default=10000,

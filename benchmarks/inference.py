@@ -26,7 +26,6 @@ size), the median seconds per image and the bits per pixel.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -35,6 +34,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from offline import write_json
 
 from aezoo.apps import cli
 
@@ -167,8 +167,7 @@ def main(argv=None) -> int:
               f"{codec_result['encode_s_median']:.3f}, {codec_result['encode_s_max']:.3f} | "
               f"{codec_result['decode_s_median']:.3f}, {codec_result['decode_s_max']:.3f} |")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+        write_json(args.json, results)
     return 0
 
 

@@ -14,11 +14,10 @@ hyper-latent for a hyperprior model), summed over the images for each channel.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
-from offline import DATA
+from offline import DATA, write_json
 
 from aezoo.apps import cli
 
@@ -56,7 +55,7 @@ def main(argv=None) -> int:
         print(f"| {name} | {row['M']} | {row['bpp']:.3f} | {' / '.join(map(str, needed))} "
               f"| {row['under_0.1%']} |", flush=True)
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=1) + "\n")
+        write_json(args.json, rows, indent=1)
     return 0
 
 

@@ -12,13 +12,12 @@ on the 60,000 training images), and the mean training image.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from pathlib import Path
 
 import numpy as np
-from offline import use_offline_tfds
+from offline import use_offline_tfds, write_json
 
 from aezoo.apps import cli
 
@@ -73,7 +72,7 @@ def main(argv=None) -> int:
     for name, mse in rows.items():
         print(f"| {name} | {mse:.5f} | {mse / pca:.2f}x |")
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=2))
+        write_json(args.json, rows)
     return 0
 
 

@@ -36,6 +36,7 @@ from offline import DATA
 from aezoo import presets
 from aezoo.apps import cli
 
+ROOT = Path(__file__).resolve().parent.parent  # the checkout: README.md, docs/presets.md
 
 # What a card needs before `pack` writes anything (tests/test_presets.py asks every card
 # for them; `pack` adds sha256 and precision itself).
@@ -200,19 +201,23 @@ def check(args: argparse.Namespace) -> None:
 
 
 def docs(args: argparse.Namespace) -> None:
-    """README's presets table and docs/presets.md's cards, from the cards."""
-    root = Path(__file__).resolve().parent.parent
+    """README's presets table and docs/presets.md's cards, from the cards; both files are
+    written together, or neither is (a failure leaves both as they were)."""
     rows = ["| preset | task | headline (measured, see its card) |", "|---|---|---|"]
     rows += [f"| `{name}` | {card['task']} | {card['headline']} |"
              for name, card in presets.PRESETS.items()]
-    readme = (root / "README.md").read_text()
+    readme = (ROOT / "README.md").read_text()
     head, rest = readme.split("<!-- presets-table -->\n", 1)
     rest = rest.split("\n\n", 1)[1]
-    (root / "README.md").write_text(head + "<!-- presets-table -->\n" + "\n".join(rows)
-                                    + "\n\n" + rest)
-    page = root / "docs" / "presets.md"
-    head = page.read_text().split("<!-- presets-cards -->", 1)[0]
-    page.write_text(head + "<!-- presets-cards -->\n\n" + presets.markdown())
+    page = ROOT / "docs" / "presets.md"
+    page_head = page.read_text().split("<!-- presets-cards -->", 1)[0]
+    cli.start_tensorflow()  # (aezoo.runs imports it)
+    from aezoo import runs
+
+    with runs.together():
+        runs.write_text(ROOT / "README.md", head + "<!-- presets-table -->\n"
+                        + "\n".join(rows) + "\n\n" + rest)
+        runs.write_text(page, page_head + "<!-- presets-cards -->\n\n" + presets.markdown())
     print("Wrote README.md's presets table and docs/presets.md's cards.")
 
 

@@ -30,7 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from offline import use_offline_tfds
+from offline import use_offline_tfds, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 # This checkout's aezoo, and the offline datasets beside it unless TFDS_DATA_DIR says otherwise.
@@ -202,8 +202,7 @@ def measure(args: argparse.Namespace, folder: Path) -> None:
         results["kill_and_resume"]["optimizer_steps"] = int(resumed.optimizer.iterations)
         print("kill and resume:", results["kill_and_resume"])
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2))
+        write_json(args.json, results)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ import importlib.util
 import json
 import sys
 
+import numpy as np
 import pytest
 from conftest import ROOT
 
@@ -77,6 +78,85 @@ def test_values_a_benchmark_cannot_use_are_told_in_words(script, argv, message, 
     assert load(script).main(argv) == 2
     error = capsys.readouterr().err  # (argparse's usage lines, then the error line)
     assert message in error.splitlines()[-1] and "Traceback" not in error
+
+
+# The scripts whose --json went through Path.write_text: a kill or a full disk left half a
+# JSON (generative_mnist and generative_samples already used aezoo.runs.write_text).
+JSON_WRITERS = ("anomaly_ecg5000", "anomaly_mnist", "compressai_peer", "denoise_architectures",
+                "inference", "latent_channels", "mnist_quality", "training_strategies")
+
+
+def plain_writes(script):
+    """A script's `X.write_text(...)` calls but aezoo.runs' (whole or not at all) and a child
+    process's result file (`args.result`: compressai_peer's PyTorch children have no aezoo.runs,
+    and their parent reads the file only after the child has ended)."""
+    tree = ast.parse((ROOT / "benchmarks" / f"{script}.py").read_text())
+    return [ast.unparse(node) for node in ast.walk(tree)
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "write_text"
+            and ast.unparse(node.func.value) not in ("runs", "args.result")]
+
+
+@pytest.mark.parametrize("script", JSON_WRITERS)
+def test_a_benchmarks_json_is_written_by_the_one_atomic_writer(script):
+    assert plain_writes(script) == []
+    assert "write_json(" in (ROOT / "benchmarks" / f"{script}.py").read_text()
+
+
+def test_a_json_the_disk_cannot_hold_leaves_the_old_one(tmp_path, monkeypatch, capsys):
+    """latent_channels.py's --json on a full disk: one line, status 2, the old file as it
+    was and no partial file beside it (Path.write_text truncated it, then wrote what fitted)."""
+    import errno
+    import os
+
+    from PIL import Image
+
+    (tmp_path / "images").mkdir()
+    Image.fromarray(np.full((64, 64, 3), 128, np.uint8)).save(tmp_path / "images" / "a.png")
+    out = tmp_path / "results" / "channels.json"
+    out.parent.mkdir()
+    out.write_text("old\n")
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    module = load("latent_channels")
+    assert module.main(["--images", str(tmp_path / "images"), "--json", str(out)]) == 2
+    assert capsys.readouterr().err == ("latent_channels.py: error: No space left on device "
+                                       f"({out})\n")
+    assert out.read_text() == "old\n" and list(out.parent.iterdir()) == [out]
+
+    monkeypatch.undo()  # a disk with room; a folder that is not there yet is made
+    out = tmp_path / "new" / "channels.json"
+    assert module.main(["--images", str(tmp_path / "images"), "--json", str(out)]) == 0
+    assert [row["model"] for row in json.loads(out.read_text())] == ["codec_0.01"]
+
+
+@pytest.mark.parametrize("script,option,value", [
+    ("anomaly_ecg5000", "--learning-rate", "0"),
+    ("anomaly_ecg5000", "--learning-rate", "-1e-3"),
+    ("anomaly_ecg5000", "--learning-rate", "nan"),
+    ("generative_mnist", "--learning-rate", "0"),
+    ("generative_mnist", "--learning-rate", "inf"),
+    ("generative_mnist", "--time-limit", "-5"),
+    ("generative_mnist", "--time-limit", "nan"),
+])
+def test_a_rate_or_time_limit_that_is_not_positive_is_refused_with_the_options(
+        script, option, value, monkeypatch, capsys):
+    """They were plain floats: 0, a negative number or NaN started TensorFlow and the data,
+    and a training that learned nothing or stopped after its first epoch."""
+    from aezoo.apps import cli
+
+    def started():  # (without the check: fail here, not train)
+        raise ValueError("TensorFlow started")
+
+    monkeypatch.setattr(cli, "start_tensorflow", started)
+    argv = ["--out", "vae"] if script == "generative_mnist" else []
+    assert load(script).main([*argv, f"{option}={value}"]) == 2
+    error = capsys.readouterr().err  # (argparse's usage lines, then the error line)
+    assert error.splitlines()[-1].endswith(
+        f" error: argument {option}: expected a positive, finite number, got {value!r}")
 
 
 GOOD_CARD = {"summary": "s", "task": "denoise", "model": "m", "data": "d",
@@ -165,6 +245,47 @@ def test_presets_codec_figures_writes_every_card_or_none(tmp_path, monkeypatch, 
     for name in ("codec_0.0018", "codec_0.004"):
         card = json.loads((tmp_path / name / "card.json").read_text())
         assert card["headline"].startswith("Kodak 0.")
+
+
+def test_presets_docs_writes_readme_and_the_cards_page_together_or_neither(tmp_path,
+                                                                         monkeypatch, capsys):
+    """`docs` wrote README.md, then docs/presets.md, with Path.write_text: a full disk at
+    the second left the README's table new and the page's cards old (and a kill, half a
+    file)."""
+    import errno
+    import tempfile
+
+    from aezoo import presets
+
+    module = load("presets")
+    monkeypatch.setattr(module, "ROOT", tmp_path)
+    (tmp_path / "docs").mkdir()
+    readme = "# aezoo\n<!-- presets-table -->\n| old table |\n\nthe rest\n"
+    page = "# Presets\n<!-- presets-cards -->\n\nold cards\n"
+    (tmp_path / "README.md").write_text(readme)
+    (tmp_path / "docs" / "presets.md").write_text(page)
+    mkstemp = tempfile.mkstemp
+
+    def full_docs(*args, **kwargs):  # (its disk is full: README's is not)
+        if kwargs.get("dir") == tmp_path / "docs":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return mkstemp(*args, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", full_docs)
+    assert module.main(["docs"]) == 2
+    assert capsys.readouterr().err == ("presets.py: error: No space left on device "
+                                       f"({tmp_path / 'docs' / 'presets.md'})\n")
+    assert (tmp_path / "README.md").read_text() == readme
+    assert (tmp_path / "docs" / "presets.md").read_text() == page
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["README.md", "docs", "presets.md"]
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    assert module.main(["docs"]) == 0
+    written = (tmp_path / "README.md").read_text()
+    assert "old table" not in written and written.endswith("\n\nthe rest\n")
+    assert all(f"| `{name}` |" in written for name in presets.PRESETS)
+    assert (tmp_path / "docs" / "presets.md").read_text() == (
+        "# Presets\n<!-- presets-cards -->\n\n" + presets.markdown())
 
 
 def test_presets_codec_figures_refuses_an_evaluation_without_a_classical_codec(tmp_path,
