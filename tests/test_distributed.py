@@ -21,6 +21,7 @@ import workers
 from workers import (
     SHARD_EXAMPLES,
     environment,
+    free_ports,
     plain_data,
     plain_model,
     shard_pipeline,
@@ -252,3 +253,40 @@ def test_workers_resuming_from_backups_an_epoch_apart_agree_on_the_earlier(tmp_p
         assert len(result["loss"]) == 3
     weights = [[r[f"w{i}"] for i in range(len(r.files) - 2)] for r in results]
     assert max_difference(weights[0], weights[1]) == 0
+
+
+def test_sigterm_stops_every_worker_of_a_multiworker_training(tmp_path):
+    """A scheduler stops a job with SIGTERM to each of its workers.  TensorFlow's
+    multi-worker runtime takes SIGTERM for its preemption notifier, which only records it:
+    the workers trained on.  Now each stops as a command does (one line, status 143, its
+    backup kept), the chief too, whose collective fails as its peer goes."""
+    import signal
+    import time
+
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).random((512, 8, 8, 1), np.float32))
+    hosts = [f"127.0.0.1:{port}" for port in free_ports(2)]
+    processes = []
+    for index in range(2):
+        config = {"cluster": {"worker": hosts}, "task": {"type": "worker", "index": index}}
+        processes.append(subprocess.Popen(
+            [sys.executable, "-m", "aezoo", "train", "--arrays", "x.npy", "--filters", "4", "8",
+             "--latent-dim", "4", "--batch-size", "16", "--epochs", "200", "--strategy",
+             "multiworker", "--out", "run"], cwd=tmp_path, stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE, text=True, env=environment(TF_CONFIG=json.dumps(config))))
+    deadline = time.time() + 300
+    while not (tmp_path / "run" / "checkpoints" / "epoch_001.keras").exists():
+        assert all(p.poll() is None for p in processes) and time.time() < deadline
+        time.sleep(0.05)
+    for process in processes:
+        process.send_signal(signal.SIGTERM)
+    for index, process in enumerate(processes):
+        try:
+            _, err = process.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            for other in processes:
+                other.kill()
+            raise AssertionError(f"worker {index} went on after SIGTERM")
+        assert process.returncode == 128 + signal.SIGTERM, err[-3000:]
+        assert err.splitlines()[-1] == "aezoo train: interrupted", err[-3000:]
+    assert (tmp_path / "run" / "backup").is_dir()
+    assert (tmp_path / "run" / "workers" / "worker_1" / "backup").is_dir()

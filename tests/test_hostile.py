@@ -324,3 +324,78 @@ def test_a_guarded_main_that_exits_says_why(code, status, said, capsys):
 
     assert main([]) == status
     assert capsys.readouterr().err == said
+
+
+def test_a_second_sigterm_does_not_cut_the_cleanup_short(capsys):
+    """Schedulers, and `kill` of a process group, may send SIGTERM again: the first stops
+    the command, and its cleanup (deleting temporaries) runs to its end."""
+    import signal
+    import time
+
+    from aezoo.apps import cli
+
+    cleaned = []
+
+    @cli.guarded("prog")
+    def main(argv=None):
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+        finally:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.1)  # (where a second handler would run)
+            cleaned.append(True)
+
+    assert main([]) == 143 and cleaned == [True]
+    assert capsys.readouterr().err == "prog: interrupted\n"
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_a_sigterm_the_caller_ignores_stays_ignored():
+    import signal
+
+    from aezoo.apps import cli
+
+    @cli.guarded("prog")
+    def main(argv=None):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return 0
+
+    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        assert main([]) == 0
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def test_a_command_stuck_in_an_op_is_killed_after_the_grace(tmp_path):
+    """Python runs its SIGTERM handler only between bytecodes: a command blocked in a
+    TensorFlow op (a collective waiting for a dead peer) would never stop, where Python's
+    default SIGTERM ended it.  The watchdog kills it after cli.TERMINATE_GRACE seconds."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "stuck.py"
+    script.write_text(
+        "import sys\n"
+        "from aezoo.apps import cli\n"
+        "cli.TERMINATE_GRACE = 1.0\n"
+        "@cli.guarded('prog')\n"
+        "def main(argv=None):\n"
+        "    import tensorflow as tf\n"
+        "    queue = tf.queue.FIFOQueue(1, tf.float32)\n"
+        "    print('blocked', flush=True)\n"
+        "    queue.dequeue()  # never fed\n"
+        "sys.exit(main())\n")
+    process = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL, text=True,
+                               env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert process.stdout.readline() == "blocked\n"
+    time.sleep(0.5)
+    process.send_signal(signal.SIGTERM)
+    started = time.monotonic()
+    assert process.wait(timeout=60) == -signal.SIGKILL
+    assert time.monotonic() - started >= 0.9

@@ -155,6 +155,7 @@ def train(args: argparse.Namespace) -> int:
     runs.refuse_finished(args.out, "another --out")
     # The strategy comes before any dataset: multi-worker collectives must be set up first.
     strategy = training.resolve_strategy(args.strategy)
+    cli.reclaim_sigterm()  # (from a multi-worker runtime)
     with runs.locked(training.run_dir(args.out, strategy)):  # (a second one: refused at once)
         return _train(args, options, strategy)
 

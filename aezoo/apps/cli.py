@@ -107,6 +107,14 @@ def guarded(prog: str):
             except KeyboardInterrupt as interrupt:
                 print(f"{prog}: interrupted", file=sys.stderr)
                 return 128 + getattr(interrupt, "signum", signal.SIGINT)
+            except Exception:
+                if not _terminating.is_set():
+                    raise
+                # What stopping raised instead: TensorFlow gives its own error when the
+                # signal comes in an op (a multi-worker chief's collective, which fails as
+                # its peer stops: "UnavailableError REPLACED BY Terminated").
+                print(f"{prog}: interrupted", file=sys.stderr)
+                return 128 + signal.SIGTERM
 
         return wrapper
 
@@ -121,23 +129,74 @@ class Terminated(KeyboardInterrupt):
     signum = signal.SIGTERM
 
 
+# Seconds a command has to stop after SIGTERM before it is killed: Python runs its handler
+# only between bytecodes, so a main thread stuck in a TensorFlow op (a collective waiting
+# for a dead peer, a read that hangs) would never stop, where the default SIGTERM ended it.
+TERMINATE_GRACE = 30.0
+
+
 @contextlib.contextmanager
 def terminated_as_interrupted():
-    """SIGTERM raises `Terminated` in this block (in the main thread, where Python runs
-    signal handlers; elsewhere, and inside another such block, nothing changes)."""
+    """SIGTERM raises `Terminated` in this block, once (a second SIGTERM, which schedulers
+    and `kill` of a process group send, does not cut the cleanup short); a process still
+    running `TERMINATE_GRACE` seconds after it is killed.  Only in the main thread, where
+    Python runs signal handlers, and only where SIGTERM has its default action (not one
+    ignored or handled by the caller, nor inside another such block)."""
     if threading.current_thread() is not threading.main_thread() \
-            or signal.getsignal(signal.SIGTERM) is _terminate:
+            or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
         yield
         return
-    previous = signal.signal(signal.SIGTERM, _terminate)
+    _terminating.clear()
+    done = threading.Event()
+    read, write = os.pipe()
+    os.set_blocking(write, False)
+    # The signal's number is written to `write` by Python's C-level handler at once, even
+    # while the main thread is blocked in an op: the watchdog reads it there.
+    earlier = signal.set_wakeup_fd(write)
+    if earlier != -1:  # (another wakeup fd in use: no watchdog rather than take it)
+        signal.set_wakeup_fd(earlier)
+    else:
+        threading.Thread(target=_watchdog, args=(read, done), daemon=True).start()
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        done.set()
+        if earlier == -1:
+            signal.set_wakeup_fd(-1)
+        os.close(write)  # (the watchdog then reads the end of the pipe, and ends)
+
+
+# Set once SIGTERM has stopped the command: whatever it raises then is the stop's doing.
+_terminating = threading.Event()
 
 
 def _terminate(signum, frame):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the first one stops the command
+    _terminating.set()
     raise Terminated
+
+
+def reclaim_sigterm() -> None:
+    """Puts `terminated_as_interrupted`'s SIGTERM handler back, once a multi-worker strategy
+    has started: TensorFlow's runtime then takes SIGTERM for its preemption notifier (in C,
+    unknown to Python), which only records it, so a worker sent SIGTERM trained on (measured:
+    alive 3 s after; with its handler back, it stopped with status 143)."""
+    if signal.getsignal(signal.SIGTERM) is _terminate:
+        signal.signal(signal.SIGTERM, _terminate)
+
+
+def _watchdog(read: int, done: threading.Event) -> None:
+    try:
+        while True:
+            numbers = os.read(read, 64)
+            if not numbers:
+                return
+            if signal.SIGTERM in numbers and not done.wait(TERMINATE_GRACE):
+                os.kill(os.getpid(), signal.SIGKILL)
+    finally:
+        os.close(read)
 
 
 def user_message(error: Exception) -> str:

@@ -119,6 +119,7 @@ def train_run(
               flush=True)
     # The strategy comes before any dataset: multi-worker collectives must be set up first.
     strategy = training.resolve_strategy(args.strategy)
+    cli.reclaim_sigterm()  # (from a multi-worker runtime)
     print(training.describe_strategy(strategy), flush=True)
     runs.refuse_finished(args.out, "another --out")
     chief = training.is_chief(strategy)
