@@ -37,9 +37,14 @@ def stderr_captured():
             os.close(saved)
 
 
-def first_line(error: BaseException, limit: int = 200) -> str:
+def first_line(error: BaseException, limit: int = 200, named: bool = False) -> str:
     """The gist of another library's error (TensorFlow, Keras, tfds, NumPy) for a one-line
     message: its first line, without TensorFlow's graph-node names, at most `limit`
-    characters; its class name when it says nothing."""
+    characters; its class name when it says nothing.  `named`: after its class name
+    ("OSError: ..."), which is then said once."""
     text = re.sub(r"\{\{[^}]*\}\}\s*", "", getattr(error, "message", None) or str(error))
-    return text.strip().splitlines()[0][:limit] if text.strip() else type(error).__name__
+    name = type(error).__name__
+    if not text.strip():
+        return name
+    line = text.strip().splitlines()[0][:limit]
+    return f"{name}: {line}" if named else line

@@ -259,7 +259,7 @@ def from_tfds(
         where = data_dir or os.environ.get("TFDS_DATA_DIR") or "tfds's default data_dir"
         raise ValueError(
             f"Cannot load tensorflow-datasets '{name}' split '{split}' from {where}: "
-            f"{type(error).__name__}: {first_line(error)}"
+            f"{first_line(error, named=True)}"
         ) from None
     if key not in ds.element_spec:
         raise ValueError(

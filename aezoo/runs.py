@@ -300,7 +300,7 @@ def load_model(path: str | os.PathLike) -> keras.Model:
         return keras.models.load_model(path, compile=False)
     except Exception as error:  # Keras raises many types for files it cannot read
         raise ValueError(f"{path} could not be loaded as an aezoo model "
-                         f"({type(error).__name__}: {first_line(error)}).") from None
+                         f"({first_line(error, named=True)}).") from None
 
 
 # ---------------------------------------------------------------- packed runs (presets)

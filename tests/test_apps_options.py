@@ -213,3 +213,5 @@ def test_an_options_type_follows_its_annotation():
     assert parsed("tuple[int, ...]", (1, 2), "4 8") == [4, 8]
     assert parsed("str | None", None, "none") is None and parsed("str", "a", "b") == "b"
     assert parsed(inspect.Parameter.empty, 0.5, "1") == 1.0  # (no annotation: the default)
+    assert parsed("tuple[float, ...]", (0.5, 1.0), "0.25 1") == [0.25, 1.0]
+    assert parsed("SupportsInt", 32, "16") == 16  # (an annotation it does not know: the default)

@@ -261,3 +261,15 @@ def test_the_license_file_matches_the_metadata():
     summary = next(line for line in setup.splitlines() if line.startswith("description ="))
     assert summary.rstrip().endswith(".")  # one sentence, not cut off
     assert os.path.exists(ROOT / "README.md")
+
+
+def test_an_errors_first_line_names_its_class_once():
+    """A library's error in a one-line message: "(OSError: OSError)" said the name twice
+    when the error had no message."""
+    from aezoo._quiet import first_line
+
+    assert first_line(OSError(), named=True) == "OSError"
+    assert first_line(ValueError("bad\nmore"), named=True) == "ValueError: bad"
+    assert first_line(ValueError("x" * 300), limit=10) == "x" * 10
+    # TensorFlow's graph-node names ({{node ...}}) are not for users.
+    assert first_line(RuntimeError("{{node decode}} Invalid PNG data")) == "Invalid PNG data"

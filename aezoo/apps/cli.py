@@ -607,17 +607,22 @@ _NOT_OPTIONS = ("input_shape", "name")
 
 def _option_type(param: inspect.Parameter) -> dict[str, Any]:
     """The option's type, from the builder argument's annotation (as text), else from its
-    default: `sparsity: float = 0` takes 0.01, not only integers.  (The builders of an
-    argument annotate it alike: tests/test_apps_options.py.)"""
+    default: `sparsity: float = 0` takes 0.01, not only integers; `tuple[float, ...]`
+    takes numbers with decimals.  (The builders of an argument annotate it alike:
+    tests/test_models.py.)"""
     annotation = param.annotation if isinstance(param.annotation, str) else ""
-    words = set(annotation.replace("|", " ").split())
+    words = set(annotation.replace("|", " ").replace("[", " ").replace("]", " ")
+                .replace(",", " ").split())
     default = param.default
     if "bool" in words or isinstance(default, bool):
         return {"type": _boolean, "metavar": "true|false"}
     if annotation.startswith("tuple") or isinstance(default, tuple):
-        return {"type": int, "nargs": "+", "metavar": "N"}
+        floats = "float" in words or any(isinstance(v, float) for v in default or ())
+        return {"type": float if floats else int, "nargs": "+",
+                "metavar": "X" if floats else "N"}
     for kind, metavar in ((float, "X"), (int, "N")):
-        if kind.__name__ in words or (not words and type(default) is kind):
+        if kind.__name__ in words or (not words & {"float", "int", "str"}
+                                      and type(default) is kind):
             return {"type": _or_none(kind) if "None" in words else kind, "metavar": metavar}
     return {"type": _none_or_str, "metavar": "NAME"}
 

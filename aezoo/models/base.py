@@ -12,6 +12,7 @@ served alone while sharing their variables with the whole.  What it adds to `ker
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import numbers
@@ -174,7 +175,7 @@ def make_autoencoder(
             `corruption` was asked for and no corruption layer given.
     """
     if model in MODELS:
-        arguments = list(MODELS.signature(model).parameters)
+        arguments = list(inspect.signature(MODELS[model]).parameters)
         if list(kwargs) != arguments:
             raise TypeError(
                 f"make_autoencoder({model!r}, kwargs, ...): kwargs must be the builder's "
