@@ -64,6 +64,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from aezoo.apps import cli
 from offline import DATA, step_timer, write_json
 
 BATCH = 8
@@ -450,7 +451,7 @@ def main(argv=None) -> int:
     parser.add_argument("--rd-precision", choices=("float32", "mixed_bfloat16"),
                         default="float32", help="aezoo's precision in the rate-distortion "
                         "part (CompressAI trains in float32)")
-    parser.add_argument("--lmbda", type=float, default=0.01)
+    parser.add_argument("--lmbda", type=cli.positive_float, default=0.01)
     parser.add_argument("--rounds", type=int, default=3,
                         help="alternating rounds of the throughput part (0 skips it)")
     parser.add_argument("--throughput-steps", type=int, default=30,

@@ -32,7 +32,7 @@ def main(argv=None) -> int:
     parser.add_argument("--images", type=Path, default=DATA / "raw" / "bsd68",
                         help="a folder of images (default: bsd68 of the offline data, "
                         "../shared/data beside this checkout)")
-    parser.add_argument("--sigmas", type=float, nargs="+", default=[15, 25, 50])
+    parser.add_argument("--sigmas", type=cli.positive_float, nargs="+", default=[15, 25, 50])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit", type=cli.positive_int, help="the first N images only")
     args = parser.parse_args(argv)

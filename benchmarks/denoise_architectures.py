@@ -65,7 +65,7 @@ def run(name: str, kwargs: dict, files: list[Path], val: np.ndarray, args) -> di
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=Path, default=DATA / "raw" / "train400")
-    parser.add_argument("--cpu-seconds", type=float, default=300)
+    parser.add_argument("--cpu-seconds", type=cli.positive_float, default=300)
     parser.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--mixed-precision", default="float32",
                         choices=("float32", "mixed_bfloat16"))

@@ -43,7 +43,7 @@ def main(argv=None) -> int:
     parser.add_argument("--images", type=Path, default=DATA / "raw" / "cbsd68",
                         help="a folder of images (default: cbsd68 of the offline data, "
                         "../shared/data beside this checkout)")
-    parser.add_argument("--sigma", type=float, default=25)
+    parser.add_argument("--sigma", type=cli.positive_float, default=25)
     parser.add_argument("--rhos", type=correlation, nargs="+", default=[0, 0.25, 0.5, 0.75, 1],
                         help="correlations of the noise between the channels, each in [0, 1]")
     parser.add_argument("--limit", type=cli.positive_int, help="the first N images only")

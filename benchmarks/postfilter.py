@@ -185,10 +185,10 @@ def main(argv=None) -> int:
     second.add_argument("--data", type=Path, required=True, help="the folder of `prepare`")
     second.add_argument("--codecs", nargs="+", default=list(CODECS))
     second.add_argument("--init", default="denoise_rgb")
-    second.add_argument("--minutes", type=float, default=70)
-    second.add_argument("--step-seconds", type=float, default=0.33,
+    second.add_argument("--minutes", type=cli.positive_float, default=70)
+    second.add_argument("--step-seconds", type=cli.positive_float, default=0.33,
                         help="expected seconds a step (sets the cosine's length)")
-    second.add_argument("--learning-rate", type=float, default=1e-4)
+    second.add_argument("--learning-rate", type=cli.positive_float, default=1e-4)
     second.add_argument("--warmup", type=cli.non_negative_int, default=200)
     second.add_argument("--batch-size", type=cli.positive_int, default=16)
     second.add_argument("--patch", type=cli.positive_int, default=96)
