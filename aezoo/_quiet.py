@@ -12,7 +12,8 @@ import tempfile
 
 @contextlib.contextmanager
 def stderr_captured():
-    """Sends file descriptor 2 to a temporary file; replays it only if the body fails.
+    """Sends file descriptor 2 to a temporary file; replays it only if the body fails (not
+    when it is interrupted).
 
     TensorFlow's C++ code writes oneDNN, CPU-feature and CUDA-probe notices straight to fd 2
     when it loads, before any log level applies; they are not actionable, and they would bury
@@ -27,6 +28,8 @@ def stderr_captured():
         os.dup2(sink.fileno(), 2)
         try:
             yield
+        except KeyboardInterrupt:  # (Ctrl-C, SIGTERM: stopped, not failed; nothing to show)
+            raise
         except BaseException:
             os.dup2(saved, 2)
             sink.seek(0)

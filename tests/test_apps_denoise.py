@@ -423,3 +423,19 @@ def test_evaluate_with_overwrite_that_fails_halfway_keeps_the_old_results_whole(
     assert capsys.readouterr().err.endswith("No space left on device (" + str(out / "results.json")
                                             + ")\n")
     assert {p.name: p.read_bytes() for p in out.iterdir()} == first
+
+
+def test_train_refuses_a_corruption_on_top_of_its_noise(tmp_path, capsys):
+    """`denoise train --noise gaussian:25 --corruption gaussian` added the model's own noise
+    on top of the noisy inputs, silently (a loss 5 times higher); its help said the
+    denoising model's default was 'gaussian', where denoise train gives it none."""
+    np.save(tmp_path / "x.npy", np.zeros((8, 8, 8, 1), np.float32))
+    out = tmp_path / "run"
+    assert app.main(["train", "--arrays", str(tmp_path / "x.npy"), "--noise", "gaussian:25",
+                         "--corruption", "gaussian", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--corruption adds noise inside the model" in err
+    assert not out.exists()
+    assert app.main(["train", "--help"]) == 0
+    assert "(default none: --noise makes the noisy inputs)" in " ".join(
+        capsys.readouterr().out.split())

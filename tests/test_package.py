@@ -4,6 +4,7 @@ downwards, installed commands that answer --help at once, and one vocabulary of 
 import ast
 import inspect
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -176,12 +177,35 @@ def test_the_console_script_ends_at_once_after_a_command_but_a_training(argv, fa
         raise SystemExit(("fast", status))
 
     monkeypatch.setattr(os, "_exit", exited)
+    # TensorFlow's exit functions delete the files AutoGraph wrote in /tmp: they run.
+    ran = []
+    monkeypatch.setattr(aezoo_main.atexit, "_run_exitfuncs", lambda: ran.append(True))
     if argv == ["presets"]:  # (a command that never loads TensorFlow)
         monkeypatch.delitem(sys.modules, "tensorflow")
-    with pytest.raises(SystemExit) as ended:
-        aezoo_main.console()
-    assert ended.value.code == (("fast", 7) if fast else 7)
-    assert bool(flushed) == fast
+    handler = signal.getsignal(signal.SIGTERM)
+    try:
+        with pytest.raises(SystemExit) as ended:
+            aezoo_main.console()
+        assert ended.value.code == (("fast", 7) if fast else 7)
+        assert bool(flushed) == fast and bool(ran) == fast
+        if not fast:  # a SIGTERM while Python exits ends it with the command's status
+            with pytest.raises(SystemExit) as ended:
+                signal.getsignal(signal.SIGTERM)(signal.SIGTERM, None)
+            assert ended.value.code == ("fast", 7)
+    finally:
+        signal.signal(signal.SIGTERM, handler)
+
+
+def test_tensorflows_start_up_notices_are_shown_on_a_failure_not_on_an_interrupt(capfd):
+    """Stopped at start-up (Ctrl-C, SIGTERM), a command printed TensorFlow's captured oneDNN
+    and CUDA notices above its "interrupted" line; a failure still shows them."""
+    from aezoo._quiet import stderr_captured
+
+    for stop, shown in ((KeyboardInterrupt, False), (RuntimeError, True)):
+        with pytest.raises(stop), stderr_captured():
+            os.write(2, b"notice from C++\n")
+            raise stop()
+        assert ("notice from C++" in capfd.readouterr().err) == shown
 
 
 @pytest.mark.parametrize("command", ["", "train", "denoise", "denoise train", "compress",

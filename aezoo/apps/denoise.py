@@ -100,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train a denoiser on clean data, noised on the fly")
     cli.add_data_arguments(train)
-    cli.add_model_arguments(train, default_model="denoising")
+    cli.add_model_arguments(train, default_model="denoising", own_defaults={
+        "corruption": "none: --noise makes the noisy inputs"})
     cli.add_training_arguments(train)
     train.add_argument("--noise", required=True,
                        help="gaussian:SIGMA or gaussian:LOW-HIGH (0-255 scale; a range trains "
@@ -163,6 +164,11 @@ def train(args: argparse.Namespace) -> None:
     from aezoo import noise, plots
 
     kind, level = noise.parse_noise(args.noise)
+    if vars(args).get("model_corruption") is not None:
+        # (it was silently added on top of --noise's pairs)
+        raise ValueError("--corruption adds noise inside the model, on top of the noisy "
+                         "inputs that --noise makes: give --noise only (aezoo train takes "
+                         "--corruption).")
     if args.images and args.patch is None and args.image_size is None:
         args.patch = 64  # photos differ in size and are large: train on random patches
 

@@ -57,7 +57,8 @@ ARGUMENTS = {
     "output_activation": 'activation of the reconstruction ("auto": the family\'s choice)',
     "corruption": "a noise kind of aezoo.noise put in front of the encoder in training only "
                   "(a denoising autoencoder)",
-    "corruption_level": "sigma, fraction or peak of that noise",
+    "corruption_level": "sigma, fraction or peak of that noise, on the data's scale (0-1 "
+                        "for images)",
     "name": "the model's name",
     "latent": '"dense" (a vector code) or "spatial" (a map of latent_dim channels)',
     "downsample": '"stride" (stride-2 convolutions) or "pool" (2x2 max-pooling)',
