@@ -17,6 +17,7 @@ import functools
 import inspect
 import math
 import os
+import re
 import signal
 import sys
 import threading
@@ -611,8 +612,7 @@ def _option_type(param: inspect.Parameter) -> dict[str, Any]:
     takes numbers with decimals.  (The builders of an argument annotate it alike:
     tests/test_models.py.)"""
     annotation = param.annotation if isinstance(param.annotation, str) else ""
-    words = set(annotation.replace("|", " ").replace("[", " ").replace("]", " ")
-                .replace(",", " ").split())
+    words = set(re.findall(r"\w+", annotation))
     default = param.default
     if "bool" in words or isinstance(default, bool):
         return {"type": _boolean, "metavar": "true|false"}
