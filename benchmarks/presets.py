@@ -38,22 +38,6 @@ from aezoo.apps import cli
 
 ROOT = Path(__file__).resolve().parent.parent  # the checkout: README.md, docs/presets.md
 
-# What a card needs before `pack` writes anything (tests/test_presets.py asks every card
-# for them; `pack` adds sha256 and precision itself).
-CARD_FIELDS = ("summary", "task", "model", "data", "trained_with", "training_time", "machine",
-               "headline", "figures", "measured_with", "check")
-# A check's kind -> (the fields it reads, the figures it measures), as aezoo.presets.checks'
-# table says, and the task of the runs it measures.
-CHECKS = {
-    "denoise": (("images", "files", "noise", "seed"), ("psnr",), "denoise"),
-    "compress": (("images", "files"), ("bpp", "psnr"), "compress"),
-    "postfilter": (("images", "files", "codec"), ("psnr",), "compress"),
-    "anomaly": (("csv", "label_column", "normal_label", "split", "test_size", "split_seed"),
-                ("roc_auc",), "anomaly"),
-    "reconstruct": (("dataset", "split"), ("mse",), "train"),
-    "likelihood": (("dataset", "split", "k"), ("nll",), "train"),
-}
-
 
 def read_card(args: argparse.Namespace) -> dict:
     """The card `pack` will write, with --then and --time appended, checked whole before
@@ -90,10 +74,10 @@ def check_card(card, source: str, compare: bool) -> None:
     measures them, the figures it reproduces)."""
     if not isinstance(card, dict):
         raise ValueError(f"{source} is not a card: a JSON object is needed.")
-    missing = [key for key in CARD_FIELDS if not card.get(key)]
+    missing = [key for key in presets.CARD_FIELDS if not card.get(key)]
     if missing:
         raise ValueError(f"{source} lacks {', '.join(missing)}.")
-    wrong = [key for key in CARD_FIELDS if key not in ("figures", "check")
+    wrong = [key for key in presets.CARD_FIELDS if key not in ("figures", "check")
              and not isinstance(card[key], str)]
     if wrong:
         raise ValueError(f"{source}: {', '.join(wrong)} must be text.")
@@ -102,10 +86,10 @@ def check_card(card, source: str, compare: bool) -> None:
         raise ValueError(f"{source}: figures must be a list of lines of text.")
     check = card["check"]
     kind = check.get("kind") if isinstance(check, dict) else None
-    if kind not in CHECKS:
-        raise ValueError(f"{source}: its check needs a kind of {', '.join(CHECKS)}; it has "
-                         f"{kind!r}.")
-    inputs, figures, _ = CHECKS[kind]
+    if kind not in presets.CHECK_FIELDS:
+        raise ValueError(f"{source}: its check needs a kind of "
+                         f"{', '.join(presets.CHECK_FIELDS)}; it has {kind!r}.")
+    inputs, figures, _ = presets.CHECK_FIELDS[kind]
     missing = [key for key in inputs + (() if compare else figures) if key not in check]
     if missing:
         raise ValueError(f"{source}: its {kind} check lacks {', '.join(missing)}.")
@@ -117,7 +101,8 @@ def pack(args: argparse.Namespace, card: dict) -> None:
     from aezoo import runs  # TensorFlow, after cli.start_tensorflow() quietened it
 
     run = runs.load_run(args.run)
-    if run.task != card["task"] or run.task != CHECKS[card["check"]["kind"]][2]:
+    measured_task = presets.CHECK_FIELDS[card["check"]["kind"]][2]
+    if run.task != card["task"] or run.task != measured_task:
         raise ValueError(f"{args.run} is a {run.task} run; the card is for a {card['task']} "
                          f"preset with a {card['check']['kind']} check.")
     folder = presets.PRESET_DIR / args.name

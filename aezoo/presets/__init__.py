@@ -29,6 +29,23 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+# What every card holds (tests/test_presets.py asks every preset's card for them;
+# benchmarks/presets.py pack refuses a new card without one, then adds sha256 and precision).
+CARD_FIELDS = ("summary", "task", "model", "data", "trained_with", "training_time", "machine",
+               "headline", "figures", "measured_with", "check")
+# A check's kind -> (the card fields it reads, the figures it reproduces, the task of the
+# runs it measures), as `aezoo.presets.checks.measure` reads them.
+CHECK_FIELDS = {
+    "denoise": (("images", "files", "noise", "seed"), ("psnr",), "denoise"),
+    "compress": (("images", "files"), ("bpp", "psnr"), "compress"),
+    "postfilter": (("images", "files", "codec"), ("psnr",), "compress"),
+    "anomaly": (("csv", "label_column", "normal_label", "split", "test_size", "split_seed"),
+                ("roc_auc",), "anomaly"),
+    "reconstruct": (("dataset", "split"), ("mse",), "train"),
+    "likelihood": (("dataset", "split", "k"), ("nll",), "train"),
+}
+
+
 # How a card's fields are labelled where `label` (its name, spaced) would not say enough.
 LABELS = {"fingerprint": "fingerprint of its .aez files"}
 
