@@ -44,7 +44,7 @@ SavedModel RUN_DIR/export/1 serves the detector: its `score` signature
 (also `serving_default`) takes examples as they come, before scaling (`x`: CSV rows,
 images), and returns their anomaly `score` and `anomaly` (0/1); `encode` returns codes.
 
-    saved_model_cli show --dir runs/ecg/export/1 --signature_def score
+    saved_model_cli show --dir runs/ecg/export/1 --tag_set serve --signature_def score
     docker run -p 8501:8501 -v "$PWD/runs/ecg/export:/models/ecg" -e MODEL_NAME=ecg \\
         tensorflow/serving
 
