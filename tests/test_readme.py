@@ -157,6 +157,79 @@ def test_docs_presets_page_shows_every_card_as_it_is():
     assert cards == presets.markdown(), "run: python benchmarks/presets.py docs"
 
 
+def subcommand_options(argv: list[str]) -> set[str]:
+    """The option strings of the (sub)command that `aezoo ARGV` runs."""
+    import argparse
+    import importlib
+
+    parser = importlib.import_module(
+        f"aezoo.apps.{aezoo_command.COMMANDS[argv[0]][0]}").build_parser()
+    for word in argv[1:]:
+        actions = [action for action in parser._actions
+                   if isinstance(action, argparse._SubParsersAction)]
+        if not actions or word not in actions[0].choices:
+            break
+        parser = actions[0].choices[word]
+    return {option for action in parser._actions for option in action.option_strings}
+
+
+@pytest.mark.parametrize("document", [ROOT / "README.md", *DOCS], ids=lambda p: p.name)
+def test_every_option_of_a_command_in_the_prose_exists(document):
+    """The `aezoo ...` code spans of the prose are often parts of commands, which do not
+    parse alone (`aezoo denoise evaluate --8-bit`); every option they name must still be
+    one of that command's.  A span may hold several commands, joined by ";", "then" or
+    parentheses."""
+    prose = re.sub(r"^```.*?^```", "", document.read_text(), flags=re.S | re.M)
+    for span in re.findall(r"`(aezoo [^`]+)`", prose):
+        for part in re.split(r";|\bthen\b|[()]", span):
+            words = part.split()
+            words = words[words.index("aezoo") + 1:] if "aezoo" in words else []
+            if not words or words[0] not in aezoo_command.COMMANDS:
+                continue
+            options = subcommand_options(words)
+            for word in words:
+                option = word.split("=")[0].rstrip(",.")
+                if option.startswith("--"):
+                    assert option in options, \
+                        f"{document.name}: `{part.strip()}` has no {option}"
+
+
+def heading_anchors(text: str) -> set[str]:
+    """The anchors GitHub gives a page's headings: lower case, punctuation dropped,
+    spaces made hyphens, a repeated heading numbered."""
+    anchors, seen, fenced = set(), {}, False
+    for line in text.splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+        heading = None if fenced else re.match(r"#+\s+(.*)", line)
+        if heading:
+            slug = re.sub(r"[^\w\- ]", "", heading[1].strip().lower()).replace(" ", "-")
+            anchors.add(f"{slug}-{seen[slug]}" if slug in seen else slug)
+            seen[slug] = seen.get(slug, 0) + 1
+    return anchors
+
+
+MARKDOWN = [ROOT / "README.md", *DOCS, ROOT / "benchmarks" / "README.md"]
+
+
+@pytest.mark.parametrize("document", MARKDOWN, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_relative_link_and_script_of_the_docs_exists(document):
+    """Links to files and headings (`training.md#the-run-folder`) resolve, and every
+    `python benchmarks/X.py` the page runs is there."""
+    text = document.read_text()
+    for link in re.findall(r"\]\(([^)\s]+)\)", text):
+        if re.match(r"[a-z]+:", link):  # (https:, mailto:)
+            continue
+        path, _, anchor = link.partition("#")
+        target = document.parent / path if path else document
+        assert target.exists(), f"{document.name}: the link {link} leads nowhere"
+        if anchor and target.suffix == ".md":
+            assert anchor in heading_anchors(target.read_text()), \
+                f"{document.name}: {target.name} has no heading for #{anchor}"
+    for script in re.findall(r"python (benchmarks/[\w/]+\.py)", text):
+        assert (ROOT / script).is_file(), f"{document.name}: no {script}"
+
+
 @pytest.mark.slow
 def test_the_quick_start_runs_as_written(tmp_path):
     """README's Python quick start, in a fresh process in an empty folder (about 3 minutes):
