@@ -215,3 +215,24 @@ def test_an_options_type_follows_its_annotation():
     assert parsed(inspect.Parameter.empty, 0.5, "1") == 1.0  # (no annotation: the default)
     assert parsed("tuple[float, ...]", (0.5, 1.0), "0.25 1") == [0.25, 1.0]
     assert parsed("SupportsInt", 32, "16") == 16  # (an annotation it does not know: the default)
+
+
+@pytest.mark.parametrize("command, said, patch, per_image", [
+    ("compress", "128", 128, 4),
+    ("denoise", "64 for --images without --image-size", 64, 1)])
+def test_help_gives_the_patch_each_training_command_takes(
+        command, said, patch, per_image, monkeypatch, capsys):
+    """Images are cut into patches by default, the side each command's own (before, its
+    --help said nothing of a default)."""
+    app = {"compress": compress, "denoise": denoise}[command]
+    assert app.main(["train", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"--patch PATCH images: random square patches of this side (default: {said})" in text
+    assert ("--patches-per-image N images with --patch: patches of each image an epoch "
+            f"(default: {per_image})") in text
+    taken = []
+    monkeypatch.setattr(app, "train_run", lambda args, **_: taken.append(
+        (args.patch, args.patches_per_image)))
+    noise = ["--noise", "gaussian:25"] if command == "denoise" else []
+    assert app.main(["train", "--images", "photos", *noise, "--out", "run"]) == 0
+    assert taken == [(patch, per_image)]

@@ -449,8 +449,9 @@ def output_paths(inputs: Sequence[Path], out: Path, suffix: str, overwrite: bool
 # ------------------------------------------------------------------ data and training
 
 
-def add_data_arguments(parser: argparse.ArgumentParser) -> None:
-    """--dataset | --images | --arrays and their options."""
+def add_data_arguments(parser: argparse.ArgumentParser, patch: str = "whole images") -> None:
+    """--dataset | --images | --arrays and their options; `patch`: the default of --patch,
+    in words, for a command that sets its own."""
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--dataset", help="tensorflow-datasets name, e.g. mnist")
     source.add_argument("--images", type=Path, help="folder of PNG/JPEG images")
@@ -463,8 +464,10 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--key", help="array name in an .npz file")
     group.add_argument("--channels", type=int, choices=(1, 3), help="images: 1 gray, 3 RGB")
     group.add_argument("--patch", type=positive_int,
-                       help="images: random square patches of this side")
-    group.add_argument("--patches-per-image", type=positive_int, default=1, metavar="N")
+                       help=f"images: random square patches of this side (default: {patch})")
+    group.add_argument("--patches-per-image", type=positive_int, default=1, metavar="N",
+                       help="images with --patch: patches of each image an epoch "
+                            "(default: %(default)s)")
     group.add_argument("--augment", action="store_true",
                        help="images with --patch: random rotations and mirror images of patches")
     group.add_argument("--image-size", type=positive_int, nargs=2, metavar=("H", "W"),

@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     actions = parser.add_subparsers(dest="action", required=True)
 
     train = actions.add_parser("train", help="train a codec (one rate point) on images")
-    cli.add_data_arguments(train)
+    cli.add_data_arguments(train, patch="128")
     # The mean-scale hyperprior: measured the best of the three (docs/compression.md).
     cli.add_model_arguments(train, default_model="compression_meanscale")
     # Without clipping, a rate point fine-tuned at learning rate 3e-4 blew up after 11 epochs

@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="train a denoiser on clean data, noised on the fly")
-    cli.add_data_arguments(train)
+    cli.add_data_arguments(train, patch="64 for --images without --image-size")
     cli.add_model_arguments(train, default_model="denoising", own_defaults={
         "corruption": "none: --noise makes the noisy inputs"})
     cli.add_training_arguments(train)
