@@ -344,12 +344,23 @@ MIN_SIGMA_SIDE = 8  # fewer than 4x4 wavelet coefficients a channel estimate not
 
 
 def estimate_sigma(image: np.ndarray) -> float:
-    """The standard deviation of Gaussian noise in an image in [0, 1] (Donoho's wavelet
-    estimator, as scikit-image computes it; averaged over channels); NaN for an image with
-    a side shorter than `MIN_SIGMA_SIDE` pixels."""
+    """The standard deviation of Gaussian noise in a float image in [0, 1], (height, width,
+    channels) or (height, width) (Donoho's wavelet estimator, as scikit-image computes it;
+    averaged over channels); NaN for an image with a side shorter than `MIN_SIGMA_SIDE`
+    pixels.
+
+    Raises:
+        ValueError: integer pixels (8-bit ones would give a sigma 255 times too large).
+    """
     from skimage.restoration import estimate_sigma as wavelet_sigma
 
-    image = np.asarray(image, dtype=np.float64)
+    image = np.asarray(image)
+    if not is_float_dtype(image.dtype):
+        raise ValueError(f"`image` must be floats in [0, 1] (divide 8-bit pixels by 255). "
+                         f"Received: {image.dtype} values of shape {image.shape}")
+    # A (height, width) image is one channel: given as it is, scikit-image would take its
+    # columns for `width` channels and estimate the noise along each column alone.
+    image = np.asarray(image[..., None] if image.ndim == 2 else image, dtype=np.float64)
     if min(image.shape[:2]) < MIN_SIGMA_SIDE:
         return float("nan")
     return float(wavelet_sigma(image, channel_axis=-1, average_sigmas=True))
@@ -405,13 +416,16 @@ def to_8bit(image: np.ndarray) -> np.ndarray:
 
 
 def png_bytes(image: np.ndarray, bits: int = 8) -> bytes:
-    """An image in [0, 1], or of uint8 pixels, as the bytes of an 8-bit PNG (grayscale or
-    RGB); with `bits=16`, an image in [0, 1] as a 16-bit PNG."""
+    """An image in [0, 1], or of uint8 pixels, (height, width, 1 or 3) or (height, width),
+    as the bytes of an 8-bit PNG (grayscale or RGB); with `bits=16`, an image in [0, 1] as
+    a 16-bit PNG."""
     import io
 
     from PIL import Image
 
     image = np.asarray(image)
+    if image.ndim == 2:  # (height, width), as `denoise` returns a 2-D image
+        image = image[..., None]
     if bits == 16:
         import tensorflow as tf
 

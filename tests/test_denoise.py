@@ -148,6 +148,11 @@ def test_the_noise_estimate_follows_the_true_sigma():
     for sigma in (10 / 255, 25 / 255, 50 / 255):
         noisy = clean + rng.normal(0, sigma, clean.shape)
         assert denoise.estimate_sigma(noisy) == pytest.approx(sigma, rel=0.15)
+        # A (height, width) image is the same one channel, not 128 channels of columns.
+        assert denoise.estimate_sigma(noisy[..., 0]) == denoise.estimate_sigma(noisy)
+    # 8-bit pixels would read as a noise 255 times too strong.
+    with pytest.raises(ValueError, match=r"floats in \[0, 1\] \(divide 8-bit pixels by 255\)"):
+        denoise.estimate_sigma(np.round(np.clip(noisy, 0, 1) * 255).astype(np.uint8))
     # Too small to say (scikit-image warns and returns a number, or NaN, below 5x5): NaN.
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -302,6 +307,20 @@ def test_png_bytes_take_uint8_pixels_as_they_are():
             written = np.asarray(image)
         expected = pixels if given.shape[-1] == 3 else pixels[..., 0]
         np.testing.assert_array_equal(written, expected)
+
+
+def test_png_bytes_write_a_2d_image_as_denoise_returns_it():
+    """`denoise` gives a (height, width) image for a (height, width) one: both depths write
+    it as a grayscale PNG (read back by Pillow)."""
+    import io
+
+    from PIL import Image
+
+    image = np.random.default_rng(0).random((7, 9)).astype(np.float32)
+    for bits, scale in ((8, 255), (16, 65535)):
+        with Image.open(io.BytesIO(denoise.png_bytes(image, bits=bits))) as png:
+            written = np.asarray(png)
+        np.testing.assert_array_equal(written, np.round(image * scale))
 
 
 def correlated_noise(clean: np.ndarray, sigma: float, rho: float, seed: int) -> np.ndarray:
