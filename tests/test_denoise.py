@@ -104,6 +104,26 @@ def test_evaluate_scores_every_method_on_the_same_noisy_images(unet):
     assert np.isfinite(low_peak["methods"]["aezoo"]["psnr"])
 
 
+def test_evaluate_checks_its_images_and_noise_before_scoring(unet):
+    rng = np.random.default_rng(2)
+    image = rng.random((24, 20), dtype=np.float32)
+    # A (height, width) image is one channel, as for `denoise`; one method by its name.
+    flat = denoise.evaluate(unet, [image], ("gaussian", 0.1), methods="aezoo")
+    noisy = noise.add_noise(image[..., None], "gaussian", 0.1, (0, 0)).numpy()
+    assert flat["per_image"]["aezoo"] == pytest.approx(
+        [metrics.psnr(image[..., None], denoise.denoise(unet, noisy))], rel=1e-6)
+    for images, message in (
+        ([image, (image * 255).astype(np.uint8)],
+         r"`images\[1\]` must be floats in \[0, 1\] \(divide 8-bit pixels by 255\)"),
+        ([np.stack([image] * 3, axis=-1)], r"takes 1-channel images; `images\[0\]` has 3"),
+        ([], "`images` is empty"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            denoise.evaluate(unet, images, ("gaussian", 0.1))
+    with pytest.raises(ValueError, match=r"`noise_spec` must be a \(kind, level\) pair"):
+        denoise.evaluate(unet, [image], "gaussian:25")
+
+
 def test_evaluate_8_bit_gives_the_model_the_file_as_denoise_reads_it(unet):
     rng = np.random.default_rng(1)
     images = [rng.random((24, 20, 1)).astype(np.float32) for _ in range(2)]
