@@ -273,6 +273,7 @@ def evaluate(
     kind, level = noise_spec
     if isinstance(level, (tuple, list)):
         raise ValueError("Evaluate at one noise level, e.g. gaussian:25, not a range.")
+    noise.check_noise(kind, level, names=("noise_spec[0]", "noise_spec[1]"))
     if isinstance(methods, str):  # one name, not its letters
         methods = (methods,)
     for method in methods:
