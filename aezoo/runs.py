@@ -94,10 +94,15 @@ def load_run(source: str | os.PathLike, task: str | None = None) -> Run:
         FileNotFoundError: no such folder (and no such preset).
         ValueError: not a finished run, a damaged `run.json`, a run of another task, or a
             preset whose files fail their checksums.
+        TypeError: `source` is neither a str nor a path (a model, say).
     """
     if task is not None and task not in TASKS:
         raise ValueError(f"`task` must be one of {', '.join(map(repr, TASKS))} or None. "
                          f"Received: task={task!r}")
+    if not isinstance(source, (str, os.PathLike)):
+        # (a model given where its run is asked for failed inside pathlib)
+        raise TypeError("`source` must be a preset name or the path of a run folder. "
+                        f"Received: {type(source).__name__} {source!r:.60}")
     name = str(source)  # as the user gave it, for messages (not a preset's installed path)
     if isinstance(source, str) and source in presets.PRESETS:
         source = presets.folder(source)
