@@ -214,7 +214,17 @@ def _jsonable(value: Any) -> Any:
 
 
 def from_preset(name: str) -> keras.Model:
-    """The trained model of a preset."""
+    """The trained Keras model of a preset (`aezoo.presets.PRESETS`; `aezoo presets NAME`
+    shows its card).
+
+    The model alone: a preset's application lives beside it in its run, which
+    `aezoo.anomaly.Detector.load("ecg5000")` (the scaling and threshold) and
+    `aezoo.codec.open_codec("codec_0.01")` (the post-filter its card names) open whole;
+    `load_run(name)` gives the run itself.
+
+    Raises:
+        ValueError: no preset of that name, or a preset whose files fail their checksums.
+    """
     if name not in presets.PRESETS:
         raise ValueError(f"There is no preset {name!r}; the presets are: "
                          f"{', '.join(presets.PRESETS) or 'none'}.")
