@@ -10,6 +10,7 @@ follows scikit-learn and PyOD: fit on normal examples, then score, predict and s
 >>> detector.predict(x)                            # 1 = anomaly, 0 = normal
 >>> detector.threshold_
 >>> detector.save("runs/ecg"); Detector.load("runs/ecg")
+>>> detector.export("exports/ecg")                 # a SavedModel for TF Serving
 
 Its defaults are the recipe measured best on ECG5000 (`benchmarks/anomaly_ecg5000.py`):
 a 1-D convolutional `sequence` model for rows of 32 or more values (signals), `dense` for
@@ -206,6 +207,21 @@ class Detector:
             application=self.application(), title=f"{self.model_name_} anomaly detector",
             edit_endpoints=self.serving_endpoints, timing=getattr(self, "timing_", None),
         )
+
+    def export(self, base_dir: str | os.PathLike, version: int | None = None) -> Path:
+        """Writes the detector as a SavedModel version `base_dir/<version>/` for TF Serving,
+        as `aezoo export` does for a detector's run: its signatures take examples as they
+        come and return their `score` and `anomaly` (see `serving_endpoints`).  Exporting
+        `model_` alone with `aezoo.export.export_saved_model` would serve scores of
+        examples scaled first by the caller, with no threshold.
+
+        Returns:
+            The new version's folder (see `aezoo.export.export_saved_model`, which raises
+            as it does).
+        """
+        self._check_fitted()
+        return export.export_saved_model(self.model_, base_dir, version=version,
+                                         edit_endpoints=self.serving_endpoints)
 
     @classmethod
     def load(cls, source: str | os.PathLike) -> "Detector":

@@ -64,6 +64,7 @@ from pathlib import Path
 import numpy as np
 
 from aezoo import denoise, presets
+from aezoo.models.base import check_int
 from aezoo.models.compression import (
     SCALE_LEVELS,
     CompressionAutoencoder,
@@ -237,8 +238,8 @@ def open_codec(source, postfilter: str = "auto") -> "Codec":
         postfilter: "auto": the post-filter a preset's card names (a `codec_postfilter*`
             preset, trained on what that preset decodes; a preset's folder given by its
             path too), none for a run folder (a model
-            trained elsewhere has other artefacts); "none"; or a post-filter's preset name
-            or run folder.
+            trained elsewhere has other artefacts); "none" or None; or a post-filter's
+            preset name or run folder.
 
     Raises:
         ValueError: a run of another task, or a `postfilter` that is not a post-filter.
@@ -252,7 +253,7 @@ def open_codec(source, postfilter: str = "auto") -> "Codec":
         card = run.path / "card.json"
         postfilter = (json.loads(card.read_text()) if card.is_file() else {}).get(
             POSTFILTER, "none")
-    if postfilter == "none":
+    if postfilter is None or postfilter == "none":
         return Codec(run.model)
     filter_run = runs.load_run(postfilter)
     if filter_run.task != "compress" or filter_run.application.get("role") != POSTFILTER:
@@ -582,8 +583,7 @@ class Codec:
         default) codes the analysis transform's latents, in a fraction of a second.
         `progress(done, total)`: called after every step of the refinement.
         """
-        if isinstance(refine, bool) or not isinstance(refine, int) or refine < 0:
-            raise ValueError(f"`refine` must be an integer >= 0. Received: refine={refine!r}")
+        refine = check_int("refine", refine, minimum=0)  # (a sweep's NumPy integers too)
         image = self._check_image(image)
         height, width = image.shape[:2]
         if self.version == 1:

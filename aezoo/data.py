@@ -711,7 +711,7 @@ def pipeline(
                              f"255) or aezoo.noise.parse_noise('gaussian:25'). Received: "
                              f"noise={noise!r}")
         kind, level = noise
-        noise_lib.check_noise(kind, level)
+        noise_lib.check_noise(kind, level, names=("noise[0]", "noise[1]"))
         # Fresh seeds each epoch, the same on every worker: stateless noise from them is
         # reproducible and identical wherever the same batch is built.
         seeds = _seed_pairs(seed, rerandomize=shuffle)

@@ -148,32 +148,33 @@ def _graph(model: keras.Model):
     return graph
 
 
-def _checked_image(model: keras.Model, image) -> np.ndarray:
+def _checked_image(model: keras.Model, image, name: str = "`image`") -> np.ndarray:
     """`image` as float32 for `model`, or a ValueError a user can act on: 8-bit pixels and
-    0-255 floats would be denoised as if they were hugely bright, without an error."""
+    0-255 floats would be denoised as if they were hugely bright, without an error.
+    `name`: the argument, as the messages call it."""
     if not isinstance(model, keras.Model):
         raise ValueError(f"`model` must be a Keras model (aezoo.from_preset('denoise_gray'), "
                          f"aezoo.load_model(path)). Received: {type(model).__name__}")
     array = np.asarray(image)
     if not is_float_dtype(array.dtype):
         hint = " (divide 8-bit pixels by 255)" if np.issubdtype(array.dtype, np.integer) else ""
-        raise ValueError(f"`image` must be floats in [0, 1]{hint}. Received: {array.dtype} "
+        raise ValueError(f"{name} must be floats in [0, 1]{hint}. Received: {array.dtype} "
                          f"values of shape {array.shape}")
     if array.ndim not in (2, 3) or 0 in array.shape:
-        raise ValueError(f"`image` must be one image, (height, width, channels) or (height, "
+        raise ValueError(f"{name} must be one image, (height, width, channels) or (height, "
                          f"width). Received: shape {array.shape}")
     channels, given = model.input_shape[-1], array.shape[2] if array.ndim == 3 else 1
     if given != channels:
-        raise ValueError(f"The model takes {channels}-channel images; `image` has {given} "
+        raise ValueError(f"The model takes {channels}-channel images; {name} has {given} "
                          f"(aezoo.data.read_image(path, channels={channels}) converts a file).")
     if not np.all(np.isfinite(array)):
-        raise ValueError("`image` has NaN or infinite pixels.")
+        raise ValueError(f"{name} has NaN or infinite pixels.")
     # Noisy images overshoot [0, 1]: Gaussian noise of sigma 1 reaches +-6 in a photo,
     # Poisson counts at a peak of 1 reach about 10.  Past 16 they are most likely 0-255
     # pixels; `evaluate`, which makes its own noisy images, does not ask (a Poisson peak of
     # 0.1 gives values of 10, 20, 30...).
     if array.max() > 16 or array.min() < -16:
-        raise ValueError(f"`image` must be in [0, 1] (noise may overshoot it); its values "
+        raise ValueError(f"{name} must be in [0, 1] (noise may overshoot it); its values "
                          f"span {array.min():.4g} to {array.max():.4g} (divide 0-255 pixels "
                          "by 255).")
     return array.astype(np.float32)
@@ -241,10 +242,11 @@ def evaluate(
 
     Args:
         model: the denoiser (images to images of the same shape).
-        images: clean images, float (height, width, channels) in [0, 1].
+        images: clean images, float (height, width, channels) in [0, 1] with the model's
+            channels, or (height, width).
         noise_spec: `(kind, level)` as `aezoo.noise.parse_noise` returns it (one level).
         seed: seed of the noise.
-        methods: which of `METHODS` to run ("noisy" and "aezoo" included).
+        methods: which of `METHODS` to run ("noisy" and "aezoo" included), or one of them.
         names: one name per image, for `progress`.
         progress: called after each image with (index, name, {method: PSNR}).
         eight_bit: the noisy images as an 8-bit file holds them, clipped to [0, 1] and
@@ -258,13 +260,32 @@ def evaluate(
         {"methods": {method: {"psnr": mean, "ssim": mean, "seconds": mean per image}},
          "per_image": {method: [PSNR of each image]}, "images": count,
          "outputs": {method: [first images' outputs]}} (the first 4 of each, for plots).
+
+    Raises:
+        ValueError: no images, an image `denoise` would refuse (8-bit pixels, another
+            channel count, NaN), a `noise_spec` that is not one (kind, level), or an
+            unknown method.
     """
+    if not (isinstance(noise_spec, (tuple, list)) and len(noise_spec) == 2):
+        raise ValueError("`noise_spec` must be a (kind, level) pair, e.g. ('gaussian', 25 / "
+                         "255) or aezoo.noise.parse_noise('gaussian:25'). Received: "
+                         f"noise_spec={noise_spec!r}")
     kind, level = noise_spec
     if isinstance(level, (tuple, list)):
         raise ValueError("Evaluate at one noise level, e.g. gaussian:25, not a range.")
+    noise.check_noise(kind, level, names=("noise_spec[0]", "noise_spec[1]"))
+    if isinstance(methods, str):  # one name, not its letters
+        methods = (methods,)
     for method in methods:
         if method not in METHODS:
             raise ValueError(f"Unknown method {method!r}; choose from {', '.join(METHODS)}.")
+    # All checked before the first is scored (an image the model cannot take failed inside
+    # TensorFlow, and 8-bit ones were scored as if hugely bright, without an error); a
+    # (height, width) image is one channel, as for `denoise`.
+    images = [_checked_image(model, clean, f"`images[{i}]`") for i, clean in enumerate(images)]
+    images = [clean[..., None] if clean.ndim == 2 else clean for clean in images]
+    if not images:
+        raise ValueError("`images` is empty: there is nothing to evaluate.")
     scores = {m: {"psnr": [], "ssim": []} for m in methods}
     seconds = dict.fromkeys(methods, 0.0)
     outputs = {m: [] for m in methods}
@@ -344,12 +365,23 @@ MIN_SIGMA_SIDE = 8  # fewer than 4x4 wavelet coefficients a channel estimate not
 
 
 def estimate_sigma(image: np.ndarray) -> float:
-    """The standard deviation of Gaussian noise in an image in [0, 1] (Donoho's wavelet
-    estimator, as scikit-image computes it; averaged over channels); NaN for an image with
-    a side shorter than `MIN_SIGMA_SIDE` pixels."""
+    """The standard deviation of Gaussian noise in a float image in [0, 1], (height, width,
+    channels) or (height, width) (Donoho's wavelet estimator, as scikit-image computes it;
+    averaged over channels); NaN for an image with a side shorter than `MIN_SIGMA_SIDE`
+    pixels.
+
+    Raises:
+        ValueError: integer pixels (8-bit ones would give a sigma 255 times too large).
+    """
     from skimage.restoration import estimate_sigma as wavelet_sigma
 
-    image = np.asarray(image, dtype=np.float64)
+    image = np.asarray(image)
+    if not is_float_dtype(image.dtype):
+        raise ValueError(f"`image` must be floats in [0, 1] (divide 8-bit pixels by 255). "
+                         f"Received: {image.dtype} values of shape {image.shape}")
+    # A (height, width) image is one channel: given as it is, scikit-image would take its
+    # columns for `width` channels and estimate the noise along each column alone.
+    image = np.asarray(image[..., None] if image.ndim == 2 else image, dtype=np.float64)
     if min(image.shape[:2]) < MIN_SIGMA_SIDE:
         return float("nan")
     return float(wavelet_sigma(image, channel_axis=-1, average_sigmas=True))
@@ -405,13 +437,16 @@ def to_8bit(image: np.ndarray) -> np.ndarray:
 
 
 def png_bytes(image: np.ndarray, bits: int = 8) -> bytes:
-    """An image in [0, 1], or of uint8 pixels, as the bytes of an 8-bit PNG (grayscale or
-    RGB); with `bits=16`, an image in [0, 1] as a 16-bit PNG."""
+    """An image in [0, 1], or of uint8 pixels, (height, width, 1 or 3) or (height, width),
+    as the bytes of an 8-bit PNG (grayscale or RGB); with `bits=16`, an image in [0, 1] as
+    a 16-bit PNG."""
     import io
 
     from PIL import Image
 
     image = np.asarray(image)
+    if image.ndim == 2:  # (height, width), as `denoise` returns a 2-D image
+        image = image[..., None]
     if bits == 16:
         import tensorflow as tf
 

@@ -173,7 +173,13 @@ def check_image_model(model) -> None:
 
 
 def sample_grid(model, path: str | os.PathLike, n: int = 64, seed: int = 0) -> np.ndarray:
-    """Draws `n` samples in rows of 8 into `path`; returns them."""
+    """Draws `n` samples in rows of 8 into `path`; returns them (`model.sample(n, seed)`).
+
+    Raises:
+        ValueError: `model` is not a generative autoencoder of images (see
+            `check_image_model`).
+    """
+    check_image_model(model)
     samples = model.sample(check_int("n", n), seed=seed)
     rows = [samples[i : i + 8] for i in range(0, n, 8)]
     plots.image_grid(rows, path, title=f"{n} samples of {model.name} (seed {seed})")
@@ -192,11 +198,18 @@ def _latent_pairs(model, rows: int, seed: int):
 
 def interpolations(
     model, path: str | os.PathLike, rows: int = 6, steps: int = 10, seed: int = 0
-) -> None:
-    """Decodes `steps` points on the line between two prior draws, one pair per row.
+) -> np.ndarray:
+    """Decodes `steps` points on the line between two prior draws, one pair per row, into
+    the picture `path`; returns them, (rows, steps, height, width, channels).
 
     For a VQ-VAE the ends are two code maps drawn from its prior, and the points between
-    mix their vectors linearly (the decoder takes any vectors, not only codebook rows)."""
+    mix their vectors linearly (the decoder takes any vectors, not only codebook rows).
+
+    Raises:
+        ValueError: `model` is not a generative autoencoder of images (see
+            `check_image_model`).
+    """
+    check_image_model(model)
     rows, steps = check_int("rows", rows), check_int("steps", steps, minimum=2)
     a, b = _latent_pairs(model, rows, seed)
     t = np.linspace(0.0, 1.0, steps, dtype=np.float32).reshape((1, steps) + (1,) * (a.ndim - 1))
@@ -204,6 +217,7 @@ def interpolations(
     decoded = model.decoder.predict(points.reshape((-1,) + a.shape[1:]), verbose=0)
     grid = decoded.reshape((rows, steps) + decoded.shape[1:])
     plots.image_grid(list(grid), path, title=f"interpolations between prior draws (seed {seed})")
+    return grid
 
 
 def traversals(
@@ -216,6 +230,7 @@ def traversals(
     """
     if not hasattr(model, "prior_draws"):
         raise ValueError("Latent traversals are drawn for variational autoencoders only.")
+    check_image_model(model)
     dimensions, steps = check_int("dimensions", dimensions), check_int("steps", steps, minimum=2)
     dim = model.latent_dim
     values = np.linspace(-limit, limit, steps, dtype=np.float32)

@@ -90,13 +90,14 @@ def _level(kind: str, text: str, spec: str, scale: float) -> float:
     return level
 
 
-def check_noise(kind: str, level: Level) -> None:
+def check_noise(kind: str, level: Level, names: tuple[str, str] = ("kind", "level")) -> None:
     """Raises ValueError unless (kind, level) is a valid noise in [0, 1] units; a level may
-    be a range (low, high)."""
+    be a range (low, high).  `names`: the caller's arguments for the kind and the level, as
+    the message names them (a builder's `corruption` and `corruption_level`, the parts of
+    `train`'s `noise` pair)."""
     if kind not in NOISE_KINDS:
-        raise ValueError(
-            f"`corruption` must be one of {', '.join(NOISE_KINDS)} or None. Received: {kind!r}"
-        )
+        raise ValueError(f"`{names[0]}` must be one of {', '.join(NOISE_KINDS)}. "
+                         f"Received: {names[0]}={kind!r}")
     levels = tuple(level) if isinstance(level, (tuple, list)) else (level,)
     ok = len(levels) in (1, 2) and all(
         isinstance(v, numbers.Real) and not isinstance(v, bool) for v in levels)
@@ -107,9 +108,8 @@ def check_noise(kind: str, level: Level) -> None:
     elif ok:
         ok = all(0 <= v <= 1 for v in levels)
     if not ok:
-        raise ValueError(
-            f"`corruption_level` is out of range for {kind} noise. Received: {level!r}"
-        )
+        raise ValueError(f"`{names[1]}` is out of range for {kind} noise. "
+                         f"Received: {names[1]}={level!r}")
 
 
 def add_noise(x: tf.Tensor, kind: str, level: Level, seed) -> tf.Tensor:

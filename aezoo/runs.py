@@ -94,10 +94,15 @@ def load_run(source: str | os.PathLike, task: str | None = None) -> Run:
         FileNotFoundError: no such folder (and no such preset).
         ValueError: not a finished run, a damaged `run.json`, a run of another task, or a
             preset whose files fail their checksums.
+        TypeError: `source` is neither a str nor a path (a model, say).
     """
     if task is not None and task not in TASKS:
         raise ValueError(f"`task` must be one of {', '.join(map(repr, TASKS))} or None. "
                          f"Received: task={task!r}")
+    if not isinstance(source, (str, os.PathLike)):
+        # (a model given where its run is asked for failed inside pathlib)
+        raise TypeError("`source` must be a preset name or the path of a run folder. "
+                        f"Received: {type(source).__name__} {source!r:.60}")
     name = str(source)  # as the user gave it, for messages (not a preset's installed path)
     if isinstance(source, str) and source in presets.PRESETS:
         source = presets.folder(source)
@@ -209,7 +214,17 @@ def _jsonable(value: Any) -> Any:
 
 
 def from_preset(name: str) -> keras.Model:
-    """The trained model of a preset."""
+    """The trained Keras model of a preset (`aezoo.presets.PRESETS`; `aezoo presets NAME`
+    shows its card).
+
+    The model alone: a preset's application lives beside it in its run, which
+    `aezoo.anomaly.Detector.load("ecg5000")` (the scaling and threshold) and
+    `aezoo.codec.open_codec("codec_0.01")` (the post-filter its card names) open whole;
+    `load_run(name)` gives the run itself.
+
+    Raises:
+        ValueError: no preset of that name, or a preset whose files fail their checksums.
+    """
     if name not in presets.PRESETS:
         raise ValueError(f"There is no preset {name!r}; the presets are: "
                          f"{', '.join(presets.PRESETS) or 'none'}.")

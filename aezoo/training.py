@@ -898,10 +898,22 @@ def _build(model, kwargs: dict[str, Any], example_spec: tf.TensorSpec, noise,
         check_choice("model", model, list(MODELS))
         builder = MODELS[model]
         kwargs = dict(kwargs)
+        from_data = "input_shape" not in kwargs
         kwargs.setdefault("input_shape", _default_input_shape(builder, example_spec))
         if noise is not None and "corruption" in inspect.signature(builder).parameters:
             kwargs.setdefault("corruption", None)  # the pipeline adds the noise already
-        ae = builder(**kwargs)
+        try:
+            ae = builder(**kwargs)
+        except ValueError as error:
+            if not (from_data and "`input_shape`" in str(error)):
+                raise
+            # The caller gave no input_shape: say whose it is (rows (N, 140) for a 1-D
+            # convolutional model were refused as "input_shape=(140,)", an argument never
+            # given).
+            raise ValueError(f"{error}: the shape of the data's examples, since no "
+                             f"input_shape was given; give examples that model '{model}' "
+                             "takes (signals as (N, timesteps, channels), images as (N, "
+                             "height, width, channels)).") from None
     else:
         try:
             takes_shape = "input_shape" in inspect.signature(model).parameters

@@ -71,6 +71,23 @@ def test_save_and_load_give_the_same_scores(fitted, tmp_path):
         detector.save(tmp_path / "run")
 
 
+def test_export_serves_the_scores_and_flags_of_raw_examples(fitted, tmp_path):
+    import tensorflow as tf
+
+    detector, _ = fitted
+    target = detector.export(tmp_path / "exports")
+    assert target == tmp_path / "exports" / "1"
+    served = tf.saved_model.load(str(target)).signatures["serving_default"]
+    x = np.concatenate([sines(8, seed=3), sines(8, spikes=True, seed=4)])
+    out = served(x=tf.constant(x))
+    # The examples as they come: the SavedModel scales them and applies the threshold.
+    np.testing.assert_allclose(out["score"].numpy(), detector.score(x), rtol=1e-5)
+    np.testing.assert_array_equal(out["anomaly"].numpy(), detector.predict(x))
+    assert detector.export(tmp_path / "exports") == tmp_path / "exports" / "2"
+    with pytest.raises(ValueError, match="not fitted yet"):
+        anomaly.Detector().export(tmp_path / "unfitted")
+
+
 @pytest.mark.parametrize(
     "kwargs,message",
     [

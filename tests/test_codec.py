@@ -41,6 +41,20 @@ def test_what_is_not_a_model_or_an_image_is_refused_by_name(codec_run):
         packer.compress(np.zeros((4, 4, 1), np.float32))
 
 
+def test_python_values_for_no_postfilter_and_refinement_steps_are_taken(codec_run):
+    """None for no post-filter and NumPy integers for `refine` (a sweep's) mean what "none"
+    and Python integers do; a model given where a run is asked for is refused in words
+    (each failed inside pathlib or was refused)."""
+    assert codec.open_codec("codec_0.01", postfilter=None).postfilter is None
+    assert codec.open_codec("codec_0.01").postfilter is not None  # (its card names one)
+    packer = codec.open_codec(codec_run)
+    image = np.random.default_rng(0).integers(0, 256, (16, 24, 1), dtype=np.uint8)
+    assert packer.compress(image, refine=np.int64(2)) == packer.compress(image, refine=2)
+    with pytest.raises(TypeError, match=r"`source` must be a preset name or the path of a "
+                                        r"run folder. Received: CompressionAutoencoder"):
+        codec.open_codec(packer.model)
+
+
 def test_constriction_keeps_the_integer_tables_exactly(codec_run):
     """Probes constriction's quantised model with an ANS decoder: a state whose low 24 bits
     are q decodes to the symbol whose interval [cdf_k, cdf_k+1) holds q.  Every boundary of

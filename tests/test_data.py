@@ -266,6 +266,12 @@ def test_denoising_pipeline_pairs_noisy_inputs_with_clean_targets():
     np.testing.assert_array_equal(noisy, np.concatenate([np.asarray(x) for x, _ in ds]))
     with pytest.raises(ValueError, match=r"`noise` must be a \(kind, level\) pair"):
         data.pipeline(data.from_arrays(clean), 4, noise=0.1)
+    # A bad kind or level is named as the part of `noise` it is (it read `corruption`, an
+    # argument of the builders that neither `pipeline` nor `train` has).
+    with pytest.raises(ValueError, match=r"`noise\[0\]` must be one of .*noise\[0\]='gauss'"):
+        data.pipeline(data.from_arrays(clean), 4, noise=("gauss", 0.1))
+    with pytest.raises(ValueError, match=r"`noise\[1\]` is out of range .*noise\[1\]=2"):
+        data.pipeline(data.from_arrays(clean), 4, noise=("gaussian", 2))
 
 
 def test_pipeline_asks_tf_distribute_to_shard_by_data():

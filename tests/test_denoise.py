@@ -104,6 +104,26 @@ def test_evaluate_scores_every_method_on_the_same_noisy_images(unet):
     assert np.isfinite(low_peak["methods"]["aezoo"]["psnr"])
 
 
+def test_evaluate_checks_its_images_and_noise_before_scoring(unet):
+    rng = np.random.default_rng(2)
+    image = rng.random((24, 20), dtype=np.float32)
+    # A (height, width) image is one channel, as for `denoise`; one method by its name.
+    flat = denoise.evaluate(unet, [image], ("gaussian", 0.1), methods="aezoo")
+    noisy = noise.add_noise(image[..., None], "gaussian", 0.1, (0, 0)).numpy()
+    assert flat["per_image"]["aezoo"] == pytest.approx(
+        [metrics.psnr(image[..., None], denoise.denoise(unet, noisy))], rel=1e-6)
+    for images, message in (
+        ([image, (image * 255).astype(np.uint8)],
+         r"`images\[1\]` must be floats in \[0, 1\] \(divide 8-bit pixels by 255\)"),
+        ([np.stack([image] * 3, axis=-1)], r"takes 1-channel images; `images\[0\]` has 3"),
+        ([], "`images` is empty"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            denoise.evaluate(unet, images, ("gaussian", 0.1))
+    with pytest.raises(ValueError, match=r"`noise_spec` must be a \(kind, level\) pair"):
+        denoise.evaluate(unet, [image], "gaussian:25")
+
+
 def test_evaluate_8_bit_gives_the_model_the_file_as_denoise_reads_it(unet):
     rng = np.random.default_rng(1)
     images = [rng.random((24, 20, 1)).astype(np.float32) for _ in range(2)]
@@ -148,6 +168,11 @@ def test_the_noise_estimate_follows_the_true_sigma():
     for sigma in (10 / 255, 25 / 255, 50 / 255):
         noisy = clean + rng.normal(0, sigma, clean.shape)
         assert denoise.estimate_sigma(noisy) == pytest.approx(sigma, rel=0.15)
+        # A (height, width) image is the same one channel, not 128 channels of columns.
+        assert denoise.estimate_sigma(noisy[..., 0]) == denoise.estimate_sigma(noisy)
+    # 8-bit pixels would read as a noise 255 times too strong.
+    with pytest.raises(ValueError, match=r"floats in \[0, 1\] \(divide 8-bit pixels by 255\)"):
+        denoise.estimate_sigma(np.round(np.clip(noisy, 0, 1) * 255).astype(np.uint8))
     # Too small to say (scikit-image warns and returns a number, or NaN, below 5x5): NaN.
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -302,6 +327,20 @@ def test_png_bytes_take_uint8_pixels_as_they_are():
             written = np.asarray(image)
         expected = pixels if given.shape[-1] == 3 else pixels[..., 0]
         np.testing.assert_array_equal(written, expected)
+
+
+def test_png_bytes_write_a_2d_image_as_denoise_returns_it():
+    """`denoise` gives a (height, width) image for a (height, width) one: both depths write
+    it as a grayscale PNG (read back by Pillow)."""
+    import io
+
+    from PIL import Image
+
+    image = np.random.default_rng(0).random((7, 9)).astype(np.float32)
+    for bits, scale in ((8, 255), (16, 65535)):
+        with Image.open(io.BytesIO(denoise.png_bytes(image, bits=bits))) as png:
+            written = np.asarray(png)
+        np.testing.assert_array_equal(written, np.round(image * scale))
 
 
 def correlated_noise(clean: np.ndarray, sigma: float, rho: float, seed: int) -> np.ndarray:

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+import aezoo
 from aezoo import noise
 
 # 2**18 draws: a sample mean is within 5 standard errors of its expectation except with
@@ -73,6 +74,18 @@ def test_noise_specs_are_parsed_on_the_8_bit_scale():
                 "gaussian:x-20"):
         with pytest.raises(ValueError, match=f"'{bad}'"):  # the spec as given, not one end
             noise.parse_noise(bad)
+
+
+def test_a_bad_kind_or_level_is_named_as_the_caller_names_it():
+    x = np.zeros((4, 4, 1), np.float32)
+    with pytest.raises(ValueError, match=r"`kind` must be one of .* Received: kind='gauss'"):
+        noise.add_noise(x, "gauss", 0.1, (0, 0))
+    with pytest.raises(ValueError, match=r"`level` is out of range .* Received: level=-1"):
+        noise.add_noise(x, "gaussian", -1, (0, 0))
+    # A builder's arguments are `corruption` and `corruption_level`.
+    with pytest.raises(ValueError, match=r"`corruption_level` is out of range for mask"):
+        aezoo.MODELS["dense"](input_shape=(4,), units=(4,), latent_dim=2, corruption="mask",
+                              corruption_level=1.5)
 
 
 def test_a_range_of_levels_gives_each_example_its_own_level_uniform_in_the_range():

@@ -123,7 +123,8 @@ def saved_vae(tmp_path_factory):
                                      "from aezoo import data\nimport keras",
                                      "import aezoo\naezoo.Autoencoder\nimport keras",
                                      "from aezoo import codec\nimport keras",
-                                     "from aezoo.models import conv\nimport keras"])
+                                     "from aezoo.models import conv\nimport keras",
+                                     "from aezoo import noise\nimport keras"])
 def test_keras_load_model_reads_aezoo_files_in_a_fresh_process(saved_vae, imports):
     """Without aezoo's classes registered, Keras says "Could not locate class"; the
     post-import hook registers them in whichever order the modules come, also when one of

@@ -313,6 +313,21 @@ def test_examples_that_do_not_fit_the_model_are_a_value_error():
         training.train(fixed_size, images(16), epochs=1, strategy="cpu", verbose=0)
 
 
+def test_examples_of_a_rank_the_builder_cannot_take_are_refused_as_the_datas():
+    rows = np.random.default_rng(0).random((16, 40), dtype=np.float32)  # (N, timesteps)
+    with pytest.raises(ValueError, match=r"Received: input_shape=\(40,\): the shape of the "
+                                         r"data's examples, since no input_shape was "
+                                         r"given; .*'sequence'.*\(N, timesteps, channels\)"):
+        training.train("sequence", rows, epochs=1, strategy="cpu", verbose=0)
+    # With a channel axis they train (and an input_shape given is named as it was).
+    ae, _ = training.train("sequence", rows[..., None], model_kwargs={"latent_dim": 2},
+                           epochs=1, batch_size=8, strategy="cpu", verbose=0)
+    assert ae.input_shape == (None, 40, 1)
+    with pytest.raises(ValueError, match=r"Received: input_shape=\(40,\)$"):
+        training.train("sequence", rows, model_kwargs={"input_shape": (40,)}, epochs=1,
+                       strategy="cpu", verbose=0)
+
+
 def test_a_function_that_takes_input_shape_gets_the_datas_as_a_builder_does():
     shapes = []
 

@@ -597,6 +597,23 @@ def test_generate_command_writes_samples_interpolations_and_traversals(
         assert f"The latent has {len(latent)} dimensions" in capsys.readouterr().out
 
 
+def test_interpolations_return_the_decoded_points_between_prior_draws(tmp_path):
+    ae = build("vae", (12, 20, 3), filters=(4, 8))
+    grid = generative.interpolations(ae, tmp_path / "i.png", rows=2, steps=3, seed=5)
+    assert grid.shape == (2, 3, 12, 20, 3) and (tmp_path / "i.png").is_file()
+    # Row r runs from prior draw r to draw rows + r, through their midpoint.
+    z = ae.prior_draws(4, 5).numpy()
+    a, b = z[:2], z[2:]
+    for column, point in enumerate((a, (a + b) / 2, b)):
+        np.testing.assert_allclose(grid[:, column], ae.decoder.predict(point, verbose=0),
+                                   atol=1e-5)  # (float32 rounding of the mixed points)
+    # A model that generates nothing is refused in words (it failed on a missing method).
+    plain = build("conv", (12, 20, 3), filters=(4, 8))
+    for draw in (generative.sample_grid, generative.interpolations):
+        with pytest.raises(ValueError, match="is not a generative autoencoder"):
+            draw(plain, tmp_path / "x.png")
+
+
 def test_frechet_distance_of_gaussians_is_the_closed_form():
     rng = np.random.default_rng(0)
     a = rng.standard_normal((20_000, 3))

@@ -23,6 +23,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+# The module, not its names: a program whose first import is `aezoo.noise` builds this
+# module (aezoo's hook on TensorFlow's import) while aezoo.noise is still half imported.
+from aezoo import noise as noise_lib
 from aezoo._keras_fixes import Float32LossesMixin, MultiWorkerFitMixin
 from aezoo._quiet import stderr_captured
 from aezoo.models import MODELS
@@ -368,4 +371,6 @@ def corruption_layer(corruption: str | None, corruption_level: float):
     """Checks the shared `corruption`/`corruption_level` arguments; returns the layer or None."""
     if corruption is None:
         return None
+    noise_lib.check_noise(corruption, corruption_level,
+                          names=("corruption", "corruption_level"))
     return Corruption(corruption, corruption_level, name="corruption")
