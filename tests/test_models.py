@@ -116,6 +116,12 @@ def test_every_model_is_covered_by_these_tests():
     assert set(EXAMPLE_SHAPES) <= set(aezoo.MODELS), "EXAMPLE_SHAPES names models not in MODELS"
 
 
+def test_an_unknown_model_is_a_key_error_that_lists_the_models():
+    with pytest.raises(KeyError, match=r"no model 'convv'; the models are: dense, conv, "):
+        aezoo.MODELS["convv"]
+    assert "convv" not in aezoo.MODELS and aezoo.MODELS.get("convv") is None
+
+
 def test_each_builder_makes_a_model_that_names_itself_by_its_builder():
     """A builder copied from another family and left calling make_autoencoder("dense", ...)
     would save files that reopen with the other builder."""

@@ -90,8 +90,9 @@ class ModelTable(Mapping):
         self._builders: dict[str, Callable[..., Any]] | None = None
 
     def __getitem__(self, name: str) -> Callable[..., Any]:
-        if name not in self._families:
-            raise KeyError(name)
+        if name not in self._families:  # (a KeyError, as a dict's; one that says the names)
+            raise KeyError(f"There is no model {name!r}; the models are: "
+                           f"{', '.join(self._families)}.")
         return self.load()[name]
 
     def load(self) -> dict[str, Callable[..., Any]]:
