@@ -23,6 +23,7 @@ scores.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -62,7 +63,8 @@ class Detector:
         verbose: Keras's verbosity while training and scoring.
 
     Attributes (after `fit`): `model_`, `model_name_`, `example_shape_`, `scaling_`,
-    `threshold_`, `train_scores_`, `history_`.
+    `threshold_`, `train_scores_`, `history_`.  After `load`, `train_scores_` is None:
+    a run keeps the scores' count, mean, std, min and max, not the scores.
     """
 
     def __init__(
@@ -178,13 +180,18 @@ class Detector:
         """What a run stores beside the model (`run.json`'s `application`)."""
         self._check_fitted()
         scores = self.train_scores_
+        if scores is None:  # loaded: the summary its run recorded
+            count, summary = self._train_summary
+        else:
+            count, summary = int(len(scores)), {
+                "mean": float(scores.mean()), "std": float(scores.std()),
+                "min": float(scores.min()), "max": float(scores.max())}
         return {
             "threshold": float(self.threshold_),
             "threshold_rule": self.threshold,
             "scaling": self.scaling_,
-            "train_examples": int(len(scores)),
-            "train_scores": {"mean": float(scores.mean()), "std": float(scores.std()),
-                             "min": float(scores.min()), "max": float(scores.max())},
+            "train_examples": count,
+            "train_scores": summary,
             "example_shape": list(self.example_shape_),
         }
 
@@ -203,7 +210,10 @@ class Detector:
             training.save_model(self.model_, path / runs.MODEL_FILE)
         return runs.finish_run(
             path, self.history_, task="anomaly", model=self.model_name_,
-            options={"detector": self.get_params(), **(extra or {})},
+            # (what this process trained with, a strategy say, is not the detector's)
+            options={"detector": {k: v for k, v in self.get_params().items()
+                                  if k not in ("training_kwargs", "verbose")},
+                     **(extra or {})},
             application=self.application(), title=f"{self.model_name_} anomaly detector",
             edit_endpoints=self.serving_endpoints, timing=getattr(self, "timing_", None),
         )
@@ -248,9 +258,11 @@ class Detector:
         detector.scaling_ = app["scaling"]
         detector.threshold_ = float(app["threshold"])
         detector.threshold = app.get("threshold_rule", detector.threshold)
-        stats = app.get("train_scores", {})
-        detector.train_scores_ = np.array([stats.get("mean", detector.threshold_)])
-        detector.history_ = {}
+        # (saved again, the detector records them as they were, not a summary of one)
+        detector.train_scores_ = None
+        detector._train_summary = (app.get("train_examples"), app.get("train_scores", {}))
+        history = run.path / "history.json"  # (a preset has none)
+        detector.history_ = json.loads(history.read_text()) if history.is_file() else {}
         return detector
 
     def get_params(self) -> dict[str, Any]:
@@ -258,7 +270,9 @@ class Detector:
         return {"model": self.model, "threshold": self.threshold, "scaling": self.scaling,
                 "latent_dim": self.latent_dim, "epochs": self.epochs,
                 "batch_size": self.batch_size, "learning_rate": self.learning_rate,
-                "model_kwargs": self.model_kwargs, "seed": self.seed}
+                "model_kwargs": self.model_kwargs,
+                "training_kwargs": self.training_kwargs, "seed": self.seed,
+                "verbose": self.verbose}
 
     def serving_endpoints(self, endpoints: dict) -> dict:
         """The SavedModel of the detector takes examples as `score` does (before scaling):

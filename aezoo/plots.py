@@ -41,7 +41,10 @@ def plot_history(history: dict[str, list[float]], path: str | os.PathLike, title
     ax.set_ylabel("loss")
     ax.set_yscale("log")
     ax.grid(True, alpha=0.3)
-    ax.legend()
+    if ax.lines:
+        ax.legend()
+    else:  # (a preset's detector saved again: its run kept no history)
+        ax.text(0.5, 0.5, "no training history", ha="center", transform=ax.transAxes)
     ax.set_title(title or "training history")
     save(fig, path)
 

@@ -69,6 +69,29 @@ def test_save_and_load_give_the_same_scores(fitted, tmp_path):
     np.testing.assert_array_equal(loaded.predict(x), detector.predict(x))
     with pytest.raises(FileExistsError):
         detector.save(tmp_path / "run")
+    # Saved again, the loaded detector records the training scores as they were (before:
+    # a summary of one score, their mean).
+    loaded.save(tmp_path / "again")
+    stored = json.loads((tmp_path / "again" / "run.json").read_text())["application"]
+    scores = detector.train_scores_
+    assert stored["train_examples"] == len(scores) == 200
+    assert stored["train_scores"] == pytest.approx(
+        {"mean": scores.mean(), "std": scores.std(), "min": scores.min(), "max": scores.max()})
+    assert loaded.train_scores_ is None
+    assert loaded.history_ == detector.history_ and len(loaded.history_["loss"]) == 8
+
+
+def test_get_params_gives_every_argument_of_the_constructor():
+    """scikit-learn's convention, which `sklearn.base.clone` relies on (training_kwargs and
+    verbose were left out)."""
+    import inspect
+
+    kwargs = {"model": "dense", "threshold": "mean_std:3", "scaling": "standard",
+              "latent_dim": 3, "epochs": 2, "batch_size": 8, "learning_rate": 0.01,
+              "model_kwargs": {"units": (16,)}, "training_kwargs": {"lr_schedule": "cosine"},
+              "seed": 4, "verbose": 1}
+    assert set(kwargs) == set(inspect.signature(anomaly.Detector).parameters)
+    assert anomaly.Detector(**kwargs).get_params() == kwargs
 
 
 def test_export_serves_the_scores_and_flags_of_raw_examples(fitted, tmp_path):
