@@ -132,7 +132,9 @@ def load_run(source: str | os.PathLike, task: str | None = None) -> Run:
 
 
 def _legacy_info(path: Path) -> dict[str, Any]:
-    """The `run.json` of a run folder written by aezoo 0.1, from its sidecar files."""
+    """The `run.json` of a run folder written by aezoo 0.1, from its sidecar files, or of
+    an `out_dir` of `aezoo.training.train` (which writes no run.json), from its
+    started.json (its model's name, when it was given one, and the arguments)."""
     if (path / "backup").is_dir():
         raise ValueError(f"{path} is an unfinished run: run its training command again to "
                          "resume it.")
@@ -154,6 +156,15 @@ def _legacy_info(path: Path) -> dict[str, Any]:
     if (path / "tables.npz").is_file():
         return {"task": "compress", "model": "compression", "options": {}, "application": {},
                 "aezoo_version": "0.1"}
+    started = path / "started.json"  # (`aezoo.training.train`'s, whose version it omits)
+    if started.is_file():
+        try:
+            options = json.loads(started.read_text())
+        except ValueError:
+            raise ValueError(f"{started} is damaged.") from None
+        model = options.get("model") if isinstance(options, dict) else None
+        return {"task": "train", "model": model if isinstance(model, str) else None,
+                "options": options, "application": {}, "aezoo_version": None}
     return {"task": "train", "model": None, "options": {}, "application": {},
             "aezoo_version": "0.1"}
 

@@ -129,3 +129,21 @@ def test_files_written_together_take_their_names_together_or_not_at_all(tmp_path
         assert (tmp_path / "results.json").read_bytes() == b"old json"
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == {
         "results.md": b"new table", "results.json": b"new json", "samples.png": b"old"}
+
+
+def test_an_out_dir_of_training_train_loads_with_its_model_and_arguments(tmp_path):
+    """Python's `training.train(out_dir=...)` writes no run.json: its folder was read as a
+    run of aezoo 0.1 with no model."""
+    import numpy as np
+
+    from aezoo import training
+
+    x = np.random.default_rng(0).random((16, 6), dtype=np.float32)
+    training.train("dense", x, model_kwargs={"units": (4,), "latent_dim": 2}, epochs=1,
+                   batch_size=8, out_dir=tmp_path / "run", seed=3, verbose=0)
+    run = runs.load_run(tmp_path / "run")
+    assert (run.task, run.info["model"], run.info["aezoo_version"]) == ("train", "dense", None)
+    assert run.info["options"]["model_kwargs"] == {"units": [4], "latent_dim": 2}
+    assert run.info["options"]["seed"] == 3
+    assert run.model.encoder.output.shape == (None, 2)
+    assert runs.model_name(tmp_path / "run") == "dense"
