@@ -124,6 +124,40 @@ def test_evaluate_checks_its_images_and_noise_before_scoring(unet):
         denoise.evaluate(unet, [image], "gaussian:25")
 
 
+@pytest.mark.parametrize("spec,filter_sigma,window", [
+    (("gaussian", 25 / 255), 0.8, 3),  # a level of the tuned table: its own parameters
+    (("gaussian", 40 / 255), 1.2, 5),  # between 35 and 50: 1.1 + 5/15 * (1.4 - 1.1); 35's
+    (("salt_pepper", 0.1), None, None),  # no sigma: the noise's measured one, looked up
+])
+def test_evaluate_runs_the_classical_filters_on_the_same_noisy_images(unet, spec, filter_sigma,
+                                                                      window):
+    """The classical rows of `denoise evaluate`: SciPy's filters on image i's noisy copy
+    (seed (seed, i)), with the parameters tuned for the noise's level (the table of
+    aezoo.baselines; for noise with no sigma, at its measured standard deviation)."""
+    from scipy import ndimage
+
+    from aezoo.baselines import TUNED_ON_TRAIN400
+
+    rng = np.random.default_rng(2)
+    images = [rng.random((24, 20, 1)).astype(np.float32) for _ in range(2)]
+    results = denoise.evaluate(unet, images, spec, seed=5, methods=("gaussian", "median"))
+    levels = sorted(TUNED_ON_TRAIN400)
+    for method in ("gaussian", "median"):
+        expected = []
+        for i, x in enumerate(images):
+            noisy = noise.add_noise(x, *spec, (5, i)).numpy()
+            if filter_sigma is None:
+                sigma = 255 * np.sqrt(np.mean((noisy - x) ** 2))
+                s = np.interp(sigma, levels, [TUNED_ON_TRAIN400[v][0] for v in levels])
+                k = TUNED_ON_TRAIN400[min(levels, key=lambda v: abs(v - sigma))][1]
+            else:
+                s, k = filter_sigma, window
+            output = (ndimage.gaussian_filter(noisy, (s, s, 0)) if method == "gaussian"
+                      else ndimage.median_filter(noisy, size=(k, k, 1)))
+            expected.append(metrics.psnr(x, output))
+        np.testing.assert_allclose(results["per_image"][method], expected, rtol=1e-6)
+
+
 def test_evaluate_8_bit_gives_the_model_the_file_as_denoise_reads_it(unet):
     rng = np.random.default_rng(1)
     images = [rng.random((24, 20, 1)).astype(np.float32) for _ in range(2)]
