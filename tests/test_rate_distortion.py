@@ -111,3 +111,23 @@ def test_ms_ssim_is_tensorflows_for_images_of_any_size_in_one_graph():
         assert rate_distortion.ms_ssim(a, b) == pytest.approx(expected, abs=1e-5)
     assert rate_distortion._MS_SSIM[3].experimental_get_tracing_count() == 1
     assert rate_distortion.ms_ssim(a[:175], b[:175]) is None
+
+
+def test_quality_at_rate_interpolates_in_log_rate_and_only_inside_the_curve():
+    """The equal-rate PSNR table of `compress evaluate` (and the ends of a BD-rate's
+    rate_range): a curve linear in log10(rate) is read back exactly (PCHIP reproduces a
+    line), at its points and between them; outside it, or from no curve, nothing."""
+    def line(rate):
+        return 30.0 + 10.0 * np.log10(rate)
+
+    points = [(r, line(r)) for r in (1.6, 0.2, 0.8, 0.4)]  # (in any order)
+    for rate in (0.2, 0.25, 0.5, 1.0, 1.6):
+        assert rate_distortion.quality_at_rate(points, rate) == pytest.approx(line(rate),
+                                                                             abs=1e-9)
+    assert rate_distortion.quality_at_rate(points, 0.19) is None
+    assert rate_distortion.quality_at_rate(points, 1.7) is None
+    assert rate_distortion.quality_at_rate(points[:1], 0.2) is None
+    assert rate_distortion.quality_at_rate([(0.5, 30.0), (0.5, 31.0)], 0.5) is None
+    # A monotone curve stays between its neighbouring points (no overshoot).
+    bent = [(0.25, 27.0), (0.5, 30.0), (1.0, 30.2), (2.0, 34.0)]
+    assert 30.0 <= rate_distortion.quality_at_rate(bent, 0.7) <= 30.2
