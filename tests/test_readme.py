@@ -106,7 +106,10 @@ def assert_parse(commands: list[list[str]], where: str) -> None:
 
 @pytest.mark.parametrize("document", [ROOT / "README.md", *DOCS], ids=lambda p: p.name)
 def test_every_documented_command_parses(document):
-    assert_parse(aezoo_commands(document.read_text()), document.name)
+    commands = aezoo_commands(document.read_text())
+    # (an extractor that found nothing would pass every page: each shows commands but this)
+    assert commands or document.name == "development.md", f"no aezoo command in {document.name}"
+    assert_parse(commands, document.name)
 
 
 def test_every_command_of_a_model_card_parses():
