@@ -103,6 +103,11 @@ def test_a_range_of_levels_gives_each_example_its_own_level_uniform_in_the_range
     # The same seed gives the same levels and noise; the pipeline's seeds give fresh ones.
     again = noise.add_noise(x, "gaussian", (low, high), (9, 10)).numpy() - x
     np.testing.assert_array_equal(y, again)
+    other = noise.add_noise(x, "gaussian", (low, high), (9, 11)).numpy() - x
+    other_sigmas = other.reshape(len(other), -1).std(axis=1)
+    # Levels drawn afresh: two uniform draws on [0.05, 0.2] differ by 0.05 on average; the
+    # same levels with fresh noise only by the spread of a 256-value std, about 0.006.
+    assert np.abs(other_sigmas - sigmas).mean() > 0.02
 
 
 
