@@ -204,15 +204,12 @@ def test_synthesis_tiles_join_without_seams(meanscale, monkeypatch):
 
 
 @pytest.mark.parametrize("name", ["compression_meanscale", "compression_hyperprior"])
-def test_files_match_the_rate_estimate_and_decode_in_seconds(models, name, image):
-    import time
-
+def test_files_match_the_rate_estimate_and_decode_to_the_image(models, name, image):
+    # (Speed is benchmarks/compression_kodak.py's: its encode and decode seconds.)
     model = models[name]
     packer = codec.Codec(model)
-    started = time.perf_counter()
     data = packer.compress(image)
     decoded = packer.decompress(data)
-    assert time.perf_counter() - started < 10
     assert data[4] == 2 and decoded.shape == image.shape and decoded.dtype == np.uint8
     latents = packer.encode_latents(image)
     payload_bits = 8 * (len(data) - codec.HEADER_V2.size)

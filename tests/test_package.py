@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 from conftest import ROOT
@@ -219,12 +218,9 @@ def test_help_answers_before_tensorflow_loads(command):
         "assert 'tensorflow' not in sys.modules, 'TensorFlow was imported'\n"
         "sys.exit(status)\n"
     )
-    started = time.perf_counter()
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
-    elapsed = time.perf_counter() - started
     assert result.returncode == 0, result.stderr
     assert "usage: aezoo" in result.stdout
-    assert elapsed < 10  # (under a second on an idle machine; the bound allows a busy one)
 
 
 def test_builder_signatures_read_from_source_equal_the_builders():
