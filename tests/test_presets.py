@@ -18,6 +18,12 @@ from aezoo import presets
 # changes a file by a few bytes: 1e-3 bpp is 48 bytes of a Kodak image).
 TOLERANCE = {"psnr": 0.05, "bpp": 1e-3, "roc_auc": 1e-3, "mse": 1e-5, "nll": 0.05}
 NAMES = sorted(presets.PRESETS)
+# Post-filters whose check decodes a codec preset's files through the filter that the
+# codec's own card names: the computation of that codec's check (`checks.measure` opens
+# `open_codec(codec, filter)` for both), measured once for both (3 s each here).
+OWN_FILTER = {name: card["check"]["codec"] for name, card in presets.PRESETS.items()
+              if card["check"]["kind"] == "postfilter"
+              and presets.PRESETS[card["check"]["codec"]].get("postfilter") == name}
 
 
 @pytest.fixture(scope="module")
@@ -25,12 +31,13 @@ def measured_in_a_fresh_process():
     """Every preset's check, measured by one new process (as a user's would: it loads the
     presets from the package's files, offline); one process for all saves a TensorFlow
     start per preset."""
+    measured = [name for name in NAMES if name not in OWN_FILTER]
     script = (
         "import json\n"
         "from pathlib import Path\n"
         "from aezoo.presets import checks\n"
         "results = {}\n"
-        f"for name in {NAMES!r}:\n"
+        f"for name in {measured!r}:\n"
         "    try:\n"
         f"        results[name] = checks.measure(name, Path({str(SHARED_DATA)!r}))\n"
         "    except Exception as error:  # the other presets are still measured\n"
@@ -40,7 +47,11 @@ def measured_in_a_fresh_process():
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                             timeout=1800)
     assert result.returncode == 0, result.stderr[-2000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    results = json.loads(result.stdout.strip().splitlines()[-1])
+    for name, codec_name in OWN_FILTER.items():  # the same decoding as the codec's check
+        found = results[codec_name]
+        results[name] = {"psnr": found["psnr"]} if isinstance(found, dict) else found
+    return results
 
 
 @pytest.mark.parametrize("name", NAMES)
