@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from aezoo import rate_distortion
+from aezoo import metrics, rate_distortion
 
 
 def test_bd_rate_of_a_curve_shifted_by_a_constant_rate_factor_is_that_factor():
@@ -131,3 +131,31 @@ def test_quality_at_rate_interpolates_in_log_rate_and_only_inside_the_curve():
     # A monotone curve stays between its neighbouring points (no overshoot).
     bent = [(0.25, 27.0), (0.5, 30.0), (1.0, 30.2), (2.0, 34.0)]
     assert 30.0 <= rate_distortion.quality_at_rate(bent, 0.7) <= 30.2
+
+
+def test_the_classical_codecs_code_at_the_asked_rate_and_chroma():
+    """The anchors of `compress evaluate`: JPEG 2000 at its target rate (bits per pixel of
+    the file, colour or gray: OpenJPEG's ratio is of the raw 8 bits a sample), JPEG in
+    4:2:0, a grayscale image decoded to one channel; a higher quality costs more bits."""
+    import io
+
+    from conftest import shared_data
+    from PIL import Image, JpegImagePlugin
+
+    with Image.open(shared_data("raw", "kodak", "kodim23.png")) as image:
+        colour = np.asarray(image.convert("RGB"))[100:356, 200:456]
+    gray = np.round(colour.mean(axis=-1, keepdims=True)).astype(np.uint8)
+    for image in (colour, gray):
+        for target in (0.25, 1.0):
+            data, decoded, _, _ = rate_distortion.classical_codec("jpeg2000", image, target)
+            # (measured: within 2 % of the target, its headers included)
+            assert 8 * len(data) / 256**2 == pytest.approx(target, rel=0.05)
+            assert decoded.shape == image.shape and decoded.dtype == np.uint8
+        low, high = (rate_distortion.classical_codec("jpeg", image, q)[:2] for q in (10, 90))
+        assert len(low[0]) < len(high[0])
+        assert metrics.psnr(image, low[1]) < metrics.psnr(image, high[1])
+        assert rate_distortion.classical_codec("webp", image, 50)[1].shape == image.shape
+    with Image.open(io.BytesIO(rate_distortion.classical_codec("jpeg", colour, 50)[0])) as jpeg:
+        assert JpegImagePlugin.get_sampling(jpeg) == 2  # 4:2:0
+    with pytest.raises(ValueError, match="`codec` must be one of"):
+        rate_distortion.classical_codec("png", colour, 50)
