@@ -240,6 +240,22 @@ def test_sampling_is_reproducible_per_seed_and_differs_across_seeds():
         ae.sample(3, batch_size=0)
 
 
+def test_samples_are_the_decoder_at_standard_normal_draws_of_the_code():
+    """p(z) = N(0, I): 20,000 draws of 4 numbers have per-dimension means and variances
+    within 5 standard errors of 0 and 1 (chance of a false alarm < 1e-5), no correlation
+    between dimensions; `sample` decodes those draws."""
+    ae = build("vae", (5, 7, 1), filters=(4,))
+    z = np.asarray(ae.prior_draws(20_000, 3), np.float64)
+    assert z.shape == (20_000, 4)
+    n = len(z)
+    assert np.all(np.abs(z.mean(axis=0)) < 5 / np.sqrt(n))
+    assert np.all(np.abs(z.var(axis=0) - 1) < 5 * np.sqrt(2 / n))
+    correlation = np.corrcoef(z, rowvar=False)[np.triu_indices(4, 1)]
+    assert np.all(np.abs(correlation) < 5 / np.sqrt(n))
+    np.testing.assert_allclose(ae.sample(6, seed=3), np.asarray(ae.decoder([z[:6]])),
+                               rtol=1e-5, atol=1e-6)
+
+
 def test_the_model_is_deterministic_at_inference_and_samples_its_code_in_training():
     ae = build("vae", (5, 7, 1), filters=(4,))
     x = images(4, (5, 7, 1))
