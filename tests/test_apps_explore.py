@@ -63,6 +63,10 @@ def test_the_latent_probe_is_a_logistic_regression_on_the_codes(explored_2d):
     # The same 200 test digits: accuracies are multiples of 1/200, and the same fit on the
     # same codes gives the same predictions.
     assert result["latent_accuracy"] == pytest.approx(expected, abs=1e-9)
+    # The baseline beside it: the same probe on the raw pixels.
+    classifier.fit(train_x.reshape(len(train_x), -1), train_y)
+    pixels = classifier.score(test_x.reshape(len(test_x), -1), test_y)
+    assert result["pixel_accuracy"] == pytest.approx(pixels, abs=1e-9)
 
 
 @pytest.mark.parametrize("name", ["latent_scatter.png", "reconstructions.png", "latent_walk.png"])
