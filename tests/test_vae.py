@@ -331,6 +331,39 @@ def test_ema_codebook_follows_the_encoder_outputs_and_reports_perplexity():
                                history["reconstruction"][-1] + history["vq_loss"][-1], rtol=1e-5)
 
 
+def test_an_ema_step_moves_each_code_to_the_decayed_mean_of_its_vectors_and_restarts_dead_ones():
+    """One training call of the quantizer against the EMA update by hand (van den Oord et
+    al., appendix): N_k <- d N_k + (1 - d) n_k, m_k <- d m_k + (1 - d) sum of the vectors
+    nearest code k, e_k = m_k / N_k (Laplace-smoothed); a code whose count falls under 1 %
+    of the mean restarts at one of the batch's vectors."""
+    ae = build("vq_vae", (5, 7, 1), codebook_size=8, ema=True, filters=(4,))
+    quantizer, d = ae.quantizer, 0.99
+    rng = np.random.default_rng(4)
+    codebook = rng.normal(0, 1, (8, 4)).astype(np.float32)
+    counts = np.full(8, 10.0, np.float32)
+    counts[7] = 0.0  # unused so far: dead after this step unless the batch picks it
+    codebook[7] = 100.0  # (far from every vector: it is not picked)
+    quantizer.codebook.assign(codebook)
+    quantizer.ema_count.assign(counts)
+    quantizer.ema_sum.assign(codebook * counts[:, None])
+    z_e = rng.normal(0, 1, (2, 3, 4, 4)).astype(np.float32)
+    quantizer(z_e, training=True)
+
+    flat = z_e.reshape(-1, 4).astype(np.float64)
+    nearest = np.argmin(((flat[:, None] - codebook) ** 2).sum(-1), axis=1)
+    one_hot = np.eye(8)[nearest]
+    count = d * counts + (1 - d) * one_hot.sum(0)
+    total = d * codebook * counts[:, None] + (1 - d) * one_hot.T @ flat
+    n = count.sum()
+    smoothed = (count + 1e-5) / (n + 8e-5) * n
+    updated = quantizer.codebook.numpy()
+    np.testing.assert_allclose(updated[:7], (total / smoothed[:, None])[:7], rtol=1e-5,
+                               atol=1e-6)
+    assert 7 not in nearest
+    # The dead code: a batch vector (times mean count / its smoothed count, 1 - 1e-6).
+    assert np.min(np.abs(flat - updated[7]).max(axis=1)) < 1e-4
+
+
 def test_the_prior_is_autoregressive_in_raster_order():
     prior = build("vq_vae", (12, 20, 3), codebook_size=8, filters=(4, 8)).quantizer.prior
     grid = np.random.default_rng(0).integers(0, 8, (1, 3, 5)).astype(np.int32)
