@@ -432,6 +432,7 @@ sys.exit(compress.main(["train", "--model", "compression", "--images", {str(digi
     assert runs.load_run(tmp_path / "mirrored").model.entropy_bottleneck.finalised
 
 
+@pytest.mark.usefixtures("no_export")  # (the run's SavedModel is not read here)
 def test_training_in_bfloat16_gives_a_float32_codec(digits, odd_images, tmp_path):
     out = tmp_path / "bf16"
     assert compress.main([

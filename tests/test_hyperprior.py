@@ -682,6 +682,7 @@ def test_straight_through_training_decodes_rounded_latents_and_estimates_the_rat
     assert layer.straight_through and type(layer).from_config(layer.get_config()).straight_through
 
 
+@pytest.mark.usefixtures("no_export")  # (the run's SavedModel is not read here)
 def test_the_command_trains_with_straight_through_and_says_so(digits, tmp_path, capsys):
     for i, digit in enumerate(digits[:16]):
         Image.fromarray(digit[..., 0]).save(tmp_path / f"digit{i:02d}.png")
