@@ -78,6 +78,27 @@ def test_a_fixed_non_square_model_averages_the_four_views_of_its_shape():
                                dihedral_mean(model, image, transposes=(False,)), atol=1e-6)
 
 
+def test_a_fixed_size_model_takes_smaller_and_larger_images():
+    """A smaller image is mirrored up to the model's size and cropped back; a larger one is
+    cut into windows of that size whose margins (a quarter of its side, 3 here) cover a
+    3x3 convolution's radius of 1: both as the same convolution over the whole image."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    conv = keras.layers.Conv2D(1, 3, padding="same")
+    inputs = keras.Input((12, 16, 1))
+    fixed = keras.Model(inputs, conv(inputs))
+    anywhere = keras.Sequential([keras.Input((None, None, 1)), conv])  # the same weights
+    rng = np.random.default_rng(3)
+    small = rng.random((9, 10, 1)).astype(np.float32)
+    mirrored = np.pad(small, [(0, 3), (0, 6), (0, 0)], mode="symmetric")
+    np.testing.assert_allclose(denoise.denoise(fixed, small),
+                               np.asarray(anywhere(mirrored[None]))[0, :9, :10], atol=1e-6)
+    large = rng.random((31, 45, 1)).astype(np.float32)
+    np.testing.assert_allclose(denoise.denoise(fixed, large),
+                               np.asarray(anywhere(large[None]))[0], atol=1e-6)
+
+
 def test_evaluate_scores_every_method_on_the_same_noisy_images(unet):
     rng = np.random.default_rng(0)
     images = [rng.random((24, 20, 1)).astype(np.float32) for _ in range(3)]
