@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 from conftest import ROOT
+from test_codec import absurd_header
 from PIL import Image
 
 from aezoo import codec, metrics, presets, runs
@@ -259,14 +260,6 @@ def set_length(data: bytes, change: int) -> bytes:
     """The payload length field (bytes 30-33) changed by `change`."""
     length = int.from_bytes(data[30:34], "little") + change
     return data[:30] + length.to_bytes(4, "little") + data[34:]
-
-
-def absurd_header(data: bytes) -> bytes:
-    """A well-formed header (valid checksum) claiming a 30000 x 30000 image."""
-    fields = bytearray(data[: codec.HEADER.size - 4])
-    fields[8:16] = (30000).to_bytes(4, "little") * 2
-    payload = data[codec.HEADER.size:]
-    return bytes(fields) + codec.checksum(bytes(fields), payload).to_bytes(4, "little") + payload
 
 
 CORRUPTIONS = {
