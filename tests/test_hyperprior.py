@@ -151,6 +151,26 @@ def test_gaussian_tables_hold_each_scales_probabilities(meanscale):
                                np.sqrt(scales[:-1] * scales[1:]), rtol=1e-4)
 
 
+
+def test_factorized_likelihoods_are_cdf_differences_and_sum_to_one_over_all_bins():
+    layer = compression.EntropyBottleneck(filters=(3, 3, 3))
+    layer.build((None, 4, 4, 2))
+    # Zero biases make every channel's density symmetric about 0 (the logits of its
+    # cumulative are odd), so the logits at -0.5 and +0.5 cancel exactly: the bin of 0,
+    # the likeliest, once came out at the likelihood bound, 1e-9 (30 bits).
+    for bias in layer.biases:
+        bias.assign(tf.zeros_like(bias))
+    values = np.arange(-300, 301, dtype=np.float32)
+    p = np.asarray(layer.likelihood(tf.constant(np.stack([values, values], -1)[None, None])),
+                   np.float64)[0, 0]
+    edges = np.arange(-300.5, 301, dtype=np.float32)
+    logits = layer.logits_cumulative(tf.constant(np.stack([edges, edges])[:, None, :]))
+    cdf = 1 / (1 + np.exp(-np.asarray(logits, np.float64)[:, 0, :]))  # the sigmoid, in NumPy
+    expected = np.diff(cdf, axis=1).T
+    np.testing.assert_allclose(p, expected, rtol=1e-5, atol=1e-8)
+    np.testing.assert_allclose(p.sum(axis=0), 1.0, atol=1e-5)
+    assert p[300, 0] == p.max()  # the bin of 0
+
 @pytest.mark.parametrize("name", ["compression_meanscale", "compression_hyperprior"])
 def test_the_integer_hyper_synthesis_tracks_the_float_one(models, name, image):
     model = models[name]

@@ -791,8 +791,9 @@ class EntropyBottleneck(keras.layers.Layer):
         t = tf.transpose(tf.reshape(y_hat, [-1, channels]))[:, None, :]
         lower = self.logits_cumulative(t - 0.5)
         upper = self.logits_cumulative(t + 0.5)
-        # Differences of sigmoids taken on the side where they are small, for accuracy.
-        sign = -tf.sign(lower + upper)
+        # Differences of sigmoids taken on the side where they are small, for accuracy
+        # (either side where lower + upper == 0: -sign(0) would be 0, and p = 0).
+        sign = tf.where(lower + upper > 0, -1.0, 1.0)
         p = tf.abs(tf.sigmoid(sign * upper) - tf.sigmoid(sign * lower))
         p = tf.reshape(tf.transpose(p[:, 0, :]), shape)
         return _lower_bound(p, self.likelihood_bound)

@@ -200,7 +200,7 @@ class EntropyBottleneck(keras.layers.Layer):
         t = ops.transpose(ops.reshape(z_hat, (-1, channels)))[:, None, :]
         lower = self.logits_cumulative(t - 0.5)
         upper = self.logits_cumulative(t + 0.5)
-        sign = -ops.sign(lower + upper)
+        sign = ops.where(lower + upper > 0, -1.0, 1.0)  # (not -sign: 0 where the sum is)
         p = ops.abs(ops.sigmoid(sign * upper) - ops.sigmoid(sign * lower))
         p = ops.reshape(ops.transpose(p[:, 0, :]), shape)
         return lower_bound(p, LIKELIHOOD_BOUND)
