@@ -191,6 +191,22 @@ def test_training_the_whole_updates_the_submodels_variables(name, shape):
     assert any(not np.array_equal(a, b) for a, b in zip(decoder_before, ae.decoder.get_weights()))
 
 
+@pytest.mark.parametrize("name", ["compression", "compression_hyperprior",
+                                  "compression_meanscale", "vae", "vae_dense", "vq_vae"])
+def test_a_model_with_its_own_loss_refuses_sample_weights(name):
+    """A VAE's, VQ-VAE's or codec's loss is its formula's mean over the batch: weights given
+    to fit were silently ignored."""
+    shape = EXAMPLE_SHAPES[name][0]
+    ae = build(name, shape)
+    assert any("compute_loss" in vars(c) for c in type(ae).__mro__[:-1]
+               if c.__module__.startswith("aezoo"))
+    ae.compile(optimizer="adam", run_eagerly=True)
+    x = batch(shape, n=4)
+    with pytest.raises(ValueError, match=r"takes no sample weights"):
+        ae.fit(x, x, sample_weight=np.array([1, 1, 1, 0.0]), epochs=1, verbose=0)
+    ae.fit(x, x, epochs=1, verbose=0)  # (unweighted, as before)
+
+
 @pytest.mark.parametrize("name,shape", CASES, ids=IDS)
 def test_parameter_count_matches_the_golden_value(name, shape):
     count = build(name, shape).count_params()

@@ -96,9 +96,11 @@ class Autoencoder(MultiWorkerFitMixin, Float32LossesMixin, keras.Model):
         """The sum of the losses the layers added (a rate, a KL, a commitment), in float32."""
         return tf.add_n([tf.cast(loss, tf.float32) for loss in self.losses])
 
-    def replica_loss(self, total, y, *terms: tuple[keras.metrics.Metric, Any]) -> tf.Tensor:
+    def replica_loss(self, total, y, *terms: tuple[keras.metrics.Metric, Any],
+                     sample_weight=None) -> tf.Tensor:
         """`total`, a replica's loss on its batch `y`, as `compute_loss` returns it, after
-        each `(tracker, value)` of `terms` is logged.
+        each `(tracker, value)` of `terms` is logged.  `sample_weight`: `compute_loss`'s,
+        refused (`total` is a batch's mean: weights given to `fit` were silently ignored).
 
         The trackers are weighted by the batch size, as Keras's own loss tracker, so that
         the epoch means obey the loss's formula exactly (and a weight that depends on the
@@ -106,6 +108,9 @@ class Autoencoder(MultiWorkerFitMixin, Float32LossesMixin, keras.Model):
         replicas' gradients, so each replica's loss is divided by their number, as Keras
         does for compiled losses.
         """
+        if sample_weight is not None:
+            raise ValueError(f"{type(self).__name__} takes no sample weights: its loss is the "
+                             "mean over the batch of its own formula.")
         batch_size = tf.cast(tf.shape(y)[0], tf.float32)
         for tracker, value in terms:
             tracker.update_state(value, sample_weight=batch_size)

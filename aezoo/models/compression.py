@@ -520,7 +520,8 @@ class CompressionAutoencoder(Autoencoder):
         rate = self.added_losses()
         mse = tf.reduce_mean(tf.square(tf.cast(y, tf.float32) - tf.cast(y_pred, tf.float32)))
         return self.replica_loss(rate + self.lmbda * 255.0**2 * mse, y,
-                                 (self.bpp_tracker, rate), (self.mse_tracker, mse))
+                                 (self.bpp_tracker, rate), (self.mse_tracker, mse),
+                                 sample_weight=sample_weight)
 
 
 @keras.saving.register_keras_serializable(package="aezoo")

@@ -451,7 +451,8 @@ class VariationalAutoencoder(Autoencoder):
         reconstruction = -tf.reduce_mean(self.likelihood.log_prob(y, y_pred))
         return self.replica_loss(reconstruction + self.beta * kl, y,
                                  (self.reconstruction_tracker, reconstruction),
-                                 (self.kl_tracker, kl))
+                                 (self.kl_tracker, kl),
+                                 sample_weight=sample_weight)
 
     def log_importance_weights(self, x, eps, training: bool = False) -> tf.Tensor:
         """`log p(x, z_i) - log q(z_i | x)` for `z_i = mean + exp(log_var / 2) * eps_i`.
@@ -595,7 +596,8 @@ class VQVAE(Autoencoder):
         vq = self.added_losses()
         mse = tf.reduce_mean(tf.square(tf.cast(y, tf.float32) - tf.cast(y_pred, tf.float32)))
         return self.replica_loss(mse + vq, y, (self.reconstruction_tracker, mse),
-                                 (self.vq_tracker, vq))
+                                 (self.vq_tracker, vq),
+                                 sample_weight=sample_weight)
 
     # ------------------------------------------------------------------ the prior
 
