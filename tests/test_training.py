@@ -428,6 +428,30 @@ def test_resumed_training_restores_weights_optimizer_and_epoch(tmp_path):
     assert (tmp_path / "model.keras").is_file() and not (tmp_path / "backup").exists()
 
 
+def test_keep_checkpoints_bounds_the_disk_a_long_run_takes_and_may_change_on_resume(
+    tmp_path,
+):
+    x = images(32)
+    run = dict(model_kwargs=TINY, batch_size=16, strategy="cpu", out_dir=tmp_path, verbose=0)
+    with pytest.raises(KeyboardInterrupt):
+        training.train("conv", x, epochs=6, callbacks=[Crash(3)], keep_checkpoints=2, **run)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
+        "epoch_002.keras", "epoch_003.keras"]
+    # Not a value that defines the run: resumed with another, the newest 1 is kept.
+    training.train("conv", x, epochs=6, keep_checkpoints=1, **run)
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["epoch_006.keras"]
+    with pytest.raises(ValueError, match="keep_checkpoints"):
+        training.train("conv", x, epochs=1, keep_checkpoints=0, **{**run,
+                       "out_dir": tmp_path / "other"})
+
+
+def test_checkpoints_are_ordered_by_epoch_number_past_999(tmp_path):
+    for epoch in (998, 999, 1000, 1001):
+        (tmp_path / f"epoch_{epoch:03d}.keras").touch()
+    assert [p.name for p in training.epoch_checkpoints(tmp_path)][-2:] == [
+        "epoch_1000.keras", "epoch_1001.keras"]
+
+
 def test_a_run_is_resumed_or_returned_only_with_the_values_it_was_started_with(tmp_path):
     x = images(48)
     run = dict(batch_size=16, strategy="cpu", out_dir=tmp_path, verbose=0)
