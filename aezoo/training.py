@@ -16,6 +16,7 @@ import contextlib
 import csv
 import functools
 import inspect
+import io
 import json
 import math
 import os
@@ -810,6 +811,11 @@ class _SyncedBackupAndRestore(keras.callbacks.BackupAndRestore):
         self._strategy = strategy
 
     def on_train_begin(self, logs=None):
+        if not os.path.exists(self._weights_path) and os.path.exists(self._prev_weights_path):
+            # Stopped (a full disk) between moving the backup aside and writing the new one.
+            os.replace(self._prev_weights_path, self._weights_path)
+            if os.path.exists(self._prev_training_metadata_path):
+                shutil.copy(self._prev_training_metadata_path, self._training_metadata_path)
         try:
             super().on_train_begin(logs)  # (Keras falls back on the previous backup itself)
         except (OSError, ValueError, KeyError) as error:
@@ -839,6 +845,37 @@ class _SyncedBackupAndRestore(keras.callbacks.BackupAndRestore):
         shutil.copy(previous, self._training_metadata_path)
         self.model.load_weights(self._weights_path)
         self.model._initial_epoch = common
+
+    def _save_model(self):
+        """Keras's backup, each file written whole or not at all.  Keras has h5py write
+        `latest.weights.h5` in place, and h5py fails on a full disk in its own way: dozens
+        of tracebacks, a truncated backup, then a segmentation fault (exit status 139)
+        instead of one line and status 2.  So the weights are serialised in memory (as
+        Keras does for a .keras file) and written as every other file is.  The previous
+        backup is moved aside, not copied, so that the disk holds two backups at most, as
+        with Keras; `on_train_begin` moves it back if the new one was never written."""
+        Path(self.backup_dir).mkdir(parents=True, exist_ok=True)
+        if self.double_checkpoint and os.path.exists(self._weights_path):
+            if os.path.exists(self._training_metadata_path):
+                runs.write_bytes(self._prev_training_metadata_path,
+                                 Path(self._training_metadata_path).read_bytes())
+            os.replace(self._weights_path, self._prev_weights_path)
+        runs.write_bytes(self._weights_path, _weights_h5(self.model))
+        runs.write_text(self._training_metadata_path, json.dumps(
+            {"epoch": self._current_epoch, "batch": self._last_batch_seen}))
+
+
+def _weights_h5(model: keras.Model) -> bytes:
+    """What `model.save_weights(path.weights.h5)` writes (weights and optimizer state), as
+    bytes: Keras's own writer, given a memory buffer instead of a path."""
+    from keras.src.saving import saving_lib
+
+    buffer = io.BytesIO()
+    store = saving_lib.H5IOStore(buffer, mode="w")
+    saving_lib._save_state(model, weights_store=store, assets_store=None, inner_path="",
+                           visited_saveables=set())
+    store.h5_file.close()  # (store.close() would close the buffer too)
+    return buffer.getvalue()
 
 
 class _HistoryCSV(keras.callbacks.CSVLogger):

@@ -35,7 +35,7 @@ from aezoo.models import ARGUMENTS, MODELS
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError,
                IsADirectoryError, PermissionError)
 # OSErrors that mean the disk, not aezoo.
-DISK_ERRNOS = (errno.ENOSPC, errno.EROFS, errno.EDQUOT)
+DISK_ERRNOS = (errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EFBIG)
 
 # Choices of the shared training options (the same tuples as aezoo.training's, which
 # cannot be imported before TensorFlow; a test keeps them equal).
