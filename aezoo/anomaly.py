@@ -153,8 +153,9 @@ class Detector:
 
     # ------------------------------------------------------------------ scoring
 
-    def score(self, x) -> np.ndarray:
-        """Each example's anomaly score (float64): higher is more anomalous."""
+    def score(self, x, batch_size: int = 256) -> np.ndarray:
+        """Each example's anomaly score (float64): higher is more anomalous; the model
+        reconstructs `batch_size` examples at a time."""
         self._check_fitted()
         x = as_array(x)
         # Before the scaling, whose per-feature offsets would broadcast (N, 1) rows to the
@@ -166,7 +167,8 @@ class Detector:
                              f"(an array of {x.shape}).")
         inputs = self.model_input(x)
         training.check_fits(self.model_, inputs.shape[1:])
-        return reconstruction_errors(self.model_, inputs, verbose=self.verbose)
+        return reconstruction_errors(self.model_, inputs, check_int("batch_size", batch_size),
+                                     verbose=self.verbose)
 
     decision_function = score  # scikit-learn's and PyOD's name
 

@@ -16,6 +16,7 @@ import contextlib
 import csv
 import functools
 import inspect
+import io
 import json
 import math
 import os
@@ -385,6 +386,7 @@ def train(
     init: keras.Model | str | os.PathLike | None = None,
     verbose: int | str = "auto",
     record: Mapping[str, Any] | None = None,
+    keep_checkpoints: int | None = None,
 ) -> tuple[keras.Model, dict[str, list[float]]]:
     """Builds, compiles and fits a model under a tf.distribute strategy.
 
@@ -434,6 +436,10 @@ def train(
         verbose: Keras's verbosity ("auto": a progress bar).
         record: more of what defines the run beside these arguments (a command's data
             options), kept with them in `out_dir/started.json` and compared alike.
+        keep_checkpoints: keep only the newest N `checkpoints/epoch_NNN.keras` (each holds
+            the model and Adam's moments: 22 MB an epoch for `denoise_gray`, so 9 GB over
+            its recipe's 398 epochs); the older ones are deleted once a newer one is saved.
+            None keeps them all.  It does not define the run: a resume may change it.
 
     With `out_dir`, the arguments that define the run (`RUN_DEFINING`, and `record`) are
     kept in `started.json` when it starts; resuming or completing it with other values
@@ -461,6 +467,8 @@ def train(
     clipnorm, time_limit = (None if v is None else float(v) for v in (clipnorm, time_limit))
     steps_per_epoch = None if steps_per_epoch is None else int(steps_per_epoch)
     seed, warmup = check_int("seed", seed, minimum=0), check_int("warmup", warmup, minimum=0)
+    if keep_checkpoints is not None:
+        keep_checkpoints = check_int("keep_checkpoints", keep_checkpoints)
     check_choice("lr_schedule", lr_schedule, LR_SCHEDULES)
     if not isinstance(strategy, tf.distribute.Strategy):
         strategy = resolve_strategy(strategy)
@@ -508,7 +516,8 @@ def train(
         schedule = Schedule(learning_rate, lr_schedule, epochs, time_limit, warmup,
                             done=_minutes_done(run))
         all_callbacks = [schedule,
-                         *default_callbacks(out_dir, strategy, log_dir, val_ds is not None),
+                         *default_callbacks(out_dir, strategy, log_dir, val_ds is not None,
+                                           keep_checkpoints),
                          *callbacks]
         if state == "new" and run is not None:
             # Last before the first epoch: a call refused before it leaves no record behind.
@@ -593,7 +602,7 @@ def _check_finite(history: dict[str, list[float]], run: Path | None) -> None:
         return
     if run is not None:
         shutil.rmtree(run / "backup", ignore_errors=True)
-    kept = sorted((run / "checkpoints").glob("epoch_*.keras")) if run is not None else []
+    kept = epoch_checkpoints(run / "checkpoints") if run is not None else []
     where = f"; the last good epoch is kept in {kept[-1]}" if kept else ""
     raise ValueError("Training stopped because the loss became NaN or infinite; lower the "
                      f"learning rate, or check the data{where}.")
@@ -762,7 +771,7 @@ def save_model(model: keras.Model, path: str | os.PathLike) -> None:
 
 def default_callbacks(
     out_dir: str | os.PathLike | None, strategy: tf.distribute.Strategy, log_dir=None,
-    validation: bool = True,
+    validation: bool = True, keep_checkpoints: int | None = None,
 ) -> list[keras.callbacks.Callback]:
     """NaN stop always; history, backup and checkpoints with `out_dir`; TensorBoard with
     `log_dir`.  `validation`: whether fit has validation data (history.csv has `val_`
@@ -779,7 +788,7 @@ def default_callbacks(
         callbacks += [
             _HistoryCSV(run / "history.csv", validation),
             _SyncedBackupAndRestore(run / "backup", strategy),
-            _EpochCheckpoint(run / "checkpoints"),
+            _EpochCheckpoint(run / "checkpoints", keep_checkpoints),
         ]
     if log_dir is not None and is_chief(strategy):
         callbacks.append(keras.callbacks.TensorBoard(str(log_dir)))
@@ -802,11 +811,16 @@ class _SyncedBackupAndRestore(keras.callbacks.BackupAndRestore):
         self._strategy = strategy
 
     def on_train_begin(self, logs=None):
+        if not os.path.exists(self._weights_path) and os.path.exists(self._prev_weights_path):
+            # Stopped (a full disk) between moving the backup aside and writing the new one.
+            os.replace(self._prev_weights_path, self._weights_path)
+            if os.path.exists(self._prev_training_metadata_path):
+                shutil.copy(self._prev_training_metadata_path, self._training_metadata_path)
         try:
             super().on_train_begin(logs)  # (Keras falls back on the previous backup itself)
         except (OSError, ValueError, KeyError) as error:
             backup = Path(self.backup_dir)
-            checkpoints = sorted(backup.parent.glob("checkpoints/epoch_*.keras"))
+            checkpoints = epoch_checkpoints(backup.parent / "checkpoints")
             way_out = f"delete {backup} to start the run afresh"
             if checkpoints:
                 way_out += (", or start afresh from its last good epoch with "
@@ -831,6 +845,37 @@ class _SyncedBackupAndRestore(keras.callbacks.BackupAndRestore):
         shutil.copy(previous, self._training_metadata_path)
         self.model.load_weights(self._weights_path)
         self.model._initial_epoch = common
+
+    def _save_model(self):
+        """Keras's backup, each file written whole or not at all.  Keras has h5py write
+        `latest.weights.h5` in place, and h5py fails on a full disk in its own way: dozens
+        of tracebacks, a truncated backup, then a segmentation fault (exit status 139)
+        instead of one line and status 2.  So the weights are serialised in memory (as
+        Keras does for a .keras file) and written as every other file is.  The previous
+        backup is moved aside, not copied, so that the disk holds two backups at most, as
+        with Keras; `on_train_begin` moves it back if the new one was never written."""
+        Path(self.backup_dir).mkdir(parents=True, exist_ok=True)
+        if self.double_checkpoint and os.path.exists(self._weights_path):
+            if os.path.exists(self._training_metadata_path):
+                runs.write_bytes(self._prev_training_metadata_path,
+                                 Path(self._training_metadata_path).read_bytes())
+            os.replace(self._weights_path, self._prev_weights_path)
+        runs.write_bytes(self._weights_path, _weights_h5(self.model))
+        runs.write_text(self._training_metadata_path, json.dumps(
+            {"epoch": self._current_epoch, "batch": self._last_batch_seen}))
+
+
+def _weights_h5(model: keras.Model) -> bytes:
+    """What `model.save_weights(path.weights.h5)` writes (weights and optimizer state), as
+    bytes: Keras's own writer, given a memory buffer instead of a path."""
+    from keras.src.saving import saving_lib
+
+    buffer = io.BytesIO()
+    store = saving_lib.H5IOStore(buffer, mode="w")
+    saving_lib._save_state(model, weights_store=store, assets_store=None, inner_path="",
+                           visited_saveables=set())
+    store.h5_file.close()  # (store.close() would close the buffer too)
+    return buffer.getvalue()
 
 
 class _HistoryCSV(keras.callbacks.CSVLogger):
@@ -865,23 +910,38 @@ class _HistoryCSV(keras.callbacks.CSVLogger):
                 self.keys = header[1:]
 
 
+def epoch_checkpoints(directory: Path) -> list[Path]:
+    """The `epoch_NNN.keras` files of a checkpoint folder, oldest first (by number: a name
+    sort would put epoch_1000 before epoch_999)."""
+    return sorted(Path(directory).glob("epoch_*.keras"), key=lambda p: (len(p.name), p.name))
+
+
 class _EpochCheckpoint(keras.callbacks.Callback):
     """Saves `epoch_NNN.keras` (model and optimizer state) after each epoch, whole or not at
-    all; on resuming, also the restored epoch's if a crash came before it was saved."""
+    all; on resuming, also the restored epoch's if a crash came before it was saved.  With
+    `keep`, deletes all but the newest `keep` of them after each save."""
 
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, keep: int | None = None):
         super().__init__()
-        self.directory = directory
+        self.directory, self.keep = directory, keep
 
     def on_train_begin(self, logs=None):
         epoch = self.model._initial_epoch or 0  # set by BackupAndRestore when resuming
         if epoch and not self._path(epoch - 1).exists():
             save_model(self.model, self._path(epoch - 1))
+        self._prune()
 
     def on_epoch_end(self, epoch, logs=None):
         if not math.isfinite(float((logs or {}).get("loss", 0.0))):
             return  # a NaN epoch (TerminateOnNaN stops the fit): keep the last good one
         save_model(self.model, self._path(epoch))
+        self._prune()
+
+    def _prune(self) -> None:
+        if self.keep is None:
+            return
+        for old in epoch_checkpoints(self.directory)[: -self.keep]:
+            old.unlink(missing_ok=True)
 
     def _path(self, epoch: int) -> Path:
         return self.directory / f"epoch_{epoch + 1:03d}.keras"

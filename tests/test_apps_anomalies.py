@@ -383,6 +383,23 @@ def test_a_file_of_anomalies_only_is_scored_and_says_its_labels(ecg_like, tmp_pa
     assert len(read_scores(tmp_path / "scored" / "scores.csv")) == 12
 
 
+def test_score_reconstructs_in_batches_of_batch_size(ecg_like, tmp_path, monkeypatch):
+    seen = []
+    real = anomaly.reconstruction_errors
+
+    def spy(model, x, batch_size=256, verbose=0):
+        seen.append(batch_size)
+        return real(model, x, batch_size, verbose)
+
+    monkeypatch.setattr(anomaly, "reconstruction_errors", spy)
+    assert run(["score", "--model", ecg_like["run"], "--csv", ecg_like["csv"], "--label-column",
+                -1, "--split", "test", "--batch-size", 7, "--out", tmp_path / "scored"]) == 0
+    assert seen == [7]  # (the option was accepted, and the scores made in batches of 256)
+    scores = [float(row["score"]) for row in read_scores(tmp_path / "scored" / "scores.csv")]
+    before = [float(row["score"]) for row in read_scores(ecg_like["scored"] / "scores.csv")]
+    np.testing.assert_allclose(scores, before, rtol=1e-5)
+
+
 @pytest.mark.parametrize("separator", ["\t", ";", " ", "   "])
 def test_tabs_semicolons_and_spaces_separate_cells_as_commas_do(ecg_like, separator,
                                                                  tmp_path):

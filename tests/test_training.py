@@ -428,6 +428,89 @@ def test_resumed_training_restores_weights_optimizer_and_epoch(tmp_path):
     assert (tmp_path / "model.keras").is_file() and not (tmp_path / "backup").exists()
 
 
+def test_keep_checkpoints_bounds_the_disk_a_long_run_takes_and_may_change_on_resume(
+    tmp_path,
+):
+    x = images(32)
+    run = dict(model_kwargs=TINY, batch_size=16, strategy="cpu", out_dir=tmp_path, verbose=0)
+    with pytest.raises(KeyboardInterrupt):
+        training.train("conv", x, epochs=6, callbacks=[Crash(3)], keep_checkpoints=2, **run)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
+        "epoch_002.keras", "epoch_003.keras"]
+    # Not a value that defines the run: resumed with another, the newest 1 is kept.
+    training.train("conv", x, epochs=6, keep_checkpoints=1, **run)
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["epoch_006.keras"]
+    with pytest.raises(ValueError, match="keep_checkpoints"):
+        training.train("conv", x, epochs=1, keep_checkpoints=0, **{**run,
+                       "out_dir": tmp_path / "other"})
+
+
+def test_checkpoints_are_ordered_by_epoch_number_past_999(tmp_path):
+    for epoch in (998, 999, 1000, 1001):
+        (tmp_path / f"epoch_{epoch:03d}.keras").touch()
+    assert [p.name for p in training.epoch_checkpoints(tmp_path)][-2:] == [
+        "epoch_1000.keras", "epoch_1001.keras"]
+
+
+def test_a_full_disk_while_the_backup_is_written_is_one_line_and_leaves_no_torn_backup(
+    tmp_path,
+):
+    # h5py writing the backup in place crashed the process (exit status 139, after dozens
+    # of tracebacks) and left a truncated latest.weights.h5.  A file size limit stands in
+    # for the full disk: the backup, 100+ KB, is the first file over it.
+    import resource
+    import signal
+    import subprocess
+    import sys
+
+    np.save(tmp_path / "x.npy", images(32))
+
+    def limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # (EFBIG instead of a kill)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, resource.RLIM_INFINITY))
+
+    done = subprocess.run(
+        [sys.executable, "-m", "aezoo", "train", "--arrays", str(tmp_path / "x.npy"),
+         "--model", "conv", "--filters", "8", "16", "--latent-dim", "8", "--epochs", "2",
+         "--batch-size", "16", "--strategy", "cpu", "--out", str(tmp_path / "run")],
+        preexec_fn=limit, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    errors = [line for line in done.stderr.splitlines() if "aezoo" in line or "Error" in line]
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert errors == [f"aezoo train: error: File too large "
+                      f"({tmp_path / 'run' / 'backup' / 'latest.weights.h5'})"]
+    assert not list((tmp_path / "run").rglob("*.h5")) and not list(
+        (tmp_path / "run").rglob("*partial*"))
+
+
+def test_a_backup_that_could_not_be_written_resumes_from_the_one_before(tmp_path,
+                                                                        monkeypatch):
+    import errno
+
+    x = images(32)
+    run = dict(model_kwargs=TINY, batch_size=16, strategy="cpu", out_dir=tmp_path, verbose=0)
+    real, calls = training._weights_h5, []
+
+    def disk_full_the_second_time(model):
+        calls.append(model)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(model)
+
+    monkeypatch.setattr(training, "_weights_h5", disk_full_the_second_time)
+    with pytest.raises(OSError, match="No space"):
+        training.train("conv", x, epochs=3, **run)
+    assert not (tmp_path / "backup" / "latest.weights.h5").exists()  # (moved aside)
+    monkeypatch.setattr(training, "_weights_h5", real)
+    state = State()
+    training.train("conv", x, epochs=3, callbacks=[state], **run)
+    checkpoint = keras.models.load_model(tmp_path / "checkpoints" / "epoch_001.keras")
+    assert state.epochs == [1, 2]  # epoch 2 (index 1) again, from epoch 1's weights
+    assert max_difference(state.weights, [v.numpy() for v in checkpoint.weights]) == 0
+    assert max_difference(state.optimizer, [v.numpy() for v in checkpoint.optimizer.variables]) == 0
+
+
 def test_a_run_is_resumed_or_returned_only_with_the_values_it_was_started_with(tmp_path):
     x = images(48)
     run = dict(batch_size=16, strategy="cpu", out_dir=tmp_path, verbose=0)

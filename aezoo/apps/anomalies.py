@@ -255,7 +255,7 @@ def score(args: argparse.Namespace) -> int:
     if examples.labels is not None:
         is_anomaly = ~normal_mask(examples, normal_label, scoring=True)
     print(f"Scoring {len(examples.x)} examples ({describe(args)}).", flush=True)
-    scores = detector.score(examples.x)
+    scores = detector.score(examples.x, batch_size=args.batch_size)
     threshold = detector.threshold_
     above = f"{int((scores > threshold).sum())} of {len(scores)} above the threshold " \
             f"{threshold:.6g}"

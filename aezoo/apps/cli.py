@@ -35,7 +35,7 @@ from aezoo.models import ARGUMENTS, MODELS
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError,
                IsADirectoryError, PermissionError)
 # OSErrors that mean the disk, not aezoo.
-DISK_ERRNOS = (errno.ENOSPC, errno.EROFS, errno.EDQUOT)
+DISK_ERRNOS = (errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EFBIG)
 
 # Choices of the shared training options (the same tuples as aezoo.training's, which
 # cannot be imported before TensorFlow; a test keeps them equal).
@@ -518,6 +518,9 @@ def add_training_arguments(parser: argparse.ArgumentParser, **defaults: Any) -> 
     group.add_argument("--steps-per-epoch", type=positive_int)
     group.add_argument("--seed", type=int, default=0)
     group.add_argument("--log-dir", type=Path, help="TensorBoard log folder")
+    group.add_argument("--keep-checkpoints", type=positive_int, metavar="N",
+                       help="keep only the newest N checkpoints/epoch_NNN.keras (default: "
+                       "all; each holds the model and Adam's state, 22 MB for denoise_gray)")
     group.add_argument("--init", metavar="RUN",
                        help="start from the weights of this run folder or preset (the same "
                        "model; its builder arguments are the defaults; a codec may be given "
@@ -545,6 +548,7 @@ def training_options(args: argparse.Namespace) -> dict[str, Any]:
         steps_per_epoch=args.steps_per_epoch,
         init=args.init,
         verbose=1 if sys.stdout.isatty() else 2,
+        keep_checkpoints=args.keep_checkpoints,
     )
 
 
