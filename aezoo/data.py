@@ -535,8 +535,6 @@ def to_arrays(examples: tf.data.Dataset, batch_size: int = 1024):
     return np.concatenate(parts)
 
 
-
-
 def read_csv(
     path: str | os.PathLike, label_column: int | str | None = None
 ) -> tuple[np.ndarray, np.ndarray | None]:
