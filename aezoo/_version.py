@@ -1,3 +1,3 @@
 """The version of aezoo (setup.cfg reads it from here)."""
 
-__version__ = "0.6.4"
+__version__ = "0.6.5"
