@@ -371,6 +371,37 @@ def test_outputs_never_overwrite_inputs_or_existing_files(
     assert status == 2 and "--overwrite" in capsys.readouterr().err
 
 
+def test_skip_existing_goes_on_where_a_batch_stopped(codec_run, odd_images, packed, tmp_path,
+                                                    capsys):
+    """A batch stopped part-way (a full disk, Ctrl-C) left some outputs: --skip-existing
+    does the others and leaves those as they are (before, only --overwrite of them all)."""
+    images = [str(odd_images / "strip.png"), str(odd_images / "tall.png")]
+    kept = b"an output of an earlier run"
+    (tmp_path / "strip.aez").write_bytes(kept)
+    assert compress.main(["compress", "--model", str(codec_run), *images, "--out",
+                          str(tmp_path), "--skip-existing"]) == 0
+    out = capsys.readouterr().out
+    assert f"Skipping 1 of 2 files, whose output is in {tmp_path} already" in out
+    assert "strip.png" not in out.split("already", 1)[1]
+    assert (tmp_path / "strip.aez").read_bytes() == kept
+    assert (tmp_path / "tall.aez").read_bytes() == (packed / "tall.aez").read_bytes()
+    # All there: nothing to do, no model opened (a run folder that is not one would fail).
+    assert compress.main(["compress", "--model", str(tmp_path / "nothing"), *images,
+                          "--out", str(tmp_path), "--skip-existing"]) == 0
+    assert "Skipping 2 of 2 files" in capsys.readouterr().out
+    pngs = tmp_path / "pngs"
+    pngs.mkdir()
+    (pngs / "strip.png").write_bytes(kept)
+    assert compress.main(["decompress", "--model", str(codec_run), str(packed / "strip.aez"),
+                          str(packed / "tall.aez"), "--out", str(pngs), "--skip-existing"]) == 0
+    assert "Skipping 1 of 2 files" in capsys.readouterr().out
+    assert (pngs / "strip.png").read_bytes() == kept
+    assert Image.open(pngs / "tall.png").size == Image.open(odd_images / "tall.png").size
+    assert compress.main(["decompress", str(packed / "tall.aez"), "--out", str(tmp_path),
+                          "--skip-existing", "--overwrite"]) == 2
+    assert "not allowed with argument" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("action", ["compress", "evaluate"])
 def test_an_image_too_large_for_a_file_is_refused_by_name_before_any_work(
         action, codec_run, odd_images, tmp_path, capsys):

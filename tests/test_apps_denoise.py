@@ -162,6 +162,16 @@ def test_existing_outputs_are_refused_and_inputs_never_overwritten(mnist_run, tm
     assert app.main([*args, "--out", str(out)]) == 2
     assert "exists" in capsys.readouterr().err
     assert (out / "a.png").read_bytes() == written
+    # --skip-existing denoises only the new input, and leaves the one done
+    other = write_image(tmp_path / "b.png", (20, 30))
+    (out / "a.png").write_bytes(b"kept")
+    assert app.main(["denoise", "--model", str(mnist_run), str(source), str(other), "--out",
+                     str(out), "--skip-existing"]) == 0
+    printed = capsys.readouterr().out
+    assert "Skipping 1 of 2 files" in printed and "a.png ->" not in printed
+    assert (out / "a.png").read_bytes() == b"kept"
+    with Image.open(out / "b.png") as image:
+        assert image.size == (30, 20)
 
 
 def assert_one_line_error(capsys, argv, words):

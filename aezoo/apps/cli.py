@@ -446,6 +446,30 @@ def output_paths(inputs: Sequence[Path], out: Path, suffix: str, overwrite: bool
     return targets
 
 
+def add_output_arguments(parser: argparse.ArgumentParser, what: str) -> None:
+    """--overwrite or --skip-existing, for a command that writes one `what` per input."""
+    policy = parser.add_mutually_exclusive_group()
+    policy.add_argument("--overwrite", action="store_true", help=f"replace existing {what}")
+    policy.add_argument("--skip-existing", action="store_true",
+                        help=f"leave the inputs whose {what[:-1]} exists (a batch stopped "
+                             "part-way goes on where it stopped)")
+
+
+def files_to_write(inputs: Sequence[Path], out: Path, suffix: str,
+                   args: argparse.Namespace) -> tuple[list[Path], list[Path]]:
+    """The inputs to work on and their outputs (see `output_paths`), less those whose
+    output exists with `--skip-existing` (said in one line)."""
+    skip = getattr(args, "skip_existing", False)
+    targets = output_paths(inputs, out, suffix, args.overwrite or skip)
+    if not skip:
+        return list(inputs), targets
+    pairs = [(path, target) for path, target in zip(inputs, targets) if not target.exists()]
+    if len(pairs) < len(inputs):
+        print(f"Skipping {len(inputs) - len(pairs)} of {len(inputs)} files, whose output is "
+              f"in {out} already", flush=True)
+    return [path for path, _ in pairs], [target for _, target in pairs]
+
+
 # ------------------------------------------------------------------ data and training
 
 

@@ -110,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     pack.add_argument("images", type=Path, nargs="+",
                       help="PNG/JPEG files, or folders (their PNG/JPEG files)")
     pack.add_argument("--out", type=cli.folder, required=True, help="folder of the .aez files")
-    pack.add_argument("--overwrite", action="store_true", help="replace existing .aez files")
+    cli.add_output_arguments(pack, ".aez files")
     _add_refine_argument(pack)
 
     unpack = actions.add_parser("decompress", help="decompress .aez files to PNG images")
@@ -119,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     unpack.add_argument("files", type=Path, nargs="+",
                         help=".aez files, or folders (their .aez files)")
     unpack.add_argument("--out", type=cli.folder, required=True, help="folder of the PNG files")
-    unpack.add_argument("--overwrite", action="store_true", help="replace existing PNG files")
+    cli.add_output_arguments(unpack, "PNG files")
     _add_postfilter_argument(unpack)
 
     evaluate = actions.add_parser(
@@ -189,9 +189,11 @@ def compress(args: argparse.Namespace) -> int:
     from aezoo import codec, data, runs
 
     files = cli.expand_folders(args.images, data.list_images)
+    files, targets = cli.files_to_write(files, args.out, ".aez", args)
+    if not files:
+        return 0
     # every input is readable, and not too large for a file, before anything is written
     own_channels = [_probe(path) for path in files]
-    targets = cli.output_paths(files, args.out, ".aez", args.overwrite)
     if args.model is None:
         args.model = DEFAULT_CODEC
         print(f"Compressing with {DEFAULT_CODEC}, the default rate point (about 0.5 bits a "
@@ -238,7 +240,9 @@ def decompress(args: argparse.Namespace) -> int:
 
     files = cli.expand_folders(args.files, lambda folder: data.list_files(
         folder, (".aez",), ".aez files"), ".aez files")
-    targets = cli.output_paths(files, args.out, ".png", args.overwrite)
+    files, targets = cli.files_to_write(files, args.out, ".png", args)
+    if not files:
+        return 0
     # Each file's codec: --model, or the preset whose fingerprint the file's header carries.
     made = (dict.fromkeys(files, args.model) if args.model is not None
             else {path: codec.preset_of(path) for path in files})

@@ -113,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "colour ones)")
     run.add_argument("inputs", type=Path, nargs="+", metavar="INPUT", help="image or folder")
     run.add_argument("--out", type=cli.folder, required=True, help="folder for the PNGs")
-    run.add_argument("--overwrite", action="store_true", help="replace existing output PNGs")
+    cli.add_output_arguments(run, "output PNGs")
     run.add_argument("--tile", type=cli.at_least(128), default=1024,
                      help="larger images go in tiles of this side, at least 128 (each keeps "
                           "its centre, 32 pixels or more from its edges)")
@@ -197,9 +197,11 @@ def denoise(args: argparse.Namespace) -> None:
     from aezoo import denoise as denoising
 
     files = cli.expand_folders(args.inputs, data.list_images)
+    files, targets = cli.files_to_write(files, args.out, ".png", args)
+    if not files:
+        return
     # every input readable before anything is written
     own_channels = [data.probe_image(path)[2] for path in files]
-    targets = cli.output_paths(files, args.out, ".png", args.overwrite)
     # Each file's model: --model, or the blind preset of its colour.
     names = ([args.model] * len(files) if args.model is not None else
              ["denoise_gray" if own == 1 else "denoise_rgb" for own in own_channels])
