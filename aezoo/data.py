@@ -612,9 +612,7 @@ def _csv_features(path, rows: list[list[str]], first: int) -> np.ndarray:
 
 def csv_columns(path: str | os.PathLike) -> int:
     """The number of columns of a CSV file, as `read_csv` reads it (from its first row)."""
-    for row in _iter_csv_rows(path):
-        return len(row)
-    raise ValueError(f"{path} holds no rows of data.")
+    return len(next(_iter_csv_rows(path)))  # (a file of no rows: the stream's ValueError)
 
 
 def _iter_csv_rows(path: str | os.PathLike):

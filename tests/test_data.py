@@ -395,7 +395,7 @@ def test_bit_depth_tells_16_bit_pngs_which_are_read_as_8_bits(tmp_path):
 def test_read_csv_takes_little_more_memory_than_its_features(tmp_path, monkeypatch):
     import tracemalloc
 
-    monkeypatch.setattr(data, "CSV_CHUNK_ROWS", 500, raising=False)
+    monkeypatch.setattr(data, "CSV_CHUNK_ROWS", 500)
     rng = np.random.default_rng(0)
     x = rng.normal(size=(6000, 40)).astype(np.float32)
     labels = rng.integers(0, 2, 6000)
@@ -417,7 +417,7 @@ def test_read_csv_takes_little_more_memory_than_its_features(tmp_path, monkeypat
 def test_read_csv_names_a_bad_cell_by_its_row_in_the_file_not_in_its_block(
     tmp_path, monkeypatch
 ):
-    monkeypatch.setattr(data, "CSV_CHUNK_ROWS", 4, raising=False)
+    monkeypatch.setattr(data, "CSV_CHUNK_ROWS", 4)
     rows = [["0.5", "1.5"]] * 10
     rows[6] = ["0.5", "oops"]
     (tmp_path / "bad.csv").write_text("".join(",".join(r) + "\n" for r in rows))
