@@ -459,7 +459,7 @@ def files_to_write(inputs: Sequence[Path], out: Path, suffix: str,
                    args: argparse.Namespace) -> tuple[list[Path], list[Path]]:
     """The inputs to work on and their outputs (see `output_paths`), less those whose
     output exists with `--skip-existing` (said in one line)."""
-    skip = getattr(args, "skip_existing", False)
+    skip = args.skip_existing  # (add_output_arguments's)
     targets = output_paths(inputs, out, suffix, args.overwrite or skip)
     if not skip:
         return list(inputs), targets
