@@ -117,6 +117,12 @@ def main(argv=None) -> int:
             figures["run_bytes"] = disk_bytes(work / run)
             results[f"denoise train {args.epochs} epochs, checkpoints {key}"] = figures
             print(f"denoise train, checkpoints {key}", figures, flush=True)
+    print("\n| command | seconds | peak RSS (GB) | checkpoints on disk |")
+    print("|---|---|---|---|")
+    for key, figures in results.items():
+        disk = figures.get("checkpoint_bytes")
+        print(f"| {key} | {figures['seconds']} | {figures['peak_rss_gb']} | "
+              f"{'' if disk is None else f'{disk / 1e6:.1f} MB'} |")
     if args.out:
         write_json(args.out, results)
     return 0
